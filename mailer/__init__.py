@@ -1,0 +1,1 @@
+"""mailer: delivery worker for transaction receipts and newsletters."""

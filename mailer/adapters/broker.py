@@ -1,0 +1,425 @@
+"""RabbitMQ through aio-pika: topology, publishing with confirms, consuming, parking.
+
+Topology (declared idempotently by `mailer migrate` and by every worker at start):
+
+    exchange mailer (direct) ── receipt ──► mailer.receipts       ┐ quorum queues with
+                             ── newsletter ► mailer.newsletters   │ x-delivery-limit; a message
+                             ── subscription ► mailer.subscriptions┘ redelivered past it is
+                                                                    dead-lettered to mailer.dead
+    exchange mailer.delay (headers) ─ x-mailer-delay=<ms> ─► mailer.delay.<ms>ms
+        each a quorum queue whose message TTL is the delay and which dead-letters back to
+        exchange mailer with the message's own routing key: a retry that survives restarts.
+    mailer.dead: parked jobs, with x-mailer-origin-queue and x-mailer-reason headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+    DeliveryMode,
+    ExchangeType,
+)
+from aio_pika.exceptions import AMQPException, DeliveryError, PublishError
+
+from mailer.errors import ConfigError, TemporaryFailure
+
+log = logging.getLogger(__name__)
+
+EXCHANGE = "mailer"
+DELAY_EXCHANGE = "mailer.delay"
+DEAD_QUEUE = "mailer.dead"
+ROUTES = {
+    "receipt": "mailer.receipts",
+    "newsletter": "mailer.newsletters",
+    "subscription": "mailer.subscriptions",
+}
+QUEUE_ROUTES = {queue: key for key, queue in ROUTES.items()}
+# How many times a message may be handed out before it counts as poison and is parked.
+DELIVERY_LIMIT = 20
+DELAY_HEADER = "x-mailer-delay"
+ORIGIN_HEADER = "x-mailer-origin-queue"
+REASON_HEADER = "x-mailer-reason"
+PARKED_AT_HEADER = "x-mailer-parked-at"
+ATTEMPT_HEADER = "x-mailer-attempt"
+
+Handler = Callable[[AbstractIncomingMessage], Awaitable[None]]
+
+
+def delay_queue_name(delay_ms: int) -> str:
+    return f"mailer.delay.{delay_ms}ms"
+
+
+def _work_queue_arguments() -> dict[str, Any]:
+    return {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": DELIVERY_LIMIT,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": DEAD_QUEUE,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+
+
+def _delay_queue_arguments(delay_ms: int) -> dict[str, Any]:
+    return {
+        "x-queue-type": "quorum",
+        "x-message-ttl": delay_ms,
+        "x-dead-letter-exchange": EXCHANGE,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedMessage:
+    body: bytes
+    origin: str | None
+    reason: str
+    parked_at: str | None
+    job_id: str | None
+    headers: Mapping[str, Any]
+
+
+def parked_view(message: AbstractIncomingMessage) -> ParkedMessage:
+    """What an operator needs to know about a message in mailer.dead."""
+    headers = dict(message.headers or {})
+    origin = _text(headers.get(ORIGIN_HEADER))
+    reason = _text(headers.get(REASON_HEADER))
+    deaths = headers.get("x-death")
+    first = deaths[0] if isinstance(deaths, list) and deaths else None
+    if origin is None and isinstance(first, dict):
+        origin = _text(first.get("queue"))
+        if reason is None and _text(first.get("reason")) == "delivery_limit":
+            reason = f"poison: handed out {DELIVERY_LIMIT} times without being settled"
+    return ParkedMessage(
+        body=message.body,
+        origin=origin,
+        reason=reason or "unknown",
+        parked_at=_text(headers.get(PARKED_AT_HEADER)),
+        job_id=message.message_id or _job_id(message.body),
+        headers=headers,
+    )
+
+
+def _job_id(body: bytes) -> str | None:
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    job_id = value.get("id") if isinstance(value, dict) else None
+    return job_id if isinstance(job_id, str) and len(job_id) <= 64 else None
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value) if value is not None else None
+
+
+class Broker:
+    """One robust connection; a confirming channel for publishing, one channel per consumer."""
+
+    def __init__(self, url: str, *, publish_timeout: float = 10.0) -> None:
+        self._url = url
+        self._publish_timeout = publish_timeout
+        self._connection: AbstractRobustConnection | None = None
+        self._publisher: AbstractChannel | None = None
+
+    async def connect(self) -> None:
+        try:
+            self._connection = await aio_pika.connect_robust(
+                self._url, timeout=10, client_properties={"connection_name": "mailer"}
+            )
+            self._publisher = await self._connection.channel(
+                publisher_confirms=True, on_return_raises=True
+            )
+        except (TimeoutError, OSError, AMQPException) as exc:
+            raise ConfigError(f"broker: cannot connect ({exc!r})") from None
+
+    @property
+    def is_connected(self) -> bool:
+        return self._connection is not None and not self._connection.is_closed
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+    def _channel(self) -> AbstractChannel:
+        if self._publisher is None:
+            raise RuntimeError("broker is not connected")
+        return self._publisher
+
+    async def declare(self, delays_ms: Iterable[int]) -> None:
+        """Declare the whole topology; a queue declared before with other arguments is an error."""
+        assert self._connection is not None
+        async with self._connection.channel() as channel:
+            try:
+                main = await channel.declare_exchange(EXCHANGE, ExchangeType.DIRECT, durable=True)
+                delay = await channel.declare_exchange(
+                    DELAY_EXCHANGE, ExchangeType.HEADERS, durable=True
+                )
+                await channel.declare_queue(
+                    DEAD_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
+                )
+                for routing_key, name in ROUTES.items():
+                    queue = await channel.declare_queue(
+                        name, durable=True, arguments=_work_queue_arguments()
+                    )
+                    await queue.bind(main, routing_key=routing_key)
+                for delay_ms in sorted(set(delays_ms)):
+                    queue = await channel.declare_queue(
+                        delay_queue_name(delay_ms),
+                        durable=True,
+                        arguments=_delay_queue_arguments(delay_ms),
+                    )
+                    await queue.bind(
+                        delay, arguments={"x-match": "all", DELAY_HEADER: str(delay_ms)}
+                    )
+            except aiormq.exceptions.ChannelPreconditionFailed as exc:
+                raise ConfigError(
+                    f"broker: existing topology differs from what mailer declares ({exc}); "
+                    "delete the queue named there or restore its arguments"
+                ) from None
+
+    async def publish(
+        self,
+        body: bytes,
+        *,
+        routing_key: str,
+        exchange: str = EXCHANGE,
+        headers: Mapping[str, Any] | None = None,
+        message_id: str | None = None,
+        content_type: str | None = "application/json",
+    ) -> None:
+        """Publish persistently and wait for the broker's confirm; TemporaryFailure otherwise."""
+        channel = self._channel()
+        message = aio_pika.Message(
+            body,
+            headers=dict(headers or {}),
+            content_type=content_type,
+            message_id=message_id,
+            delivery_mode=DeliveryMode.PERSISTENT,
+        )
+        try:
+            target = (
+                channel.default_exchange
+                if exchange == ""
+                else await channel.get_exchange(exchange, ensure=False)
+            )
+            await target.publish(
+                message, routing_key=routing_key, mandatory=True, timeout=self._publish_timeout
+            )
+        except DeliveryError as exc:
+            raise TemporaryFailure(
+                f"broker did not accept the message for {exchange or 'default'}/{routing_key}: "
+                f"{_describe_delivery_error(exc)}"
+            ) from None
+        except (TimeoutError, PublishError, AMQPException, OSError) as exc:
+            raise TemporaryFailure(f"publish to {exchange}/{routing_key} failed: {exc!r}") from None
+
+    async def republish(
+        self,
+        message: AbstractIncomingMessage,
+        *,
+        routing_key: str,
+        exchange: str = "",
+        extra_headers: Mapping[str, Any] | None = None,
+        drop_headers: Iterable[str] = (),
+    ) -> None:
+        """Publish a received message again, body byte-identical, properties kept."""
+        headers = {k: v for k, v in (message.headers or {}).items() if k not in set(drop_headers)}
+        headers.update(extra_headers or {})
+        await self.publish(
+            message.body,
+            routing_key=routing_key,
+            exchange=exchange,
+            headers=headers,
+            message_id=message.message_id,
+            content_type=message.content_type,
+        )
+
+    async def park(self, message: AbstractIncomingMessage, *, origin: str, reason: str) -> None:
+        await self.republish(
+            message,
+            routing_key=DEAD_QUEUE,
+            extra_headers={
+                ORIGIN_HEADER: origin,
+                REASON_HEADER: reason[:1000],
+                PARKED_AT_HEADER: datetime.now(UTC).isoformat(timespec="seconds"),
+            },
+        )
+
+    async def retry_later(
+        self, message: AbstractIncomingMessage, *, queue: str, delay_ms: int, attempt: int
+    ) -> None:
+        await self.republish(
+            message,
+            routing_key=QUEUE_ROUTES[queue],
+            exchange=DELAY_EXCHANGE,
+            extra_headers={DELAY_HEADER: str(delay_ms), ATTEMPT_HEADER: attempt},
+            drop_headers=("x-death",),
+        )
+
+    async def consume(self, queue_name: str, handler: Handler, *, prefetch: int) -> Consumer:
+        assert self._connection is not None
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        queue = await channel.get_queue(queue_name, ensure=False)
+        consumer = Consumer(channel, queue, handler)
+        await consumer.start()
+        return consumer
+
+    async def open_channel(self) -> AbstractChannel:
+        assert self._connection is not None
+        return await self._connection.channel()
+
+
+def _describe_delivery_error(exc: DeliveryError) -> str:
+    frame = exc.frame
+    if isinstance(frame, aiormq.spec.Basic.Return):
+        return f"unroutable ({frame.reply_code} {frame.reply_text})"
+    if isinstance(frame, aiormq.spec.Basic.Nack):
+        return "refused by the broker (nack)"
+    return repr(frame)
+
+
+class Consumer:
+    """Consumes one queue; tracks the handlers in flight so a shutdown can wait for them."""
+
+    def __init__(self, channel: AbstractChannel, queue: AbstractQueue, handler: Handler) -> None:
+        self._channel = channel
+        self._queue = queue
+        self._handler = handler
+        self._tag: str | None = None
+        self._inflight: set[asyncio.Task[Any]] = set()
+
+    async def start(self) -> None:
+        self._tag = await self._queue.consume(self._on_message)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._inflight.add(task)
+        try:
+            await self._handler(message)
+        finally:
+            self._inflight.discard(task)
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    async def stop(self, drain_timeout: float) -> None:
+        """Stop taking messages, let those in hand finish, return the rest to the queue."""
+        if self._tag is not None and not self._channel.is_closed:
+            try:
+                await self._queue.cancel(self._tag)
+            except (TimeoutError, AMQPException, OSError):
+                log.warning("could not cancel the consumer of %s cleanly", self._queue.name)
+        self._tag = None
+        pending = set(self._inflight)
+        if pending:
+            _done, late = await asyncio.wait(pending, timeout=drain_timeout)
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning(
+                    "%d message(s) of %s not finished in %.0fs: returned to the queue",
+                    len(late),
+                    self._queue.name,
+                    drain_timeout,
+                )
+                await asyncio.wait(late, timeout=5)
+        if not self._channel.is_closed:
+            await self._channel.close()
+
+
+def body_ref(body: bytes) -> str:
+    """A short name for a parked message: the start of the SHA-256 of its body."""
+    return hashlib.sha256(body).hexdigest()[:12]
+
+
+class DeadLetters:
+    """mailer.dead for an operator: look, requeue to where a job came from, or purge.
+
+    Messages are taken with basic.get and held unacknowledged while we decide; whatever is
+    not requeued or purged goes back to the queue when the channel closes.
+    """
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+
+    async def _take_all(
+        self, channel: AbstractChannel, limit: int | None
+    ) -> list[AbstractIncomingMessage]:
+        queue = await channel.get_queue(DEAD_QUEUE, ensure=False)
+        taken: list[AbstractIncomingMessage] = []
+        while limit is None or len(taken) < limit:
+            message = await queue.get(no_ack=False, fail=False, timeout=10)
+            if message is None:
+                break
+            taken.append(message)
+        return taken
+
+    async def show(self, limit: int) -> list[ParkedMessage]:
+        async with await self._broker.open_channel() as channel:
+            return [parked_view(m) for m in await self._take_all(channel, limit)]
+
+    async def requeue(self, refs: set[str] | None) -> list[ParkedMessage]:
+        """Send parked messages back to their origin queue; refs None means all."""
+        done = []
+        async with await self._broker.open_channel() as channel:
+            for message in await self._take_all(channel, None):
+                view = parked_view(message)
+                if not _selected(view, refs):
+                    continue
+                if view.origin not in QUEUE_ROUTES:
+                    log.warning(
+                        "parked message %s has no known origin queue; left in place",
+                        body_ref(view.body),
+                    )
+                    continue
+                await self._broker.republish(
+                    message,
+                    routing_key=view.origin,
+                    drop_headers=(
+                        ORIGIN_HEADER,
+                        REASON_HEADER,
+                        PARKED_AT_HEADER,
+                        "x-death",
+                        "x-delivery-count",
+                        ATTEMPT_HEADER,
+                    ),
+                )
+                await message.ack()
+                done.append(view)
+        return done
+
+    async def purge(self, refs: set[str] | None) -> list[ParkedMessage]:
+        done = []
+        async with await self._broker.open_channel() as channel:
+            for message in await self._take_all(channel, None):
+                view = parked_view(message)
+                if _selected(view, refs):
+                    await message.ack()
+                    done.append(view)
+        return done
+
+
+def _selected(view: ParkedMessage, refs: set[str] | None) -> bool:
+    return refs is None or body_ref(view.body) in refs or (view.job_id or "") in refs

@@ -1,0 +1,189 @@
+"""PostgreSQL through asyncpg: the connection pool and schema migrations.
+
+Numbered SQL files in `migrations/` are applied in order, each in its own transaction, under
+an advisory lock so that two `mailer migrate` runs never interleave. A database whose schema
+is newer than this code is refused rather than written to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib.resources import files
+from typing import TypeVar
+from urllib.parse import unquote, urlsplit
+
+import asyncpg
+
+from mailer.errors import ConfigError, MailerError, TemporaryFailure
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+MIGRATION_LOCK = 0x6D61696C6572  # "mailer"
+_MIGRATION_FILE = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
+# Errors that say "the database is not reachable right now", not "your query is wrong".
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+)
+
+
+class SchemaMismatch(MailerError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations() -> list[Migration]:
+    found = []
+    for entry in files("mailer.adapters").joinpath("migrations").iterdir():
+        match = _MIGRATION_FILE.fullmatch(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
+    return sorted(found, key=lambda m: m.version)
+
+
+LATEST_VERSION = migrations()[-1].version
+
+
+@asynccontextmanager
+async def unavailable_is_temporary(what: str) -> AsyncIterator[None]:
+    """Translate "cannot reach the database" into TemporaryFailure."""
+    try:
+        yield
+    except UNAVAILABLE as exc:
+        raise TemporaryFailure(f"database unavailable during {what}: {exc!r}") from exc
+
+
+async def with_retries(
+    what: str, call: Callable[[], Awaitable[T]], *, attempts: int = 5, first_wait: float = 0.2
+) -> T:
+    """Run `call`, retrying a few times while the database is unreachable."""
+    wait = first_wait
+    for attempt in range(1, attempts + 1):
+        try:
+            async with unavailable_is_temporary(what):
+                return await call()
+        except TemporaryFailure:
+            if attempt == attempts:
+                raise
+            log.warning("database unavailable during %s, retrying in %.1fs", what, wait)
+            await asyncio.sleep(wait)
+            wait *= 2
+    raise AssertionError("unreachable")
+
+
+async def _connect(dsn: str) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(dsn, timeout=10)
+    except asyncpg.InvalidCatalogNameError:
+        raise
+    except (*UNAVAILABLE, asyncpg.PostgresError) as exc:
+        raise ConfigError(f"database: cannot connect ({exc})") from None
+
+
+async def _ensure_database(dsn: str) -> asyncpg.Connection:
+    """Connect, creating the database first when it does not exist yet."""
+    try:
+        return await _connect(dsn)
+    except asyncpg.InvalidCatalogNameError:
+        pass
+    name = unquote(urlsplit(dsn).path.lstrip("/"))
+    if not name:
+        raise ConfigError("database: the URL names no database")
+    admin = await asyncpg.connect(dsn, database="postgres", timeout=10)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name.replace(chr(34), chr(34) * 2)}"')
+        log.info("created database %s", name)
+    finally:
+        await admin.close()
+    return await _connect(dsn)
+
+
+async def schema_version(conn: asyncpg.Connection) -> int:
+    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    if not exists:
+        return 0
+    return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations"))
+
+
+async def migrate(dsn: str) -> list[Migration]:
+    """Bring the schema up to date; returns the migrations applied now."""
+    conn = await _ensure_database(dsn)
+    applied: list[Migration] = []
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        current = await schema_version(conn)
+        if current > LATEST_VERSION:
+            raise SchemaMismatch(
+                f"database schema is at version {current}, newer than this mailer knows "
+                f"({LATEST_VERSION}); upgrade mailer instead"
+            )
+        for migration in migrations():
+            if migration.version <= current:
+                continue
+            async with conn.transaction():
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                    migration.version,
+                    migration.name,
+                )
+            log.info("applied migration %04d_%s", migration.version, migration.name)
+            applied.append(migration)
+    finally:
+        try:
+            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+        finally:
+            await conn.close()
+    return applied
+
+
+async def open_pool(dsn: str, *, size: int) -> asyncpg.Pool:
+    """A pool for a schema that is exactly at LATEST_VERSION, else SchemaMismatch."""
+    try:
+        pool = await asyncpg.create_pool(
+            dsn, min_size=1, max_size=size, command_timeout=30, timeout=10
+        )
+    except asyncpg.InvalidCatalogNameError:
+        raise SchemaMismatch("the database does not exist yet: run `mailer migrate`") from None
+    except (*UNAVAILABLE, asyncpg.PostgresError) as exc:
+        raise ConfigError(f"database: cannot connect ({exc})") from None
+    async with pool.acquire() as conn:
+        current = await schema_version(conn)
+    if current != LATEST_VERSION:
+        await pool.close()
+        hint = "run `mailer migrate`" if current < LATEST_VERSION else "upgrade mailer"
+        raise SchemaMismatch(
+            f"database schema is at version {current}, this mailer needs {LATEST_VERSION}: {hint}"
+        )
+    return pool
+
+
+async def ping(pool: asyncpg.Pool) -> bool:
+    try:
+        async with pool.acquire(timeout=2) as conn:
+            await conn.fetchval("SELECT 1", timeout=2)
+    except (*UNAVAILABLE, asyncpg.PostgresError):
+        return False
+    return True

@@ -1,0 +1,142 @@
+"""The ledger: one row per (job, recipient) with its outcome, and the suppression list.
+
+Every method is one round trip. A delivery being sent is claimed by one worker for a lease
+that the worker keeps renewing; a crashed worker's claims expire and any worker may take
+them over.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+from uuid import UUID
+
+import asyncpg
+
+from mailer.adapters.database import unavailable_is_temporary, with_retries
+from mailer.core.consent import SuppressionReason
+
+Verdict = Literal["claimed", "done", "busy", "conflict"]
+Status = Literal["pending", "sending", "sent", "retrying", "failed", "suppressed", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    verdict: Verdict
+    delivery_id: int | None
+    status: Status | None
+    attempts: int
+    first_seen: datetime
+    suppression: SuppressionReason | None
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """An outcome to write for a claimed delivery."""
+
+    status: Status
+    attempted: bool
+    reply: str | None = None
+    message_id: str | None = None
+    detail: str | None = None
+    suppress: Literal["hard_bounce"] | None = None
+
+
+class Ledger:
+    def __init__(self, pool: asyncpg.Pool, *, worker_id: UUID, lease: float) -> None:
+        self._pool = pool
+        self.worker_id = worker_id
+        self._lease = timedelta(seconds=lease)
+
+    async def claim_receipt(self, job_id: UUID, digest: bytes, recipient_key: bytes) -> Claim:
+        async with unavailable_is_temporary("claim"):
+            row = await self._pool.fetchrow(
+                "SELECT * FROM claim_receipt($1, $2, $3, $4, $5)",
+                job_id,
+                digest,
+                recipient_key,
+                self.worker_id,
+                self._lease,
+            )
+        assert row is not None
+        return Claim(
+            verdict=row["verdict"],
+            delivery_id=row["delivery_id"],
+            status=row["status"],
+            attempts=row["attempts"] or 0,
+            first_seen=row["first_seen"],
+            suppression=row["suppression"],
+        )
+
+    async def record(self, delivery_id: int, record: Record) -> int | None:
+        """Write the outcome; the attempt count after it, or None if the claim was lost.
+
+        Retried for a while when the database is briefly unreachable: after the relay said
+        250, giving up here is what would let a duplicate through.
+        """
+
+        async def call() -> int | None:
+            value = await self._pool.fetchval(
+                "SELECT attempts FROM record_delivery($1, $2, $3, $4, $5, $6, $7, $8)",
+                delivery_id,
+                self.worker_id,
+                record.status,
+                record.attempted,
+                record.reply,
+                record.message_id,
+                record.detail,
+                record.suppress,
+            )
+            return int(value) if value is not None else None
+
+        return await with_retries("record", call)
+
+    async def renew_leases(self) -> int:
+        """Extend this worker's claims; returns how many it holds."""
+        async with unavailable_is_temporary("renew leases"):
+            result: str = await self._pool.execute(
+                "UPDATE deliveries SET claimed_until = now() + $2"
+                " WHERE claimed_by = $1 AND status = 'sending'",
+                self.worker_id,
+                self._lease,
+            )
+        return int(result.rsplit(" ", 1)[1])
+
+    async def release_claims(self) -> int:
+        """On shutdown: hand back what this worker claimed but did not finish."""
+        async with unavailable_is_temporary("release claims"):
+            result: str = await self._pool.execute(
+                "UPDATE deliveries"
+                " SET status = CASE WHEN attempts > 0 THEN 'retrying' ELSE 'pending' END,"
+                "     claimed_by = NULL, claimed_until = NULL, updated_at = now()"
+                " WHERE claimed_by = $1 AND status = 'sending'",
+                self.worker_id,
+            )
+        return int(result.rsplit(" ", 1)[1])
+
+    async def suppress(self, address_key: bytes, reason: str, detail: str | None = None) -> bool:
+        """Add an address to the suppression list; False if it was there already."""
+        async with unavailable_is_temporary("suppress"):
+            result: str = await self._pool.execute(
+                "INSERT INTO suppressions (address_key, reason, detail) VALUES ($1, $2, $3)"
+                " ON CONFLICT (address_key) DO NOTHING",
+                address_key,
+                reason,
+                detail,
+            )
+        return result.endswith(" 1")
+
+    async def unsuppress(self, address_key: bytes) -> bool:
+        async with unavailable_is_temporary("unsuppress"):
+            result: str = await self._pool.execute(
+                "DELETE FROM suppressions WHERE address_key = $1", address_key
+            )
+        return result.endswith(" 1")
+
+    async def suppression(self, address_key: bytes) -> str | None:
+        async with unavailable_is_temporary("suppression"):
+            reason: str | None = await self._pool.fetchval(
+                "SELECT reason FROM suppressions WHERE address_key = $1", address_key
+            )
+        return reason

@@ -1,0 +1,223 @@
+"""The `mailer` command.
+
+Exit status: 0 done, 1 failed (the message says why), 2 bad configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from mailer import logs
+from mailer.adapters import database
+from mailer.adapters.broker import ROUTES, Broker, DeadLetters, body_ref
+from mailer.config import Settings, load_settings
+from mailer.core.signing import generate_key, txt_strings
+from mailer.errors import ConfigError, MailerError
+from mailer.service import Service, retry_tiers
+
+log = logging.getLogger("mailer")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mailer", description="Delivery worker for transaction receipts and newsletters."
+    )
+    parser.add_argument(
+        "--config", type=Path, help="TOML file (default: $MAILER_CONFIG or config/mailer.toml)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser(
+        "migrate", help="create or upgrade the database schema and declare the broker topology"
+    )
+    commands.add_parser("run", help="the worker and the HTTP service in one process")
+    commands.add_parser("worker", help="the worker alone")
+    commands.add_parser("web", help="the HTTP service alone")
+
+    enqueue = commands.add_parser("enqueue", help="publish a job file, as the portal would")
+    enqueue.add_argument("file", type=Path, help="a JSON job; - reads standard input")
+    enqueue.add_argument("--routing-key", help="route by this key instead of the job's kind")
+
+    dlq = commands.add_parser("dlq", help="inspect and act on parked jobs (mailer.dead)")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
+    dlq_list = dlq_commands.add_parser("list", help="show parked jobs and why they were parked")
+    dlq_list.add_argument("--limit", type=int, default=100)
+    dlq_list.add_argument("--json", action="store_true", help="one JSON object per line")
+    for name, text in (
+        ("requeue", "send parked jobs back to the queue they came from"),
+        ("purge", "delete parked jobs for good"),
+    ):
+        action = dlq_commands.add_parser(name, help=text)
+        which = action.add_mutually_exclusive_group(required=True)
+        which.add_argument(
+            "refs",
+            nargs="*",
+            default=[],
+            metavar="REF",
+            help="a ref or job id shown by `mailer dlq list`",
+        )
+        which.add_argument("--all", action="store_true")
+
+    dkim = commands.add_parser("dkim", help="DKIM keys")
+    dkim_commands = dkim.add_subparsers(dest="dkim_command", required=True, metavar="ACTION")
+    keygen = dkim_commands.add_parser("keygen", help="make a key and print its DNS TXT record")
+    keygen.add_argument(
+        "--type",
+        choices=("rsa", "ed25519"),
+        default="rsa",
+        help="rsa (2048 bits, default) or ed25519",
+    )
+    keygen.add_argument("--domain", help="signing domain (default: [dkim] domain)")
+    keygen.add_argument("--selector", help="selector (default: [dkim] selector)")
+    keygen.add_argument("--out", type=Path, required=True, help="where to write the PEM key")
+    keygen.add_argument("--force", action="store_true", help="overwrite an existing file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings, unknown = load_settings(args.config)
+        logs.setup(settings.log.level)
+        for name in unknown:
+            log.warning("ignoring %s: no such setting", name)
+        return _dispatch(args, settings)
+    except ConfigError as exc:
+        print(f"mailer: {exc}", file=sys.stderr)
+        return 2
+    except MailerError as exc:
+        print(f"mailer: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    command: str = args.command
+    if command in ("run", "worker", "web"):
+        service = Service(settings, run_worker=command != "web", run_web=command != "worker")
+        asyncio.run(service.run_until_signalled())
+        return 0
+    if command == "dkim":
+        return _keygen(args, settings)
+    handlers: dict[str, Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]] = {
+        "migrate": _migrate,
+        "enqueue": _enqueue,
+        "dlq": _dlq,
+    }
+    return asyncio.run(handlers[command](args, settings))
+
+
+async def _with_broker(settings: Settings, call: Callable[[Broker], Awaitable[int]]) -> int:
+    broker = Broker(
+        settings.broker.url.get_secret_value(), publish_timeout=settings.broker.publish_timeout
+    )
+    await broker.connect()
+    try:
+        return await call(broker)
+    finally:
+        await broker.close()
+
+
+async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    applied = await database.migrate(settings.database.url.get_secret_value())
+    for migration in applied:
+        print(f"applied {migration.version:04d}_{migration.name}")
+    print(f"database schema at version {database.LATEST_VERSION}")
+
+    async def declare(broker: Broker) -> int:
+        await broker.declare(round(t * 1000) for t in retry_tiers(settings))
+        print("broker topology declared")
+        return 0
+
+    return await _with_broker(settings, declare)
+
+
+async def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
+    path: Path = args.file
+    try:
+        body = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()  # noqa: ASYNC240 - one small file, before any I/O starts
+    except OSError as exc:
+        raise MailerError(f"cannot read {path}: {exc.strerror}") from None
+    routing_key, job_id = args.routing_key, None
+    try:
+        job = json.loads(body)
+    except ValueError:
+        job = None
+    if isinstance(job, dict):
+        job_id = job.get("id") if isinstance(job.get("id"), str) else None
+        routing_key = routing_key or (job.get("kind") if job.get("kind") in ROUTES else None)
+    if routing_key is None:
+        raise MailerError(
+            f"{path}: no known 'kind' to route by ({', '.join(ROUTES)}); give --routing-key"
+        )
+
+    async def publish(broker: Broker) -> int:
+        await broker.publish(body, routing_key=routing_key, message_id=job_id)
+        print(f"published {job_id or body_ref(body)} with routing key {routing_key}")
+        return 0
+
+    return await _with_broker(settings, publish)
+
+
+async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
+    async def act(broker: Broker) -> int:
+        dead = DeadLetters(broker)
+        if args.dlq_command == "list":
+            parked = await dead.show(args.limit)
+            for view in parked:
+                row: dict[str, Any] = {
+                    "ref": body_ref(view.body),
+                    "job_id": view.job_id,
+                    "origin": view.origin,
+                    "parked_at": view.parked_at,
+                    "reason": view.reason,
+                }
+                if args.json:
+                    print(json.dumps(row, ensure_ascii=False))
+                else:
+                    print(
+                        f"{row['ref']}  {view.job_id or '-':36}  {view.origin or '-':22}  "
+                        f"{view.parked_at or '-':25}  {view.reason}"
+                    )
+            if not args.json:
+                print(f"{len(parked)} parked job(s) shown", file=sys.stderr)
+            return 0
+        refs = None if args.all else set(args.refs)
+        action = dead.requeue if args.dlq_command == "requeue" else dead.purge
+        done = await action(refs)
+        verb = "requeued" if args.dlq_command == "requeue" else "purged"
+        for view in done:
+            print(f"{verb} {body_ref(view.body)} {view.job_id or '-'} → {view.origin or '-'}")
+        print(f"{len(done)} job(s) {verb}", file=sys.stderr)
+        return 0 if done or args.all else 1
+
+    return await _with_broker(settings, act)
+
+
+def _keygen(args: argparse.Namespace, settings: Settings) -> int:
+    domain = args.domain or settings.dkim.domain
+    selector = args.selector or settings.dkim.selector
+    if not domain or not selector:
+        raise ConfigError(
+            "dkim keygen: give --domain and --selector (or set [dkim] domain and selector)"
+        )
+    out: Path = args.out
+    if out.exists() and not args.force:
+        raise MailerError(f"{out} exists; use --force to overwrite it")
+    key = generate_key(args.type, domain=domain, selector=selector)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(key.pem)
+    strings = " ".join(f'"{part}"' for part in txt_strings(key.dns_record()))
+    print(f"wrote {key.algorithm} key to {out}", file=sys.stderr)
+    print(f"{selector}._domainkey.{domain}. IN TXT ( {strings} )")
+    return 0

@@ -1,0 +1,350 @@
+"""Settings: one typed object, built once at start from TOML and `MAILER_<SECTION>_<KEY>`.
+
+Precedence: environment over file over defaults. A missing or invalid setting raises
+`ConfigError` with one line naming it, both as `[section] key` and as its variable.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from mailer.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("config/mailer.toml")
+ENV_PREFIX = "MAILER_"
+Locale = Literal["pl", "en"]
+LOCALES: tuple[Locale, ...] = ("pl", "en")
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class BrokerSettings(_Section):
+    url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    prefetch: int = Field(32, ge=1, le=1000)
+    publish_timeout: float = Field(10.0, gt=0)
+
+
+class DatabaseSettings(_Section):
+    url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/mailer")
+    pool_size: int = Field(10, ge=2, le=200)
+
+
+class SmtpRelay(BaseModel):
+    """The parsed `[smtp] url`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str
+    port: int
+    implicit_tls: bool
+    starttls: bool
+    username: str | None
+    password: SecretStr | None
+
+    @property
+    def display(self) -> str:
+        scheme = "smtps" if self.implicit_tls else "smtp"
+        tls = "" if self.implicit_tls or self.starttls else " (plain text)"
+        user = f"{self.username}@" if self.username else ""
+        return f"{scheme}://{user}{self.host}:{self.port}{tls}"
+
+
+class SmtpSettings(_Section):
+    url: SecretStr | None = None
+    password_file: Path | None = None
+    ca_file: Path | None = None
+    pool_size: int = Field(4, ge=1, le=100)
+    timeout: float = Field(30.0, gt=0)
+    helo_name: str | None = None
+    capture_dir: Path = Path("var/outbox")
+
+    @field_validator("url")
+    @classmethod
+    def _parse_url_early(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_smtp_url(value.get_secret_value(), password=None)
+        return value
+
+    def relay(self) -> SmtpRelay | None:
+        """The configured relay, or None for the embedded capture server."""
+        if self.url is None:
+            return None
+        password = None
+        if self.password_file is not None:
+            password = _read_secret_file(self.password_file, "[smtp] password_file")
+        return parse_smtp_url(self.url.get_secret_value(), password=password)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_smtp_url(url: str, *, password: str | None) -> SmtpRelay:
+    """`smtp://` needs STARTTLS, `smtps://` is implicit TLS, `?tls=none` only to loopback."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("smtp", "smtps"):
+        raise ValueError("must start with smtp:// or smtps://")
+    if not parts.hostname:
+        raise ValueError("has no host")
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    unknown = set(query) - {"tls"}
+    if unknown:
+        raise ValueError(f"unknown parameter {sorted(unknown)[0]!r} (only tls=none is known)")
+    plain = query.get("tls") == "none"
+    if "tls" in query and not plain:
+        raise ValueError("tls may only be 'none'")
+    if plain and parts.scheme == "smtps":
+        raise ValueError("smtps:// cannot be combined with tls=none")
+    if plain and not _is_loopback(parts.hostname):
+        raise ValueError("tls=none is allowed only for a loopback relay")
+    implicit = parts.scheme == "smtps"
+    try:
+        port = parts.port or (465 if implicit else 25)
+    except ValueError as exc:
+        raise ValueError("has an invalid port") from exc
+    secret = password if password is not None else parts.password
+    return SmtpRelay(
+        host=parts.hostname,
+        port=port,
+        implicit_tls=implicit,
+        starttls=not implicit and not plain,
+        username=unquote(parts.username) if parts.username else None,
+        password=SecretStr(unquote(secret)) if secret is not None else None,
+    )
+
+
+class DkimSettings(_Section):
+    domain: str | None = None
+    selector: str | None = None
+    key_file: Path | None = None
+    ed25519_selector: str | None = None
+    ed25519_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> DkimSettings:
+        primary = (self.domain, self.selector, self.key_file)
+        if any(primary) and not all(primary):
+            missing = [
+                n for n, v in zip(("domain", "selector", "key_file"), primary, strict=True) if not v
+            ]
+            raise ValueError(f"{', '.join(missing)} must be set together with the others")
+        second = (self.ed25519_selector, self.ed25519_key_file)
+        if any(second) and not all(second):
+            raise ValueError("ed25519_selector and ed25519_key_file must be set together")
+        if any(second) and not self.domain:
+            raise ValueError("ed25519_key_file needs domain, selector and key_file too")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.key_file is not None
+
+
+class HttpSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    public_url: str = "http://127.0.0.1:8080"
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http:// or https:// URL")
+        return value.rstrip("/")
+
+
+class SecuritySettings(_Section):
+    secret_key: SecretStr | None = None
+    secret_key_file: Path | None = None
+
+    def key(self) -> bytes:
+        if self.secret_key is not None:
+            value = self.secret_key.get_secret_value()
+        elif self.secret_key_file is not None:
+            value = _read_secret_file(self.secret_key_file, "[security] secret_key_file")
+        else:
+            raise ConfigError(
+                "config: [security] secret_key (MAILER_SECURITY_SECRET_KEY) is required "
+                "(or secret_key_file); make one with: openssl rand -base64 32"
+            )
+        if len(value) < 32:
+            raise ConfigError(
+                "config: [security] secret_key (MAILER_SECURITY_SECRET_KEY) must be at least "
+                "32 characters"
+            )
+        return value.encode()
+
+
+class SenderSettings(_Section):
+    from_: str = Field("LucidOffice <no-reply@lucid.example>", alias="from")
+    default_locale: Locale = "pl"
+    return_path: str | None = None
+
+
+class RetrySettings(_Section):
+    first_delay: float = Field(30.0, gt=0, le=3600)
+    max_delay: float = Field(3600.0, gt=0)
+    multiplier: float = Field(4.0, ge=1)
+    give_up_after: float = Field(172800.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RetrySettings:
+        if self.max_delay < self.first_delay:
+            raise ValueError("max_delay must not be below first_delay")
+        return self
+
+
+class WorkerSettings(_Section):
+    drain_timeout: float = Field(30.0, gt=0)
+    lease: float = Field(120.0, gt=0)
+    max_attachment_bytes: int = Field(10 * 1024 * 1024, ge=0)
+    templates_dir: Path = Path("templates")
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+class ListSettings(_Section):
+    name: str
+    from_: str = Field(alias="from")
+    default_locale: Locale = "pl"
+
+
+class Settings(_Section):
+    broker: BrokerSettings = BrokerSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    dkim: DkimSettings = DkimSettings()
+    http: HttpSettings = HttpSettings()
+    security: SecuritySettings = SecuritySettings()
+    sender: SenderSettings = SenderSettings()
+    retry: RetrySettings = RetrySettings()
+    worker: WorkerSettings = WorkerSettings()
+    log: LogSettings = LogSettings()
+    lists: dict[str, ListSettings] = {}
+
+    @field_validator("lists")
+    @classmethod
+    def _slugs(cls, value: dict[str, ListSettings]) -> dict[str, ListSettings]:
+        for slug in value:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", slug):
+                raise ValueError(f"list slug {slug!r} must be lowercase letters, digits and '-'")
+        return value
+
+
+_ENV_SECTIONS = [name for name in Settings.model_fields if name != "lists"]
+
+
+def _section_model(section: str) -> type[BaseModel]:
+    annotation = Settings.model_fields[section].annotation
+    assert isinstance(annotation, type)
+    return annotation
+
+
+def _env_name(section: str, key: str) -> str:
+    return f"{ENV_PREFIX}{section}_{key}".upper()
+
+
+def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """Settings from the environment, and the MAILER_ names that matched nothing."""
+    known: dict[str, tuple[str, str]] = {}
+    for section in _ENV_SECTIONS:
+        for key, field in _section_model(section).model_fields.items():
+            name = field.alias or key
+            known[_env_name(section, name)] = (section, name)
+    found: dict[str, dict[str, str]] = {}
+    unknown = []
+    for var, value in environ.items():
+        if not var.startswith(ENV_PREFIX) or var == "MAILER_CONFIG":
+            continue
+        if var in known:
+            section, key = known[var]
+            found.setdefault(section, {})[key] = value
+        else:
+            unknown.append(var)
+    return found, sorted(unknown)
+
+
+def _describe(loc: tuple[int | str, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if not parts:
+        return "config"
+    if parts[0] == "lists" and len(parts) >= 2:
+        return f"[lists.{parts[1]}]" + (f" {'.'.join(parts[2:])}" if len(parts) > 2 else "")
+    if len(parts) == 1:
+        return f"[{parts[0]}]"
+    return f"[{parts[0]}] {'.'.join(parts[1:])} ({_env_name(parts[0], parts[1])})"
+
+
+def _read_secret_file(path: Path, setting: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"config: {setting}: cannot read {path}: {exc.strerror}") from None
+
+
+def load_settings(
+    path: Path | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[Settings, list[str]]:
+    """Read the file and the environment; return the settings and unknown MAILER_ variables."""
+    env = os.environ if environ is None else environ
+    explicit = path is not None or "MAILER_CONFIG" in env
+    config_path = path or Path(env.get("MAILER_CONFIG", str(DEFAULT_CONFIG_PATH)))
+    data: dict[str, Any] = {}
+    if config_path.exists():
+        try:
+            data = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config: {config_path} is not valid TOML: {exc}") from None
+    elif explicit:
+        raise ConfigError(f"config: MAILER_CONFIG file {config_path} does not exist")
+    overrides, unknown = _env_overrides(env)
+    for section, values in overrides.items():
+        existing = data.get(section, {})
+        if not isinstance(existing, dict):
+            raise ConfigError(f"config: [{section}] must be a table")
+        data[section] = {**existing, **values}
+    return build_settings(data), unknown
+
+
+def build_settings(data: Mapping[str, Any]) -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False, include_input=False)[0]
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "is not a known setting"
+        raise ConfigError(f"config: {_describe(error['loc'])}: {message}") from None

@@ -1,0 +1,74 @@
+"""E-mail addresses and header text: validation, normalization, privacy-preserving keys."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import unicodedata
+
+from email_validator import EmailNotValidError, validate_email
+
+# C0 controls, DEL, C1 controls and the Unicode line and paragraph separators: any of them
+# in a header value is either an injection attempt or a header that folds wrongly.
+_HEADER_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+class InvalidAddress(ValueError):
+    """Not an address we can send to; the message never repeats the address."""
+
+
+def normalize_address(address: str) -> str:
+    """The address as it goes into the envelope and headers.
+
+    IDN domains become their ASCII (punycode) form, so no SMTPUTF8 is needed; local parts
+    must be ASCII. No DNS lookups: deliverability is the relay's business.
+    """
+    if unsafe_for_header(address):
+        raise InvalidAddress("contains a control character")
+    try:
+        valid = validate_email(address, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        detail = str(exc).replace(address, "<address>") if address else str(exc)
+        raise InvalidAddress(f"not a valid e-mail address ({detail})") from None
+    assert valid.ascii_email is not None  # allow_smtputf8=False guarantees it
+    return valid.ascii_email
+
+
+def unsafe_for_header(value: str) -> bool:
+    """True when the text holds a line break or another control character."""
+    return _HEADER_UNSAFE.search(value) is not None
+
+
+def header_safe(value: str) -> str:
+    """Text that becomes (part of) a header, NFC-normalized; ValueError if it is unsafe."""
+    if unsafe_for_header(value):
+        raise ValueError("contains a line break or control character")
+    return unicodedata.normalize("NFC", value)
+
+
+def address_key(hash_key: bytes, address: str) -> bytes:
+    """A keyed hash of an address: what the database stores instead of the address.
+
+    Lower-cased, because mailbox providers treat local parts case-insensitively in practice
+    and a suppression must not be dodged by capitalization.
+    """
+    return hmac.new(hash_key, address.lower().encode(), hashlib.sha256).digest()
+
+
+def address_ref(key: bytes) -> str:
+    """A short, stable, non-reversible reference for logs: '#' and 8 hex digits of the key."""
+    return "#" + key[:4].hex()
+
+
+def mask_address(address: str) -> str:
+    """For pages shown to the recipient: 'jan.kowalski@example.pl' → 'j***i@e***e.pl'."""
+    local, _, domain = address.rpartition("@")
+    host, dot, tld = domain.rpartition(".")
+    if not dot:
+        host, tld = domain, ""
+
+    def mask(part: str) -> str:
+        return part[:1] + "***" + (part[-1:] if len(part) > 2 else "")
+
+    return f"{mask(local)}@{mask(host)}{dot}{tld}"

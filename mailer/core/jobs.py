@@ -1,0 +1,239 @@
+"""① Decode: the bytes of a queue message become a typed job, or InvalidJob with the reason.
+
+Schema version 1 of the contract. Everything that will reach a header is checked for control
+characters here, every address is validated here, and attachments are decoded and measured
+here, so the stages after this one work with values they can trust.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+)
+from pydantic_core import ErrorDetails
+
+from mailer.core.addresses import header_safe, normalize_address
+from mailer.errors import InvalidJob
+
+Locale = Literal["pl", "en"]
+KINDS = ("receipt", "newsletter", "subscription")
+SCHEMA_VERSION = 1
+TEMPLATE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_MIME_NAME = r"[A-Za-z0-9!#$&^_.+-]{1,127}"
+CONTENT_TYPE = re.compile(rf"{_MIME_NAME}/{_MIME_NAME}")
+SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
+
+class _Value(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+
+
+HeaderText = Annotated[str, Field(max_length=256), AfterValidator(header_safe)]
+# Validated and normalized (ASCII, IDN as punycode) on decode.
+Address = Annotated[str, Field(max_length=320), AfterValidator(normalize_address)]
+
+
+class Recipient(_Value):
+    email: Address
+    name: HeaderText | None = None
+
+
+def _base64(value: object) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError("must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("is not valid base64") from None
+
+
+class Attachment(_Value):
+    filename: HeaderText
+    content_type: str
+    content: Annotated[bytes, BeforeValidator(_base64)] = Field(alias="data_base64", repr=False)
+
+    @field_validator("filename")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not value.strip() or "/" in value or "\\" in value:
+            raise ValueError("must be a plain file name")
+        return value
+
+    @field_validator("content_type")
+    @classmethod
+    def _mime(cls, value: str) -> str:
+        if not CONTENT_TYPE.fullmatch(value):
+            raise ValueError("must be a MIME type such as application/pdf")
+        return value.lower()
+
+    @field_serializer("content")
+    def _as_base64(self, content: bytes) -> str:
+        return base64.b64encode(content).decode()
+
+
+class ReceiptJob(_Value):
+    kind: Literal["receipt"]
+    version: Literal[1]
+    id: UUID
+    to: Recipient
+    locale: Locale | None = None
+    template: str = "receipt"
+    data: dict[str, Any] = {}
+    attachments: tuple[Attachment, ...] = ()
+
+    @field_validator("template")
+    @classmethod
+    def _template_name(cls, value: str) -> str:
+        if not TEMPLATE_NAME.fullmatch(value):
+            raise ValueError("must be a template name such as 'receipt'")
+        return value
+
+
+class NewsletterJob(_Value):
+    kind: Literal["newsletter"]
+    version: Literal[1]
+    id: UUID
+    list: str
+    subject: HeaderText | dict[Locale, HeaderText]
+    template: str = "newsletter"
+    data: dict[str, Any] = {}
+    send_at: datetime | None = None
+
+    @field_validator("list")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not SLUG.fullmatch(value):
+            raise ValueError("must be a list slug such as 'lucid-news'")
+        return value
+
+    @field_validator("template")
+    @classmethod
+    def _template_name(cls, value: str) -> str:
+        if not TEMPLATE_NAME.fullmatch(value):
+            raise ValueError("must be a template name such as 'newsletter'")
+        return value
+
+    @field_validator("send_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.utcoffset() is None:
+            raise ValueError("must carry a UTC offset, e.g. 2026-12-01T09:00:00+01:00")
+        return value
+
+    def subject_for(self, locale: Locale, fallback: Locale) -> str:
+        if isinstance(self.subject, str):
+            return self.subject
+        return self.subject.get(locale) or self.subject[fallback]
+
+
+class SubscriptionJob(_Value):
+    kind: Literal["subscription"]
+    version: Literal[1]
+    id: UUID
+    action: Literal["subscribe", "unsubscribe", "erase"]
+    list: str | None = None
+    email: Address
+    name: HeaderText | None = None
+    locale: Locale | None = None
+    confirmed: bool = False
+
+    @field_validator("list")
+    @classmethod
+    def _slug(cls, value: str | None) -> str | None:
+        if value is not None and not SLUG.fullmatch(value):
+            raise ValueError("must be a list slug such as 'lucid-news'")
+        return value
+
+
+Job = ReceiptJob | NewsletterJob | SubscriptionJob
+_MODELS: dict[str, type[ReceiptJob] | type[NewsletterJob] | type[SubscriptionJob]] = {
+    "receipt": ReceiptJob,
+    "newsletter": NewsletterJob,
+    "subscription": SubscriptionJob,
+}
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _reason(error: ErrorDetails) -> str:
+    where = ".".join(str(part) for part in error["loc"]) or "job"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "is not a field of this job"
+    elif error["type"] == "missing":
+        message = "is required"
+    return f"{where}: {message}"
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    try:
+        raw = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise InvalidJob("body is not UTF-8") from None
+    except ValueError as exc:
+        raise InvalidJob(f"body is not JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise InvalidJob("body is not a JSON object")
+    return raw
+
+
+def decode(body: bytes, *, max_attachment_bytes: int) -> Job:
+    """Bytes from the queue → a job whose every field has been checked."""
+    raw = parse_json(body)
+    kind = raw.get("kind")
+    if kind not in _MODELS:
+        shown = kind if isinstance(kind, str) and len(kind) <= 40 else type(kind).__name__
+        raise InvalidJob(f"kind: unknown kind {shown!r}; expected one of {', '.join(KINDS)}")
+    version = raw.get("version")
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        raise InvalidJob(f"version: {kind} jobs of version {version!r} are not supported (1 is)")
+    try:
+        job = _MODELS[kind].model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidJob(_reason(exc.errors(include_url=False, include_input=False)[0])) from None
+    if isinstance(job, ReceiptJob):
+        _check_receipt(job, max_attachment_bytes)
+    elif isinstance(job, SubscriptionJob) and job.action != "erase" and job.list is None:
+        raise InvalidJob(f"list: is required for {job.action}")
+    return job
+
+
+def _check_receipt(job: ReceiptJob, max_attachment_bytes: int) -> None:
+    total = sum(len(attachment.content) for attachment in job.attachments)
+    if total > max_attachment_bytes:
+        raise InvalidJob(
+            f"attachments: {total} bytes, more than the limit of {max_attachment_bytes}"
+        )
+
+
+def payload_digest(job: Job) -> bytes:
+    """A digest of what the job asks for, insensitive to JSON key order and whitespace.
+
+    Two publications with the same id and the same digest are the same job published twice;
+    the same id with another digest is a conflict.
+    """
+    canonical = json.dumps(
+        job.model_dump(mode="json", by_alias=True),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode()).digest()

@@ -1,0 +1,137 @@
+"""⑤ Compose: a rendered message and its addresses become RFC 5322 bytes.
+
+Built with the standard library's `email` package: RFC 2047 for non-ASCII display names and
+subjects, quoted-printable text parts (7-bit clean, so no relay re-encodes what DKIM signed),
+multipart/alternative, and multipart/mixed around it when there are attachments.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import EmailPolicy
+from email.utils import format_datetime
+from typing import Any
+
+from mailer.core.addresses import normalize_address, unsafe_for_header
+from mailer.core.rendering import Rendered
+
+# Headers whose value must reach the recipient exactly as written: a URL folded into an
+# RFC 2047 encoded-word is no longer a URL (RFC 8058 clients then cannot use it).
+VERBATIM_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post", "list-id"})
+_VERBATIM_VALUE = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")
+
+
+class _MailPolicy(EmailPolicy):
+    def _verbatim(self, name: str, value: Any) -> str | None:
+        if name.lower() not in VERBATIM_HEADERS:
+            return None
+        text = str(value)
+        if not _VERBATIM_VALUE.fullmatch(text) or len(name) + 2 + len(text) > 998:
+            raise ValueError(f"{name} must be printable ASCII within one line")
+        return f"{name}: {text}{self.linesep}"
+
+    def fold(self, name: str, value: Any) -> str:
+        return self._verbatim(name, value) or super().fold(name, value)
+
+    def fold_binary(self, name: str, value: Any) -> bytes:
+        verbatim = self._verbatim(name, value)
+        return verbatim.encode("ascii") if verbatim else super().fold_binary(name, value)
+
+
+POLICY = _MailPolicy(linesep="\r\n", max_line_length=78, utf8=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Mailbox:
+    address: str
+    name: str | None = None
+
+    def header(self) -> Address:
+        local, _, domain = self.address.rpartition("@")
+        return Address(display_name=self.name or "", username=local, domain=domain)
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
+
+
+def parse_mailbox(text: str) -> Mailbox:
+    """'Name <user@example.org>' or a bare address → a Mailbox; ValueError when not valid."""
+    if unsafe_for_header(text):
+        raise ValueError("contains a line break or control character")
+    header = POLICY.header_factory("from", text)
+    addresses: tuple[Address, ...] = getattr(header, "addresses", ())
+    if len(addresses) != 1 or header.defects or not addresses[0].addr_spec:
+        raise ValueError(f"{text!r} is not one mailbox such as 'Name <user@example.org>'")
+    return Mailbox(
+        address=normalize_address(addresses[0].addr_spec), name=addresses[0].display_name or None
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FileAttachment:
+    filename: str
+    content_type: str
+    content: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ListHeaders:
+    """RFC 2369 / 2919 / 8058: which list, and the one-click way out."""
+
+    list_id: str
+    unsubscribe_url: str
+    unsubscribe_mailto: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    sender: Mailbox
+    to: Mailbox
+    message_id: str
+    date: datetime
+    content: Rendered
+    attachments: Sequence[FileAttachment] = ()
+    list_headers: ListHeaders | None = None
+    reply_to: Mailbox | None = None
+
+
+def message_id(local: str, domain: str) -> str:
+    return f"<{local}@{domain}>"
+
+
+def compose(draft: Draft) -> bytes:
+    """The message as it goes over SMTP: CRLF line ends, no line over 998 octets."""
+    msg = EmailMessage(policy=POLICY)
+    msg["From"] = draft.sender.header()
+    msg["To"] = draft.to.header()
+    if draft.reply_to is not None:
+        msg["Reply-To"] = draft.reply_to.header()
+    msg["Subject"] = draft.content.subject
+    msg["Date"] = format_datetime(draft.date)
+    msg["Message-ID"] = draft.message_id
+    if draft.list_headers is not None:
+        lists = draft.list_headers
+        msg["List-Id"] = lists.list_id
+        targets = [f"<{lists.unsubscribe_url}>"]
+        if lists.unsubscribe_mailto:
+            targets.append(f"<{lists.unsubscribe_mailto}>")
+        msg["List-Unsubscribe"] = ", ".join(targets)
+        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg.set_content(draft.content.text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    msg.add_alternative(draft.content.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    for attachment in draft.attachments:
+        maintype, _, subtype = attachment.content_type.partition("/")
+        msg.add_attachment(
+            attachment.content, maintype=maintype, subtype=subtype, filename=attachment.filename
+        )
+    for part in msg.walk():
+        if part is not msg:
+            # add_alternative/add_attachment stamp sub-parts as if they were whole messages.
+            del part["MIME-Version"]
+    return msg.as_bytes()

@@ -1,0 +1,31 @@
+"""The few exceptions the rest of the program reasons about.
+
+Library errors are translated into these at the adapter that calls the library.
+"""
+
+
+class MailerError(Exception):
+    """Base of every error this program raises on purpose."""
+
+
+class ConfigError(MailerError):
+    """A setting is missing or invalid; the message names it."""
+
+
+class InvalidJob(MailerError):
+    """A job that can never succeed; it is parked with this reason.
+
+    The reason is shown to operators, so it never contains an e-mail address.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TemporaryFailure(MailerError):
+    """Worth retrying later: a 4xx reply, a dropped connection, a service down."""
+
+
+class PermanentFailure(MailerError):
+    """Retrying cannot help: a 5xx reply, a refused configuration."""

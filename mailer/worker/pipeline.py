@@ -1,0 +1,216 @@
+"""The order of the stages. This is the only module that knows it.
+
+    bytes ─► ① decode ─► ② delivery ─► ④ render ─► claim in ledger (③ consent)
+          ─► ⑤ compose ─► ⑥ sign ─► relay ─► ⑦ classify ─► record ─► verdict for the queue
+
+Rendering comes before the claim so that a job that cannot be rendered is parked without
+touching the ledger. The verdict tells the consumer what to do with the queue message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from mailer.adapters.ledger import Ledger, Record
+from mailer.adapters.relay import Relay
+from mailer.core.addresses import address_ref
+from mailer.core.audience import Delivery, receipt_delivery
+from mailer.core.consent import Suppress, decide_receipt
+from mailer.core.jobs import Locale, ReceiptJob, decode, payload_digest
+from mailer.core.messages import Draft, FileAttachment, Mailbox, compose, message_id
+from mailer.core.outcomes import (
+    Failed,
+    Outcome,
+    Retry,
+    Sent,
+    classify,
+    retry_delay,
+    scrub,
+    transport_failure,
+)
+from mailer.core.rendering import Renderer
+from mailer.core.signing import Signer
+from mailer.errors import InvalidJob, TemporaryFailure
+from mailer.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """Settled: acknowledge the queue message."""
+
+
+@dataclass(frozen=True, slots=True)
+class Later:
+    """Not yet: send the queue message round the delay queue of `delay` seconds."""
+
+    delay: float
+    attempt: int
+
+
+Verdict = Done | Later
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    tiers: tuple[float, ...]
+    give_up_after: float
+
+
+class ReceiptPipeline:
+    def __init__(
+        self,
+        *,
+        renderer: Renderer,
+        signer: Signer,
+        relay: Relay,
+        ledger: Ledger,
+        sender: Mailbox,
+        return_path: str,
+        hash_key: bytes,
+        default_locale: Locale,
+        max_attachment_bytes: int,
+        retry: RetryPolicy,
+        metrics: Metrics,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._renderer = renderer
+        self._signer = signer
+        self._relay = relay
+        self._ledger = ledger
+        self._sender = sender
+        self._return_path = return_path
+        self._hash_key = hash_key
+        self._default_locale = default_locale
+        self._max_attachment_bytes = max_attachment_bytes
+        self._retry = retry
+        self._metrics = metrics
+        self._clock = clock
+
+    async def deliver(self, body: bytes) -> Verdict:
+        job = decode(body, max_attachment_bytes=self._max_attachment_bytes)
+        if not isinstance(job, ReceiptJob):
+            raise InvalidJob(f"kind: a {job.kind} job does not belong on the receipts queue")
+        delivery = receipt_delivery(
+            job, hash_key=self._hash_key, default_locale=self._default_locale
+        )
+        content = self._renderer.render(job.template, delivery.locale, _receipt_context(job))
+        claim = await self._ledger.claim_receipt(
+            job.id, payload_digest(job), delivery.recipient_key
+        )
+        ref = address_ref(delivery.recipient_key)
+        if claim.verdict == "conflict":
+            raise InvalidJob(f"id: {job.id} was already used for a different payload")
+        if claim.verdict == "done":
+            self._metrics.duplicates.labels("receipt").inc()
+            log.info("receipt already %s, not sent again job=%s rcpt=%s", claim.status, job.id, ref)
+            return Done()
+        if claim.verdict == "busy":
+            log.info("receipt being sent by another worker job=%s rcpt=%s", job.id, ref)
+            return Later(self._retry.tiers[0], claim.attempts)
+        assert claim.delivery_id is not None
+        decision = decide_receipt(claim.suppression)
+        if isinstance(decision, Suppress):
+            await self._ledger.record(
+                claim.delivery_id, Record("suppressed", attempted=False, detail=decision.reason)
+            )
+            self._metrics.deliveries.labels("receipt", "suppressed").inc()
+            log.info("receipt suppressed (%s) job=%s rcpt=%s", decision.reason, job.id, ref)
+            return Done()
+        now = self._clock()
+        draft = Draft(
+            sender=self._sender,
+            to=delivery.to,
+            message_id=message_id(str(job.id), self._sender.domain),
+            date=now,
+            content=content,
+            attachments=[
+                FileAttachment(a.filename, a.content_type, a.content) for a in job.attachments
+            ],
+        )
+        signed = self._signer.sign(compose(draft), int(now.timestamp()))
+        outcome = await self._attempt(delivery, signed)
+        return await self._settle(claim.delivery_id, claim.first_seen, delivery, draft, outcome)
+
+    async def _attempt(self, delivery: Delivery, message: bytes) -> Outcome:
+        with self._metrics.smtp_seconds.labels("receipt").time():
+            try:
+                reply = await self._relay.send(self._return_path, delivery.to.address, message)
+            except TemporaryFailure as exc:
+                return transport_failure(str(exc))
+        return classify(reply)
+
+    async def _settle(
+        self,
+        delivery_id: int,
+        first_seen: datetime,
+        delivery: Delivery,
+        draft: Draft,
+        outcome: Outcome,
+    ) -> Verdict:
+        ref = address_ref(delivery.recipient_key)
+        address = delivery.to.address
+        if isinstance(outcome, Sent):
+            record = Record(
+                "sent",
+                attempted=True,
+                reply=scrub(str(outcome.reply), address),
+                message_id=draft.message_id,
+            )
+        elif isinstance(outcome, Failed):
+            record = Record(
+                "failed",
+                attempted=True,
+                reply=scrub(outcome.reason, address),
+                detail="rejected by the relay",
+                suppress="hard_bounce" if outcome.suppress else None,
+            )
+        elif (self._clock() - first_seen).total_seconds() >= self._retry.give_up_after:
+            record = Record(
+                "failed",
+                attempted=True,
+                reply=scrub(outcome.reason, address),
+                detail="gave up: still failing temporarily after the retry period",
+            )
+        else:
+            record = Record(
+                "retrying",
+                attempted=True,
+                reply=scrub(outcome.reason, address),
+                detail="temporary failure",
+            )
+        attempts = await self._ledger.record(delivery_id, record)
+        if attempts is None:
+            # Another worker took the delivery over after our lease lapsed; it holds its own
+            # copy of the queue message and settles it.
+            log.warning(
+                "receipt claim lost before its outcome was recorded job=%s rcpt=%s",
+                delivery.job_id,
+                ref,
+            )
+            return Done()
+        self._metrics.deliveries.labels("receipt", record.status).inc()
+        log.info(
+            "receipt %s job=%s rcpt=%s attempts=%d reply=%r",
+            record.status,
+            delivery.job_id,
+            ref,
+            attempts,
+            record.reply,
+        )
+        if isinstance(outcome, Retry) and record.status == "retrying":
+            return Later(retry_delay(attempts, self._retry.tiers), attempts)
+        return Done()
+
+
+def _receipt_context(job: ReceiptJob) -> dict[str, Any]:
+    return {
+        **job.data,
+        "to_name": job.to.name,
+        "attachments": [attachment.filename for attachment in job.attachments],
+    }
