@@ -55,6 +55,7 @@ ORIGIN_HEADER = "x-mailer-origin-queue"
 REASON_HEADER = "x-mailer-reason"
 PARKED_AT_HEADER = "x-mailer-parked-at"
 ATTEMPT_HEADER = "x-mailer-attempt"
+FAILURES_HEADER = "x-mailer-unexpected-failures"
 
 Handler = Callable[[AbstractIncomingMessage], Awaitable[None]]
 
@@ -265,14 +266,23 @@ class Broker:
         )
 
     async def retry_later(
-        self, message: AbstractIncomingMessage, *, queue: str, delay_ms: int, attempt: int
+        self,
+        message: AbstractIncomingMessage,
+        *,
+        queue: str,
+        delay_ms: int,
+        attempt: int,
+        failures: int = 0,
     ) -> None:
+        headers: dict[str, Any] = {DELAY_HEADER: str(delay_ms), ATTEMPT_HEADER: attempt}
+        if failures:
+            headers[FAILURES_HEADER] = failures
         await self.republish(
             message,
             routing_key=QUEUE_ROUTES[queue],
             exchange=DELAY_EXCHANGE,
-            extra_headers={DELAY_HEADER: str(delay_ms), ATTEMPT_HEADER: attempt},
-            drop_headers=("x-death",),
+            extra_headers=headers,
+            drop_headers=("x-death", FAILURES_HEADER),
         )
 
     async def consume(self, queue_name: str, handler: Handler, *, prefetch: int) -> Consumer:
@@ -404,6 +414,7 @@ class DeadLetters:
                         "x-death",
                         "x-delivery-count",
                         ATTEMPT_HEADER,
+                        FAILURES_HEADER,
                     ),
                 )
                 await message.ack()

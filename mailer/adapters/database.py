@@ -26,16 +26,24 @@ T = TypeVar("T")
 
 MIGRATION_LOCK = 0x6D61696C6572  # "mailer"
 _MIGRATION_FILE = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
-# Errors that say "the database is not reachable right now", not "your query is wrong".
+# Errors that say "the database cannot serve us right now", not "the query is wrong".
 UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
+    TimeoutError,
     asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
+    asyncpg.PostgresConnectionError,
 )
+# SQLSTATE classes of the same kind: connection exception, transaction rollback
+# (serialization, deadlock), insufficient resources, object not in prerequisite state
+# (e.g. a database not accepting connections), operator intervention, system error.
+TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "55", "57", "58"})
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, UNAVAILABLE):
+        return True
+    state = getattr(exc, "sqlstate", None)
+    return isinstance(exc, asyncpg.PostgresError) and str(state)[:2] in TRANSIENT_SQLSTATE_CLASSES
 
 
 class SchemaMismatch(MailerError):
@@ -66,7 +74,9 @@ async def unavailable_is_temporary(what: str) -> AsyncIterator[None]:
     """Translate "cannot reach the database" into TemporaryFailure."""
     try:
         yield
-    except UNAVAILABLE as exc:
+    except (*UNAVAILABLE, asyncpg.PostgresError) as exc:
+        if not is_unavailable(exc):
+            raise
         raise TemporaryFailure(f"database unavailable during {what}: {exc!r}") from exc
 
 

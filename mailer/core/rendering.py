@@ -167,7 +167,14 @@ def _babel_locale(context: jinja2.runtime.Context) -> str:
     return BABEL_LOCALES[locale]
 
 
+def _defined(value: object) -> None:
+    """A filter given a missing value says which one, as StrictUndefined does elsewhere."""
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()
+
+
 def _decimal(value: object, what: str) -> Decimal:
+    _defined(value)
     if isinstance(value, float | bool):
         raise _FilterError(f"{what} {value!r} must be a decimal string, not a JSON number")
     try:
@@ -197,6 +204,7 @@ def _percent(context: jinja2.runtime.Context, value: object) -> str:
 
 
 def _parse_moment(value: object) -> datetime | date:
+    _defined(value)
     if isinstance(value, datetime | date):
         return value
     if not isinstance(value, str):
@@ -224,6 +232,7 @@ def _datetime(context: jinja2.runtime.Context, value: object) -> str:
 
 
 def _staff_html(value: object) -> Markup:
+    _defined(value)
     if not isinstance(value, str):
         raise _FilterError("body_html must be a string")
     return Markup(sanitize_html(value))  # noqa: S704 - sanitized by nh3 just above

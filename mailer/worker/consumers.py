@@ -6,8 +6,9 @@ during a database outage; here every path decides what happens to the message:
 - the job is settled → ack;
 - it cannot ever succeed (InvalidJob) → park in mailer.dead with the reason, then ack;
 - not yet (a retry, or the database/relay unreachable) → round a delay queue, then ack;
-- an unexpected error → nack with requeue; a message that keeps failing that way is handed
-  out DELIVERY_LIMIT times and the queue dead-letters it to mailer.dead as poison.
+- an unexpected error (a bug) → round a delay queue too, counted in a header; after
+  MAX_UNEXPECTED of them it is parked with the error as the reason. A message that crashes
+  the whole process is handed out again until the queue's delivery limit parks it as poison.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import AMQPException
 
-from mailer.adapters.broker import Broker
+from mailer.adapters.broker import FAILURES_HEADER, Broker
 from mailer.errors import InvalidJob, TemporaryFailure
 from mailer.metrics import Metrics
 from mailer.worker.pipeline import Done, Later, Verdict
@@ -27,6 +28,7 @@ from mailer.worker.pipeline import Done, Later, Verdict
 log = logging.getLogger(__name__)
 
 Deliver = Callable[[bytes], Awaitable[Verdict]]
+MAX_UNEXPECTED = 5
 
 
 class QueueHandler:
@@ -63,14 +65,35 @@ class QueueHandler:
         except TemporaryFailure as exc:
             log.warning("%s: %s; retrying in %.0fs", self.queue, exc, self._unavailable_delay)
             verdict = Later(self._unavailable_delay, 0)
-        except Exception:
-            log.exception("%s: unexpected error; message returned to the queue", self.queue)
-            await _nack(message)
+        except Exception as exc:
+            await self._unexpected(message, exc)
             return
         if isinstance(verdict, Done):
             await self._settle(message, None)
         else:
             await self._settle(message, lambda: self._later(message, verdict))
+
+    async def _unexpected(self, message: AbstractIncomingMessage, exc: Exception) -> None:
+        previous = (message.headers or {}).get(FAILURES_HEADER, 0)
+        failures = (previous if isinstance(previous, int) else 0) + 1
+        if failures >= MAX_UNEXPECTED:
+            log.exception("%s: unexpected error, %d times: parking", self.queue, failures)
+            reason = f"unexpected error, {failures} times: {type(exc).__name__}: {exc}"
+            await self._settle(message, lambda: self._park(message, reason))
+            return
+        log.exception("%s: unexpected error (%d); retrying later", self.queue, failures)
+        delay = self._unavailable_delay
+
+        async def later() -> None:
+            await self._broker.retry_later(
+                message,
+                queue=self.queue,
+                delay_ms=_ms(delay),
+                attempt=0,
+                failures=failures,
+            )
+
+        await self._settle(message, later)
 
     async def _park(self, message: AbstractIncomingMessage, reason: str) -> None:
         await self._broker.park(message, origin=self.queue, reason=reason)

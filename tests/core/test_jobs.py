@@ -1,0 +1,208 @@
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from mailer.core.jobs import NewsletterJob, ReceiptJob, SubscriptionJob, decode, payload_digest
+from mailer.errors import InvalidJob
+from tests.support.jobs import PDF, encode, receipt
+
+LIMIT = 10 * 1024 * 1024
+
+
+def decode_receipt(job: dict[str, Any]) -> ReceiptJob:
+    decoded = decode(encode(job), max_attachment_bytes=LIMIT)
+    assert isinstance(decoded, ReceiptJob)
+    return decoded
+
+
+def reason_for(body: bytes, limit: int = LIMIT) -> str:
+    with pytest.raises(InvalidJob) as caught:
+        decode(body, max_attachment_bytes=limit)
+    return caught.value.reason
+
+
+def test_a_receipt_decodes_into_typed_values() -> None:
+    job = decode_receipt(receipt(to={"email": "Jan.Kowalski@EXAMPLE.pl", "name": "Jan Kowalski"}))
+    assert job.to.email == "Jan.Kowalski@example.pl"  # domain normalized, local part kept
+    assert job.to.name == "Jan Kowalski"
+    assert job.locale == "pl"
+    assert job.attachments[0].content == PDF
+    assert job.attachments[0].filename == "FV-2026-11-0042.pdf"
+
+
+def test_defaults_template_and_no_locale() -> None:
+    body = receipt()
+    del body["template"], body["locale"], body["attachments"]
+    job = decode_receipt(body)
+    assert job.template == "receipt"
+    assert job.locale is None
+    assert job.attachments == ()
+
+
+def test_an_idn_domain_becomes_punycode() -> None:
+    job = decode_receipt(receipt(to={"email": "anna@łódź.pl"}))
+    assert job.to.email == "anna@xn--d-uga0v4h.pl"
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"\xff\xfe", "body is not UTF-8"),
+        (b"{not json", "body is not JSON"),
+        (b"[1, 2]", "body is not a JSON object"),
+        (b'{"kind": "receipt", "version": 1, "id": NaN}', "body is not JSON"),
+        (encode({"kind": "invoice", "version": 1}), "kind: unknown kind 'invoice'"),
+        (encode({"version": 1}), "kind: unknown kind"),
+        (encode(receipt(version=2)), "version: receipt jobs of version 2 are not supported"),
+        (encode(receipt(version=True)), "version: receipt jobs of version True"),
+        (encode(receipt(id="not-a-uuid")), "id: Input should be a valid UUID"),
+        (encode(receipt(locale="de")), "locale: Input should be 'pl' or 'en'"),
+        (encode(receipt(template="../etc/passwd")), "template: must be a template name"),
+        (encode(receipt(to={"name": "Jan"})), "to.email: is required"),
+        (encode(receipt(extra=1)), "extra: is not a field of this job"),
+        (encode(receipt(data=[1])), "data: Input should be a valid dictionary"),
+    ],
+)
+def test_invalid_jobs_are_refused_with_the_reason(body: bytes, expected: str) -> None:
+    assert expected in reason_for(body)
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["jan.kowalski", "jan@", "jan@@example.pl", "jan kowalski@example.pl", "ján@example.pl"],
+)
+def test_invalid_addresses_are_refused_without_repeating_them(address: str) -> None:
+    reason = reason_for(encode(receipt(to={"email": address})))
+    assert reason.startswith("to.email: not a valid e-mail address")
+    assert address not in reason
+
+
+@pytest.mark.parametrize("evil", ["Jan\r\nBcc: all@example.pl", "Jan\nX", "Jan\x00", "Jan\u2028"])
+def test_header_injection_in_a_name_is_refused(evil: str) -> None:
+    reason = reason_for(encode(receipt(to={"email": "jan@example.pl", "name": evil})))
+    assert reason == "to.name: contains a line break or control character"
+
+
+def test_header_injection_in_an_address_is_refused() -> None:
+    reason = reason_for(encode(receipt(to={"email": "jan@example.pl\r\nBcc: x@example.pl"})))
+    assert reason.startswith("to.email:")
+
+
+@pytest.mark.parametrize(
+    ("attachment", "expected"),
+    [
+        (
+            {"filename": "a.pdf", "content_type": "application/pdf", "data_base64": "%%%"},
+            "attachments.0.data_base64: is not valid base64",
+        ),
+        (
+            {"filename": "../a.pdf", "content_type": "application/pdf", "data_base64": ""},
+            "attachments.0.filename: must be a plain file name",
+        ),
+        (
+            {"filename": "a.pdf\r\nX: y", "content_type": "application/pdf", "data_base64": ""},
+            "attachments.0.filename: contains a line break",
+        ),
+        (
+            {"filename": "a.pdf", "content_type": "pdf", "data_base64": ""},
+            "attachments.0.content_type: must be a MIME type",
+        ),
+        (
+            {"filename": "a.pdf", "content_type": "application/pdf"},
+            "attachments.0.data_base64: is required",
+        ),
+    ],
+)
+def test_bad_attachments_are_refused(attachment: dict[str, str], expected: str) -> None:
+    assert expected in reason_for(encode(receipt(attachments=[attachment])))
+
+
+def test_attachments_over_the_limit_are_refused() -> None:
+    content = base64.b64encode(b"x" * 600).decode()
+    two = [
+        {"filename": f"{i}.bin", "content_type": "application/octet-stream", "data_base64": content}
+        for i in range(2)
+    ]
+    assert decode_receipt(receipt(attachments=two[:1]))  # under the limit passes
+    reason = reason_for(encode(receipt(attachments=two)), limit=1000)
+    assert reason == "attachments: 1200 bytes, more than the limit of 1000"
+
+
+def test_digest_ignores_key_order_and_whitespace_but_not_content() -> None:
+    job = receipt()
+    reordered = json.dumps(dict(reversed(list(job.items()))), indent=2).encode()
+    first = decode(encode(job), max_attachment_bytes=LIMIT)
+    second = decode(reordered, max_attachment_bytes=LIMIT)
+    changed = decode(encode({**job, "locale": "en"}), max_attachment_bytes=LIMIT)
+    assert payload_digest(first) == payload_digest(second)
+    assert payload_digest(first) != payload_digest(changed)
+
+
+def test_newsletter_and_subscription_jobs_decode() -> None:
+    newsletter = decode(
+        encode(
+            {
+                "kind": "newsletter",
+                "version": 1,
+                "id": "0e9b7d8c-1c55-4f0a-b7b5-0d6f3a2b9c11",
+                "list": "lucid-news",
+                "subject": {"pl": "Nowości", "en": "News"},
+                "data": {"articles": []},
+                "send_at": "2026-12-01T09:00:00+01:00",
+            }
+        ),
+        max_attachment_bytes=LIMIT,
+    )
+    assert isinstance(newsletter, NewsletterJob)
+    assert newsletter.subject_for("en", "pl") == "News"
+    subscription = decode(
+        encode(
+            {
+                "kind": "subscription",
+                "version": 1,
+                "id": "0e9b7d8c-1c55-4f0a-b7b5-0d6f3a2b9c12",
+                "action": "subscribe",
+                "list": "lucid-news",
+                "email": "anna@example.pl",
+                "confirmed": True,
+            }
+        ),
+        max_attachment_bytes=LIMIT,
+    )
+    assert isinstance(subscription, SubscriptionJob)
+    assert subscription.confirmed is True
+
+
+def test_send_at_needs_an_offset() -> None:
+    reason = reason_for(
+        encode(
+            {
+                "kind": "newsletter",
+                "version": 1,
+                "id": "0e9b7d8c-1c55-4f0a-b7b5-0d6f3a2b9c11",
+                "list": "lucid-news",
+                "subject": "x",
+                "send_at": "2026-12-01T09:00:00",
+            }
+        )
+    )
+    assert reason.startswith("send_at: must carry a UTC offset")
+
+
+def test_subscribe_needs_a_list() -> None:
+    reason = reason_for(
+        encode(
+            {
+                "kind": "subscription",
+                "version": 1,
+                "id": "0e9b7d8c-1c55-4f0a-b7b5-0d6f3a2b9c11",
+                "action": "subscribe",
+                "email": "anna@example.pl",
+            }
+        )
+    )
+    assert reason == "list: is required for subscribe"

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import pytest
+
+from mailer.core.consent import Send, Suppress, decide_newsletter, decide_receipt
+from mailer.core.outcomes import (
+    Failed,
+    Reply,
+    Retry,
+    Sent,
+    classify,
+    delay_tiers,
+    retry_delay,
+    scrub,
+)
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        (Reply(250, "2.0.0 Ok: queued as ABC"), Sent(Reply(250, "2.0.0 Ok: queued as ABC"))),
+        (Reply(451, "4.3.0 Try again later"), Retry("451 4.3.0 Try again later")),
+        (Reply(421, "4.7.0 Too many connections"), Retry("421 4.7.0 Too many connections")),
+        (
+            Reply(550, "5.1.1 <x>: Recipient address rejected: User unknown"),
+            Failed("550 5.1.1 <x>: Recipient address rejected: User unknown", suppress=True),
+        ),
+        (
+            Reply(553, "5.1.3 Bad recipient address syntax"),
+            Failed("553 5.1.3 Bad recipient address syntax", suppress=True),
+        ),
+        (Reply(552, "5.3.4 Message too big"), Failed("552 5.3.4 Message too big")),
+        (Reply(554, "5.7.1 Rejected by policy"), Failed("554 5.7.1 Rejected by policy")),
+        (Reply(550, "Mailbox unavailable"), Failed("550 Mailbox unavailable")),
+    ],
+)
+def test_the_reply_decides(reply: Reply, expected: object) -> None:
+    assert classify(reply) == expected
+
+
+def test_scrub_removes_the_address_whatever_its_case() -> None:
+    text = "550 5.1.1 <Jan.Kowalski@Example.pl>: Recipient address rejected"
+    assert (
+        scrub(text, "jan.kowalski@example.pl")
+        == "550 5.1.1 <<recipient>>: Recipient address rejected"
+    )
+
+
+def test_delays_grow_and_are_capped() -> None:
+    tiers = delay_tiers(30, 3600, 4)
+    assert tiers == (30, 120, 480, 1920, 3600)
+    assert [retry_delay(n, tiers) for n in (1, 2, 3, 4, 5, 6, 50)] == [
+        30,
+        120,
+        480,
+        1920,
+        3600,
+        3600,
+        3600,
+    ]
+    assert delay_tiers(30, 30, 4) == (30,)
+
+
+def test_receipts_ignore_opt_outs_but_not_suppressions() -> None:
+    assert decide_receipt(None) == Send()
+    assert decide_receipt("hard_bounce") == Suppress("hard_bounce")
+    assert decide_receipt("complaint") == Suppress("complaint")
+
+
+def test_newsletters_need_a_current_subscription() -> None:
+    assert decide_newsletter("subscribed", None) == Send()
+    assert decide_newsletter("unsubscribed", None) == Suppress("unsubscribed")
+    assert decide_newsletter("pending", None) == Suppress("not_subscribed")
+    assert decide_newsletter(None, None) == Suppress("not_subscribed")
+    assert decide_newsletter("subscribed", "erased") == Suppress("erased")

@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mailer.core.rendering import Renderer, html_to_text, sanitize_html
+from mailer.errors import InvalidJob
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Renderer:
+    return Renderer(ROOT / "templates")
+
+
+def receipt_context(**overrides: Any) -> dict[str, Any]:
+    context: dict[str, Any] = {
+        "order_number": "ZAM/2026/11/0042",
+        "placed_at": "2026-11-24T10:15:00+01:00",
+        "currency": "PLN",
+        "items": [
+            {
+                "name": "LucidCRM — licencja roczna",
+                "quantity": 1,
+                "unit_price": "1200.00",
+                "vat_rate": "23",
+            }
+        ],
+        "total": "1476.00",
+        "to_name": "Jan Kowalski",
+        "attachments": ["FV-2026-11-0042.pdf"],
+    }
+    context.update(overrides)
+    return context
+
+
+def test_polish_receipt_formats_money_and_dates_for_poland(renderer: Renderer) -> None:
+    rendered = renderer.render("receipt", "pl", receipt_context())
+    assert rendered.subject == "Potwierdzenie zamówienia ZAM/2026/11/0042"
+    assert "Razem do zapłaty: 1\xa0476,00\xa0zł" in rendered.text
+    assert "24 listopada 2026" in rendered.text
+    assert "1&nbsp;476,00&nbsp;zł" in rendered.html
+    assert 'lang="pl"' in rendered.html
+    assert "FV-2026-11-0042.pdf" in rendered.text
+
+
+def test_english_receipt(renderer: Renderer) -> None:
+    rendered = renderer.render("receipt", "en", receipt_context())
+    assert rendered.subject == "Order confirmation ZAM/2026/11/0042"
+    assert "24 November 2026" in rendered.text
+    assert "1,476.00" in rendered.text
+    assert 'lang="en"' in rendered.html
+
+
+def test_css_is_inlined_for_mail_clients(renderer: Renderer) -> None:
+    html = renderer.render("receipt", "pl", receipt_context()).html
+    assert '<h1 style="' in html
+    styles = re.findall(r"<style>(.*?)</style>", html, re.DOTALL)
+    assert styles  # media queries cannot be inlined: they stay, and only they
+    assert all(style.strip().startswith("@media") for style in styles)
+
+
+def test_html_is_autoescaped(renderer: Renderer) -> None:
+    evil = '<script>alert("x")</script>'
+    rendered = renderer.render("receipt", "pl", receipt_context(to_name=evil))
+    assert "<script>" not in rendered.html
+    assert "&lt;script&gt;" in rendered.html
+    assert evil in rendered.text  # the text part is not HTML: shown as written
+
+
+def test_a_missing_value_is_an_error_not_a_hole(renderer: Renderer) -> None:
+    context = receipt_context()
+    del context["total"]
+    with pytest.raises(InvalidJob, match=r"template receipt/pl: 'total' is undefined"):
+        renderer.render("receipt", "pl", context)
+
+
+def test_money_must_be_a_decimal_string(renderer: Renderer) -> None:
+    with pytest.raises(InvalidJob, match="must be a decimal string, not a JSON number"):
+        renderer.render("receipt", "pl", receipt_context(total=1476.0))
+    with pytest.raises(InvalidJob, match="is not a decimal number"):
+        renderer.render("receipt", "pl", receipt_context(total="tysiąc"))
+
+
+def test_unknown_template(renderer: Renderer) -> None:
+    with pytest.raises(InvalidJob, match="template: unknown template 'invoice'"):
+        renderer.render("invoice", "pl", receipt_context())
+
+
+def test_a_subject_cannot_smuggle_a_header(renderer: Renderer) -> None:
+    rendered = renderer.render(
+        "receipt", "pl", receipt_context(order_number="42\r\nBcc: everyone@example.pl")
+    )
+    assert "\r" not in rendered.subject and "\n" not in rendered.subject
+
+
+def _template(root: Path, name: str, subject: str = "S") -> None:
+    for locale in ("pl", "en"):
+        folder = root / name / locale
+        folder.mkdir(parents=True)
+        (folder / "subject.txt.j2").write_text(subject)
+        (folder / "body.html.j2").write_text("{{ value }}")
+        (folder / "body.txt.j2").write_text("{{ value }}")
+
+
+def test_a_syntax_error_is_found_at_start_not_per_job(tmp_path: Path) -> None:
+    _template(tmp_path, "broken", subject="{{ unclosed ")
+    with pytest.raises(ValueError, match=r"broken/pl/subject.txt.j2:1: unexpected end"):
+        Renderer(tmp_path)
+
+
+def test_a_template_must_exist_in_every_locale(tmp_path: Path) -> None:
+    _template(tmp_path, "half")
+    (tmp_path / "half" / "en" / "body.txt.j2").unlink()
+    with pytest.raises(ValueError, match=r"template 'half' lacks half/en/body.txt.j2"):
+        Renderer(tmp_path)
+
+
+def test_autoescape_is_on_whatever_the_file_name_unless_it_is_text(tmp_path: Path) -> None:
+    _template(tmp_path, "odd")
+    (tmp_path / "_partials").mkdir()
+    (tmp_path / "_partials" / "snippet.tmpl").write_text("[{{ value }}]")
+    (tmp_path / "odd" / "pl" / "body.html.j2").write_text('{% include "_partials/snippet.tmpl" %}')
+    rendered = Renderer(tmp_path).render("odd", "pl", {"value": "<b>"})
+    assert rendered.html == "<html><head></head><body>[&lt;b&gt;]</body></html>"
+    assert rendered.text == "<b>"
+
+
+def test_staff_html_is_sanitized() -> None:
+    dirty = (
+        '<p onclick="steal()">Hi <a href="javascript:alert(1)">x</a>'
+        '<a href="https://lucid.example/a">ok</a><script>bad()</script>'
+        '<img src="data:image/png;base64,AAAA"><form action="/x"><input name="p"></form>'
+        '<span style="color: red; position: fixed">red</span></p>'
+    )
+    clean = sanitize_html(dirty)
+    for banned in (
+        "onclick",
+        "javascript:",
+        "<script",
+        "bad()",
+        "data:",
+        "<form",
+        "<input",
+        "position",
+    ):
+        assert banned not in clean
+    assert 'href="https://lucid.example/a"' in clean
+    assert "color:red" in clean.replace(" ", "")
+
+
+def test_html_to_text_keeps_links() -> None:
+    text = html_to_text('<h2>Kanban</h2><p>Przeciągnij <a href="https://x.example/k">tutaj</a></p>')
+    assert "Kanban" in text
+    assert "https://x.example/k" in text

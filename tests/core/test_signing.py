@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import dkim
+import pytest
+
+from mailer.core.messages import Draft, ListHeaders, Mailbox, compose
+from mailer.core.rendering import Rendered
+from mailer.core.signing import (
+    DkimpySigner,
+    OpenSSLSigner,
+    generate_key,
+    header_list,
+    load_key,
+    txt_strings,
+)
+from tests.conftest import DkimKeys
+
+NOW = 1795600000
+
+
+def message(list_headers: bool = True) -> bytes:
+    return compose(
+        Draft(
+            sender=Mailbox("news@lucid.example", "Lucid News"),
+            to=Mailbox("anna@example.pl", "Anna Nowak"),
+            message_id="<x@lucid.example>",
+            date=datetime(2026, 11, 24, tzinfo=UTC),
+            content=Rendered("Nowości", "<p>Cześć</p>", "Cześć\n"),
+            list_headers=ListHeaders(
+                "Lucid News <lucid-news.lucid.example>", "https://mail.lucid.example/u/abc"
+            )
+            if list_headers
+            else None,
+        )
+    )
+
+
+def signature_tags(signed: bytes, index: int = 0) -> dict[str, str]:
+    headers = signed.split(b"\r\n\r\n", 1)[0].decode()
+    unfolded = re.sub(r"\r\n[ \t]+", " ", headers)
+    values = [
+        line.split(":", 1)[1]
+        for line in unfolded.split("\r\n")
+        if line.startswith("DKIM-Signature:")
+    ]
+    tags = [part.strip().split("=", 1) for part in values[index].split(";") if part.strip()]
+    return {name.strip(): value.replace(" ", "") for name, value in tags}
+
+
+@pytest.mark.parametrize("signer_class", [OpenSSLSigner, DkimpySigner])
+def test_rsa_and_ed25519_signatures_verify_with_dkimpy(
+    signer_class: type[OpenSSLSigner] | type[DkimpySigner], dkim_keys: DkimKeys
+) -> None:
+    signed = signer_class([dkim_keys.rsa, dkim_keys.ed25519]).sign(message(), NOW)
+    verifier = dkim.DKIM(signed)
+    assert verifier.verify(idx=0, dnsfunc=dkim_keys.dns)
+    assert verifier.verify(idx=1, dnsfunc=dkim_keys.dns)
+    assert signature_tags(signed, 0)["a"] == "rsa-sha256"
+    assert signature_tags(signed, 1)["a"] == "ed25519-sha256"
+
+
+def test_signature_tags(dkim_keys: DkimKeys) -> None:
+    tags = signature_tags(OpenSSLSigner([dkim_keys.rsa]).sign(message(), NOW))
+    assert tags["c"] == "relaxed/relaxed"
+    assert tags["d"] == "lucid.example"
+    assert tags["s"] == dkim_keys.rsa.selector
+    assert tags["t"] == str(NOW)
+    assert "l" not in tags
+    signed_headers = tags["h"].split(":")
+    for name in (
+        "from",
+        "to",
+        "subject",
+        "date",
+        "message-id",
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+    ):
+        assert signed_headers.count(name) == 2, name  # present once, signed twice: over-signed
+    assert signed_headers.count("list-id") == 1
+    assert "content-type" in signed_headers and "mime-version" in signed_headers
+
+
+def test_signing_lines_stay_short(dkim_keys: DkimKeys) -> None:
+    signed = OpenSSLSigner([dkim_keys.rsa, dkim_keys.ed25519]).sign(message(), NOW)
+    header = signed.split(b"\r\n\r\n", 1)[0]
+    assert max(len(line) for line in header.split(b"\r\n")) <= 78
+
+
+def test_a_changed_message_no_longer_verifies(dkim_keys: DkimKeys) -> None:
+    signed = OpenSSLSigner([dkim_keys.rsa]).sign(message(), NOW)
+    tampered = signed.replace(b"https://mail.lucid.example/u/abc", b"https://evil.example/u/abc")
+    assert not dkim.DKIM(tampered).verify(dnsfunc=dkim_keys.dns)
+    added = signed.replace(b"\r\n\r\n", b"\r\nSubject: second subject\r\n\r\n", 1)
+    assert not dkim.DKIM(added).verify(dnsfunc=dkim_keys.dns)
+
+
+def test_header_list_without_list_headers() -> None:
+    headers, _ = dkim.rfc822_parse(message(list_headers=False))
+    names = header_list(headers)
+    assert b"list-unsubscribe" not in names
+    assert names.count(b"from") == 2
+
+
+def test_weak_or_unknown_keys_are_refused() -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    with pytest.raises(ValueError, match="1024 bits"):
+        load_key(weak, domain="x.example", selector="s")
+    other = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    with pytest.raises(ValueError, match="only RSA and Ed25519"):
+        load_key(other, domain="x.example", selector="s")
+    with pytest.raises(ValueError, match="not an unencrypted PEM"):
+        load_key(b"nonsense", domain="x.example", selector="s")
+
+
+def test_dns_record_is_split_into_255_byte_strings() -> None:
+    record = generate_key("rsa", domain="lucid.example", selector="s").dns_record()
+    parts = txt_strings(record)
+    assert record.startswith("v=DKIM1; k=rsa; p=")
+    assert len(parts) == 2
+    assert all(len(part) <= 255 for part in parts)
+    assert "".join(parts) == record

@@ -1,0 +1,114 @@
+"""A real SMTP server for tests (aiosmtpd, in-process) whose faults are injected server-side."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+DROP = "drop"  # a DATA fault: close the connection instead of answering
+
+
+@dataclass(frozen=True)
+class Received:
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    data: bytes
+
+    def parsed(self) -> EmailMessage:
+        message = message_from_bytes(self.data, policy=policy.default)
+        assert isinstance(message, EmailMessage)
+        return message
+
+
+@dataclass
+class SmtpServer:
+    """Accepts everything unless told otherwise.
+
+    `rcpt_replies[address]` answers RCPT for that address; `data_replies` answers the next
+    DATA commands in turn (a reply string, or DROP to close the connection after the data).
+    """
+
+    tls_context: ssl.SSLContext | None = None
+    implicit_tls: bool = False
+    credentials: tuple[str, str] | None = None
+    received: list[Received] = field(default_factory=list)
+    rcpt_replies: dict[str, str] = field(default_factory=dict)
+    data_replies: deque[str] = field(default_factory=deque)
+    connections: int = 0
+    port: int = 0
+    _server: asyncio.Server | None = None
+    _sessions: list[SMTP] = field(default_factory=list)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> Any:
+            self.connections += 1
+            session = SMTP(
+                self,
+                hostname="test-relay",
+                loop=loop,
+                tls_context=None if self.implicit_tls else self.tls_context,
+                require_starttls=self.tls_context is not None and not self.implicit_tls,
+                auth_required=self.credentials is not None,
+                auth_require_tls=self.credentials is not None and not self.implicit_tls,
+                authenticator=self._authenticate if self.credentials else None,
+            )
+            self._sessions.append(session)
+            return session
+
+        self._server = await loop.create_server(
+            protocol, "127.0.0.1", 0, ssl=self.tls_context if self.implicit_tls else None
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def drop_connections(self) -> None:
+        for session in self._sessions:
+            if session.transport is not None:
+                session.transport.close()
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        ok = (
+            isinstance(data, LoginPassword)
+            and (data.login.decode(), data.password.decode()) == self.credentials
+        )
+        return AuthResult(success=ok, handled=False)
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if address in self.rcpt_replies:
+            return self.rcpt_replies[address]
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.data_replies:
+            reply = self.data_replies.popleft()
+            if reply == DROP:
+                assert server.transport is not None
+                server.transport.close()
+                return "250 never seen"
+            return reply
+        assert envelope.mail_from is not None and envelope.original_content is not None
+        self.received.append(
+            Received(envelope.mail_from, tuple(envelope.rcpt_tos), envelope.original_content)
+        )
+        return f"250 2.0.0 Ok: queued as Q{len(self.received)}"
+
+    def to(self, address: str) -> list[Received]:
+        return [r for r in self.received if address in r.rcpt_tos]
