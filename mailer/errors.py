@@ -27,5 +27,9 @@ class TemporaryFailure(MailerError):
     """Worth retrying later: a 4xx reply, a dropped connection, a service down."""
 
 
+class ShuttingDown(MailerError):
+    """The process is stopping: work not yet begun goes back to its queue."""
+
+
 class PermanentFailure(MailerError):
     """Retrying cannot help: a 5xx reply, a refused configuration."""

@@ -28,5 +28,7 @@ def setup(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Library chatter that would drown the events that matter.
-    for noisy in ("aiormq", "aio_pika", "aiosmtpd", "mail.log", "asyncio"):
+    for noisy in ("aio_pika", "aiosmtpd", "mail.log", "asyncio"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # aiormq reports every failed connection attempt as an error; ours say it once, clearly.
+    logging.getLogger("aiormq").setLevel(logging.CRITICAL)

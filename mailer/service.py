@@ -214,10 +214,18 @@ class Service:
                 log.warning("could not renew leases: %s", exc)
 
     async def stop(self) -> None:
-        """Drain and close; safe to call more than once."""
+        """Drain and close; safe to call more than once.
+
+        Consumers stop taking messages; the relay refuses new transactions, so a job that has
+        not reached the relay goes straight back to its queue, while one in the middle of an
+        SMTP transaction finishes and is recorded.
+        """
         self._stopping.set()
+        await asyncio.gather(*(consumer.cancel() for consumer in self._consumers))
+        if self.relay is not None:
+            await self.relay.close()
         drain = self.settings.worker.drain_timeout
-        await asyncio.gather(*(consumer.stop(drain) for consumer in self._consumers))
+        await asyncio.gather(*(consumer.drain(drain) for consumer in self._consumers))
         self._consumers.clear()
         for task in self._tasks:
             task.cancel()
@@ -231,8 +239,6 @@ class Service:
                 released = await self.ledger.release_claims()
                 if released:
                     log.info("handed back %d unfinished deliveries", released)
-        if self.relay is not None:
-            await self.relay.close()
         if self.capture is not None:
             await self.capture.stop()
         if self.broker is not None:

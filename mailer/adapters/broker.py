@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import aiormq
@@ -58,6 +59,15 @@ ATTEMPT_HEADER = "x-mailer-attempt"
 FAILURES_HEADER = "x-mailer-unexpected-failures"
 
 Handler = Callable[[AbstractIncomingMessage], Awaitable[None]]
+
+
+def redact(url: str) -> str:
+    """A URL fit for a log line: the password replaced."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def delay_queue_name(delay_ms: int) -> str:
@@ -149,7 +159,7 @@ class Broker:
                 publisher_confirms=True, on_return_raises=True
             )
         except (TimeoutError, OSError, AMQPException) as exc:
-            raise ConfigError(f"broker: cannot connect ({exc!r})") from None
+            raise ConfigError(f"broker: cannot connect to {redact(self._url)}: {exc}") from None
 
     @property
     def is_connected(self) -> bool:
@@ -334,14 +344,17 @@ class Consumer:
     def inflight(self) -> int:
         return len(self._inflight)
 
-    async def stop(self, drain_timeout: float) -> None:
-        """Stop taking messages, let those in hand finish, return the rest to the queue."""
+    async def cancel(self) -> None:
+        """Take no more messages."""
         if self._tag is not None and not self._channel.is_closed:
             try:
                 await self._queue.cancel(self._tag)
             except (TimeoutError, AMQPException, OSError):
                 log.warning("could not cancel the consumer of %s cleanly", self._queue.name)
         self._tag = None
+
+    async def drain(self, drain_timeout: float) -> None:
+        """Let the messages in hand be settled; past the timeout, return them to the queue."""
         pending = set(self._inflight)
         if pending:
             _done, late = await asyncio.wait(pending, timeout=drain_timeout)

@@ -103,6 +103,18 @@ class Ledger:
             )
         return int(result.rsplit(" ", 1)[1])
 
+    async def release(self, delivery_id: int) -> None:
+        """Hand back one claimed delivery untouched: it was not attempted."""
+        async with unavailable_is_temporary("release"):
+            await self._pool.execute(
+                "UPDATE deliveries"
+                " SET status = CASE WHEN attempts > 0 THEN 'retrying' ELSE 'pending' END,"
+                "     claimed_by = NULL, claimed_until = NULL, updated_at = now()"
+                " WHERE id = $1 AND claimed_by = $2 AND status = 'sending'",
+                delivery_id,
+                self.worker_id,
+            )
+
     async def release_claims(self) -> int:
         """On shutdown: hand back what this worker claimed but did not finish."""
         async with unavailable_is_temporary("release claims"):

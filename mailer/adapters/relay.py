@@ -19,7 +19,7 @@ import aiosmtplib
 
 from mailer.config import SmtpRelay
 from mailer.core.outcomes import Reply
-from mailer.errors import TemporaryFailure
+from mailer.errors import ShuttingDown, TemporaryFailure
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,10 @@ class Relay:
         self._closed = False
 
     async def send(self, sender: str, recipient: str, message: bytes) -> Reply:
-        if self._closed:
-            raise TemporaryFailure("relay pool is closed")
+        """Raises ShuttingDown, before any byte is sent, once close() has begun."""
         async with self._slots:
+            if self._closed:
+                raise ShuttingDown("the relay pool is closing")
             client = self._idle.pop() if self._idle else None
             # A pooled connection the relay has closed meanwhile fails before the message is
             # transferred: then, and only then, one more try on a fresh connection is safe.
@@ -137,6 +138,7 @@ class Relay:
         return Reply(response.code, response.message)
 
     async def close(self) -> None:
+        """Refuse new sends at once; a send under way finishes on its own connection."""
         self._closed = True
         idle, self._idle = self._idle, []
         for client in idle:

@@ -21,7 +21,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import AMQPException
 
 from mailer.adapters.broker import FAILURES_HEADER, Broker
-from mailer.errors import InvalidJob, TemporaryFailure
+from mailer.errors import InvalidJob, ShuttingDown, TemporaryFailure
 from mailer.metrics import Metrics
 from mailer.worker.pipeline import Done, Later, Verdict
 
@@ -61,6 +61,9 @@ class QueueHandler:
         except InvalidJob as exc:
             reason = exc.reason
             await self._settle(message, lambda: self._park(message, reason))
+            return
+        except ShuttingDown:
+            await _nack(message)  # straight back to the queue, for another worker
             return
         except TemporaryFailure as exc:
             log.warning("%s: %s; retrying in %.0fs", self.queue, exc, self._unavailable_delay)

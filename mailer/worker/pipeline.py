@@ -34,7 +34,7 @@ from mailer.core.outcomes import (
 )
 from mailer.core.rendering import Renderer
 from mailer.core.signing import Signer
-from mailer.errors import InvalidJob, TemporaryFailure
+from mailer.errors import InvalidJob, ShuttingDown, TemporaryFailure
 from mailer.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,11 @@ class ReceiptPipeline:
             ],
         )
         signed = self._signer.sign(compose(draft), int(now.timestamp()))
-        outcome = await self._attempt(delivery, signed)
+        try:
+            outcome = await self._attempt(delivery, signed)
+        except ShuttingDown:
+            await self._ledger.release(claim.delivery_id)
+            raise
         return await self._settle(claim.delivery_id, claim.first_seen, delivery, draft, outcome)
 
     async def _attempt(self, delivery: Delivery, message: bytes) -> Outcome:

@@ -15,9 +15,10 @@ def base_url(service: Service) -> str:
 
 async def metric(service: Service, name: str, **labels: str) -> float:
     """The value of one sample on /metrics (0 when absent)."""
-    async with aiohttp.ClientSession() as session, session.get(
-        base_url(service) + "/metrics"
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(base_url(service) + "/metrics") as response,
+    ):
         assert response.status == 200
         text = await response.text()
     for family in text_string_to_metric_families(text):

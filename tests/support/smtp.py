@@ -41,6 +41,7 @@ class SmtpServer:
     received: list[Received] = field(default_factory=list)
     rcpt_replies: dict[str, str] = field(default_factory=dict)
     data_replies: deque[str] = field(default_factory=deque)
+    data_delay: float = 0.0  # seconds before answering DATA: a slow relay
     connections: int = 0
     port: int = 0
     _server: asyncio.Server | None = None
@@ -97,6 +98,8 @@ class SmtpServer:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
         if self.data_replies:
             reply = self.data_replies.popleft()
             if reply == DROP:

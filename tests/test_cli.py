@@ -1,0 +1,343 @@
+"""The `mailer` command as an operator runs it: real processes, real services."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import dkim
+
+from mailer.adapters.broker import DEAD_QUEUE, Broker
+from mailer.core.signing import load_key
+from tests.conftest import ROOT, DkimKeys, StartService
+from tests.support.jobs import encode, receipt
+from tests.support.smtp import SmtpServer
+from tests.support.waiting import eventually
+
+
+def environment(config: dict[str, Any], **extra: str) -> dict[str, str]:
+    """The test's settings as the environment variables an operator would set."""
+    env = {"PATH": os.environ["PATH"], "MAILER_CONFIG": str(ROOT / "config" / "mailer.toml")}
+    for section in (
+        "broker",
+        "database",
+        "smtp",
+        "dkim",
+        "http",
+        "security",
+        "sender",
+        "retry",
+        "worker",
+    ):
+        for key, value in config[section].items():
+            env[f"MAILER_{section}_{key}".upper()] = str(value)
+    env.update(extra)
+    return env
+
+
+def mailer(
+    *args: str, env: dict[str, str], stdin: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mailer", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        input=stdin.decode() if stdin else None,
+    )
+
+
+async def take(broker_url: str, queue_name: str) -> list[Any]:
+    broker = Broker(broker_url)
+    await broker.connect()
+    try:
+        channel = await broker.open_channel()
+        queue = await channel.get_queue(queue_name, ensure=False)
+        found = []
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            found.append(message)
+        return found
+    finally:
+        await broker.close()
+
+
+async def test_migrate_creates_schema_and_topology(
+    empty_database_url: str, broker_url: str, config: dict[str, Any]
+) -> None:
+    config["database"]["url"] = empty_database_url
+    result = mailer("migrate", env=environment(config))
+    assert result.returncode == 0, result.stderr
+    assert "applied 0001_ledger" in result.stdout
+    assert "broker topology declared" in result.stdout
+    again = mailer("migrate", env=environment(config))
+    assert again.returncode == 0
+    assert "applied" not in again.stdout
+    conn = await asyncpg.connect(empty_database_url)
+    assert await conn.fetchval("SELECT to_regclass('deliveries') IS NOT NULL")
+    await conn.close()
+
+
+async def test_enqueue_publishes_the_file_byte_for_byte(
+    config: dict[str, Any], broker_url: str, tmp_path: Path
+) -> None:
+    assert mailer("migrate", env=environment(config)).returncode == 0
+    job = tmp_path / "job.json"
+    job.write_bytes(
+        b'{"kind": "receipt", "version": 1, "id": "5f1c2a0e-8b1e-4c53-9a55-3f0c1e7d9a10"}\n'
+    )
+    result = mailer("enqueue", str(job), env=environment(config))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        "published 5f1c2a0e-8b1e-4c53-9a55-3f0c1e7d9a10 with routing key receipt"
+    )
+    (message,) = await take(broker_url, "mailer.receipts")
+    assert message.body == job.read_bytes()
+    assert message.message_id == "5f1c2a0e-8b1e-4c53-9a55-3f0c1e7d9a10"
+
+
+async def test_enqueue_refuses_what_it_cannot_route(config: dict[str, Any]) -> None:
+    assert mailer("migrate", env=environment(config)).returncode == 0
+    unknown = mailer("enqueue", "-", env=environment(config), stdin=b'{"kind": "fax"}')
+    assert unknown.returncode == 1
+    assert "no known 'kind' to route by" in unknown.stderr
+    unroutable = mailer(
+        "enqueue", "--routing-key", "fax", "-", env=environment(config), stdin=b"{}"
+    )
+    assert unroutable.returncode == 1
+    assert "unroutable (312 NO_ROUTE)" in unroutable.stderr
+
+
+def test_enqueue_without_a_broker_fails_clearly(config: dict[str, Any], tmp_path: Path) -> None:
+    config["broker"]["url"] = "amqp://guest:guest@127.0.0.1:1/"
+    result = mailer("enqueue", "-", env=environment(config), stdin=b'{"kind": "receipt"}')
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "mailer: broker: cannot connect to amqp://guest:***@127.0.0.1:1/: "
+    )
+    assert "Traceback" not in result.stderr
+
+
+async def test_dlq_list_requeue_and_purge(
+    config: dict[str, Any],
+    start_service: StartService,
+    broker_url: str,
+    smtp_server: SmtpServer,
+) -> None:
+    await start_service(config)
+    env = environment(config)
+    bad = encode(receipt(template="nope"))
+    for body in (b"garbage", bad):
+        assert (
+            mailer("enqueue", "--routing-key", "receipt", "-", env=env, stdin=body).returncode == 0
+        )
+
+    async def both_parked() -> bool:
+        listed = mailer("dlq", "list", "--json", env=env)
+        return len(listed.stdout.splitlines()) == 2
+
+    await eventually(both_parked)
+    rows = [
+        json.loads(line) for line in mailer("dlq", "list", "--json", env=env).stdout.splitlines()
+    ]
+    reasons = sorted(r["reason"] for r in rows)
+    assert reasons[0].startswith("body is not JSON")
+    assert reasons[1] == "template: unknown template 'nope'"
+    assert {r["origin"] for r in rows} == {"mailer.receipts"}
+    human = mailer("dlq", "list", env=env)
+    assert "template: unknown template 'nope'" in human.stdout
+
+    garbage = next(r for r in rows if r["reason"].startswith("body is not JSON"))
+    purged = mailer("dlq", "purge", garbage["ref"], env=env)
+    assert purged.returncode == 0
+    assert purged.stdout.startswith(f"purged {garbage['ref']}")
+    requeued = mailer("dlq", "requeue", "--all", env=env)
+    assert requeued.returncode == 0
+    assert "1 job(s) requeued" in requeued.stderr
+
+    async def parked_again() -> bool:  # still invalid: the worker parks it once more
+        listed = mailer("dlq", "list", "--json", env=env).stdout.splitlines()
+        return len(listed) == 1 and json.loads(listed[0])["reason"].startswith("template:")
+
+    await eventually(parked_again)
+    nothing = mailer("dlq", "requeue", "no-such-ref", env=env)
+    assert nothing.returncode == 1
+
+
+def test_dkim_keygen_writes_a_private_key_and_prints_the_record(tmp_path: Path) -> None:
+    out = tmp_path / "keys" / "mail2026.pem"
+    env = {"PATH": os.environ["PATH"], "MAILER_CONFIG": str(ROOT / "config" / "mailer.toml")}
+    result = mailer(
+        "dkim",
+        "keygen",
+        "--domain",
+        "lucid.example",
+        "--selector",
+        "mail2026",
+        "--out",
+        str(out),
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    key = load_key(out.read_bytes(), domain="lucid.example", selector="mail2026")
+    record = result.stdout.strip()
+    assert record.startswith('mail2026._domainkey.lucid.example. IN TXT ( "v=DKIM1; k=rsa; p=')
+    strings = record.split("( ", 1)[1].rstrip(" )").split('" "')
+    assert all(len(s.strip('"')) <= 255 for s in strings)
+    assert "".join(s.strip('"') for s in strings) == key.dns_record()
+    again = mailer(
+        "dkim",
+        "keygen",
+        "--domain",
+        "lucid.example",
+        "--selector",
+        "mail2026",
+        "--out",
+        str(out),
+        env=env,
+    )
+    assert again.returncode == 1
+    assert "exists" in again.stderr
+    ed = mailer(
+        "dkim",
+        "keygen",
+        "--type",
+        "ed25519",
+        "--domain",
+        "lucid.example",
+        "--selector",
+        "e",
+        "--out",
+        str(tmp_path / "e.pem"),
+        env=env,
+    )
+    assert "k=ed25519; p=" in ed.stdout
+
+
+async def wait_for_http(port: int, process: subprocess.Popen[str]) -> None:
+    async def healthy() -> bool:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        try:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"http://127.0.0.1:{port}/healthz") as response,
+            ):
+                return response.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    await eventually(healthy, timeout=30)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def test_run_with_the_embedded_capture_then_sigterm(
+    config: dict[str, Any], tmp_path: Path, dkim_keys: DkimKeys, db: asyncpg.Connection
+) -> None:
+    """The quick start: no relay configured, messages land as .eml files."""
+    del config["smtp"]["url"]
+    port = free_port()
+    config["http"]["port"] = port
+    outbox = tmp_path / "outbox"
+    env = environment(config, MAILER_SMTP_CAPTURE_DIR=str(outbox))
+    assert mailer("migrate", env=env).returncode == 0
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mailer", "run"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        await wait_for_http(port, process)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/readyz") as response,
+        ):
+            assert response.status == 200
+            assert (await response.json())["checks"] == {"database": True, "broker": True}
+        assert mailer("enqueue", str(ROOT / "examples" / "receipt.json"), env=env).returncode == 0
+
+        async def captured() -> list[Path]:
+            return sorted(outbox.glob("*.eml"))
+
+        (eml,) = await eventually(captured)
+        data = eml.read_bytes()
+        assert dkim.DKIM(data).verify(dnsfunc=dkim_keys.dns)
+        assert b"Subject: Potwierdzenie =?utf-8?q?zam=C3=B3wienia?= ZAM/2026/11/0042" in data
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert "mailer stopped" in stderr
+    assert "kowalski" not in stderr.lower()  # addresses never in the log
+
+
+async def test_sigterm_finishes_or_returns_work_in_hand_and_loses_nothing(
+    config: dict[str, Any],
+    start_service: StartService,
+    smtp_server: SmtpServer,
+    db: asyncpg.Connection,
+    broker_url: str,
+) -> None:
+    smtp_server.data_delay = 0.3  # a slow relay: several receipts are in flight at SIGTERM
+    port = free_port()
+    config["http"]["port"] = port
+    env = environment(config)
+    assert mailer("migrate", env=env).returncode == 0
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mailer", "worker"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    jobs = [receipt(to={"email": f"buyer{n}@example.pl"}) for n in range(12)]
+    try:
+        portal = Broker(broker_url)
+        await portal.connect()
+        for job in jobs:
+            await portal.publish(encode(job), routing_key="receipt")
+        await portal.close()
+
+        async def some_arrived() -> bool:
+            return len(smtp_server.received) >= 2
+
+        await eventually(some_arrived)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.to_thread(process.communicate, timeout=30)
+    assert process.returncode == 0, stderr
+    assert len(smtp_server.received) < len(jobs)  # it stopped before finishing everything
+
+    await start_service(config)  # another worker picks up what was returned
+
+    async def all_sent() -> bool:
+        count = await db.fetchval("SELECT count(*) FROM deliveries WHERE status = 'sent'")
+        return bool(count == len(jobs))
+
+    await eventually(all_sent, timeout=30)
+    recipients = sorted(r.rcpt_tos[0] for r in smtp_server.received)
+    assert recipients == sorted(f"buyer{n}@example.pl" for n in range(12))  # each exactly once
+    assert await take(broker_url, DEAD_QUEUE) == []
