@@ -31,6 +31,7 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # a pooled connection killed mid-operation
     asyncpg.PostgresConnectionError,
 )
 # SQLSTATE classes of the same kind: connection exception, transaction rollback

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dkim
 import pytest
@@ -19,6 +22,7 @@ from mailer.core.signing import (
 from tests.conftest import DkimKeys
 
 NOW = 1795600000
+VERIFIER = Path(__file__).resolve().parents[1] / "support" / "verify_dkim.pl"
 
 
 def message(list_headers: bool = True) -> bytes:
@@ -134,3 +138,28 @@ def test_dns_record_is_split_into_255_byte_strings() -> None:
     assert len(parts) == 2
     assert all(len(part) <= 255 for part in parts)
     assert "".join(parts) == record
+
+
+def test_an_independent_verifier_accepts_the_rsa_signature(dkim_keys: DkimKeys) -> None:
+    """Mail::DKIM (Perl) as a second opinion; Debian's version predates Ed25519 (RFC 8463)."""
+    if (
+        subprocess.run(
+            ["perl", "-MMail::DKIM::Verifier", "-e", "1"], capture_output=True, check=False
+        ).returncode
+        != 0
+    ):
+        if os.environ.get("CI") == "true":
+            pytest.fail("Mail::DKIM is not installed (scripts/test installs libmail-dkim-perl)")
+        pytest.skip("Mail::DKIM is not installed")
+    signed = OpenSSLSigner([dkim_keys.rsa, dkim_keys.ed25519]).sign(message(), NOW)
+    records = [
+        f"{k.selector}._domainkey.{k.domain}={k.dns_record()}"
+        for k in (dkim_keys.rsa, dkim_keys.ed25519)
+    ]
+    result = subprocess.run(
+        ["perl", str(VERIFIER), *records], input=signed, capture_output=True, check=True
+    )
+    lines = result.stdout.decode().splitlines()
+    assert lines[0] == f"pass rsa-sha256 {dkim_keys.rsa.selector} (pass)"
+    assert lines[1].startswith("invalid ed25519-sha256")  # "unsupported algorithm", not a mismatch
+    assert "unsupported algorithm" in lines[1]

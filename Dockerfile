@@ -1,0 +1,25 @@
+# mailer: the worker and the HTTP service. Configuration comes from the environment
+# (MAILER_*) or a mounted file (MAILER_CONFIG); secrets from *_FILE settings or variables.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml constraints.txt README.md ./
+COPY mailer ./mailer
+RUN python -m venv /opt/mailer \
+ && /opt/mailer/bin/pip install --no-cache-dir --disable-pip-version-check -c constraints.txt .
+
+FROM python:3.11-slim
+RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin mailer
+COPY --from=build /opt/mailer /opt/mailer
+WORKDIR /app
+COPY --chown=root:root templates ./templates
+COPY --chown=root:root config ./config
+ENV PATH=/opt/mailer/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    MAILER_HTTP_HOST=0.0.0.0 \
+    MAILER_SMTP_CAPTURE_DIR=/tmp/outbox
+USER mailer
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request, sys; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4)" || exit 1
+# SIGTERM drains: jobs in hand finish or go back to their queue.
+STOPSIGNAL SIGTERM
+CMD ["mailer", "run"]

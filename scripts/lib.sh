@@ -1,0 +1,114 @@
+# Shared by scripts/run and scripts/test: make a Debian machine ready for mailer.
+# Installs only what is missing; servers it installs itself listen on loopback only.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV="$ROOT/.venv"
+STATE="${XDG_STATE_HOME:-$HOME/.local/state}/mailer"
+if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_for_port() {  # port, what, seconds
+  local waited=0
+  until port_open "$1"; do
+    sleep 1; waited=$((waited + 1))
+    if [ "$waited" -ge "$3" ]; then say "$2 did not start listening on port $1"; return 1; fi
+  done
+}
+
+apt_install() {
+  local missing=()
+  for package in "$@"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
+      || missing+=("$package")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing ${missing[*]}"
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+ensure_python() {
+  if ! command -v python3 >/dev/null \
+     || ! python3 -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    apt_install python3 python3-venv python3-pip
+  fi
+  python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || { say "mailer needs Python 3.11 or newer; this is $(python3 --version)"; exit 1; }
+}
+
+ensure_postgres() {
+  port_open 5432 && return 0
+  if ! command -v pg_ctlcluster >/dev/null; then
+    apt_install postgresql   # Debian's cluster listens on localhost only
+  fi
+  say "starting PostgreSQL"
+  local version
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  "${SUDO[@]}" pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null \
+    || "${SUDO[@]}" pg_ctlcluster "$version" main start
+  wait_for_port 5432 PostgreSQL 60
+}
+
+ensure_rabbitmq() {
+  port_open 5672 && return 0
+  if ! command -v rabbitmq-server >/dev/null; then
+    # Loopback only: AMQP, the Erlang distribution port and epmd.
+    "${SUDO[@]}" mkdir -p /etc/rabbitmq
+    printf 'NODE_IP_ADDRESS=127.0.0.1\nERL_EPMD_ADDRESS=127.0.0.1\n' \
+      | "${SUDO[@]}" tee /etc/rabbitmq/rabbitmq-env.conf >/dev/null
+    apt_install rabbitmq-server
+  fi
+  if ! port_open 5672; then
+    say "starting RabbitMQ"
+    "${SUDO[@]}" rabbitmq-server -detached >/dev/null 2>&1 || true
+    wait_for_port 5672 RabbitMQ 120
+  fi
+}
+
+ensure_venv() {  # extra, e.g. "[dev]"
+  if [ ! -x "$VENV/bin/python" ]; then
+    say "creating $VENV"
+    python3 -m venv "$VENV"
+  fi
+  local stamp="$VENV/.installed$1"
+  if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$ROOT/constraints.txt" -nt "$stamp" ]; then
+    say "installing mailer$1 and its pinned dependencies"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -c "$ROOT/constraints.txt" -e "$ROOT$1"
+    touch "$stamp"
+  fi
+}
+
+# The database: the configured URL if it works; otherwise, on a fresh Debian machine where
+# TCP logins need a password, a local role `mailer` with a generated password.
+ensure_database_url() {
+  local url="${MAILER_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/mailer}"
+  if "$VENV/bin/python" - "$url" <<'PY' 2>/dev/null; then
+import asyncio, sys, asyncpg
+async def main(url):
+    try:
+        conn = await asyncpg.connect(url, timeout=5)
+    except asyncpg.InvalidCatalogNameError:
+        return  # the role works; `mailer migrate` creates the database
+    await conn.close()
+asyncio.run(main(sys.argv[1]))
+PY
+    export MAILER_DATABASE_URL="$url"
+    return 0
+  fi
+  mkdir -p "$STATE" && chmod 700 "$STATE"
+  if [ ! -f "$STATE/database.url" ]; then
+    say "creating a local PostgreSQL role for mailer"
+    local password
+    password=$("$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(24))')
+    "${SUDO[@]}" runuser -u postgres -- psql -q -v ON_ERROR_STOP=1 \
+      -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'mailer') THEN CREATE ROLE mailer LOGIN CREATEDB; END IF; END \$\$" \
+      -c "ALTER ROLE mailer PASSWORD '$password'"
+    (umask 077; echo "postgresql://mailer:$password@127.0.0.1:5432/mailer" > "$STATE/database.url")
+  fi
+  MAILER_DATABASE_URL=$(cat "$STATE/database.url")
+  export MAILER_DATABASE_URL
+}

@@ -1,0 +1,63 @@
+"""Health, readiness and metrics over real HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from tests.conftest import StartService
+from tests.support.http import base_url
+
+
+async def get(url: str) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, await response.json(content_type=None)
+
+
+async def test_alive_and_ready(config: dict[str, Any], start_service: StartService) -> None:
+    service = await start_service(config)
+    assert await get(base_url(service) + "/healthz") == (200, {"status": "ok"})
+    assert await get(base_url(service) + "/readyz") == (
+        200,
+        {"status": "ready", "checks": {"database": True, "broker": True}},
+    )
+
+
+async def test_not_ready_while_the_database_is_away(
+    config: dict[str, Any], start_service: StartService, database_url: str
+) -> None:
+    service = await start_service(config)
+    name = database_url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(database_url.rsplit("/", 1)[0] + "/postgres")
+    try:
+        await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
+        status, body = await get(base_url(service) + "/readyz")
+        assert status == 503
+        assert body["checks"]["database"] is False
+        assert (await get(base_url(service) + "/healthz"))[0] == 200  # alive all the same
+    finally:
+        await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+        await admin.close()
+    assert (await get(base_url(service) + "/readyz"))[0] == 200
+
+
+async def test_the_web_service_alone_needs_only_the_database(
+    config: dict[str, Any], start_service: StartService
+) -> None:
+    service = await start_service(config, run_worker=False)
+    assert await get(base_url(service) + "/readyz") == (
+        200,
+        {"status": "ready", "checks": {"database": True}},
+    )
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(base_url(service) + "/metrics") as response,
+    ):
+        assert response.status == 200
+        assert response.content_type == "text/plain"
+        assert "# HELP mailer_deliveries_total" in await response.text()
