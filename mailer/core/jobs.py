@@ -105,12 +105,30 @@ class ReceiptJob(_Value):
         return value
 
 
+def _subject(value: object) -> object:
+    """A string, or a map from locale to string; checked here so that errors read well."""
+    if isinstance(value, str):
+        return header_safe(value)
+    if not isinstance(value, dict) or not value:
+        raise ValueError('must be a string or an object by locale, e.g. {"pl": …, "en": …}')
+    unknown = sorted(set(value) - {"pl", "en"})
+    if unknown:
+        raise ValueError(f"{unknown[0]!r} is not a locale (pl or en)")
+    for locale, text in value.items():
+        if not isinstance(text, str):
+            raise ValueError(f"{locale}: must be a string")
+        value[locale] = header_safe(text)
+    return value
+
+
 class NewsletterJob(_Value):
     kind: Literal["newsletter"]
     version: Literal[1]
     id: UUID
     list: str
-    subject: HeaderText | dict[Locale, HeaderText]
+    subject: Annotated[str | dict[Locale, str], BeforeValidator(_subject)] = Field(
+        union_mode="left_to_right"
+    )
     template: str = "newsletter"
     data: dict[str, Any] = {}
     send_at: datetime | None = None

@@ -86,7 +86,6 @@ class ListHeaders:
 
     list_id: str
     unsubscribe_url: str
-    unsubscribe_mailto: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +97,6 @@ class Draft:
     content: Rendered
     attachments: Sequence[FileAttachment] = ()
     list_headers: ListHeaders | None = None
-    reply_to: Mailbox | None = None
 
 
 def message_id(local: str, domain: str) -> str:
@@ -110,18 +108,13 @@ def compose(draft: Draft) -> bytes:
     msg = EmailMessage(policy=POLICY)
     msg["From"] = draft.sender.header()
     msg["To"] = draft.to.header()
-    if draft.reply_to is not None:
-        msg["Reply-To"] = draft.reply_to.header()
     msg["Subject"] = draft.content.subject
     msg["Date"] = format_datetime(draft.date)
     msg["Message-ID"] = draft.message_id
     if draft.list_headers is not None:
         lists = draft.list_headers
         msg["List-Id"] = lists.list_id
-        targets = [f"<{lists.unsubscribe_url}>"]
-        if lists.unsubscribe_mailto:
-            targets.append(f"<{lists.unsubscribe_mailto}>")
-        msg["List-Unsubscribe"] = ", ".join(targets)
+        msg["List-Unsubscribe"] = f"<{lists.unsubscribe_url}>"
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg.set_content(draft.content.text, subtype="plain", charset="utf-8", cte="quoted-printable")
     msg.add_alternative(draft.content.html, subtype="html", charset="utf-8", cte="quoted-printable")

@@ -20,3 +20,7 @@ def test_address_ref_is_short_and_reveals_nothing() -> None:
 def test_mask_address() -> None:
     assert mask_address("jan.kowalski@example.pl") == "j***i@e***e.pl"
     assert mask_address("ab@xy.com") == "a***@x***.com"
+
+
+def test_mask_address_without_a_dot_in_the_domain() -> None:
+    assert mask_address("root@localhost") == "r***t@l***t"

@@ -206,3 +206,64 @@ def test_subscribe_needs_a_list() -> None:
         )
     )
     assert reason == "list: is required for subscribe"
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"list": "Lucid News"}, "list: must be a list slug"),
+        ({"template": "News!"}, "template: must be a template name"),
+        ({"subject": {"de": "x"}}, "subject: 'de' is not a locale (pl or en)"),
+        ({"subject": 5}, "subject: must be a string or an object by locale"),
+        ({"subject": {"pl": "a\nb"}}, "subject: contains a line break"),
+    ],
+)
+def test_newsletter_fields_are_checked(changes: dict[str, object], expected: str) -> None:
+    job = {
+        "kind": "newsletter",
+        "version": 1,
+        "id": "0e9b7d8c-1c55-4f0a-b7b5-0d6f3a2b9c11",
+        "list": "lucid-news",
+        "subject": "x",
+        **changes,
+    }
+    assert expected in reason_for(encode(job))
+
+
+def test_subject_for_falls_back_to_the_lists_locale() -> None:
+    job = decode(
+        encode(
+            {
+                "kind": "newsletter",
+                "version": 1,
+                "id": "0e9b7d8c-1c55-4f0a-b7b5-0d6f3a2b9c11",
+                "list": "lucid-news",
+                "subject": {"pl": "Nowości"},
+            }
+        ),
+        max_attachment_bytes=LIMIT,
+    )
+    assert isinstance(job, NewsletterJob)
+    assert job.subject_for("en", "pl") == "Nowości"
+    plain = job.model_copy(update={"subject": "Same"})
+    assert plain.subject_for("en", "pl") == "Same"
+
+
+def test_attachment_data_must_be_a_string() -> None:
+    bad = {"filename": "a.pdf", "content_type": "application/pdf", "data_base64": 5}
+    assert "must be a base64 string" in reason_for(encode(receipt(attachments=[bad])))
+
+
+def test_a_subscription_list_must_be_a_slug() -> None:
+    assert "list: must be a list slug" in reason_for(
+        encode(
+            {
+                "kind": "subscription",
+                "version": 1,
+                "id": "0e9b7d8c-1c55-4f0a-b7b5-0d6f3a2b9c11",
+                "action": "unsubscribe",
+                "list": "NO",
+                "email": "a@example.pl",
+            }
+        )
+    )

@@ -120,3 +120,11 @@ def test_parse_mailbox(text: str, expected: Mailbox) -> None:
 def test_parse_mailbox_refuses(text: str) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - the message varies with the cause
         parse_mailbox(text)
+
+
+def test_the_policy_keeps_list_headers_verbatim_as_text_too() -> None:
+    from mailer.core.messages import POLICY
+
+    url = "<https://mail.lucid.example/u/" + "B" * 90 + ">"
+    assert POLICY.fold("List-Unsubscribe", url) == f"List-Unsubscribe: {url}\r\n"
+    assert POLICY.fold("Subject", "x").startswith("Subject: x")

@@ -73,3 +73,7 @@ def test_newsletters_need_a_current_subscription() -> None:
     assert decide_newsletter("pending", None) == Suppress("not_subscribed")
     assert decide_newsletter(None, None) == Suppress("not_subscribed")
     assert decide_newsletter("subscribed", "erased") == Suppress("erased")
+
+
+def test_scrub_without_an_address_changes_nothing() -> None:
+    assert scrub("451 4.3.0 later", "") == "451 4.3.0 later"

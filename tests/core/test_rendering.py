@@ -157,3 +157,52 @@ def test_html_to_text_keeps_links() -> None:
     text = html_to_text('<h2>Kanban</h2><p>Przeciągnij <a href="https://x.example/k">tutaj</a></p>')
     assert "Kanban" in text
     assert "https://x.example/k" in text
+
+
+def test_filters_for_numbers_percentages_and_moments(tmp_path: Path) -> None:
+    _template(tmp_path, "f")
+    (tmp_path / "f" / "pl" / "body.txt.j2").write_text(
+        "{{ n|number }}|{{ p|percent }}|{{ d|date }}|{{ t|datetime }}|{{ h|staff_html }}"
+    )
+    renderer = Renderer(tmp_path)
+    text = renderer.render(
+        "f",
+        "pl",
+        {
+            "n": "12345.5",
+            "p": "8",
+            "d": "2026-11-24",
+            "t": "2026-11-24T10:15:00+01:00",
+            "h": "<p>x</p>",
+            "value": "",
+        },
+    ).text
+    assert text == "12\xa0345,5|8%|24 listopada 2026|24 listopada 2026, 10:15|<p>x</p>"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"n": "NaN"}, "is not a finite number"),
+        ({"d": "yesterday"}, "is not ISO 8601"),
+        ({"d": 20261124}, "must be an ISO 8601 string"),
+        ({"t": "2026-11-24"}, "has no time of day"),
+        ({"h": 5}, "body_html must be a string"),
+    ],
+)
+def test_filters_refuse_bad_values(tmp_path: Path, values: dict[str, object], message: str) -> None:
+    _template(tmp_path, "f")
+    name = next(iter(values))
+    expression = {"n": "n|number", "d": "d|date", "t": "t|datetime", "h": "h|staff_html"}[name]
+    (tmp_path / "f" / "pl" / "body.txt.j2").write_text("{{ " + expression + " }}")
+    with pytest.raises(InvalidJob, match=message):
+        Renderer(tmp_path).render("f", "pl", {**values, "value": ""})
+
+
+@pytest.mark.parametrize(
+    ("subject", "message"), [("  ", "the subject is empty"), ("a\x00b", "control character")]
+)
+def test_a_subject_must_be_usable(tmp_path: Path, subject: str, message: str) -> None:
+    _template(tmp_path, "s", subject="{{ subject }}")
+    with pytest.raises(InvalidJob, match=message):
+        Renderer(tmp_path).render("s", "pl", {"subject": subject, "value": ""})

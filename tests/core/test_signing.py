@@ -13,6 +13,7 @@ from mailer.core.messages import Draft, ListHeaders, Mailbox, compose
 from mailer.core.rendering import Rendered
 from mailer.core.signing import (
     DkimpySigner,
+    NoSigner,
     OpenSSLSigner,
     generate_key,
     header_list,
@@ -163,3 +164,9 @@ def test_an_independent_verifier_accepts_the_rsa_signature(dkim_keys: DkimKeys) 
     assert lines[0] == f"pass rsa-sha256 {dkim_keys.rsa.selector} (pass)"
     assert lines[1].startswith("invalid ed25519-sha256")  # "unsupported algorithm", not a mismatch
     assert "unsupported algorithm" in lines[1]
+
+
+def test_without_keys_the_message_goes_out_as_it_is() -> None:
+    assert NoSigner().sign(b"Subject: x\r\n\r\nbody\r\n", NOW) == b"Subject: x\r\n\r\nbody\r\n"
+    with pytest.raises(ValueError, match="at least one key"):
+        OpenSSLSigner([])
