@@ -12,7 +12,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_origin
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import (
@@ -169,6 +169,7 @@ class HttpSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     public_url: str = "http://127.0.0.1:8080"
+    invalid_token_limit: int = Field(20, ge=1)
 
     @field_validator("public_url")
     @classmethod
@@ -182,6 +183,25 @@ class HttpSettings(_Section):
 class SecuritySettings(_Section):
     secret_key: SecretStr | None = None
     secret_key_file: Path | None = None
+    retired_secret_keys: list[SecretStr] = []
+    address_hash_key: SecretStr | None = None
+
+    @field_validator("retired_secret_keys", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def retired(self) -> list[bytes]:
+        """Secrets rotated out: links signed with them still work."""
+        return [secret.get_secret_value().encode() for secret in self.retired_secret_keys]
+
+    def address_secret(self) -> bytes:
+        """What keys the address hashes; stays put when secret_key is rotated, if set."""
+        if self.address_hash_key is not None:
+            return self.address_hash_key.get_secret_value().encode()
+        return self.key()
 
     def key(self) -> bytes:
         if self.secret_key is not None:
@@ -227,6 +247,26 @@ class WorkerSettings(_Section):
     templates_dir: Path = Path("templates")
 
 
+class DomainLimit(_Section):
+    rate: float = Field(0.0, ge=0)
+    concurrency: int | None = Field(None, ge=1)
+
+
+class NewsletterSettings(_Section):
+    chunk_size: int = Field(200, ge=1, le=5000)
+    pool_size: int = Field(4, ge=1, le=100)
+    rate: float = Field(0.0, ge=0)
+    default_domain_rate: float = Field(10.0, ge=0)
+    poll_interval: float = Field(1.0, gt=0, le=60)
+    confirm_days: int = Field(14, ge=1, le=365)
+    domains: dict[str, DomainLimit] = {}
+
+    @field_validator("domains")
+    @classmethod
+    def _lowercase(cls, value: dict[str, DomainLimit]) -> dict[str, DomainLimit]:
+        return {domain.lower(): limit for domain, limit in value.items()}
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -252,6 +292,7 @@ class Settings(_Section):
     sender: SenderSettings = SenderSettings()
     retry: RetrySettings = RetrySettings()
     worker: WorkerSettings = WorkerSettings()
+    newsletter: NewsletterSettings = NewsletterSettings()
     log: LogSettings = LogSettings()
     lists: dict[str, ListSettings] = {}
 
@@ -282,6 +323,8 @@ def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, dict[str, str]
     known: dict[str, tuple[str, str]] = {}
     for section in _ENV_SECTIONS:
         for key, field in _section_model(section).model_fields.items():
+            if get_origin(field.annotation) is dict:
+                continue  # tables come from the file only
             name = field.alias or key
             known[_env_name(section, name)] = (section, name)
     found: dict[str, dict[str, str]] = {}

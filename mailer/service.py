@@ -1,9 +1,13 @@
 """Lifecycle: build every part from the settings, run, and stop without losing a message.
 
-Start: capture server (when no relay is configured) → database (schema must be current)
-→ broker (topology declared) → pipelines and consumers → HTTP service.
-Stop (SIGTERM): stop consuming, let in-flight jobs finish (up to `drain_timeout`, the rest
-return to their queue), hand back unfinished claims, close everything.
+Start: what the settings alone decide (templates, keys, addresses) is checked before any
+connection → capture server (when no relay is configured) → database (schema must be
+current) → broker (topology declared) → consumers and dispatchers → HTTP service.
+
+Stop (SIGTERM): consumers stop taking messages and dispatchers stop claiming; the relays
+refuse new transactions, so work that has not reached a relay goes straight back (to its
+queue, or to the ledger as pending) while a transaction under way finishes and is recorded;
+then everything closes.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
@@ -21,21 +26,32 @@ import asyncpg
 from mailer.adapters import database
 from mailer.adapters.broker import ROUTES, Broker, Consumer
 from mailer.adapters.capture import CaptureServer
+from mailer.adapters.issues import ISSUES_CHANNEL, Issues
 from mailer.adapters.ledger import Ledger
+from mailer.adapters.notifications import Listener
 from mailer.adapters.relay import Relay, tls_context
+from mailer.adapters.subscribers import OPTOUT_CHANNEL, Subscribers
+from mailer.adapters.throttle import Throttle
 from mailer.config import Settings, SmtpRelay
-from mailer.core.messages import Mailbox, parse_mailbox
+from mailer.core.audience import MailingList
+from mailer.core.messages import Mailbox, compose, compose_alternative, parse_mailbox
 from mailer.core.outcomes import delay_tiers
 from mailer.core.rendering import Renderer
 from mailer.core.signing import DkimKey, NoSigner, OpenSSLSigner, Signer, load_key
-from mailer.core.tokens import derive_key
+from mailer.core.tokens import TokenKeys, derive_key
 from mailer.errors import ConfigError, TemporaryFailure
 from mailer.metrics import Metrics
 from mailer.web.app import WebServer
+from mailer.web.pages import RecipientPages
 from mailer.worker.consumers import QueueHandler
-from mailer.worker.pipeline import ReceiptPipeline, RetryPolicy
+from mailer.worker.newsletters import Dispatcher, IssueIntake
+from mailer.worker.receipts import ReceiptPipeline
+from mailer.worker.sending import Sender
+from mailer.worker.subscriptions import SubscriptionChanges
+from mailer.worker.verdicts import RetryPolicy
 
 log = logging.getLogger(__name__)
+DISPATCH_LOOPS = 2  # chunks in hand at once per process: one sends while the other records
 
 
 def retry_tiers(settings: Settings) -> tuple[float, ...]:
@@ -70,22 +86,24 @@ def load_signer(settings: Settings) -> Signer:
     return OpenSSLSigner(keys)
 
 
-def sender_mailbox(settings: Settings) -> Mailbox:
+def _mailbox(text: str, setting: str) -> Mailbox:
     try:
-        return parse_mailbox(settings.sender.from_)
+        return parse_mailbox(text)
     except ValueError as exc:
-        raise ConfigError(f"config: [sender] from (MAILER_SENDER_FROM): {exc}") from None
+        raise ConfigError(f"config: {setting}: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
 class Parts:
-    """What the worker builds from the settings alone, checked before any connection."""
+    """What is built from the settings alone, checked before any connection is made."""
 
     renderer: Renderer
     signer: Signer
     sender: Mailbox
     hash_key: bytes
+    token_keys: TokenKeys
     tiers: tuple[float, ...]
+    list_senders: dict[str, Mailbox]
 
 
 def build_parts(settings: Settings) -> Parts:
@@ -93,17 +111,24 @@ def build_parts(settings: Settings) -> Parts:
         renderer = Renderer(settings.worker.templates_dir)
     except ValueError as exc:
         raise ConfigError(f"config: [worker] templates_dir: {exc}") from None
-    if "receipt" not in renderer.names:
+    missing = {"receipt", "newsletter", "confirm"} - renderer.names
+    if missing:
         raise ConfigError(
-            f"config: [worker] templates_dir: {settings.worker.templates_dir} has no receipt "
-            "template"
+            f"config: [worker] templates_dir: {settings.worker.templates_dir} has no "
+            f"{', '.join(sorted(missing))} template"
         )
+    security = settings.security
     return Parts(
         renderer=renderer,
         signer=load_signer(settings),
-        sender=sender_mailbox(settings),
-        hash_key=derive_key(settings.security.key(), "address"),
+        sender=_mailbox(settings.sender.from_, "[sender] from (MAILER_SENDER_FROM)"),
+        hash_key=derive_key(security.address_secret(), "address"),
+        token_keys=TokenKeys.from_secrets(security.key(), security.retired()),
         tiers=retry_tiers(settings),
+        list_senders={
+            slug: _mailbox(lst.from_, f"[lists.{slug}] from")
+            for slug, lst in settings.lists.items()
+        },
     )
 
 
@@ -114,119 +139,221 @@ class Service:
     run_web: bool = True
     metrics: Metrics = field(default_factory=Metrics)
     worker_id: UUID = field(default_factory=uuid4)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     def __post_init__(self) -> None:
         self.capture: CaptureServer | None = None
         self.pool: asyncpg.Pool | None = None
         self.broker: Broker | None = None
-        self.relay: Relay | None = None
+        self.relays: list[Relay] = []
         self.ledger: Ledger | None = None
         self.web: WebServer | None = None
+        self.listener: Listener | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.subscriptions: SubscriptionChanges | None = None
         self._consumers: list[Consumer] = []
+        self._loops: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
         settings = self.settings
-        parts = build_parts(settings) if self.run_worker else None
+        parts = build_parts(settings)
         self.pool = await database.open_pool(
             settings.database.url.get_secret_value(), size=settings.database.pool_size
         )
         self.ledger = Ledger(self.pool, worker_id=self.worker_id, lease=settings.worker.lease)
-        if parts is not None:
-            await self._start_worker(parts)
+        subscribers = Subscribers(self.pool)
+        ids = await subscribers.list_ids(settings.lists)
+        lists = {
+            slug: MailingList(
+                ids[slug], slug, lst.name, parts.list_senders[slug], lst.default_locale
+            )
+            for slug, lst in settings.lists.items()
+        }
+        if self.run_worker:
+            await self._start_worker(parts, subscribers, lists)
         if self.run_web:
+            pages = RecipientPages(
+                subscribers=subscribers,
+                lists={mailing_list.id: mailing_list for mailing_list in lists.values()},
+                token_keys=parts.token_keys,
+                templates_dir=settings.worker.templates_dir,
+                confirm_days=settings.newsletter.confirm_days,
+                invalid_token_limit=settings.http.invalid_token_limit,
+                clock=self.clock,
+            )
             self.web = WebServer(
-                settings.http, pool=self.pool, broker=self.broker, metrics=self.metrics
+                settings.http,
+                pool=self.pool,
+                broker=self.broker,
+                metrics=self.metrics,
+                pages=pages,
             )
             await self.web.start()
         log.info("mailer started worker=%s web=%s", self.run_worker, self.run_web)
 
-    async def _start_worker(self, parts: Parts) -> None:
+    async def _start_worker(
+        self, parts: Parts, subscribers: Subscribers, lists: dict[str, MailingList]
+    ) -> None:
         settings = self.settings
-        assert self.ledger is not None
-        self.relay = await self._open_relay()
+        assert self.ledger is not None and self.pool is not None
+        relay_config = await self._relay_config()
+        receipt_relay = self._relay(relay_config, settings.smtp.pool_size)
+        newsletter_relay = self._relay(relay_config, settings.newsletter.pool_size)
         self.broker = Broker(
             settings.broker.url.get_secret_value(), publish_timeout=settings.broker.publish_timeout
         )
         await self.broker.connect()
-        tiers = parts.tiers
-        await self.broker.declare(round(t * 1000) for t in tiers)
+        await self.broker.declare(round(t * 1000) for t in parts.tiers)
+        retry = RetryPolicy(tiers=parts.tiers, give_up_after=settings.retry.give_up_after)
+        return_path = settings.sender.return_path or parts.sender.address
+
+        def sender(kind: str, relay: Relay, composer: Callable[..., bytes]) -> Sender:
+            return Sender(
+                kind=kind,
+                composer=composer,
+                signer=parts.signer,
+                relay=relay,
+                return_path=return_path,
+                metrics=self.metrics,
+            )
+
         receipts = ReceiptPipeline(
             renderer=parts.renderer,
-            signer=parts.signer,
-            relay=self.relay,
+            sender=sender("receipt", receipt_relay, compose),
             ledger=self.ledger,
-            sender=parts.sender,
-            return_path=settings.sender.return_path or parts.sender.address,
+            from_=parts.sender,
             hash_key=parts.hash_key,
             default_locale=settings.sender.default_locale,
             max_attachment_bytes=settings.worker.max_attachment_bytes,
-            retry=RetryPolicy(tiers=tiers, give_up_after=settings.retry.give_up_after),
+            retry=retry,
             metrics=self.metrics,
-            clock=lambda: datetime.now(UTC),
+            clock=self.clock,
         )
-        handler = QueueHandler(
-            ROUTES["receipt"],
-            receipts.deliver,
+        issues = Issues(self.pool, worker_id=self.worker_id, lease=settings.worker.lease)
+        intake = IssueIntake(
+            issues=issues,
+            lists=lists,
+            renderer=parts.renderer,
+            max_attachment_bytes=settings.worker.max_attachment_bytes,
+        )
+        self.subscriptions = SubscriptionChanges(
+            subscribers=subscribers,
+            ledger=self.ledger,
             broker=self.broker,
+            lists=lists,
+            hash_key=parts.hash_key,
+            token_keys=parts.token_keys,
+            public_url=settings.http.public_url,
+            max_attachment_bytes=settings.worker.max_attachment_bytes,
+            clock=self.clock,
+        )
+        throttle = Throttle(self.pool, lease=settings.worker.lease)
+        await throttle.configure(settings.newsletter.rate, settings.newsletter.domains)
+        self.dispatcher = Dispatcher(
+            issues=issues,
+            throttle=throttle,
+            sender=sender("newsletter", newsletter_relay, compose_alternative),
+            renderer=parts.renderer,
+            lists={mailing_list.id: mailing_list for mailing_list in lists.values()},
+            token_keys=parts.token_keys,
+            public_url=settings.http.public_url,
+            chunk_size=settings.newsletter.chunk_size,
+            rate=settings.newsletter.rate,
+            default_domain_rate=settings.newsletter.default_domain_rate,
+            poll_interval=settings.newsletter.poll_interval,
+            lease=settings.worker.lease,
+            retry=retry,
             metrics=self.metrics,
-            unavailable_delay=tiers[0],
+            clock=self.clock,
         )
-        self._consumers.append(
-            await self.broker.consume(handler.queue, handler, prefetch=settings.broker.prefetch)
+        self.listener = Listener(
+            settings.database.url.get_secret_value(),
+            {OPTOUT_CHANNEL: self.dispatcher.on_optout, ISSUES_CHANNEL: self.dispatcher.on_issue},
+            on_reconnect=self.dispatcher.on_reconnect,
         )
-        self._tasks.append(asyncio.create_task(self._renew_leases(), name="renew-leases"))
+        await self.listener.start()
+        for queue_key, deliver, prefetch in (
+            ("receipt", receipts.deliver, settings.broker.prefetch),
+            ("newsletter", intake.accept, 4),
+            ("subscription", self.subscriptions.apply, 1),  # in order, one at a time
+        ):
+            handler = QueueHandler(
+                ROUTES[queue_key],
+                deliver,
+                broker=self.broker,
+                metrics=self.metrics,
+                unavailable_delay=parts.tiers[0],
+            )
+            self._consumers.append(
+                await self.broker.consume(handler.queue, handler, prefetch=prefetch)
+            )
+        self._loops = [
+            asyncio.create_task(self.dispatcher.run(), name=f"dispatch-{n}")
+            for n in range(DISPATCH_LOOPS)
+        ]
+        self._tasks.append(asyncio.create_task(self._heartbeat(throttle), name="heartbeat"))
 
-    async def _open_relay(self) -> Relay:
+    async def _relay_config(self) -> SmtpRelay:
         smtp = self.settings.smtp
         relay_config = smtp.relay()
-        if relay_config is None:
-            self.capture = CaptureServer(smtp.capture_dir)
-            await self.capture.start()
-            relay_config = SmtpRelay(
-                host="127.0.0.1",
-                port=self.capture.port,
-                implicit_tls=False,
-                starttls=False,
-                username=None,
-                password=None,
-            )
-        else:
+        if relay_config is not None:
             log.info("relay %s", relay_config.display)
-        return Relay(
+            return relay_config
+        self.capture = CaptureServer(smtp.capture_dir)
+        await self.capture.start()
+        return SmtpRelay(
+            host="127.0.0.1",
+            port=self.capture.port,
+            implicit_tls=False,
+            starttls=False,
+            username=None,
+            password=None,
+        )
+
+    def _relay(self, relay_config: SmtpRelay, pool_size: int) -> Relay:
+        smtp = self.settings.smtp
+        relay = Relay(
             relay_config,
-            pool_size=smtp.pool_size,
+            pool_size=pool_size,
             timeout=smtp.timeout,
             context=tls_context(smtp.ca_file),
             helo_name=smtp.helo_name,
         )
+        self.relays.append(relay)
+        return relay
 
-    async def _renew_leases(self) -> None:
-        assert self.ledger is not None
+    async def _heartbeat(self, throttle: Throttle) -> None:
+        """Renew the leases on what this worker holds, so nobody takes it over."""
+        assert self.ledger is not None and self.dispatcher is not None
         interval = self.settings.worker.lease / 3
         while not self._stopping.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=interval)
             try:
                 await self.ledger.renew_leases()
+                await throttle.renew(self.dispatcher.holders())
             except TemporaryFailure as exc:
                 log.warning("could not renew leases: %s", exc)
 
     async def stop(self) -> None:
-        """Drain and close; safe to call more than once.
-
-        Consumers stop taking messages; the relay refuses new transactions, so a job that has
-        not reached the relay goes straight back to its queue, while one in the middle of an
-        SMTP transaction finishes and is recorded.
-        """
+        """Drain and close; safe to call more than once."""
         self._stopping.set()
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
+        if self.subscriptions is not None:
+            self.subscriptions.stop()
         await asyncio.gather(*(consumer.cancel() for consumer in self._consumers))
-        if self.relay is not None:
-            await self.relay.close()
+        for relay in self.relays:
+            await relay.close()
         drain = self.settings.worker.drain_timeout
-        await asyncio.gather(*(consumer.drain(drain) for consumer in self._consumers))
+        await asyncio.gather(
+            *(consumer.drain(drain) for consumer in self._consumers),
+            _finish(self._loops, drain),
+        )
         self._consumers.clear()
+        self._loops.clear()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -234,6 +361,9 @@ class Service:
         if self.web is not None:
             await self.web.stop()
             self.web = None
+        if self.listener is not None:
+            await self.listener.stop()
+            self.listener = None
         if self.ledger is not None:
             with contextlib.suppress(TemporaryFailure):
                 released = await self.ledger.release_claims()
@@ -241,10 +371,13 @@ class Service:
                     log.info("handed back %d unfinished deliveries", released)
         if self.capture is not None:
             await self.capture.stop()
+            self.capture = None
         if self.broker is not None:
             await self.broker.close()
+            self.broker = None
         if self.pool is not None:
             await self.pool.close()
+            self.pool = None
         log.info("mailer stopped")
 
     async def run_until_signalled(self) -> None:
@@ -258,3 +391,12 @@ class Service:
             log.info("signal received: draining")
         finally:
             await self.stop()
+
+
+async def _finish(tasks: list[asyncio.Task[None]], drain_timeout: float) -> None:
+    if not tasks:
+        return
+    _, late = await asyncio.wait(tasks, timeout=drain_timeout)
+    for task in late:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

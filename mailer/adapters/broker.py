@@ -74,8 +74,8 @@ def delay_queue_name(delay_ms: int) -> str:
     return f"mailer.delay.{delay_ms}ms"
 
 
-def _work_queue_arguments() -> dict[str, Any]:
-    return {
+def _work_queue_arguments(queue: str) -> dict[str, Any]:
+    arguments: dict[str, Any] = {
         "x-queue-type": "quorum",
         "x-delivery-limit": DELIVERY_LIMIT,
         "x-dead-letter-exchange": "",
@@ -83,6 +83,10 @@ def _work_queue_arguments() -> dict[str, Any]:
         "x-dead-letter-strategy": "at-least-once",
         "x-overflow": "reject-publish",
     }
+    if queue == ROUTES["subscription"]:
+        # Changes for one address apply in the order published: one consumer at a time.
+        arguments["x-single-active-consumer"] = True
+    return arguments
 
 
 def _delay_queue_arguments(delay_ms: int) -> dict[str, Any]:
@@ -189,7 +193,7 @@ class Broker:
                 )
                 for routing_key, name in ROUTES.items():
                     queue = await channel.declare_queue(
-                        name, durable=True, arguments=_work_queue_arguments()
+                        name, durable=True, arguments=_work_queue_arguments(name)
                     )
                     await queue.bind(main, routing_key=routing_key)
                 for delay_ms in sorted(set(delays_ms)):

@@ -19,6 +19,7 @@ from mailer.core.consent import SuppressionReason
 
 Verdict = Literal["claimed", "done", "busy", "conflict"]
 Status = Literal["pending", "sending", "sent", "retrying", "failed", "suppressed", "cancelled"]
+Seen = Literal["new", "done", "conflict"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +127,24 @@ class Ledger:
                 self.worker_id,
             )
         return int(result.rsplit(" ", 1)[1])
+
+    async def seen_job(self, job_id: UUID, kind: str, digest: bytes) -> Seen:
+        """Whether a job id was handled before, and with the same payload."""
+        async with unavailable_is_temporary("seen job"):
+            row = await self._pool.fetchrow("SELECT kind, digest FROM jobs WHERE id = $1", job_id)
+        if row is None:
+            return "new"
+        return "done" if (row["kind"], row["digest"]) == (kind, digest) else "conflict"
+
+    async def mark_job_done(self, job_id: UUID, kind: str, digest: bytes) -> None:
+        async with unavailable_is_temporary("mark job"):
+            await self._pool.execute(
+                "INSERT INTO jobs (id, kind, digest) VALUES ($1, $2, $3)"
+                " ON CONFLICT (id) DO NOTHING",
+                job_id,
+                kind,
+                digest,
+            )
 
     async def suppress(self, address_key: bytes, reason: str, detail: str | None = None) -> bool:
         """Add an address to the suppression list; False if it was there already."""

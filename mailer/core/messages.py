@@ -7,6 +7,8 @@ multipart/alternative, and multipart/mixed around it when there are attachments.
 
 from __future__ import annotations
 
+import binascii
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import EmailPolicy
 from email.utils import format_datetime
+from functools import lru_cache
 from typing import Any
 
 from mailer.core.addresses import normalize_address, unsafe_for_header
@@ -128,3 +131,66 @@ def compose(draft: Draft) -> bytes:
             # add_alternative/add_attachment stamp sub-parts as if they were whole messages.
             del part["MIME-Version"]
     return msg.as_bytes()
+
+
+def _encoded(name: str, value: str) -> str:
+    """`Name: value` folded, with RFC 2047 where needed: the standard library's output."""
+    return POLICY.fold(name, POLICY.header_factory(name, value))
+
+
+# From and Subject repeat for every recipient of an issue.
+_encoded_once = lru_cache(maxsize=256)(_encoded)
+
+
+def _qp(text: str) -> bytes:
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    crlf = "\r\n".join(lines).encode("utf-8") + b"\r\n"
+    return binascii.b2a_qp(crlf, istext=True, header=False)
+
+
+def compose_alternative(draft: Draft) -> bytes:
+    """The same message as compose() for a draft without attachments, written directly:
+    about ten times cheaper, which matters once per recipient of a newsletter."""
+    if draft.attachments:
+        return compose(draft)
+    boundary = "=_" + hashlib.sha256(draft.message_id.encode()).hexdigest()[:28]
+    head = [
+        _encoded_once("From", str(draft.sender.header())),
+        _encoded("To", str(draft.to.header())),
+        _encoded_once("Subject", draft.content.subject),
+        f"Date: {format_datetime(draft.date)}\r\n",
+        f"Message-ID: {draft.message_id}\r\n",
+    ]
+    if draft.list_headers is not None:
+        lists = draft.list_headers
+        head += [
+            POLICY.fold_binary("List-Id", lists.list_id).decode(),
+            POLICY.fold_binary("List-Unsubscribe", f"<{lists.unsubscribe_url}>").decode(),
+            "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+        ]
+    head += [
+        "MIME-Version: 1.0\r\n",
+        f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n',
+    ]
+    separator = f"--{boundary}\r\n".encode()
+    part = (
+        b'Content-Type: text/%s; charset="utf-8"\r\n'
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+    )
+    return b"".join(
+        [
+            "".join(head).encode("ascii"),
+            b"\r\n",
+            separator,
+            part % b"plain",
+            _qp(draft.content.text),
+            b"\r\n",
+            separator,
+            part % b"html",
+            _qp(draft.content.html),
+            b"\r\n",
+            f"--{boundary}--\r\n".encode(),
+        ]
+    )

@@ -35,6 +35,7 @@ class Sent:
 @dataclass(frozen=True, slots=True)
 class Retry:
     reason: str
+    deferred: bool = False  # by a 4xx reply (the destination pushing back), not a lost connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +58,7 @@ def classify(reply: Reply) -> Outcome:
     if 200 <= reply.code < 300:
         return Sent(reply)
     if 400 <= reply.code < 500:
-        return Retry(str(reply))
+        return Retry(str(reply), deferred=True)
     enhanced = reply.enhanced
     # X.1.x is about the addressee: bad mailbox, bad system, bad syntax, moved, null MX.
     return Failed(str(reply), suppress=enhanced is not None and enhanced[:2] == (5, 1))

@@ -15,6 +15,7 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import css_inline
 import jinja2
@@ -24,7 +25,7 @@ from babel.numbers import format_currency, format_decimal, format_percent
 from inscriptis import get_text
 from inscriptis.css_profiles import CSS_PROFILES
 from inscriptis.model.config import ParserConfig
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from mailer.core.addresses import unsafe_for_header
 from mailer.errors import InvalidJob
@@ -106,6 +107,7 @@ class Renderer:
             percent=_percent,
             text=html_to_text,
             staff_html=_staff_html,
+            url=_url,
         )
         self._inliner = css_inline.CSSInliner(load_remote_stylesheets=False, keep_at_rules=True)
         self._compiled: dict[tuple[str, Locale], tuple[jinja2.Template, ...]] = {}
@@ -151,6 +153,54 @@ class Renderer:
         if unsafe_for_header(subject):
             raise InvalidJob(f"template {name}/{locale}: the subject has a control character")
         return Rendered(subject=subject, html=html, text=text)
+
+
+# Stand-ins for what differs per recipient, rendered once per locale and replaced per
+# message: characters from Unicode's private use area, which no template or data produces
+# by accident (the sanitizer and the autoescape leave them alone).
+NAME_MARK = "\ue000name\ue001"
+UNSUBSCRIBE_MARK = "\ue000unsubscribe\ue001"
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedIssue:
+    """An issue rendered once per locale (with and without a name to greet), ready to be
+    made personal for each recipient by replacing the stand-ins."""
+
+    variants: dict[tuple[Locale, bool], Rendered]
+
+    def personalize(self, locale: Locale, name: str | None, unsubscribe_url: str) -> Rendered:
+        base = self.variants[(locale, bool(name))]
+        html = base.html.replace(UNSUBSCRIBE_MARK, escape(unsubscribe_url))
+        text = base.text.replace(UNSUBSCRIBE_MARK, unsubscribe_url)
+        subject = base.subject
+        if name:
+            html = html.replace(NAME_MARK, escape(name))
+            text = text.replace(NAME_MARK, name)
+            subject = subject.replace(NAME_MARK, name)
+        return Rendered(subject=subject, html=html, text=text)
+
+
+def prepare_issue(
+    renderer: Renderer, template: str, contexts: Mapping[Locale, Mapping[str, Any]]
+) -> PreparedIssue:
+    """Render every locale the issue may go out in, before anything is sent: a template
+    error surfaces here, not at the 400,000th recipient."""
+    variants: dict[tuple[Locale, bool], Rendered] = {}
+    for locale, context in contexts.items():
+        for named in (True, False):
+            values = {
+                **context,
+                "name": NAME_MARK if named else None,
+                "unsubscribe_url": UNSUBSCRIBE_MARK,
+            }
+            rendered = renderer.render(template, locale, values)
+            if UNSUBSCRIBE_MARK not in rendered.html or UNSUBSCRIBE_MARK not in rendered.text:
+                raise InvalidJob(
+                    f"template {template}/{locale}: both parts must show the unsubscribe_url"
+                )
+            variants[(locale, named)] = rendered
+    return PreparedIssue(variants)
 
 
 class _FilterError(ValueError):
@@ -229,6 +279,14 @@ def _datetime(context: jinja2.runtime.Context, value: object) -> str:
     return format_datetime(
         moment, format="d MMMM y, HH:mm", tzinfo=moment.tzinfo, locale=_babel_locale(context)
     )
+
+
+def _url(value: object) -> str:
+    """A link from the job's data: only http(s) and mailto, never `javascript:`."""
+    _defined(value)
+    if not isinstance(value, str) or urlsplit(value).scheme.lower() not in _URL_SCHEMES:
+        raise _FilterError(f"link {value!r} must be an http(s) or mailto URL")
+    return value
 
 
 def _staff_html(value: object) -> Markup:

@@ -1,4 +1,8 @@
-"""The HTTP service: health, readiness and metrics (and, later, the recipients' pages)."""
+"""The HTTP service: the recipients' pages, health, readiness and metrics.
+
+Every response carries headers that keep a page from being framed, sniffed, cached or
+leaking its URL (which holds a token) in a Referer; pages load nothing from third parties.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,14 @@ import logging
 
 import asyncpg
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mailer.adapters import database
 from mailer.adapters.broker import Broker
 from mailer.config import HttpSettings
 from mailer.metrics import Metrics
+from mailer.web.pages import RecipientPages
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +30,10 @@ class WebServer:
         pool: asyncpg.Pool,
         broker: Broker | None,
         metrics: Metrics,
+        pages: RecipientPages | None = None,
     ) -> None:
         self._settings = settings
+        self._pages = pages
         self._pool = pool
         self._broker = broker
         self._metrics = metrics
@@ -33,7 +41,9 @@ class WebServer:
         self.port: int | None = None
 
     def application(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(client_max_size=64 * 1024, middlewares=[_security_headers])
+        if self._pages is not None:
+            self._pages.add_routes(app)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics_page)
@@ -72,3 +82,26 @@ class WebServer:
             body=generate_latest(self._metrics.registry),
             headers={"Content-Type": CONTENT_TYPE_LATEST},
         )
+
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+@web.middleware
+async def _security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = exc
+    response.headers.update(SECURITY_HEADERS)
+    response.headers.setdefault("Cache-Control", "no-store")
+    if isinstance(response, web.HTTPException):
+        raise response
+    return response

@@ -23,7 +23,7 @@ from aio_pika.exceptions import AMQPException
 from mailer.adapters.broker import FAILURES_HEADER, Broker
 from mailer.errors import InvalidJob, ShuttingDown, TemporaryFailure
 from mailer.metrics import Metrics
-from mailer.worker.pipeline import Done, Later, Verdict
+from mailer.worker.verdicts import Done, Later, Verdict
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,9 @@ from mailer.core.outcomes import (
     ("reply", "expected"),
     [
         (Reply(250, "2.0.0 Ok: queued as ABC"), Sent(Reply(250, "2.0.0 Ok: queued as ABC"))),
-        (Reply(451, "4.3.0 Try again later"), Retry("451 4.3.0 Try again later")),
-        (Reply(421, "4.7.0 Too many connections"), Retry("421 4.7.0 Too many connections")),
+        (Reply(451, "4.3.0 Try again later"), Retry("451 4.3.0 Try again later", deferred=True)),
+        (Reply(421, "4.7.0 Too many connections"),
+         Retry("421 4.7.0 Too many connections", deferred=True)),
         (
             Reply(550, "5.1.1 <x>: Recipient address rejected: User unknown"),
             Failed("550 5.1.1 <x>: Recipient address rejected: User unknown", suppress=True),

@@ -1,4 +1,4 @@
-"""The order of the stages. This is the only module that knows it.
+"""A receipt, in the order of the stages:
 
     bytes ─► ① decode ─► ② delivery ─► ④ render ─► claim in ledger (③ consent)
           ─► ⑤ compose ─► ⑥ sign ─► relay ─► ⑦ classify ─► record ─► verdict for the queue
@@ -11,55 +11,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from mailer.adapters.ledger import Ledger, Record
-from mailer.adapters.relay import Relay
 from mailer.core.addresses import address_ref
 from mailer.core.audience import Delivery, receipt_delivery
 from mailer.core.consent import Suppress, decide_receipt
 from mailer.core.jobs import Locale, ReceiptJob, decode, payload_digest
-from mailer.core.messages import Draft, FileAttachment, Mailbox, compose, message_id
-from mailer.core.outcomes import (
-    Failed,
-    Outcome,
-    Retry,
-    Sent,
-    classify,
-    retry_delay,
-    scrub,
-    transport_failure,
-)
+from mailer.core.messages import Draft, FileAttachment, Mailbox, message_id
+from mailer.core.outcomes import Failed, Outcome, Retry, Sent, retry_delay, scrub
 from mailer.core.rendering import Renderer
-from mailer.core.signing import Signer
-from mailer.errors import InvalidJob, ShuttingDown, TemporaryFailure
+from mailer.errors import InvalidJob, ShuttingDown
 from mailer.metrics import Metrics
+from mailer.worker.sending import Sender
+from mailer.worker.verdicts import Done, Later, RetryPolicy, Verdict
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Done:
-    """Settled: acknowledge the queue message."""
-
-
-@dataclass(frozen=True, slots=True)
-class Later:
-    """Not yet: send the queue message round the delay queue of `delay` seconds."""
-
-    delay: float
-    attempt: int
-
-
-Verdict = Done | Later
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    tiers: tuple[float, ...]
-    give_up_after: float
 
 
 class ReceiptPipeline:
@@ -67,11 +35,9 @@ class ReceiptPipeline:
         self,
         *,
         renderer: Renderer,
-        signer: Signer,
-        relay: Relay,
+        sender: Sender,
         ledger: Ledger,
-        sender: Mailbox,
-        return_path: str,
+        from_: Mailbox,
         hash_key: bytes,
         default_locale: Locale,
         max_attachment_bytes: int,
@@ -80,11 +46,9 @@ class ReceiptPipeline:
         clock: Callable[[], datetime],
     ) -> None:
         self._renderer = renderer
-        self._signer = signer
-        self._relay = relay
-        self._ledger = ledger
         self._sender = sender
-        self._return_path = return_path
+        self._ledger = ledger
+        self._from = from_
         self._hash_key = hash_key
         self._default_locale = default_locale
         self._max_attachment_bytes = max_attachment_bytes
@@ -124,30 +88,21 @@ class ReceiptPipeline:
             return Done()
         now = self._clock()
         draft = Draft(
-            sender=self._sender,
+            sender=self._from,
             to=delivery.to,
-            message_id=message_id(str(job.id), self._sender.domain),
+            message_id=message_id(str(job.id), self._from.domain),
             date=now,
             content=content,
             attachments=[
                 FileAttachment(a.filename, a.content_type, a.content) for a in job.attachments
             ],
         )
-        signed = self._signer.sign(compose(draft), int(now.timestamp()))
         try:
-            outcome = await self._attempt(delivery, signed)
+            outcome = await self._sender.send(draft, now)
         except ShuttingDown:
             await self._ledger.release(claim.delivery_id)
             raise
         return await self._settle(claim.delivery_id, claim.first_seen, delivery, draft, outcome)
-
-    async def _attempt(self, delivery: Delivery, message: bytes) -> Outcome:
-        with self._metrics.smtp_seconds.labels("receipt").time():
-            try:
-                reply = await self._relay.send(self._return_path, delivery.to.address, message)
-            except TemporaryFailure as exc:
-                return transport_failure(str(exc))
-        return classify(reply)
 
     async def _settle(
         self,

@@ -1,0 +1,271 @@
+"""Lists, subscribers and their per-list status, in PostgreSQL.
+
+`subscribers.email` is the one place an address is held in clear. Erasing a person deletes
+that row (and with it their subscriptions) and leaves the keyed hash in `suppressions`.
+Changes made from a link (unsubscribe, undo, confirm) also take the person out of every
+issue still being sent to their list, and are announced on the `mailer_optout` channel so
+that workers drop any of their messages already in hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import asyncpg
+
+from mailer.adapters.database import unavailable_is_temporary
+from mailer.core.consent import SubscriptionStatus
+
+OPTOUT_CHANNEL = "mailer_optout"
+Source = Literal["portal", "import", "confirmation", "page", "one-click"]
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    id: int
+    email: str
+    name: str | None
+    locale: Literal["pl", "en"] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """A subscriber's status on one list, as a page shows it."""
+
+    subscriber: Subscriber
+    status: SubscriptionStatus
+
+
+@dataclass(frozen=True, slots=True)
+class ImportRow:
+    line: int
+    address_key: bytes
+    email: str
+    name: str | None
+    locale: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ImportCounts:
+    added: int
+    already_subscribed: int
+    kept_unsubscribed: int
+    suppressed: int
+
+
+class Subscribers:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def list_ids(self, slugs: Iterable[str]) -> dict[str, int]:
+        """The numeric id of every list (they go into tokens), made on first use."""
+        wanted = sorted(set(slugs))
+        async with unavailable_is_temporary("lists"):
+            await self._pool.execute(
+                "INSERT INTO lists (slug) SELECT unnest($1::text[]) ON CONFLICT (slug) DO NOTHING",
+                wanted,
+            )
+            rows = await self._pool.fetch("SELECT id, slug FROM lists WHERE slug = ANY($1)", wanted)
+        return {row["slug"]: row["id"] for row in rows}
+
+    async def subscribe(
+        self,
+        *,
+        list_id: int,
+        address_key: bytes,
+        email: str,
+        name: str | None,
+        locale: str | None,
+        confirmed: bool,
+        source: Source = "portal",
+    ) -> tuple[int, SubscriptionStatus | None]:
+        """Subscribe, or (unconfirmed) mark pending. Returns the subscriber id and the
+        status before. Asking to subscribe lifts an erasure: the person asked again."""
+        async with (
+            unavailable_is_temporary("subscribe"),
+            self._pool.acquire() as conn,
+            conn.transaction(),
+        ):
+            subscriber_id: int = await conn.fetchval(
+                "INSERT INTO subscribers (address_key, email, name, locale)"
+                " VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (address_key) DO UPDATE SET email = excluded.email,"
+                "   name = coalesce(excluded.name, subscribers.name),"
+                "   locale = coalesce(excluded.locale, subscribers.locale), updated_at = now()"
+                " RETURNING id",
+                address_key,
+                email,
+                name,
+                locale,
+            )
+            await conn.execute(
+                "DELETE FROM suppressions WHERE address_key = $1 AND reason = 'erased'",
+                address_key,
+            )
+            before: SubscriptionStatus | None = await conn.fetchval(
+                "SELECT status FROM subscriptions WHERE list_id = $1 AND subscriber_id = $2"
+                " FOR UPDATE",
+                list_id,
+                subscriber_id,
+            )
+            status = "subscribed" if confirmed or before == "subscribed" else "pending"
+            await conn.execute(
+                "INSERT INTO subscriptions (list_id, subscriber_id, status, source)"
+                " VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (list_id, subscriber_id) DO UPDATE"
+                "   SET status = excluded.status, source = excluded.source, changed_at = now()"
+                "   WHERE subscriptions.status <> excluded.status",
+                list_id,
+                subscriber_id,
+                status,
+                source,
+            )
+        return subscriber_id, before
+
+    async def unsubscribe_address(self, *, list_id: int, address_key: bytes) -> bool:
+        """The portal's unsubscribe; False when the address was not on the list."""
+        async with unavailable_is_temporary("unsubscribe"):
+            subscriber_id: int | None = await self._pool.fetchval(
+                "SELECT id FROM subscribers WHERE address_key = $1", address_key
+            )
+        if subscriber_id is None:
+            return False
+        return await self.set_status(subscriber_id, list_id, "unsubscribed", "portal") is not None
+
+    async def erase(self, address_key: bytes) -> bool:
+        """Forget the person; keep the keyed hash so they are not mailed again unasked."""
+        async with (
+            unavailable_is_temporary("erase"),
+            self._pool.acquire() as conn,
+            conn.transaction(),
+        ):
+            subscriber_id: int | None = await conn.fetchval(
+                "DELETE FROM subscribers WHERE address_key = $1 RETURNING id", address_key
+            )
+            await conn.execute(
+                "INSERT INTO suppressions (address_key, reason) VALUES ($1, 'erased')"
+                " ON CONFLICT (address_key) DO NOTHING",
+                address_key,
+            )
+            if subscriber_id is not None:
+                await conn.execute("SELECT pg_notify($1, $2)", OPTOUT_CHANNEL, f"{subscriber_id}:*")
+        return subscriber_id is not None
+
+    async def set_status(
+        self, subscriber_id: int, list_id: int, status: SubscriptionStatus, source: Source
+    ) -> SubscriptionStatus | None:
+        """Change one subscription; returns the status before, None if there is none.
+
+        Leaving a list also takes the subscriber out of every issue of it still going out.
+        """
+        async with (
+            unavailable_is_temporary("set status"),
+            self._pool.acquire() as conn,
+            conn.transaction(),
+        ):
+            before: SubscriptionStatus | None = await conn.fetchval(
+                "SELECT status FROM subscriptions WHERE list_id = $1 AND subscriber_id = $2"
+                " FOR UPDATE",
+                list_id,
+                subscriber_id,
+            )
+            if before is None or before == status:
+                return before
+            await conn.execute(
+                "UPDATE subscriptions SET status = $3, source = $4, changed_at = now()"
+                " WHERE list_id = $1 AND subscriber_id = $2",
+                list_id,
+                subscriber_id,
+                status,
+                source,
+            )
+            if status == "unsubscribed":
+                await conn.execute(
+                    "UPDATE deliveries d SET status = 'suppressed', detail = 'unsubscribed',"
+                    "   updated_at = now()"
+                    " FROM issues i"
+                    " WHERE d.subscriber_id = $1 AND d.status IN ('pending', 'retrying')"
+                    "   AND i.id = d.job_id AND i.list_id = $2",
+                    subscriber_id,
+                    list_id,
+                )
+                await conn.execute(
+                    "SELECT pg_notify($1, $2)", OPTOUT_CHANNEL, f"{subscriber_id}:{list_id}"
+                )
+        return before
+
+    async def standing(self, subscriber_id: int, list_id: int) -> Standing | None:
+        async with unavailable_is_temporary("standing"):
+            row = await self._pool.fetchrow(
+                "SELECT s.id, s.email, s.name, s.locale, sub.status FROM subscribers s"
+                " JOIN subscriptions sub ON sub.subscriber_id = s.id AND sub.list_id = $2"
+                " WHERE s.id = $1",
+                subscriber_id,
+                list_id,
+            )
+        if row is None:
+            return None
+        return Standing(
+            Subscriber(row["id"], row["email"], row["name"], row["locale"]), row["status"]
+        )
+
+    async def import_rows(self, list_id: int, rows: Iterable[ImportRow]) -> ImportCounts:
+        """Add a batch of people whose consent is held: COPY into a staging table, then one
+        statement each for subscribers and subscriptions. An opt-out or a suppression wins
+        over the file: those people are counted, not subscribed."""
+        records = [(r.address_key, r.email, r.name, r.locale) for r in rows]
+        async with (
+            unavailable_is_temporary("import"),
+            self._pool.acquire() as conn,
+            conn.transaction(),
+        ):
+            await conn.execute(
+                "CREATE TEMPORARY TABLE staged (address_key bytea, email text, name text,"
+                " locale text) ON COMMIT DROP"
+            )
+            await conn.copy_records_to_table(
+                "staged", records=records, columns=["address_key", "email", "name", "locale"]
+            )
+            counts = await conn.fetchrow(_IMPORT_SQL, list_id)
+        assert counts is not None
+        return ImportCounts(
+            added=counts["added"],
+            already_subscribed=counts["already"],
+            kept_unsubscribed=counts["unsubscribed"],
+            suppressed=counts["suppressed"],
+        )
+
+
+_IMPORT_SQL = """
+WITH fresh AS (
+    SELECT DISTINCT ON (st.address_key) st.*
+    FROM staged st
+    WHERE NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.address_key = st.address_key)
+), people AS (
+    INSERT INTO subscribers (address_key, email, name, locale)
+    SELECT address_key, email, name, locale FROM fresh
+    ON CONFLICT (address_key) DO UPDATE
+        SET name = coalesce(subscribers.name, excluded.name),
+            locale = coalesce(subscribers.locale, excluded.locale)
+    RETURNING id
+), joined AS (
+    INSERT INTO subscriptions (list_id, subscriber_id, status, source)
+    SELECT $1, id, 'subscribed', 'import' FROM people
+    ON CONFLICT (list_id, subscriber_id) DO UPDATE SET status = 'subscribed', source = 'import',
+        changed_at = now()
+        WHERE subscriptions.status = 'pending'
+    RETURNING subscriber_id
+)
+SELECT
+    (SELECT count(*) FROM joined)::int AS added,
+    (SELECT count(*) FROM people p JOIN subscriptions s ON s.subscriber_id = p.id
+       AND s.list_id = $1 AND s.status = 'subscribed'
+       WHERE p.id NOT IN (SELECT subscriber_id FROM joined))::int AS already,
+    (SELECT count(*) FROM people p JOIN subscriptions s ON s.subscriber_id = p.id
+       AND s.list_id = $1 AND s.status = 'unsubscribed')::int AS unsubscribed,
+    (SELECT count(DISTINCT address_key) FROM staged st
+       WHERE EXISTS (SELECT 1 FROM suppressions x WHERE x.address_key = st.address_key))::int
+       AS suppressed
+"""

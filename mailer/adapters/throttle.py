@@ -1,0 +1,74 @@
+"""Pacing shared by every worker process: token buckets and leased concurrency slots in
+PostgreSQL (`take_throttle`, `throttle_feedback` in the migrations)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from uuid import UUID
+
+import asyncpg
+
+from mailer.adapters.database import unavailable_is_temporary
+from mailer.config import DomainLimit
+
+GLOBAL = "*"
+
+
+class Throttle:
+    def __init__(self, pool: asyncpg.Pool, *, lease: float) -> None:
+        self._pool = pool
+        self._lease = timedelta(seconds=lease)
+
+    async def configure(self, rate: float, domains: Mapping[str, DomainLimit]) -> None:
+        """Make the configured limits the ones in force (every worker should share them)."""
+        keys = [GLOBAL, *domains]
+        rates = [rate, *(limit.rate for limit in domains.values())]
+        concurrency = [None, *(limit.concurrency for limit in domains.values())]
+        async with (
+            unavailable_is_temporary("throttle"),
+            self._pool.acquire() as conn,
+            conn.transaction(),
+        ):
+            await conn.execute("DELETE FROM throttle WHERE configured AND NOT key = ANY($1)", keys)
+            await conn.execute(
+                "INSERT INTO throttle (key, rate, concurrency, tokens, configured)"
+                " SELECT k, r, c, 0, true FROM unnest($1::text[], $2::float8[], $3::int[])"
+                "   AS x(k, r, c)"
+                " ON CONFLICT (key) DO UPDATE SET rate = excluded.rate,"
+                "   concurrency = excluded.concurrency, configured = true",
+                keys,
+                rates,
+                concurrency,
+            )
+
+    async def take(self, holder: UUID, wanted: Mapping[str, int]) -> dict[str, int]:
+        """How many messages may go now to each domain (one round trip)."""
+        if not wanted:
+            return {}
+        async with unavailable_is_temporary("throttle"):
+            rows = await self._pool.fetch(
+                "SELECT domain, granted FROM take_throttle($1, $2, $3, $4)",
+                holder,
+                list(wanted),
+                list(wanted.values()),
+                self._lease,
+            )
+        return {row["domain"]: row["granted"] for row in rows}
+
+    async def renew(self, holders: Sequence[UUID]) -> None:
+        if not holders:
+            return
+        async with unavailable_is_temporary("throttle"):
+            await self._pool.execute(
+                "UPDATE throttle_slots SET expires_at = clock_timestamp() + $2"
+                " WHERE holder = ANY($1)",
+                list(holders),
+                self._lease,
+            )
+
+    async def factors(self) -> dict[str, float]:
+        """The slow-down in force per key (1 = none): for status pages and tests."""
+        async with unavailable_is_temporary("throttle"):
+            rows = await self._pool.fetch("SELECT key, factor FROM throttle")
+        return {row["key"]: row["factor"] for row in rows}
