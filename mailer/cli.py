@@ -14,12 +14,20 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
+from uuid import UUID, uuid4
+
+import asyncpg
 
 from mailer import logs
 from mailer.adapters import database
 from mailer.adapters.broker import ROUTES, Broker, DeadLetters, body_ref
+from mailer.adapters.issues import Issues
+from mailer.adapters.subscribers import Subscribers
+from mailer.commands.issues import change, describe, watch
+from mailer.commands.subscribers import import_file
 from mailer.config import Settings, load_settings
 from mailer.core.signing import generate_key, txt_strings
+from mailer.core.tokens import derive_key
 from mailer.errors import ConfigError, MailerError
 from mailer.service import Service, retry_tiers
 
@@ -64,6 +72,31 @@ def _parser() -> argparse.ArgumentParser:
             help="a ref or job id shown by `mailer dlq list`",
         )
         which.add_argument("--all", action="store_true")
+
+    subscribers = commands.add_parser("subscribers", help="newsletter subscribers")
+    subscriber_commands = subscribers.add_subparsers(
+        dest="subscribers_command", required=True, metavar="ACTION"
+    )
+    importing = subscriber_commands.add_parser(
+        "import",
+        help="subscribe the people in a CSV file (email, name, locale) whose "
+        "consent is already held",
+    )
+    importing.add_argument("file", type=Path)
+    importing.add_argument("--list", required=True, dest="list_slug", metavar="SLUG")
+
+    issue = commands.add_parser("issue", help="a newsletter issue being sent")
+    issue_commands = issue.add_subparsers(dest="issue_command", required=True, metavar="ACTION")
+    status = issue_commands.add_parser("status", help="counts by outcome, rate and ETA")
+    status.add_argument("issue_id", type=UUID, metavar="ISSUE_ID")
+    status.add_argument("--watch", action="store_true", help="a live progress bar until done")
+    for name, text in (
+        ("pause", "stop sending within seconds"),
+        ("resume", "carry on where it stopped"),
+        ("cancel", "send nothing more; the rest is marked cancelled"),
+    ):
+        action = issue_commands.add_parser(name, help=text)
+        action.add_argument("issue_id", type=UUID, metavar="ISSUE_ID")
 
     dkim = commands.add_parser("dkim", help="DKIM keys")
     dkim_commands = dkim.add_subparsers(dest="dkim_command", required=True, metavar="ACTION")
@@ -111,6 +144,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         "migrate": _migrate,
         "enqueue": _enqueue,
         "dlq": _dlq,
+        "subscribers": _subscribers,
+        "issue": _issue,
     }
     return asyncio.run(handlers[command](args, settings))
 
@@ -124,6 +159,54 @@ async def _with_broker(settings: Settings, call: Callable[[Broker], Awaitable[in
         return await call(broker)
     finally:
         await broker.close()
+
+
+async def _with_database(settings: Settings, call: Callable[[asyncpg.Pool], Awaitable[int]]) -> int:
+    pool = await database.open_pool(settings.database.url.get_secret_value(), size=2)
+    try:
+        return await call(pool)
+    finally:
+        await pool.close()
+
+
+async def _subscribers(args: argparse.Namespace, settings: Settings) -> int:
+    if args.list_slug not in settings.lists:
+        raise ConfigError(f"no list {args.list_slug!r} in the configuration ([lists.<slug>])")
+    path: Path = args.file
+    if not path.is_file():  # noqa: ASYNC240 - before any I/O starts
+        raise MailerError(f"{path}: no such file")
+    hash_key = derive_key(settings.security.address_secret(), "address")
+
+    async def run(pool: asyncpg.Pool) -> int:
+        subscribers = Subscribers(pool)
+        list_id = (await subscribers.list_ids([args.list_slug]))[args.list_slug]
+        report = await import_file(
+            path, list_id=list_id, subscribers=subscribers, hash_key=hash_key
+        )
+        print(report.summary())
+        return 0
+
+    return await _with_database(settings, run)
+
+
+async def _issue(args: argparse.Namespace, settings: Settings) -> int:
+    async def run(pool: asyncpg.Pool) -> int:
+        issues = Issues(pool, worker_id=uuid4(), lease=settings.worker.lease)
+        if args.issue_command == "status":
+            progress = await (
+                watch(issues, args.issue_id) if args.watch else issues.progress(args.issue_id)
+            )
+            if progress is None:
+                raise MailerError(f"no issue {args.issue_id}")
+            print(describe(progress))
+            return 0
+        try:
+            print(await change(issues, args.issue_id, args.issue_command))
+        except (LookupError, ValueError) as exc:
+            raise MailerError(str(exc)) from None
+        return 0
+
+    return await _with_database(settings, run)
 
 
 async def _migrate(args: argparse.Namespace, settings: Settings) -> int:

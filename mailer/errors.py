@@ -31,5 +31,9 @@ class ShuttingDown(MailerError):
     """The process is stopping: work not yet begun goes back to its queue."""
 
 
+class Withdrawn(MailerError):
+    """Called off at the last moment, before the relay saw any of it."""
+
+
 class PermanentFailure(MailerError):
     """Retrying cannot help: a 5xx reply, a refused configuration."""

@@ -207,7 +207,7 @@ class Service:
         await self.broker.connect()
         await self.broker.declare(round(t * 1000) for t in parts.tiers)
         retry = RetryPolicy(tiers=parts.tiers, give_up_after=settings.retry.give_up_after)
-        return_path = settings.sender.return_path or parts.sender.address
+        return_path = settings.sender.return_path  # else each message's From
 
         def sender(kind: str, relay: Relay, composer: Callable[..., bytes]) -> Sender:
             return Sender(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -20,43 +21,9 @@ from mailer.adapters.broker import DEAD_QUEUE, Broker
 from mailer.core.signing import load_key
 from tests.conftest import ROOT, DkimKeys, StartService
 from tests.support.jobs import encode, receipt
+from tests.support.processes import environment, free_port, mailer
 from tests.support.smtp import SmtpServer
 from tests.support.waiting import eventually
-
-
-def environment(config: dict[str, Any], **extra: str) -> dict[str, str]:
-    """The test's settings as the environment variables an operator would set."""
-    env = {"PATH": os.environ["PATH"], "MAILER_CONFIG": str(ROOT / "config" / "mailer.toml")}
-    for section in (
-        "broker",
-        "database",
-        "smtp",
-        "dkim",
-        "http",
-        "security",
-        "sender",
-        "retry",
-        "worker",
-    ):
-        for key, value in config[section].items():
-            env[f"MAILER_{section}_{key}".upper()] = str(value)
-    env.update(extra)
-    return env
-
-
-def mailer(
-    *args: str, env: dict[str, str], stdin: bytes | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mailer", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        input=stdin.decode() if stdin else None,
-    )
 
 
 async def take(broker_url: str, queue_name: str) -> list[Any]:
@@ -241,15 +208,6 @@ async def wait_for_http(port: int, process: subprocess.Popen[str]) -> None:
     await eventually(healthy, timeout=30)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 async def test_run_with_the_embedded_capture_then_sigterm(
     config: dict[str, Any], tmp_path: Path, dkim_keys: DkimKeys, db: asyncpg.Connection
 ) -> None:
@@ -341,3 +299,112 @@ async def test_sigterm_finishes_or_returns_work_in_hand_and_loses_nothing(
     recipients = sorted(r.rcpt_tos[0] for r in smtp_server.received)
     assert recipients == sorted(f"buyer{n}@example.pl" for n in range(12))  # each exactly once
     assert await take(broker_url, DEAD_QUEUE) == []
+
+
+async def test_subscribers_import_reports_bad_rows_and_respects_opt_outs(
+    config: dict[str, Any], db: asyncpg.Connection, database_url: str, tmp_path: Path
+) -> None:
+    from tests.support.newsletters import HASH_KEY, subscribe
+
+    await subscribe(database_url, [("left@example.pl", "Left", "pl")])
+    await db.execute("UPDATE subscriptions SET status = 'unsubscribed'")
+    from mailer.core.addresses import address_key
+
+    await db.execute(
+        "INSERT INTO suppressions (address_key, reason) VALUES ($1, 'complaint')",
+        address_key(HASH_KEY, "angry@example.pl"),
+    )
+    csv_file = tmp_path / "people.csv"
+    csv_file.write_text(
+        "email;name;locale\n"
+        "anna@example.pl;Anna Nowak;pl\n"
+        "john@example.com;John Smith;en\n"
+        "not-an-address;Broken;pl\n"
+        "left@example.pl;Left;pl\n"
+        "angry@example.pl;Angry;pl\n"
+        "anna@example.pl;Anna again;pl\n"
+        "eve@example.pl;Eve;de\n"
+        "\n"
+        "zofia@example.pl;;\n",
+        encoding="utf-8",
+    )
+    result = mailer(
+        "subscribers", "import", str(csv_file), "--list", "lucid-news", env=environment(config)
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "line 4: not a valid e-mail address (An email address must have an @-sign.)",
+        "line 8: locale: 'de' is not pl or en",
+    ]
+    assert result.stdout.strip() == (
+        "8 rows: 3 subscribed, 0 already subscribed, 1 kept unsubscribed (they opted out), "
+        "1 suppressed (bounced, complained or erased), 2 bad"
+    )
+    rows = await db.fetch(
+        "SELECT s.email, s.name, s.locale, sub.status FROM subscribers s"
+        " JOIN subscriptions sub ON sub.subscriber_id = s.id ORDER BY s.email"
+    )
+    assert [tuple(r) for r in rows] == [
+        ("anna@example.pl", "Anna Nowak", "pl", "subscribed"),
+        ("john@example.com", "John Smith", "en", "subscribed"),
+        ("left@example.pl", "Left", "pl", "unsubscribed"),
+        ("zofia@example.pl", None, None, "subscribed"),
+    ]
+    again = mailer(
+        "subscribers", "import", str(csv_file), "--list", "lucid-news", env=environment(config)
+    )
+    assert "0 subscribed, 3 already subscribed" in again.stdout
+    unknown = mailer(
+        "subscribers", "import", str(csv_file), "--list", "nope", env=environment(config)
+    )
+    assert unknown.returncode == 2
+    assert "no list 'nope'" in unknown.stderr
+
+
+async def test_issue_status_pause_resume_cancel(
+    config: dict[str, Any],
+    start_service: StartService,
+    smtp_server: SmtpServer,
+    db: asyncpg.Connection,
+    database_url: str,
+    broker_url: str,
+) -> None:
+    from tests.support.newsletters import issue, people, subscribe, until_state
+
+    await subscribe(database_url, people(100))
+    config["newsletter"] = {"rate": 20}
+    await start_service(config)
+    env = environment(config)
+    job = issue()
+    portal = Broker(broker_url)
+    await portal.connect()
+    await portal.publish(encode(job), routing_key="newsletter")
+    await portal.close()
+
+    async def sending() -> bool:
+        return len(smtp_server.received) >= 10
+
+    await eventually(sending)
+    status = mailer("issue", "status", job["id"], env=env)
+    assert status.returncode == 0
+    lines = status.stdout.splitlines()
+    assert lines[0] == f"issue {job['id']} (list lucid-news): sending"
+    assert lines[1].startswith("  total 100   sent ")
+    found = re.fullmatch(r"  rate (\d+\.\d)/s over the last minute, ETA (\d+ min )?\d+ s", lines[2])
+    assert found is not None, lines[2]
+    assert 5 <= float(found[1]) <= 40  # about the configured 20 per second
+    paused = mailer("issue", "pause", job["id"], env=env)
+    assert paused.stdout.strip() == f"issue {job['id']}: sending → paused"
+    again = mailer("issue", "pause", job["id"], env=env)
+    assert again.returncode == 1
+    assert f"issue {job['id']} is paused: cannot pause it" in again.stderr
+    assert mailer("issue", "resume", job["id"], env=env).returncode == 0
+    cancelled = mailer("issue", "cancel", job["id"], env=env)
+    assert cancelled.stdout.strip() == f"issue {job['id']}: sending → cancelled"
+    await until_state(db, job["id"], "cancelled")
+    final = mailer("issue", "status", "--watch", job["id"], env=env)
+    assert final.returncode == 0
+    assert "cancelled" in final.stdout.splitlines()[0]
+    missing = mailer("issue", "status", "00000000-0000-0000-0000-000000000000", env=env)
+    assert missing.returncode == 1
+    assert "no issue" in missing.stderr

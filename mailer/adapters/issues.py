@@ -73,7 +73,7 @@ class Progress:
     finished_at: datetime | None
     total: int | None
     counts: dict[str, int]
-    sent_last_minute: int
+    rate: float  # messages sent per second, over the last minute (or since it started)
 
 
 _CLAIM = """
@@ -311,11 +311,17 @@ class Issues:
                 "SELECT status, count(*) AS n FROM deliveries WHERE job_id = $1 GROUP BY status",
                 issue_id,
             )
-            recent: int = await self._pool.fetchval(
-                "SELECT count(*) FROM deliveries WHERE job_id = $1 AND status = 'sent'"
-                " AND updated_at > now() - interval '60 seconds'",
+            recent = await self._pool.fetchrow(
+                "WITH span AS (SELECT greatest(now() - interval '60 seconds',"
+                "   coalesce($2, now())) AS since)"
+                " SELECT count(*) AS sent,"
+                "   extract(epoch FROM now() - (SELECT since FROM span)) AS seconds"
+                " FROM deliveries WHERE job_id = $1 AND status = 'sent'"
+                "   AND updated_at > (SELECT since FROM span)",
                 issue_id,
+                issue["started_at"],
             )
+            assert recent is not None
         return Progress(
             issue_id=issue_id,
             list_slug=issue["slug"],
@@ -325,5 +331,5 @@ class Issues:
             finished_at=issue["finished_at"],
             total=issue["total"],
             counts={r["status"]: r["n"] for r in counts},
-            sent_last_minute=recent,
+            rate=recent["sent"] / float(recent["seconds"]) if recent["seconds"] else 0.0,
         )

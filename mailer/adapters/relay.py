@@ -13,13 +13,14 @@ import asyncio
 import logging
 import socket
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 
 import aiosmtplib
 
 from mailer.config import SmtpRelay
 from mailer.core.outcomes import Reply
-from mailer.errors import ShuttingDown, TemporaryFailure
+from mailer.errors import ShuttingDown, TemporaryFailure, Withdrawn
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,20 @@ class Relay:
         self._idle: list[aiosmtplib.SMTP] = []
         self._closed = False
 
-    async def send(self, sender: str, recipient: str, message: bytes) -> Reply:
-        """Raises ShuttingDown, before any byte is sent, once close() has begun."""
+    async def send(
+        self,
+        sender: str,
+        recipient: str,
+        message: bytes,
+        still_wanted: Callable[[], bool] | None = None,
+    ) -> Reply:
+        """Raises ShuttingDown once close() has begun, and Withdrawn when `still_wanted`,
+        asked when a connection is free, says no: in both cases before any byte is sent."""
         async with self._slots:
             if self._closed:
                 raise ShuttingDown("the relay pool is closing")
+            if still_wanted is not None and not still_wanted():
+                raise Withdrawn("called off before it reached the relay")
             client = self._idle.pop() if self._idle else None
             # A pooled connection the relay has closed meanwhile fails before the message is
             # transferred: then, and only then, one more try on a fresh connection is safe.

@@ -16,6 +16,7 @@ from typing import Literal
 import asyncpg
 
 from mailer.adapters.database import unavailable_is_temporary
+from mailer.core.audience import ImportedPerson
 from mailer.core.consent import SubscriptionStatus
 
 OPTOUT_CHANNEL = "mailer_optout"
@@ -36,15 +37,6 @@ class Standing:
 
     subscriber: Subscriber
     status: SubscriptionStatus
-
-
-@dataclass(frozen=True, slots=True)
-class ImportRow:
-    line: int
-    address_key: bytes
-    email: str
-    name: str | None
-    locale: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +203,7 @@ class Subscribers:
             Subscriber(row["id"], row["email"], row["name"], row["locale"]), row["status"]
         )
 
-    async def import_rows(self, list_id: int, rows: Iterable[ImportRow]) -> ImportCounts:
+    async def import_rows(self, list_id: int, rows: Iterable[ImportedPerson]) -> ImportCounts:
         """Add a batch of people whose consent is held: COPY into a staging table, then one
         statement each for subscribers and subscriptions. An opt-out or a suppression wins
         over the file: those people are counted, not subscribed."""

@@ -4,6 +4,7 @@ PostgreSQL (`take_throttle`, `throttle_feedback` in the migrations)."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from uuid import UUID
 
@@ -13,6 +14,12 @@ from mailer.adapters.database import unavailable_is_temporary
 from mailer.config import DomainLimit
 
 GLOBAL = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    messages: int
+    lanes: int | None  # None: no concurrency limit
 
 
 class Throttle:
@@ -42,19 +49,20 @@ class Throttle:
                 concurrency,
             )
 
-    async def take(self, holder: UUID, wanted: Mapping[str, int]) -> dict[str, int]:
-        """How many messages may go now to each domain (one round trip)."""
+    async def take(self, holder: UUID, wanted: Mapping[str, int]) -> dict[str, Grant]:
+        """How many messages may go now to each domain, and how many of them side by side
+        (one round trip)."""
         if not wanted:
             return {}
         async with unavailable_is_temporary("throttle"):
             rows = await self._pool.fetch(
-                "SELECT domain, granted FROM take_throttle($1, $2, $3, $4)",
+                "SELECT domain, granted, lanes FROM take_throttle($1, $2, $3, $4)",
                 holder,
                 list(wanted),
                 list(wanted.values()),
                 self._lease,
             )
-        return {row["domain"]: row["granted"] for row in rows}
+        return {row["domain"]: Grant(row["granted"], row["lanes"]) for row in rows}
 
     async def renew(self, holders: Sequence[UUID]) -> None:
         if not holders:

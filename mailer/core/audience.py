@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
-from mailer.core.addresses import address_key
+from mailer.core.addresses import address_key, header_safe, normalize_address
 from mailer.core.jobs import Locale, ReceiptJob
 from mailer.core.messages import Mailbox
 
@@ -51,3 +52,35 @@ def newsletter_locale(preferred: Locale | None, mailing_list: MailingList) -> Lo
 def newsletter_message_id(issue_id: UUID, subscriber_id: int, mailing_list: MailingList) -> str:
     """Derived from (issue, recipient): a resend after a crash carries the same id."""
     return f"<{issue_id}.{subscriber_id}@{mailing_list.sender.domain}>"
+
+
+@dataclass(frozen=True, slots=True)
+class ImportedPerson:
+    """One valid row of a subscriber import."""
+
+    email: str
+    name: str | None
+    locale: Locale | None
+    address_key: bytes
+
+
+def imported_person(fields: Sequence[str], *, hash_key: bytes) -> ImportedPerson:
+    """`email[, name[, locale]]` from a CSV row; ValueError says what is wrong with it."""
+    if not fields or not fields[0].strip():
+        raise ValueError("no e-mail address")
+    if len(fields) > 3:
+        raise ValueError(f"{len(fields)} columns; expected email, name, locale")
+    email = normalize_address(fields[0].strip())
+    name = fields[1].strip() if len(fields) > 1 and fields[1].strip() else None
+    if name is not None:
+        if len(name) > 256:
+            raise ValueError("name: longer than 256 characters")
+        try:
+            name = header_safe(name)
+        except ValueError as exc:
+            raise ValueError(f"name: {exc}") from None
+    locale_text = fields[2].strip().lower() if len(fields) > 2 else ""
+    if locale_text not in ("", "pl", "en"):
+        raise ValueError(f"locale: {locale_text!r} is not pl or en")
+    locale: Locale | None = "pl" if locale_text == "pl" else "en" if locale_text == "en" else None
+    return ImportedPerson(email, name, locale, address_key(hash_key, email))

@@ -23,8 +23,9 @@ Decision = Send | Suppress
 
 
 def decide_receipt(suppression: SuppressionReason | None) -> Decision:
-    """Receipts are part of a purchase: newsletter opt-outs do not apply, suppressions do."""
-    if suppression is not None:
+    """Receipts are part of a purchase: newsletter opt-outs do not apply, and neither does an
+    erasure (a new purchase is a new request), but a hard bounce or a complaint does."""
+    if suppression in ("hard_bounce", "complaint"):
         return Suppress(suppression)
     return Send()
 

@@ -101,6 +101,7 @@ async def _security_headers(request: web.Request, handler: Handler) -> web.Strea
     except web.HTTPException as exc:
         response = exc
     response.headers.update(SECURITY_HEADERS)
+    response.headers["Server"] = "mailer"
     response.headers.setdefault("Cache-Control", "no-store")
     if isinstance(response, web.HTTPException):
         raise response

@@ -35,7 +35,7 @@ from mailer.core.outcomes import Failed, Sent, retry_delay, scrub
 from mailer.core.outcomes import Outcome as CoreOutcome
 from mailer.core.rendering import LOCALES, PreparedIssue, Renderer, prepare_issue
 from mailer.core.tokens import Subscription, TokenKeys, unsubscribe_token
-from mailer.errors import InvalidJob, ShuttingDown, TemporaryFailure
+from mailer.errors import InvalidJob, ShuttingDown, TemporaryFailure, Withdrawn
 from mailer.metrics import Metrics
 from mailer.worker.sending import Sender
 from mailer.worker.verdicts import Done, RetryPolicy, Verdict
@@ -257,21 +257,31 @@ class Dispatcher:
                 outcomes[row.id] = Outcome(row.id, "suppressed", detail=decision.reason)
             else:
                 ready.append(row)
-        wanted = Counter(_domain(row) for row in ready)
-        granted = await self._throttle.take(holder, wanted) if wanted else {}
+        grants = await self._throttle.take(holder, Counter(_domain(row) for row in ready))
+        allowed = {domain: grant.messages for domain, grant in grants.items()}
+        lanes = {
+            domain: asyncio.Semaphore(grant.lanes)
+            for domain, grant in grants.items()
+            if grant.lanes is not None
+        }
         later = self._clock() + timedelta(seconds=1)
         to_send = []
         for row in ready:
             domain = _domain(row)
-            if granted.get(domain, 0) > 0:
-                granted[domain] -= 1
+            if allowed.get(domain, 0) > 0:
+                allowed[domain] -= 1
                 to_send.append(row)
             else:  # over a rate or concurrency limit for now: back in a moment
                 outcomes[row.id] = _returned(row, not_before=later)
-        results = await asyncio.gather(
-            *(self._one(issue, mailing_list, prepared, row) for row in to_send),
-            return_exceptions=True,
-        )
+
+        async def one(row: ClaimedDelivery) -> tuple[Outcome, bool | None]:
+            lane = lanes.get(_domain(row))
+            if lane is None:
+                return await self._one(issue, mailing_list, prepared, row)
+            async with lane:
+                return await self._one(issue, mailing_list, prepared, row)
+
+        results = await asyncio.gather(*(one(row) for row in to_send), return_exceptions=True)
         deferred: set[str] = set()
         accepted: set[str] = set()
         for row, result in zip(to_send, results, strict=True):
@@ -314,7 +324,15 @@ class Dispatcher:
             content=prepared.personalize(locale, row.name, url),
             list_headers=ListHeaders(mailing_list.list_id(), url),
         )
-        return self._settle(row, draft, await self._sender.send(draft, now), now)
+        try:
+            outcome = await self._sender.send(
+                draft, now, still_wanted=lambda: self._skipped(issue, mailing_list, row) is None
+            )
+        except Withdrawn:
+            withdrawn = self._skipped(issue, mailing_list, row)
+            assert withdrawn is not None
+            return withdrawn, None
+        return self._settle(row, draft, outcome, now)
 
     def _skipped(
         self, issue: ActiveIssue, mailing_list: MailingList, row: ClaimedDelivery

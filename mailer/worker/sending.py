@@ -25,7 +25,7 @@ class Sender:
         composer: Composer,
         signer: Signer,
         relay: Relay,
-        return_path: str,
+        return_path: str | None,
         metrics: Metrics,
     ) -> None:
         self._kind = kind
@@ -35,12 +35,18 @@ class Sender:
         self._return_path = return_path
         self._metrics = metrics
 
-    async def send(self, draft: Draft, now: datetime) -> Outcome:
-        """Raises ShuttingDown, before anything is sent, once the relay is closing."""
+    async def send(
+        self, draft: Draft, now: datetime, still_wanted: Callable[[], bool] | None = None
+    ) -> Outcome:
+        """Raises ShuttingDown once the relay is closing, and Withdrawn when `still_wanted`
+        says no at the last moment: both before anything is sent."""
         message = self._signer.sign(self._compose(draft), int(now.timestamp()))
+        envelope_sender = self._return_path or draft.sender.address
         with self._metrics.smtp_seconds.labels(self._kind).time():
             try:
-                reply = await self._relay.send(self._return_path, draft.to.address, message)
+                reply = await self._relay.send(
+                    envelope_sender, draft.to.address, message, still_wanted
+                )
             except TemporaryFailure as exc:
                 return transport_failure(str(exc))
         return classify(reply)

@@ -128,3 +128,43 @@ def test_the_policy_keeps_list_headers_verbatim_as_text_too() -> None:
     url = "<https://mail.lucid.example/u/" + "B" * 90 + ">"
     assert POLICY.fold("List-Unsubscribe", url) == f"List-Unsubscribe: {url}\r\n"
     assert POLICY.fold("Subject", "x").startswith("Subject: x")
+
+
+def test_the_direct_writer_matches_the_standard_library() -> None:
+    from mailer.core.messages import compose_alternative
+
+    lists = ListHeaders(
+        "Lucid News <lucid-news.lucid.example>",
+        "https://mail.lucid.example/u/AAAAAeJAAAPR58alBqEd4-N8J49W",
+    )
+    subject_draft = draft(list_headers=lists)
+    fast, slow = compose_alternative(subject_draft), compose(subject_draft)
+    ours, theirs = parse(fast), parse(slow)
+    for name in (
+        "From",
+        "To",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "MIME-Version",
+        "List-Id",
+        "List-Unsubscribe",
+        "List-Unsubscribe-Post",
+    ):
+        assert ours[name] == theirs[name], name
+    assert ours.get_content_type() == "multipart/alternative"
+    for kind in ("plain", "html"):
+        mine, reference = ours.get_body((kind,)), theirs.get_body((kind,))
+        assert mine is not None and reference is not None
+        assert mine.get_content() == reference.get_content()
+        assert mine["Content-Transfer-Encoding"] == "quoted-printable"
+    assert all(byte < 128 for byte in fast)
+    assert max(len(line) for line in fast.split(b"\r\n")) <= 78
+    assert f"\r\nList-Unsubscribe: <{lists.unsubscribe_url}>\r\n".encode() in fast
+
+
+def test_the_direct_writer_hands_attachments_to_the_standard_library() -> None:
+    from mailer.core.messages import compose_alternative
+
+    with_file = draft(attachments=[FileAttachment("a.txt", "text/plain", b"a")])
+    assert parse(compose_alternative(with_file)).get_content_type() == "multipart/mixed"

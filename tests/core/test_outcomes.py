@@ -20,8 +20,10 @@ from mailer.core.outcomes import (
     [
         (Reply(250, "2.0.0 Ok: queued as ABC"), Sent(Reply(250, "2.0.0 Ok: queued as ABC"))),
         (Reply(451, "4.3.0 Try again later"), Retry("451 4.3.0 Try again later", deferred=True)),
-        (Reply(421, "4.7.0 Too many connections"),
-         Retry("421 4.7.0 Too many connections", deferred=True)),
+        (
+            Reply(421, "4.7.0 Too many connections"),
+            Retry("421 4.7.0 Too many connections", deferred=True),
+        ),
         (
             Reply(550, "5.1.1 <x>: Recipient address rejected: User unknown"),
             Failed("550 5.1.1 <x>: Recipient address rejected: User unknown", suppress=True),
@@ -66,6 +68,7 @@ def test_receipts_ignore_opt_outs_but_not_suppressions() -> None:
     assert decide_receipt(None) == Send()
     assert decide_receipt("hard_bounce") == Suppress("hard_bounce")
     assert decide_receipt("complaint") == Suppress("complaint")
+    assert decide_receipt("erased") == Send()
 
 
 def test_newsletters_need_a_current_subscription() -> None:

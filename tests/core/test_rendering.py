@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from mailer.core.rendering import Renderer, html_to_text, sanitize_html
+from mailer.core.rendering import Renderer, html_to_text, prepare_issue, sanitize_html
 from mailer.errors import InvalidJob
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -206,3 +206,55 @@ def test_a_subject_must_be_usable(tmp_path: Path, subject: str, message: str) ->
     _template(tmp_path, "s", subject="{{ subject }}")
     with pytest.raises(InvalidJob, match=message):
         Renderer(tmp_path).render("s", "pl", {"subject": subject, "value": ""})
+
+
+NEWSLETTER = {
+    "subject": "Nowości",
+    "list_name": "Lucid News",
+    "preheader": "Trzy nowe funkcje",
+    "articles": [
+        {
+            "title": "Kanban",
+            "body_html": "<p>Przeciągnij <b>i</b> upuść</p>",
+            "url": "https://lucid.example/blog/kanban",
+        }
+    ],
+}
+
+
+def test_an_issue_is_rendered_once_per_locale_then_made_personal(renderer: Renderer) -> None:
+    prepared = prepare_issue(
+        renderer, "newsletter", {"pl": NEWSLETTER, "en": {**NEWSLETTER, "subject": "News"}}
+    )
+    assert set(prepared.variants) == {("pl", True), ("pl", False), ("en", True), ("en", False)}
+    anna = prepared.personalize("pl", 'Anna <"Nowak">', "https://m.example/u/TOKEN&x")
+    assert anna.subject == "Nowości"
+    assert "Cześć Anna &lt;&#34;Nowak&#34;&gt;," in anna.html
+    assert 'href="https://m.example/u/TOKEN&amp;x"' in anna.html
+    assert 'Cześć Anna <"Nowak">,' in anna.text
+    assert "https://m.example/u/TOKEN&x" in anna.text
+    assert "Przeciągnij i upuść" in anna.text  # from the staff HTML
+    nameless = prepared.personalize("en", None, "https://m.example/u/T")
+    assert nameless.subject == "News"
+    assert nameless.text.startswith("Hello,")
+    assert "\ue000" not in nameless.html + nameless.text
+
+
+def test_an_issue_template_must_carry_the_unsubscribe_link(tmp_path: Path) -> None:
+    _template(tmp_path, "bare")
+    with pytest.raises(InvalidJob, match="both parts must show the unsubscribe_url"):
+        prepare_issue(Renderer(tmp_path), "bare", {"pl": {"value": ""}})
+
+
+def test_links_in_data_must_be_web_links(renderer: Renderer) -> None:
+    bad = {
+        **NEWSLETTER,
+        "articles": [
+            {
+                **NEWSLETTER["articles"][0],  # type: ignore[dict-item]
+                "url": "javascript:alert(1)",
+            }
+        ],
+    }
+    with pytest.raises(InvalidJob, match="must be an http"):
+        prepare_issue(renderer, "newsletter", {"pl": bad})

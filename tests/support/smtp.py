@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections import deque
+import time
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -20,6 +21,8 @@ class Received:
     mail_from: str
     rcpt_tos: tuple[str, ...]
     data: bytes
+    at: float = 0.0  # time.monotonic() when the data arrived
+    helo: str | None = None  # the name the client gave in EHLO
 
     def parsed(self) -> EmailMessage:
         message = message_from_bytes(self.data, policy=policy.default)
@@ -42,6 +45,10 @@ class SmtpServer:
     rcpt_replies: dict[str, str] = field(default_factory=dict)
     data_replies: deque[str] = field(default_factory=deque)
     data_delay: float = 0.0  # seconds before answering DATA: a slow relay
+    domain_delays: dict[str, float] = field(default_factory=dict)  # … for some domains only
+    domain_replies: dict[str, str] = field(default_factory=dict)  # DATA answer by domain
+    in_flight: Counter[str] = field(default_factory=Counter)
+    most_in_flight: Counter[str] = field(default_factory=Counter)  # per recipient domain
     connections: int = 0
     port: int = 0
     _server: asyncio.Server | None = None
@@ -98,8 +105,17 @@ class SmtpServer:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        if self.data_delay:
-            await asyncio.sleep(self.data_delay)
+        domain = envelope.rcpt_tos[0].rpartition("@")[2] if envelope.rcpt_tos else ""
+        self.in_flight[domain] += 1
+        self.most_in_flight[domain] = max(self.most_in_flight[domain], self.in_flight[domain])
+        try:
+            delay = self.domain_delays.get(domain, self.data_delay)
+            if delay:
+                await asyncio.sleep(delay)
+        finally:
+            self.in_flight[domain] -= 1
+        if domain in self.domain_replies:
+            return self.domain_replies[domain]
         if self.data_replies:
             reply = self.data_replies.popleft()
             if reply == DROP:
@@ -109,7 +125,13 @@ class SmtpServer:
             return reply
         assert envelope.mail_from is not None and envelope.original_content is not None
         self.received.append(
-            Received(envelope.mail_from, tuple(envelope.rcpt_tos), envelope.original_content)
+            Received(
+                envelope.mail_from,
+                tuple(envelope.rcpt_tos),
+                envelope.original_content,
+                time.monotonic(),
+                session.host_name,
+            )
         )
         return f"250 2.0.0 Ok: queued as Q{len(self.received)}"
 

@@ -78,49 +78,54 @@ LANGUAGE sql STABLE AS $$
         t.tokens + extract(epoch FROM clock_timestamp() - t.refilled_at) * t.rate * t.factor) END;
 $$;
 
--- Take up to n sending rights from one key: rate tokens and leased concurrency slots.
-CREATE FUNCTION throttle_take(p_key text, p_holder uuid, n integer, p_lease interval)
-RETURNS integer
+-- Take sending rights for up to n messages from one key: that many rate tokens (if it has a
+-- rate) and, if it has a concurrency limit, up to that many leased slots: the lanes the
+-- messages may use side by side. Returns the messages allowed and the lanes (NULL: no limit).
+CREATE FUNCTION throttle_take(p_key text, p_holder uuid, n integer, p_lease interval,
+                              OUT granted integer, OUT lanes integer)
 LANGUAGE plpgsql AS $$
 DECLARE
     t throttle%ROWTYPE;
     v_tokens double precision;
-    v_granted integer := n;
 BEGIN
+    granted := n;
     SELECT * INTO t FROM throttle WHERE key = p_key FOR UPDATE;
     IF NOT FOUND THEN
-        RETURN n;
+        RETURN;
     END IF;
     v_tokens := throttle_tokens(t);
     IF v_tokens IS NOT NULL THEN
-        v_granted := least(v_granted, floor(v_tokens)::integer);
+        granted := least(granted, floor(v_tokens)::integer);
     END IF;
-    IF t.concurrency IS NOT NULL THEN
+    IF t.concurrency IS NOT NULL AND granted > 0 THEN
         DELETE FROM throttle_slots s WHERE s.key = p_key AND s.expires_at < clock_timestamp();
-        v_granted := least(v_granted, t.concurrency
-                           - (SELECT count(*) FROM throttle_slots s WHERE s.key = p_key)::integer);
-        v_granted := greatest(v_granted, 0);
-        INSERT INTO throttle_slots (key, slot, holder, expires_at)
-        SELECT p_key, free.n, p_holder, clock_timestamp() + p_lease
-        FROM generate_series(0, t.concurrency - 1) AS free(n)
-        WHERE NOT EXISTS (SELECT 1 FROM throttle_slots s WHERE s.key = p_key AND s.slot = free.n)
-        ORDER BY free.n LIMIT v_granted;
+        WITH taken AS (
+            INSERT INTO throttle_slots (key, slot, holder, expires_at)
+            SELECT p_key, free.n, p_holder, clock_timestamp() + p_lease
+            FROM generate_series(0, t.concurrency - 1) AS free(n)
+            WHERE NOT EXISTS (SELECT 1 FROM throttle_slots s WHERE s.key = p_key AND s.slot = free.n)
+            ORDER BY free.n LIMIT granted
+            RETURNING 1
+        ) SELECT count(*) INTO lanes FROM taken;
+        IF lanes = 0 THEN
+            granted := 0;
+        END IF;
     END IF;
     IF v_tokens IS NOT NULL THEN
-        UPDATE throttle SET tokens = v_tokens - v_granted, refilled_at = clock_timestamp()
+        UPDATE throttle SET tokens = v_tokens - granted, refilled_at = clock_timestamp()
         WHERE key = p_key;
     END IF;
-    RETURN v_granted;
 END;
 $$;
 
--- How many messages may go now, per recipient domain: p_wanted[i] to p_domains[i], within
--- what the '*' bucket (all newsletter mail) allows, shared in proportion to what is wanted.
+-- How many messages may go now, per recipient domain: up to p_wanted[i] to p_domains[i],
+-- within what the '*' bucket (all newsletter mail) allows, shared in proportion to what is
+-- wanted; and with how many lanes (concurrent messages) where a domain limits concurrency.
 -- Domains are taken in sorted order, so concurrent callers never deadlock; a domain without
--- a row is not limited. Concurrency slots granted here are leased to p_holder.
+-- a row is not limited. Concurrency slots are leased to p_holder.
 CREATE FUNCTION take_throttle(p_holder uuid, p_domains text[], p_wanted integer[],
                               p_lease interval)
-RETURNS TABLE (domain text, granted integer)
+RETURNS TABLE (domain text, granted integer, lanes integer)
 LANGUAGE plpgsql AS $$
 DECLARE
     r record;
@@ -135,17 +140,12 @@ BEGIN
     IF FOUND AND throttle_tokens(g) IS NOT NULL THEN
         v_budget := least(v_budget, floor(throttle_tokens(g))::integer);
     END IF;
-    IF FOUND AND g.concurrency IS NOT NULL THEN
-        DELETE FROM throttle_slots s WHERE s.key = '*' AND s.expires_at < clock_timestamp();
-        v_budget := least(v_budget, g.concurrency
-                          - (SELECT count(*) FROM throttle_slots s WHERE s.key = '*')::integer);
-    END IF;
     v_left := greatest(v_budget, 0);
     FOR r IN SELECT w.d, w.n FROM unnest(p_domains, p_wanted) AS w(d, n) ORDER BY w.d LOOP
         domain := r.d;
-        granted := throttle_take(r.d, p_holder,
+        SELECT t.granted, t.lanes INTO granted, lanes FROM throttle_take(r.d, p_holder,
             least(r.n, v_left, greatest(1, ceil(v_budget::numeric * r.n / v_total)::integer)),
-            p_lease);
+            p_lease) AS t;
         v_left := v_left - granted;
         v_given := v_given + granted;
         RETURN NEXT;

@@ -1,0 +1,236 @@
+"""The recipients' pages through real HTTP: unsubscribe, one-click, undo, confirm, forgeries."""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from mailer.core.tokens import Subscription, TokenKeys, confirm_token, unsubscribe_token
+from mailer.service import Service
+from tests.conftest import SECRET, StartService
+from tests.support.http import base_url
+from tests.support.newsletters import subscribe
+
+KEYS = TokenKeys.from_secrets(SECRET.encode())
+ANNA = "anna.nowak@example.pl"
+
+
+@pytest.fixture
+async def web(
+    config: dict[str, Any], start_service: StartService, database_url: str
+) -> Service:
+    config["lists"]["other-news"] = {
+        "name": "Other News",
+        "from": "Other <o@lucid.example>",
+        "default_locale": "en",
+    }
+    await subscribe(database_url, [(ANNA, "Anna Nowak", "pl"), ("john@example.com", "John", "en")])
+    return await start_service(config, run_worker=False)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def ids(db: asyncpg.Connection, email: str) -> Subscription:
+    row = await db.fetchrow(
+        "SELECT s.id, l.id AS list_id FROM subscribers s, lists l"
+        " WHERE s.email = $1 AND l.slug = 'lucid-news'",
+        email,
+    )
+    assert row is not None
+    return Subscription(row["id"], row["list_id"])
+
+
+async def status(db: asyncpg.Connection, email: str = ANNA) -> str:
+    value: str = await db.fetchval(
+        "SELECT sub.status FROM subscriptions sub JOIN subscribers s ON s.id = sub.subscriber_id"
+        " WHERE s.email = $1",
+        email,
+    )
+    return value
+
+
+async def link(db: asyncpg.Connection, service: Service, email: str = ANNA) -> str:
+    return f"{base_url(service)}/u/{unsubscribe_token(KEYS, await ids(db, email))}"
+
+
+async def test_get_and_head_show_a_page_and_change_nothing(
+    web: Service, http: aiohttp.ClientSession, db: asyncpg.Connection
+) -> None:
+    url = await link(db, web)
+    for _ in range(3):
+        async with http.head(url) as response:
+            assert response.status == 200
+        async with http.get(url) as response:
+            assert response.status == 200
+            page = await response.text()
+    assert await status(db) == "subscribed"
+    assert "Czy wypisać adres a***k@e***e.pl z listy Lucid News?" in page
+    assert "Wypisz mnie" in page
+    assert ANNA not in page
+    english = await (await http.get(await link(db, web, "john@example.com"))).text()
+    assert "Unsubscribe j***n@e***e.com from Lucid News?" in english
+
+
+async def test_pages_are_locked_down(
+    web: Service, http: aiohttp.ClientSession, db: asyncpg.Connection
+) -> None:
+    async with http.get(await link(db, web)) as response:
+        page = await response.text()
+        headers = response.headers
+    assert headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert "form-action 'self'" in headers["Content-Security-Policy"]
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert headers["Cache-Control"] == "no-store"
+    assert "Set-Cookie" not in headers
+    assert re.findall(r'(?:src|href)="([^"]+)"', page) == ["/static/page.css"]  # nothing external
+    async with http.get(base_url(web) + "/static/page.css") as response:
+        assert response.status == 200
+        assert response.content_type == "text/css"
+
+
+async def test_the_button_unsubscribes_at_once_and_offers_an_undo(
+    web: Service, http: aiohttp.ClientSession, db: asyncpg.Connection
+) -> None:
+    url = await link(db, web)
+    for _ in range(2):  # idempotent
+        async with http.post(url, data={"action": "unsubscribe"}, allow_redirects=False) as page:
+            assert page.status == 200
+            text = await page.text()
+        assert await status(db) == "unsubscribed"
+    assert "nie jest już zapisany na listę Lucid News" in text
+    assert 'value="resubscribe"' in text
+    async with http.post(url, data={"action": "resubscribe"}, allow_redirects=False) as page:
+        assert page.status == 200
+        assert "jest znów zapisany" in await page.text()
+    assert await status(db) == "subscribed"
+    source = await db.fetchval(
+        "SELECT source FROM subscriptions WHERE subscriber_id = $1",
+        (await ids(db, ANNA)).subscriber_id,
+    )
+    assert source == "page"
+
+
+@pytest.mark.parametrize("encoding", ["urlencoded", "multipart"])
+async def test_rfc_8058_one_click(
+    web: Service, http: aiohttp.ClientSession, db: asyncpg.Connection, encoding: str
+) -> None:
+    url = await link(db, web)
+    if encoding == "urlencoded":
+        body: Any = {"List-Unsubscribe": "One-Click"}
+    else:
+        body = aiohttp.FormData(default_to_multipart=True)
+        body.add_field("List-Unsubscribe", "One-Click")
+    async with http.post(url, data=body, allow_redirects=False) as response:
+        assert response.status == 200
+        assert "Set-Cookie" not in response.headers
+    assert await status(db) == "unsubscribed"
+    assert (
+        await db.fetchval(
+            "SELECT source FROM subscriptions s JOIN subscribers p"
+            " ON p.id = s.subscriber_id WHERE p.email = $1",
+            ANNA,
+        )
+        == "one-click"
+    )
+
+
+async def test_a_post_without_a_known_action_changes_nothing(
+    web: Service, http: aiohttp.ClientSession, db: asyncpg.Connection
+) -> None:
+    async with http.post(await link(db, web), data={"action": "explode"}) as response:
+        assert response.status == 400
+    assert await status(db) == "subscribed"
+
+
+def forged(token: str, index: int) -> str:
+    raw = bytearray(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    raw[index] ^= 0x40
+    return base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
+
+
+async def test_forged_altered_truncated_and_cross_list_tokens_change_nothing(
+    web: Service, http: aiohttp.ClientSession, db: asyncpg.Connection
+) -> None:
+    anna = await ids(db, ANNA)
+    good = unsubscribe_token(KEYS, anna)
+    other_list = await db.fetchval("SELECT id FROM lists WHERE slug = 'other-news'")
+    cross_list = unsubscribe_token(KEYS, Subscription(anna.subscriber_id, other_list))
+    bad_tokens = [
+        forged(good, 3),  # another subscriber
+        forged(good, 7),  # another list
+        forged(good, 15),  # the signature
+        good[:-2],
+        good + "AA",
+        unsubscribe_token(TokenKeys.from_secrets(b"x" * 40), anna),  # someone else's key
+        confirm_token(KEYS, anna, day=0),  # a confirm token is not an unsubscribe token
+    ]
+    for token in bad_tokens:
+        for method in ("GET", "POST"):
+            async with http.request(
+                method, f"{base_url(web)}/u/{token}", data={"List-Unsubscribe": "One-Click"}
+            ) as response:
+                assert response.status == 400, token
+                assert "Nieprawidłowy link" in await response.text()
+    async with http.post(
+        f"{base_url(web)}/u/{cross_list}", data={"List-Unsubscribe": "One-Click"}
+    ) as response:
+        assert response.status == 200  # valid, but Anna is not on that list
+        assert "nie jest zapisany" in await response.text()
+    assert await status(db) == "subscribed"
+
+
+async def test_guessing_is_rate_limited_but_valid_links_never_are(
+    web: Service, http: aiohttp.ClientSession, db: asyncpg.Connection
+) -> None:
+    statuses = []
+    for n in range(25):
+        async with http.get(f"{base_url(web)}/u/{'A' * 27}{chr(66 + n % 20)}") as response:
+            statuses.append(response.status)
+    assert statuses[:20] == [400] * 20
+    assert set(statuses[20:]) == {429}
+    async with http.get(f"{base_url(web)}/u/forged") as response:
+        assert response.status == 429
+        assert response.headers["Retry-After"] == "60"
+    url = await link(db, web)
+    async with http.get(url) as response:
+        assert response.status == 200
+    async with http.post(url, data={"List-Unsubscribe": "One-Click"}) as response:
+        assert response.status == 200
+    assert await status(db) == "unsubscribed"
+
+
+async def test_confirmation_links(
+    web: Service, http: aiohttp.ClientSession, db: asyncpg.Connection
+) -> None:
+    anna = await ids(db, ANNA)
+    await db.execute(
+        "UPDATE subscriptions SET status = 'pending' WHERE subscriber_id = $1", anna.subscriber_id
+    )
+    today = int(web.clock().timestamp() // 86400)
+    url = f"{base_url(web)}/c/{confirm_token(KEYS, anna, day=today)}"
+    async with http.get(url) as response:
+        assert response.status == 200
+        assert "Czy zapisać adres a***k@e***e.pl na listę Lucid News?" in await response.text()
+    assert await status(db) == "pending"
+    async with http.post(url, allow_redirects=False) as response:
+        assert response.status == 200
+        assert "Zapis potwierdzony" in await response.text()
+    assert await status(db) == "subscribed"
+    expired = f"{base_url(web)}/c/{confirm_token(KEYS, anna, day=today - 15)}"
+    async with http.post(expired) as response:
+        assert response.status == 400
+    unsubscribe_as_confirm = f"{base_url(web)}/c/{unsubscribe_token(KEYS, anna)}"
+    async with http.post(unsubscribe_as_confirm) as response:
+        assert response.status == 400

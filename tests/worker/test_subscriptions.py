@@ -1,0 +1,263 @@
+"""Subscription changes from the portal: in order, double opt-in, erasure."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from mailer.adapters.broker import DEAD_QUEUE, Broker
+from mailer.core.addresses import address_key
+from tests.conftest import StartService
+from tests.support.jobs import encode, receipt
+from tests.support.newsletters import HASH_KEY, issue, subscribe, until_state
+from tests.support.smtp import SmtpServer
+from tests.support.waiting import eventually
+
+ANNA = "anna.nowak@example.pl"
+
+
+@pytest.fixture
+async def portal(broker_url: str) -> AsyncIterator[Broker]:
+    broker = Broker(broker_url)
+    await broker.connect()
+    yield broker
+    await broker.close()
+
+
+def change(action: str, **fields: Any) -> dict[str, Any]:
+    job = {
+        "kind": "subscription",
+        "version": 1,
+        "id": str(uuid.uuid4()),
+        "action": action,
+        "list": "lucid-news",
+        "email": ANNA,
+        "name": "Anna Nowak",
+        "locale": "pl",
+    }
+    job.update(fields)
+    return job
+
+
+async def publish(portal: Broker, *jobs: dict[str, Any]) -> None:
+    for job in jobs:
+        await portal.publish(encode(job), routing_key="subscription")
+
+
+async def status(db: asyncpg.Connection, email: str = ANNA) -> str | None:
+    value: str | None = await db.fetchval(
+        "SELECT sub.status FROM subscriptions sub JOIN subscribers s ON s.id = sub.subscriber_id"
+        " WHERE s.email = $1",
+        email,
+    )
+    return value
+
+
+async def applied(db: asyncpg.Connection, *jobs: dict[str, Any]) -> None:
+    async def all_done() -> bool:
+        count = await db.fetchval(
+            "SELECT count(*) FROM jobs WHERE id = ANY($1::uuid[])", [job["id"] for job in jobs]
+        )
+        return bool(count == len(jobs))
+
+    await eventually(all_done)
+
+
+async def test_changes_for_one_address_apply_in_the_order_published(
+    config: dict[str, Any],
+    start_service: StartService,
+    portal: Broker,
+    db: asyncpg.Connection,
+) -> None:
+    await start_service(config)
+    first = [
+        change("subscribe", confirmed=True),
+        change("unsubscribe"),
+        change("subscribe", confirmed=True),
+    ]
+    await publish(portal, *first)
+    await applied(db, *first)
+    assert await status(db) == "subscribed"
+    second = [change("unsubscribe"), change("subscribe", confirmed=True), change("unsubscribe")]
+    await publish(portal, *second)
+    await applied(db, *second)
+    assert await status(db) == "unsubscribed"
+
+
+async def test_the_order_holds_through_a_database_outage(
+    config: dict[str, Any],
+    start_service: StartService,
+    portal: Broker,
+    database_url: str,
+    db: asyncpg.Connection,
+) -> None:
+    name = database_url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(database_url.rsplit("/", 1)[0] + "/postgres")
+    try:
+        await start_service(config)
+        await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
+        jobs = [change("subscribe", confirmed=True), change("unsubscribe")]
+        await publish(portal, *jobs)
+        await asyncio.sleep(1.5)  # the first change waits for the database, holding its place
+        await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+        checker = await asyncpg.connect(database_url)
+        try:
+            await applied(checker, *jobs)
+            assert await status(checker) == "unsubscribed"
+        finally:
+            await checker.close()
+    finally:
+        await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+        await admin.close()
+
+
+async def test_a_duplicate_change_is_not_applied_again(
+    config: dict[str, Any],
+    start_service: StartService,
+    portal: Broker,
+    db: asyncpg.Connection,
+) -> None:
+    await start_service(config)
+    subscribe_once = change("subscribe", confirmed=True)
+    leave = change("unsubscribe")
+    await publish(portal, subscribe_once, leave, subscribe_once)  # the portal retried the first
+    await applied(db, subscribe_once, leave)
+    marker = change("subscribe", email="someone.else@example.pl", confirmed=True)
+    await publish(portal, marker)
+    await applied(db, marker)  # everything before it has been handled too
+    assert await status(db) == "unsubscribed"
+
+
+async def test_double_opt_in(
+    config: dict[str, Any],
+    start_service: StartService,
+    portal: Broker,
+    db: asyncpg.Connection,
+    smtp_server: SmtpServer,
+) -> None:
+    service = await start_service(config)
+    job = change("subscribe", confirmed=False)
+    await publish(portal, job)
+
+    async def mailed() -> bool:
+        return any(m.rcpt_tos == (ANNA,) for m in smtp_server.received)
+
+    await eventually(mailed)
+    assert await status(db) == "pending"
+    (message,) = smtp_server.received
+    parsed = message.parsed()
+    assert parsed["Subject"] == "Potwierdź zapis na listę Lucid News"
+    assert parsed["From"] == "LucidOffice <no-reply@lucid.example>"
+    text = parsed.get_body(("plain",))
+    assert text is not None
+    link = re.search(r"https://mail\.lucid\.example/c/[A-Za-z0-9_-]+", text.get_content())
+    assert link is not None
+    assert service.web is not None
+    url = link[0].replace("https://mail.lucid.example", f"http://127.0.0.1:{service.web.port}")
+    async with aiohttp.ClientSession() as session:
+        for method in ("GET", "HEAD", "GET"):  # a mail scanner following the link
+            async with session.request(method, url) as page:
+                assert page.status == 200
+        assert await status(db) == "pending"
+        async with session.get(url) as page:
+            assert "Potwierdzam zapis" in await page.text()
+        async with session.post(url, allow_redirects=False) as page:
+            assert page.status == 200
+            assert "Zapis potwierdzony" in await page.text()
+    assert await status(db) == "subscribed"
+    await publish(portal, change("subscribe", confirmed=False))  # already in: no second mail
+    marker = change("subscribe", email="someone.else@example.pl", confirmed=True)
+    await publish(portal, marker)
+    await applied(db, marker)
+    assert [m.rcpt_tos for m in smtp_server.received] == [(ANNA,)]
+
+
+async def test_erase_forgets_the_person_and_keeps_them_from_newsletters(
+    config: dict[str, Any],
+    start_service: StartService,
+    portal: Broker,
+    db: asyncpg.Connection,
+    smtp_server: SmtpServer,
+    database_url: str,
+) -> None:
+    await subscribe(database_url, [(ANNA, "Anna Nowak", "pl"), ("jan@example.pl", "Jan", "pl")])
+    await start_service(config)
+    erase = change("erase", list=None)
+    await publish(portal, erase)
+    await applied(db, erase)
+
+    tables = ["subscribers", "subscriptions", "deliveries", "suppressions", "jobs", "issues"]
+    dump = json.dumps(
+        {t: [dict(r) for r in await db.fetch(f"SELECT * FROM {t}")] for t in tables}, default=str
+    )
+    assert "anna" not in dump.lower()
+    assert (
+        await db.fetchval(
+            "SELECT reason FROM suppressions WHERE address_key = $1", address_key(HASH_KEY, ANNA)
+        )
+        == "erased"
+    )
+
+    newsletter = issue()
+    await portal.publish(encode(newsletter), routing_key="newsletter")
+    await until_state(db, newsletter["id"], "done")
+    assert [m.rcpt_tos for m in smtp_server.received] == [("jan@example.pl",)]
+
+    # A receipt is part of a purchase: erasure does not stop one (a complaint would).
+    await portal.publish(encode(receipt(to={"email": ANNA, "name": "Anna"})), routing_key="receipt")
+
+    async def receipt_arrived() -> bool:
+        return any(m.rcpt_tos == (ANNA,) for m in smtp_server.received)
+
+    await eventually(receipt_arrived)
+
+    # Subscribing again, asked for, lifts the erasure.
+    again = change("subscribe", confirmed=True)
+    await publish(portal, again)
+    await applied(db, again)
+    assert await status(db) == "subscribed"
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM suppressions WHERE address_key = $1", address_key(HASH_KEY, ANNA)
+        )
+        == 0
+    )
+
+
+async def test_invalid_changes_are_parked(
+    config: dict[str, Any],
+    start_service: StartService,
+    portal: Broker,
+) -> None:
+    await start_service(config)
+    await publish(
+        portal,
+        change("subscribe", list="no-such-list"),
+        change("subscribe", email="not an address"),
+    )
+    channel = await portal.open_channel()
+    dead = await channel.get_queue(DEAD_QUEUE, ensure=False)
+    reasons: list[str] = []
+
+    async def both() -> bool:
+        message = await dead.get(no_ack=True, fail=False)
+        if message is not None:
+            reasons.append(str(message.headers["x-mailer-reason"]))
+        return len(reasons) == 2
+
+    await eventually(both)
+    assert sorted(reasons)[0] == (
+        "email: not a valid e-mail address (An email address must have an @-sign.)"
+    )
+    assert sorted(reasons)[1] == "list: no list 'no-such-list' is configured"
