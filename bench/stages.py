@@ -8,12 +8,13 @@ signer and with the OpenSSL one, side by side, on this machine, in one run.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.table import per_call, print_table
 from mailer.core.jobs import decode
-from mailer.core.messages import Draft, FileAttachment, Mailbox, compose
+from mailer.core.messages import Draft, FileAttachment, Mailbox, compose, compose_alternative
 from mailer.core.rendering import Renderer
 from mailer.core.signing import DkimpySigner, OpenSSLSigner, generate_key
 
@@ -34,6 +35,7 @@ def main() -> None:
         content=content,
         attachments=[FileAttachment("FV.pdf", "application/pdf", b"%PDF-1.4\n" * 50)],
     )
+    plain = replace(draft, attachments=())  # newsletters carry none: the direct writer's case
     message = compose(draft)
     rsa = generate_key("rsa", domain="lucid.example", selector="r")
     ed = generate_key("ed25519", domain="lucid.example", selector="e")
@@ -44,6 +46,7 @@ def main() -> None:
             per_call(lambda: renderer.render("receipt", "pl", context)),
         ),
         ("compose (stdlib email)", per_call(lambda: compose(draft))),
+        ("compose (direct writer)", per_call(lambda: compose_alternative(plain))),
         ("sign RSA-2048, dkimpy", per_call(lambda: DkimpySigner([rsa]).sign(message, 0))),
         ("sign RSA-2048, OpenSSL", per_call(lambda: OpenSSLSigner([rsa]).sign(message, 0))),
         ("sign Ed25519, dkimpy", per_call(lambda: DkimpySigner([ed]).sign(message, 0))),
@@ -53,6 +56,7 @@ def main() -> None:
             per_call(lambda: OpenSSLSigner([rsa, ed]).sign(message, 0)),
         ),
     ]
+    measured.insert(3, ("compose (stdlib), no attachment", per_call(lambda: compose(plain))))
     baseline = dict(measured)["sign RSA-2048, dkimpy"]
     print_table(
         f"Per message, one core ({len(message)} byte receipt)",

@@ -42,7 +42,16 @@ SIGNED_HEADERS = (
 )
 # Signed once more than they occur, so no copy can be added after signing (RFC 6376 §8.15).
 OVERSIGNED_HEADERS = frozenset(
-    {"from", "to", "subject", "date", "message-id", "list-unsubscribe", "list-unsubscribe-post"}
+    {
+        "from",
+        "to",
+        "subject",
+        "date",
+        "message-id",
+        "list-id",
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+    }
 )
 _CANON = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
 MIN_RSA_BITS = 2048

@@ -135,6 +135,7 @@ class Dispatcher:
         self._prepared: dict[UUID, PreparedIssue] = {}
         self._revoked: dict[tuple[int, str], float] = {}
         self._halted: dict[UUID, str] = {}
+        self._halted_at: dict[UUID, float] = {}
         self._holders: set[UUID] = set()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -157,9 +158,19 @@ class Dispatcher:
         issue_id = UUID(issue)
         if state in ("paused", "cancelled"):
             self._halted[issue_id] = state
+            self._halted_at[issue_id] = time.monotonic()
         else:
             self._halted.pop(issue_id, None)
         self._wake.set()
+
+    def _forget(self, active: list[ActiveIssue]) -> None:
+        """Drop what is kept about issues no longer sending, once no chunk can need it."""
+        keep = {issue.id for issue in active}
+        self._prepared = {k: v for k, v in self._prepared.items() if k in keep}
+        cutoff = time.monotonic() - REVOCATION_MEMORY
+        for issue_id in [i for i, at in self._halted_at.items() if at < cutoff]:
+            self._halted.pop(issue_id, None)
+            self._halted_at.pop(issue_id, None)
 
     def on_reconnect(self) -> None:
         self._wake.set()
@@ -177,7 +188,11 @@ class Dispatcher:
             except ShuttingDown:
                 return
             except TemporaryFailure as exc:
-                log.warning("newsletter dispatch paused: %s", exc)
+                log.warning("newsletter dispatch waits: %s", exc)
+                busy = False
+            except Exception:
+                # A bug must not stop every issue: the chunk's claims lapse and are retaken.
+                log.exception("newsletter dispatch: unexpected error")
                 busy = False
             if not busy:
                 self._wake.clear()
@@ -192,9 +207,16 @@ class Dispatcher:
         for issue_id, total in await self._issues.start_due():
             log.info("issue %s started: %d deliveries", issue_id, total)
         active = await self._issues.sending()
+        self._forget(active)
         await self._reclaim(active)
         for issue in active:
             if self._halted.get(issue.id):
+                continue
+            try:
+                self._issue(issue)
+            except InvalidJob as exc:  # e.g. a template changed since the issue was accepted
+                log.error("issue %s cannot be rendered, pausing it: %s", issue.id, exc.reason)
+                await self._issues.set_state(issue.id, "pause")
                 continue
             chunk = await self._issues.claim(issue, self._chunk_size)
             if chunk:

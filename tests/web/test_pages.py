@@ -22,9 +22,7 @@ ANNA = "anna.nowak@example.pl"
 
 
 @pytest.fixture
-async def web(
-    config: dict[str, Any], start_service: StartService, database_url: str
-) -> Service:
+async def web(config: dict[str, Any], start_service: StartService, database_url: str) -> Service:
     config["lists"]["other-news"] = {
         "name": "Other News",
         "from": "Other <o@lucid.example>",
