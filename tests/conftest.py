@@ -22,6 +22,7 @@ import asyncpg
 import pytest
 
 from mailer.adapters import database
+from mailer.adapters.broker import Broker
 from mailer.config import Settings, build_settings
 from mailer.core.signing import DkimKey, generate_key
 from mailer.service import Service
@@ -199,6 +200,15 @@ def config(
             },
         },
     }
+
+
+@pytest.fixture
+async def portal(broker_url: str) -> AsyncIterator[Broker]:
+    """Publishes jobs as the web portal does, and looks at queues as an operator does."""
+    broker = Broker(broker_url)
+    await broker.connect()
+    yield broker
+    await broker.close()
 
 
 StartService = Callable[..., Awaitable[Service]]

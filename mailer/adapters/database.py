@@ -81,6 +81,13 @@ async def unavailable_is_temporary(what: str) -> AsyncIterator[None]:
         raise TemporaryFailure(f"database unavailable during {what}: {exc!r}") from exc
 
 
+@asynccontextmanager
+async def transaction(pool: asyncpg.Pool, what: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection in a transaction; "cannot reach the database" becomes TemporaryFailure."""
+    async with unavailable_is_temporary(what), pool.acquire() as conn, conn.transaction():
+        yield conn
+
+
 async def with_retries(
     what: str, call: Callable[[], Awaitable[T]], *, attempts: int = 5, first_wait: float = 0.2
 ) -> T:

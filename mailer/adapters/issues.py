@@ -18,7 +18,7 @@ from uuid import UUID
 
 import asyncpg
 
-from mailer.adapters.database import unavailable_is_temporary, with_retries
+from mailer.adapters.database import transaction, unavailable_is_temporary, with_retries
 from mailer.core.consent import SubscriptionStatus, SuppressionReason
 
 ISSUES_CHANNEL = "mailer_issues"
@@ -126,11 +126,7 @@ class Issues:
         send_at: datetime | None,
     ) -> Accepted:
         """Store a new issue, scheduled for `send_at` (or now)."""
-        async with (
-            unavailable_is_temporary("accept issue"),
-            self._pool.acquire() as conn,
-            conn.transaction(),
-        ):
+        async with transaction(self._pool, "accept issue") as conn:
             inserted = await conn.fetchval(
                 "INSERT INTO jobs (id, kind, digest) VALUES ($1, 'newsletter', $2)"
                 " ON CONFLICT (id) DO NOTHING RETURNING true",
@@ -157,11 +153,7 @@ class Issues:
         Returns (issue, deliveries) for each issue started."""
         started: list[tuple[UUID, int]] = []
         while True:
-            async with (
-                unavailable_is_temporary("start issue"),
-                self._pool.acquire() as conn,
-                conn.transaction(),
-            ):
+            async with transaction(self._pool, "start issue") as conn:
                 due = await conn.fetchrow(
                     "SELECT id, list_id FROM issues WHERE state = 'scheduled' AND send_at <= now()"
                     " ORDER BY send_at LIMIT 1 FOR UPDATE SKIP LOCKED"
@@ -273,11 +265,7 @@ class Issues:
             "cancel": (("scheduled", "sending", "paused"), "cancelled"),
         }
         sources, target = allowed[action]
-        async with (
-            unavailable_is_temporary(action),
-            self._pool.acquire() as conn,
-            conn.transaction(),
-        ):
+        async with transaction(self._pool, action) as conn:
             row = await conn.fetchrow(
                 "SELECT state, started_at FROM issues WHERE id = $1 FOR UPDATE", issue_id
             )

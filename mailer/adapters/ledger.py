@@ -120,8 +120,10 @@ class Ledger:
         """On shutdown: hand back what this worker claimed but did not finish."""
         async with unavailable_is_temporary("release claims"):
             result: str = await self._pool.execute(
-                "UPDATE deliveries"
-                " SET status = CASE WHEN attempts > 0 THEN 'retrying' ELSE 'pending' END,"
+                "UPDATE deliveries d"
+                " SET status = CASE WHEN EXISTS (SELECT 1 FROM issues i WHERE i.id = d.job_id"
+                "                                AND i.state = 'cancelled') THEN 'cancelled'"
+                "                   WHEN attempts > 0 THEN 'retrying' ELSE 'pending' END,"
                 "     claimed_by = NULL, claimed_until = NULL, updated_at = now()"
                 " WHERE claimed_by = $1 AND status = 'sending'",
                 self.worker_id,

@@ -15,7 +15,7 @@ from typing import Literal
 
 import asyncpg
 
-from mailer.adapters.database import unavailable_is_temporary
+from mailer.adapters.database import transaction, unavailable_is_temporary
 from mailer.core.audience import ImportedPerson
 from mailer.core.consent import SubscriptionStatus
 
@@ -75,11 +75,7 @@ class Subscribers:
     ) -> tuple[int, SubscriptionStatus | None]:
         """Subscribe, or (unconfirmed) mark pending. Returns the subscriber id and the
         status before. Asking to subscribe lifts an erasure: the person asked again."""
-        async with (
-            unavailable_is_temporary("subscribe"),
-            self._pool.acquire() as conn,
-            conn.transaction(),
-        ):
+        async with transaction(self._pool, "subscribe") as conn:
             subscriber_id: int = await conn.fetchval(
                 "INSERT INTO subscribers (address_key, email, name, locale)"
                 " VALUES ($1, $2, $3, $4)"
@@ -128,11 +124,7 @@ class Subscribers:
 
     async def erase(self, address_key: bytes) -> bool:
         """Forget the person; keep the keyed hash so they are not mailed again unasked."""
-        async with (
-            unavailable_is_temporary("erase"),
-            self._pool.acquire() as conn,
-            conn.transaction(),
-        ):
+        async with transaction(self._pool, "erase") as conn:
             subscriber_id: int | None = await conn.fetchval(
                 "DELETE FROM subscribers WHERE address_key = $1 RETURNING id", address_key
             )
@@ -152,11 +144,7 @@ class Subscribers:
 
         Leaving a list also takes the subscriber out of every issue of it still going out.
         """
-        async with (
-            unavailable_is_temporary("set status"),
-            self._pool.acquire() as conn,
-            conn.transaction(),
-        ):
+        async with transaction(self._pool, "set status") as conn:
             before: SubscriptionStatus | None = await conn.fetchval(
                 "SELECT status FROM subscriptions WHERE list_id = $1 AND subscriber_id = $2"
                 " FOR UPDATE",
@@ -208,11 +196,7 @@ class Subscribers:
         statement each for subscribers and subscriptions. An opt-out or a suppression wins
         over the file: those people are counted, not subscribed."""
         records = [(r.address_key, r.email, r.name, r.locale) for r in rows]
-        async with (
-            unavailable_is_temporary("import"),
-            self._pool.acquire() as conn,
-            conn.transaction(),
-        ):
+        async with transaction(self._pool, "import") as conn:
             await conn.execute(
                 "CREATE TEMPORARY TABLE staged (address_key bytea, email text, name text,"
                 " locale text) ON COMMIT DROP"

@@ -10,7 +10,7 @@ from uuid import UUID
 
 import asyncpg
 
-from mailer.adapters.database import unavailable_is_temporary
+from mailer.adapters.database import transaction, unavailable_is_temporary
 from mailer.config import DomainLimit
 
 GLOBAL = "*"
@@ -32,11 +32,7 @@ class Throttle:
         keys = [GLOBAL, *domains]
         rates = [rate, *(limit.rate for limit in domains.values())]
         concurrency = [None, *(limit.concurrency for limit in domains.values())]
-        async with (
-            unavailable_is_temporary("throttle"),
-            self._pool.acquire() as conn,
-            conn.transaction(),
-        ):
+        async with transaction(self._pool, "throttle") as conn:
             await conn.execute("DELETE FROM throttle WHERE configured AND NOT key = ANY($1)", keys)
             await conn.execute(
                 "INSERT INTO throttle (key, rate, concurrency, tokens, configured)"

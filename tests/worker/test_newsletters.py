@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -13,12 +12,12 @@ from uuid import UUID
 import aiohttp
 import asyncpg
 import dkim
-import pytest
 
-from mailer.adapters.broker import DEAD_QUEUE, Broker
+from mailer.adapters.broker import Broker
 from mailer.adapters.issues import Issues
 from mailer.core.tokens import Subscription, TokenKeys, unsubscribe_token
 from tests.conftest import SECRET, DkimKeys, StartService
+from tests.support.dead_letters import parked, reasons
 from tests.support.dkim import signature_tags
 from tests.support.jobs import encode, receipt
 from tests.support.newsletters import (
@@ -35,14 +34,6 @@ from tests.support.waiting import eventually
 UNSUBSCRIBE = re.compile(
     rb"\r\nList-Unsubscribe: <(https://mail\.lucid\.example/u/[A-Za-z0-9_-]{28})>\r\n"
 )
-
-
-@pytest.fixture
-async def portal(broker_url: str) -> AsyncIterator[Broker]:
-    broker = Broker(broker_url)
-    await broker.connect()
-    yield broker
-    await broker.close()
 
 
 async def publish(portal: Broker, job: dict[str, Any], routing_key: str = "newsletter") -> None:
@@ -169,18 +160,7 @@ async def test_an_issue_that_cannot_be_rendered_is_parked_before_anything_is_sen
     unknown_list = issue(list="no-such-list")
     for job in (bad_link, no_default, unknown_list):
         await publish(portal, job)
-    channel = await portal.open_channel()
-    dead = await channel.get_queue(DEAD_QUEUE, ensure=False)
-    reasons = []
-
-    async def all_parked() -> bool:
-        message = await dead.get(no_ack=True, fail=False)
-        if message is not None:
-            reasons.append(message.headers["x-mailer-reason"])
-        return len(reasons) == 3
-
-    await eventually(all_parked)
-    assert sorted(str(r) for r in reasons) == sorted(
+    assert reasons(await parked(portal, 3)) == sorted(
         [
             "template newsletter/pl: link 'javascript:alert(1)' must be an http(s) or mailto URL",
             "subject: needs the list's default locale 'pl'",
@@ -340,9 +320,15 @@ async def test_pause_resume_and_cancel(
     after_cancel = len(smtp_server.received)
     await asyncio.sleep(1.5)
     assert len(smtp_server.received) == after_cancel
-    counts = await outcomes(db, second["id"])
+
+    async def settled() -> dict[str, int] | None:  # the chunk in hand at the cancel records too
+        counts = await outcomes(db, second["id"])
+        return counts if set(counts) <= {"sent", "cancelled"} else None
+
+    counts = await eventually(settled)
     assert counts["cancelled"] > 0
     assert counts["sent"] + counts["cancelled"] == 200
+    assert counts["sent"] == after_cancel - 200
     assert await issue_state(db, second["id"]) == "cancelled"
 
 

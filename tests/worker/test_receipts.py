@@ -5,34 +5,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 import dkim
-import pytest
-from aio_pika.abc import AbstractIncomingMessage
 
 from mailer.adapters.broker import DEAD_QUEUE, Broker
 from mailer.core.addresses import address_key
 from mailer.core.tokens import derive_key
 from tests.conftest import SECRET, DkimKeys, StartService
+from tests.support.dead_letters import parked
 from tests.support.http import metric
 from tests.support.jobs import PDF, encode, receipt
 from tests.support.smtp import DROP, SmtpServer
 from tests.support.waiting import eventually
 
 ADDRESS = "jan.kowalski@example.pl"
-
-
-@pytest.fixture
-async def portal(broker_url: str) -> AsyncIterator[Broker]:
-    """Publishes jobs as the web portal does."""
-    broker = Broker(broker_url)
-    await broker.connect()
-    yield broker
-    await broker.close()
 
 
 async def publish(portal: Broker, job: dict[str, Any] | bytes) -> None:
@@ -55,21 +44,6 @@ async def settled(db: asyncpg.Connection, job_id: str, timeout: float = 15) -> a
         )
 
     return await eventually(probe, timeout=timeout)
-
-
-async def parked(portal: Broker, count: int) -> list[AbstractIncomingMessage]:
-    channel = await portal.open_channel()
-    queue = await channel.get_queue(DEAD_QUEUE, ensure=False)
-    found: list[AbstractIncomingMessage] = []
-
-    async def probe() -> bool:
-        message = await queue.get(no_ack=True, fail=False)
-        if message is not None:
-            found.append(message)
-        return len(found) >= count
-
-    await eventually(probe)
-    return found
 
 
 def key_of(address: str) -> bytes:

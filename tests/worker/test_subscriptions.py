@@ -6,30 +6,21 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import asyncpg
-import pytest
 
-from mailer.adapters.broker import DEAD_QUEUE, Broker
+from mailer.adapters.broker import Broker
 from mailer.core.addresses import address_key
 from tests.conftest import StartService
+from tests.support.dead_letters import parked, reasons
 from tests.support.jobs import encode, receipt
 from tests.support.newsletters import HASH_KEY, issue, subscribe, until_state
 from tests.support.smtp import SmtpServer
 from tests.support.waiting import eventually
 
 ANNA = "anna.nowak@example.pl"
-
-
-@pytest.fixture
-async def portal(broker_url: str) -> AsyncIterator[Broker]:
-    broker = Broker(broker_url)
-    await broker.connect()
-    yield broker
-    await broker.close()
 
 
 def change(action: str, **fields: Any) -> dict[str, Any]:
@@ -246,18 +237,6 @@ async def test_invalid_changes_are_parked(
         change("subscribe", list="no-such-list"),
         change("subscribe", email="not an address"),
     )
-    channel = await portal.open_channel()
-    dead = await channel.get_queue(DEAD_QUEUE, ensure=False)
-    reasons: list[str] = []
-
-    async def both() -> bool:
-        message = await dead.get(no_ack=True, fail=False)
-        if message is not None:
-            reasons.append(str(message.headers["x-mailer-reason"]))
-        return len(reasons) == 2
-
-    await eventually(both)
-    assert sorted(reasons)[0] == (
-        "email: not a valid e-mail address (An email address must have an @-sign.)"
-    )
-    assert sorted(reasons)[1] == "list: no list 'no-such-list' is configured"
+    found = reasons(await parked(portal, 2))
+    assert found[0] == ("email: not a valid e-mail address (An email address must have an @-sign.)")
+    assert found[1] == "list: no list 'no-such-list' is configured"

@@ -189,11 +189,20 @@ BEGIN
         SELECT * FROM unnest(p_ids, p_status, p_attempted, p_reply, p_message_id, p_detail,
                              p_not_before, p_hard_bounce)
             AS r(id, status, attempted, reply, message_id, detail, not_before, hard_bounce)
+    ), cancelled AS (
+        SELECT id FROM issues WHERE state = 'cancelled'
     ), done AS (
+        -- What goes back unsent is cancelled instead if its issue was cancelled meanwhile.
         UPDATE deliveries d
-           SET status = r.status, attempts = d.attempts + r.attempted::integer,
+           SET status = CASE WHEN r.status IN ('pending', 'retrying')
+                              AND d.job_id IN (SELECT id FROM cancelled)
+                             THEN 'cancelled' ELSE r.status END,
+               attempts = d.attempts + r.attempted::integer,
                reply = coalesce(r.reply, d.reply), message_id = coalesce(r.message_id, d.message_id),
-               detail = r.detail, not_before = r.not_before,
+               detail = CASE WHEN r.status IN ('pending', 'retrying')
+                              AND d.job_id IN (SELECT id FROM cancelled)
+                             THEN 'issue cancelled' ELSE r.detail END,
+               not_before = r.not_before,
                claimed_by = NULL, claimed_until = NULL, updated_at = now()
           FROM r
          WHERE d.id = r.id AND d.claimed_by = p_worker AND d.status = 'sending'
