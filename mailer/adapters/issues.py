@@ -30,7 +30,6 @@ Accepted = Literal["accepted", "duplicate", "conflict"]
 class ActiveIssue:
     id: UUID
     list_id: int
-    payload: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,10 +176,18 @@ class Issues:
     async def sending(self) -> list[ActiveIssue]:
         async with unavailable_is_temporary("active issues"):
             rows = await self._pool.fetch(
-                "SELECT id, list_id, payload FROM issues WHERE state = 'sending'"
-                " ORDER BY created_at"
+                "SELECT id, list_id FROM issues WHERE state = 'sending' ORDER BY created_at"
             )
-        return [ActiveIssue(r["id"], r["list_id"], json.loads(r["payload"])) for r in rows]
+        return [ActiveIssue(r["id"], r["list_id"]) for r in rows]
+
+    async def payload(self, issue_id: UUID) -> dict[str, Any]:
+        """The job an issue was made from, as accepted."""
+        async with unavailable_is_temporary("issue payload"):
+            text: str = await self._pool.fetchval(
+                "SELECT payload FROM issues WHERE id = $1", issue_id
+            )
+        loaded: dict[str, Any] = json.loads(text)
+        return loaded
 
     async def claim(self, issue: ActiveIssue, size: int) -> list[ClaimedDelivery]:
         """One round trip: claim up to `size` deliveries and read their recipients' consent."""

@@ -213,7 +213,7 @@ class Dispatcher:
             if self._halted.get(issue.id):
                 continue
             try:
-                self._issue(issue)
+                await self._issue(issue)
             except InvalidJob as exc:  # e.g. a template changed since the issue was accepted
                 log.error("issue %s cannot be rendered, pausing it: %s", issue.id, exc.reason)
                 await self._issues.set_state(issue.id, "pause")
@@ -234,11 +234,14 @@ class Dispatcher:
             if reclaimed:
                 log.warning("took back %d deliveries from a worker that stopped", reclaimed)
 
-    def _issue(self, issue: ActiveIssue) -> tuple[MailingList, PreparedIssue]:
-        mailing_list = self._lists[issue.list_id]
+    async def _issue(self, issue: ActiveIssue) -> tuple[MailingList, PreparedIssue]:
+        """The issue rendered for every locale: once per process, kept while it sends."""
+        mailing_list = self._lists.get(issue.list_id)
+        if mailing_list is None:
+            raise InvalidJob("its list is no longer in the configuration")
         prepared = self._prepared.get(issue.id)
         if prepared is None:
-            job = NewsletterJob.model_validate(issue.payload)
+            job = NewsletterJob.model_validate(await self._issues.payload(issue.id))
             prepared = self._prepared[issue.id] = prepare(job, mailing_list, self._renderer)
         return mailing_list, prepared
 
@@ -266,7 +269,7 @@ class Dispatcher:
         self, issue: ActiveIssue, chunk: list[ClaimedDelivery], holder: UUID
     ) -> tuple[list[Outcome], set[str], set[str]]:
         """Outcomes for every row of the chunk, and the domains that deferred / accepted."""
-        mailing_list, prepared = self._issue(issue)
+        mailing_list, prepared = await self._issue(issue)
         outcomes: dict[int, Outcome] = {}
         ready: list[ClaimedDelivery] = []
         for row in chunk:

@@ -325,7 +325,10 @@ async def test_pause_resume_and_cancel(
         counts = await outcomes(db, second["id"])
         return counts if set(counts) <= {"sent", "cancelled"} else None
 
-    counts = await eventually(settled)
+    try:
+        counts = await eventually(settled)
+    except AssertionError:
+        raise AssertionError(await outcomes(db, second["id"])) from None
     assert counts["cancelled"] > 0
     assert counts["sent"] + counts["cancelled"] == 200
     assert counts["sent"] == after_cancel - 200
@@ -472,3 +475,32 @@ async def test_rates_and_domain_concurrency_hold(
     # A bucket holds one second of its rate; so at most twice the rate in any one second.
     assert busiest_second(None) <= 2 * 60
     assert busiest_second("onet.pl") <= 2 * 20
+
+
+async def test_an_issue_that_can_no_longer_be_rendered_is_paused_not_lost(
+    config: dict[str, Any],
+    start_service: StartService,
+    portal: Broker,
+    smtp_server: SmtpServer,
+    db: asyncpg.Connection,
+    database_url: str,
+) -> None:
+    await subscribe(database_url, people(5))
+    first = await start_service(config)
+    job = issue(send_at=(datetime.now(UTC) + timedelta(seconds=2)).isoformat())
+    await publish(portal, job)
+
+    async def stored() -> bool:
+        return await issue_state(db, job["id"]) == "scheduled"
+
+    await eventually(stored)
+    await first.stop()
+    # As if the templates had changed under it: the stored issue no longer renders.
+    await db.execute(
+        "UPDATE issues SET payload = jsonb_set(payload, '{template}', '\"receipt\"') WHERE id = $1",
+        UUID(job["id"]),
+    )
+    await start_service(config)
+    await until_state(db, job["id"], "paused")
+    assert smtp_server.received == []
+    assert await outcomes(db, job["id"]) == {"pending": 5}

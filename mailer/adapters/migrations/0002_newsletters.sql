@@ -185,6 +185,11 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_jobs uuid[];
 BEGIN
+    -- Wait for a pause or cancel under way on these issues, and hold one off until we are
+    -- done: the next statement then sees the state the issue is really in.
+    PERFORM 1 FROM issues
+     WHERE id IN (SELECT job_id FROM deliveries WHERE id = ANY (p_ids))
+       FOR SHARE;
     WITH r AS (
         SELECT * FROM unnest(p_ids, p_status, p_attempted, p_reply, p_message_id, p_detail,
                              p_not_before, p_hard_bounce)
