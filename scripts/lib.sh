@@ -112,3 +112,23 @@ PY
   MAILER_DATABASE_URL=$(cat "$STATE/database.url")
   export MAILER_DATABASE_URL
 }
+
+# The settings of this machine's local setup, for `mailer run` and for commands beside it:
+# a secret key and a development DKIM key made once, outside the repository.
+local_settings() {
+  ensure_database_url
+  mkdir -p "$STATE" && chmod 700 "$STATE"
+  if [ -z "${MAILER_SECURITY_SECRET_KEY:-}${MAILER_SECURITY_SECRET_KEY_FILE:-}" ]; then
+    [ -f "$STATE/secret_key" ] || (umask 077; "$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(48))' > "$STATE/secret_key")
+    export MAILER_SECURITY_SECRET_KEY_FILE="$STATE/secret_key"
+  fi
+  if [ -z "${MAILER_DKIM_KEY_FILE:-}" ]; then
+    if [ ! -f "$STATE/dkim-dev.pem" ]; then
+      say "making a development DKIM key (publish its record before using it for real mail)"
+      "$VENV/bin/mailer" dkim keygen --domain lucid.example --selector dev \
+        --out "$STATE/dkim-dev.pem" > "$STATE/dkim-dev.txt"
+    fi
+    export MAILER_DKIM_DOMAIN=lucid.example MAILER_DKIM_SELECTOR=dev \
+      MAILER_DKIM_KEY_FILE="$STATE/dkim-dev.pem"
+  fi
+}
