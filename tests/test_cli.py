@@ -18,9 +18,11 @@ import asyncpg
 import dkim
 
 from mailer.adapters.broker import DEAD_QUEUE, Broker
+from mailer.core.addresses import address_key
 from mailer.core.signing import load_key
 from tests.conftest import ROOT, DkimKeys, StartService
 from tests.support.jobs import encode, receipt
+from tests.support.newsletters import HASH_KEY, issue, people, subscribe, until_state
 from tests.support.processes import environment, free_port, mailer
 from tests.support.smtp import SmtpServer
 from tests.support.waiting import eventually
@@ -304,12 +306,8 @@ async def test_sigterm_finishes_or_returns_work_in_hand_and_loses_nothing(
 async def test_subscribers_import_reports_bad_rows_and_respects_opt_outs(
     config: dict[str, Any], db: asyncpg.Connection, database_url: str, tmp_path: Path
 ) -> None:
-    from tests.support.newsletters import HASH_KEY, subscribe
-
     await subscribe(database_url, [("left@example.pl", "Left", "pl")])
     await db.execute("UPDATE subscriptions SET status = 'unsubscribed'")
-    from mailer.core.addresses import address_key
-
     await db.execute(
         "INSERT INTO suppressions (address_key, reason) VALUES ($1, 'complaint')",
         address_key(HASH_KEY, "angry@example.pl"),
@@ -369,8 +367,6 @@ async def test_issue_status_pause_resume_cancel(
     database_url: str,
     broker_url: str,
 ) -> None:
-    from tests.support.newsletters import issue, people, subscribe, until_state
-
     await subscribe(database_url, people(100))
     config["newsletter"] = {"rate": 20}
     await start_service(config)

@@ -8,6 +8,7 @@ import pytest
 
 from mailer.core.rendering import Renderer, html_to_text, prepare_issue, sanitize_html
 from mailer.errors import InvalidJob
+from tests.support.jobs import receipt
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -18,19 +19,9 @@ def renderer() -> Renderer:
 
 
 def receipt_context(**overrides: Any) -> dict[str, Any]:
+    """What the receipt pipeline gives the template: the job's data and a few extras."""
     context: dict[str, Any] = {
-        "order_number": "ZAM/2026/11/0042",
-        "placed_at": "2026-11-24T10:15:00+01:00",
-        "currency": "PLN",
-        "items": [
-            {
-                "name": "LucidCRM — licencja roczna",
-                "quantity": 1,
-                "unit_price": "1200.00",
-                "vat_rate": "23",
-            }
-        ],
-        "total": "1476.00",
+        **receipt()["data"],
         "to_name": "Jan Kowalski",
         "attachments": ["FV-2026-11-0042.pdf"],
     }
