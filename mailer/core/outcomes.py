@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 
@@ -81,3 +82,30 @@ def delay_tiers(first: float, maximum: float, multiplier: float) -> tuple[float,
 def retry_delay(attempt: int, tiers: tuple[float, ...]) -> float:
     """The delay before attempt `attempt + 1`, after `attempt` (≥ 1) attempts failed."""
     return tiers[min(max(attempt, 1), len(tiers)) - 1]
+
+
+GAVE_UP = "gave up: still failing temporarily after the retry period"
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What the ledger records for one attempt: its status, the reply without the address,
+    why, and whether the address is to be suppressed."""
+
+    status: Literal["sent", "failed", "retrying"]
+    reply: str
+    detail: str | None = None
+    hard_bounce: bool = False
+
+
+def settle(outcome: Outcome, *, address: str, tried_for: float, give_up_after: float) -> Settlement:
+    """An attempt's outcome as recorded; a temporary failure becomes final after
+    `give_up_after` seconds of trying."""
+    if isinstance(outcome, Sent):
+        return Settlement("sent", scrub(str(outcome.reply), address))
+    reply = scrub(outcome.reason, address)
+    if isinstance(outcome, Failed):
+        return Settlement("failed", reply, "rejected by the relay", hard_bounce=outcome.suppress)
+    if tried_for >= give_up_after:
+        return Settlement("failed", reply, GAVE_UP)
+    return Settlement("retrying", reply, "temporary failure")

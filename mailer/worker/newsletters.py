@@ -31,8 +31,8 @@ from mailer.core.audience import (
 from mailer.core.consent import Suppress, decide_newsletter
 from mailer.core.jobs import NewsletterJob, decode, payload_digest
 from mailer.core.messages import Draft, ListHeaders, Mailbox
-from mailer.core.outcomes import Failed, Sent, retry_delay, scrub
 from mailer.core.outcomes import Outcome as CoreOutcome
+from mailer.core.outcomes import Retry, retry_delay, settle
 from mailer.core.rendering import LOCALES, PreparedIssue, Renderer, prepare_issue
 from mailer.core.tokens import Subscription, TokenKeys, unsubscribe_token
 from mailer.errors import InvalidJob, ShuttingDown, TemporaryFailure, Withdrawn
@@ -377,35 +377,31 @@ class Dispatcher:
         self, row: ClaimedDelivery, draft: Draft, outcome: CoreOutcome, now: datetime
     ) -> tuple[Outcome, bool | None]:
         assert row.email is not None
-        if isinstance(outcome, Sent):
-            reply = scrub(str(outcome.reply), row.email)
-            return Outcome(
-                row.id, "sent", attempted=True, reply=reply, message_id=draft.message_id
-            ), False
-        if isinstance(outcome, Failed):
-            reply = scrub(outcome.reason, row.email)
-            return Outcome(
-                row.id,
-                "failed",
-                attempted=True,
-                reply=reply,
-                detail="rejected by the relay",
-                hard_bounce=outcome.suppress,
-            ), None
-        reply = scrub(outcome.reason, row.email)
-        if (now - row.created_at).total_seconds() >= self._retry.give_up_after:
-            detail = "gave up: still failing temporarily after the retry period"
-            return Outcome(row.id, "failed", attempted=True, reply=reply, detail=detail), None
-        delay = retry_delay(row.attempts + 1, self._retry.tiers)
-        retry = Outcome(
-            row.id,
-            "retrying",
-            attempted=True,
-            reply=reply,
-            detail="temporary failure",
-            not_before=now + timedelta(seconds=delay),
+        settled = settle(
+            outcome,
+            address=row.email,
+            tried_for=(now - row.created_at).total_seconds(),
+            give_up_after=self._retry.give_up_after,
         )
-        return retry, (True if outcome.deferred else None)
+        retry_at = None
+        if settled.status == "retrying":
+            retry_at = now + timedelta(seconds=retry_delay(row.attempts + 1, self._retry.tiers))
+        recorded = Outcome(
+            row.id,
+            settled.status,
+            attempted=True,
+            reply=settled.reply,
+            message_id=draft.message_id if settled.status == "sent" else None,
+            detail=settled.detail,
+            not_before=retry_at,
+            hard_bounce=settled.hard_bounce,
+        )
+        pushback: bool | None = None  # a failure, or a lost connection: nothing about the domain
+        if settled.status == "sent":
+            pushback = False
+        elif settled.status == "retrying" and isinstance(outcome, Retry) and outcome.deferred:
+            pushback = True
+        return recorded, pushback
 
     def _is_revoked(self, subscriber_id: int, list_id: int) -> bool:
         return (subscriber_id, str(list_id)) in self._revoked or (

@@ -20,7 +20,7 @@ from mailer.core.audience import Delivery, receipt_delivery
 from mailer.core.consent import Suppress, decide_receipt
 from mailer.core.jobs import Locale, ReceiptJob, decode, payload_digest
 from mailer.core.messages import Draft, FileAttachment, Mailbox, message_id
-from mailer.core.outcomes import Failed, Outcome, Retry, Sent, retry_delay, scrub
+from mailer.core.outcomes import Outcome, retry_delay, settle
 from mailer.core.rendering import Renderer
 from mailer.errors import InvalidJob, ShuttingDown
 from mailer.metrics import Metrics
@@ -113,36 +113,20 @@ class ReceiptPipeline:
         outcome: Outcome,
     ) -> Verdict:
         ref = address_ref(delivery.recipient_key)
-        address = delivery.to.address
-        if isinstance(outcome, Sent):
-            record = Record(
-                "sent",
-                attempted=True,
-                reply=scrub(str(outcome.reply), address),
-                message_id=draft.message_id,
-            )
-        elif isinstance(outcome, Failed):
-            record = Record(
-                "failed",
-                attempted=True,
-                reply=scrub(outcome.reason, address),
-                detail="rejected by the relay",
-                suppress="hard_bounce" if outcome.suppress else None,
-            )
-        elif (self._clock() - first_seen).total_seconds() >= self._retry.give_up_after:
-            record = Record(
-                "failed",
-                attempted=True,
-                reply=scrub(outcome.reason, address),
-                detail="gave up: still failing temporarily after the retry period",
-            )
-        else:
-            record = Record(
-                "retrying",
-                attempted=True,
-                reply=scrub(outcome.reason, address),
-                detail="temporary failure",
-            )
+        settled = settle(
+            outcome,
+            address=delivery.to.address,
+            tried_for=(self._clock() - first_seen).total_seconds(),
+            give_up_after=self._retry.give_up_after,
+        )
+        record = Record(
+            settled.status,
+            attempted=True,
+            reply=settled.reply,
+            message_id=draft.message_id if settled.status == "sent" else None,
+            detail=settled.detail,
+            suppress="hard_bounce" if settled.hard_bounce else None,
+        )
         attempts = await self._ledger.record(delivery_id, record)
         if attempts is None:
             # Another worker took the delivery over after our lease lapsed; it holds its own
@@ -162,7 +146,7 @@ class ReceiptPipeline:
             attempts,
             record.reply,
         )
-        if isinstance(outcome, Retry) and record.status == "retrying":
+        if record.status == "retrying":
             return Later(retry_delay(attempts, self._retry.tiers), attempts)
         return Done()
 

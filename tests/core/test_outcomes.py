@@ -4,14 +4,17 @@ import pytest
 
 from mailer.core.consent import Send, Suppress, decide_newsletter, decide_receipt
 from mailer.core.outcomes import (
+    GAVE_UP,
     Failed,
     Reply,
     Retry,
     Sent,
+    Settlement,
     classify,
     delay_tiers,
     retry_delay,
     scrub,
+    settle,
 )
 
 
@@ -81,3 +84,27 @@ def test_newsletters_need_a_current_subscription() -> None:
 
 def test_scrub_without_an_address_changes_nothing() -> None:
     assert scrub("451 4.3.0 later", "") == "451 4.3.0 later"
+
+
+def test_settle_scrubs_the_address_and_gives_up_after_the_retry_period() -> None:
+    address = "jan@example.pl"
+    sent = settle(
+        Sent(Reply(250, "2.0.0 Ok for jan@example.pl")),
+        address=address,
+        tried_for=0,
+        give_up_after=60,
+    )
+    assert sent == Settlement("sent", "250 2.0.0 Ok for <recipient>")
+    bounced = settle(
+        Failed("550 5.1.1 <jan@example.pl> unknown", suppress=True),
+        address=address,
+        tried_for=0,
+        give_up_after=60,
+    )
+    assert bounced == Settlement(
+        "failed", "550 5.1.1 <<recipient>> unknown", "rejected by the relay", hard_bounce=True
+    )
+    later = Retry("451 4.3.0 later", deferred=True)
+    assert settle(later, address=address, tried_for=59, give_up_after=60).status == "retrying"
+    final = settle(later, address=address, tried_for=60, give_up_after=60)
+    assert (final.status, final.detail) == ("failed", GAVE_UP)
