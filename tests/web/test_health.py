@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
-import asyncpg
 
 from tests.conftest import StartService
 from tests.support.http import base_url
+from tests.support.outage import database_away
 
 
 async def get(url: str) -> tuple[int, Any]:
@@ -29,20 +29,11 @@ async def test_not_ready_while_the_database_is_away(
     config: dict[str, Any], start_service: StartService, database_url: str
 ) -> None:
     service = await start_service(config)
-    name = database_url.rsplit("/", 1)[1]
-    admin = await asyncpg.connect(database_url.rsplit("/", 1)[0] + "/postgres")
-    try:
-        await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
-        )
+    async with database_away(database_url):
         status, body = await get(base_url(service) + "/readyz")
         assert status == 503
         assert body["checks"]["database"] is False
         assert (await get(base_url(service) + "/healthz"))[0] == 200  # alive all the same
-    finally:
-        await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
-        await admin.close()
     assert (await get(base_url(service) + "/readyz"))[0] == 200
 
 

@@ -18,6 +18,7 @@ from tests.conftest import SECRET, DkimKeys, StartService
 from tests.support.dead_letters import parked
 from tests.support.http import metric
 from tests.support.jobs import PDF, encode, receipt
+from tests.support.outage import database_away
 from tests.support.smtp import DROP, SmtpServer
 from tests.support.waiting import eventually
 
@@ -344,32 +345,20 @@ async def test_a_database_outage_neither_loses_nor_parks_a_receipt(
     portal: Broker,
     smtp_server: SmtpServer,
     database_url: str,
-    template_database: str,
 ) -> None:
-    name = database_url.rsplit("/", 1)[1]
-    admin = await asyncpg.connect(database_url.rsplit("/", 1)[0] + "/postgres")
-    try:
-        await start_service(config)
-        await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
-        )
-        job = receipt()
-        await publish(portal, job)
+    await start_service(config)
+    async with database_away(database_url):
+        await publish(portal, receipt())
         await asyncio.sleep(1.5)  # several delivery attempts while the database is away
         assert smtp_server.received == []
-        await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
 
-        async def delivered() -> bool:
-            return len(smtp_server.received) == 1
+    async def delivered() -> bool:
+        return len(smtp_server.received) == 1
 
-        await eventually(delivered)
-        channel = await portal.open_channel()
-        dead = await channel.get_queue(DEAD_QUEUE, ensure=False)
-        assert await dead.get(fail=False) is None
-    finally:
-        await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
-        await admin.close()
+    await eventually(delivered)
+    channel = await portal.open_channel()
+    dead = await channel.get_queue(DEAD_QUEUE, ensure=False)
+    assert await dead.get(fail=False) is None
 
 
 async def test_receipts_respect_the_locale_and_the_default(

@@ -17,6 +17,7 @@ from tests.conftest import StartService
 from tests.support.dead_letters import parked, reasons
 from tests.support.jobs import encode, receipt
 from tests.support.newsletters import HASH_KEY, issue, subscribe, until_state
+from tests.support.outage import database_away
 from tests.support.smtp import SmtpServer
 from tests.support.waiting import eventually
 
@@ -90,27 +91,17 @@ async def test_the_order_holds_through_a_database_outage(
     database_url: str,
     db: asyncpg.Connection,
 ) -> None:
-    name = database_url.rsplit("/", 1)[1]
-    admin = await asyncpg.connect(database_url.rsplit("/", 1)[0] + "/postgres")
-    try:
-        await start_service(config)
-        await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
-        )
-        jobs = [change("subscribe", confirmed=True), change("unsubscribe")]
+    await start_service(config)
+    jobs = [change("subscribe", confirmed=True), change("unsubscribe")]
+    async with database_away(database_url):
         await publish(portal, *jobs)
         await asyncio.sleep(1.5)  # the first change waits for the database, holding its place
-        await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
-        checker = await asyncpg.connect(database_url)
-        try:
-            await applied(checker, *jobs)
-            assert await status(checker) == "unsubscribed"
-        finally:
-            await checker.close()
+    checker = await asyncpg.connect(database_url)  # the test's own connection was cut too
+    try:
+        await applied(checker, *jobs)
+        assert await status(checker) == "unsubscribed"
     finally:
-        await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
-        await admin.close()
+        await checker.close()
 
 
 async def test_a_duplicate_change_is_not_applied_again(
