@@ -33,7 +33,3 @@ class ShuttingDown(MailerError):
 
 class Withdrawn(MailerError):
     """Called off at the last moment, before the relay saw any of it."""
-
-
-class PermanentFailure(MailerError):
-    """Retrying cannot help: a 5xx reply, a refused configuration."""

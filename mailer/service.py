@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -199,8 +200,9 @@ class Service:
         settings = self.settings
         assert self.ledger is not None and self.pool is not None
         relay_config = await self._relay_config()
-        receipt_relay = self._relay(relay_config, settings.smtp.pool_size)
-        newsletter_relay = self._relay(relay_config, settings.newsletter.pool_size)
+        context = tls_context(settings.smtp.ca_file)  # one for every connection of both pools
+        receipt_relay = self._relay(relay_config, settings.smtp.pool_size, context)
+        newsletter_relay = self._relay(relay_config, settings.newsletter.pool_size, context)
         self.broker = Broker(
             settings.broker.url.get_secret_value(), publish_timeout=settings.broker.publish_timeout
         )
@@ -312,13 +314,13 @@ class Service:
             password=None,
         )
 
-    def _relay(self, relay_config: SmtpRelay, pool_size: int) -> Relay:
+    def _relay(self, relay_config: SmtpRelay, pool_size: int, context: ssl.SSLContext) -> Relay:
         smtp = self.settings.smtp
         relay = Relay(
             relay_config,
             pool_size=pool_size,
             timeout=smtp.timeout,
-            context=tls_context(smtp.ca_file),
+            context=context,
             helo_name=smtp.helo_name,
         )
         self.relays.append(relay)

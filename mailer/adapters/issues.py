@@ -19,6 +19,7 @@ from uuid import UUID
 import asyncpg
 
 from mailer.adapters.database import transaction, unavailable_is_temporary, with_retries
+from mailer.adapters.ledger import HAND_BACK
 from mailer.core.consent import SubscriptionStatus, SuppressionReason
 
 ISSUES_CHANNEL = "mailer_issues"
@@ -249,9 +250,7 @@ class Issues:
         """Give the rows of workers that stopped renewing their lease back to the pool."""
         async with unavailable_is_temporary("reclaim"):
             result: str = await self._pool.execute(
-                "UPDATE deliveries"
-                " SET status = CASE WHEN attempts > 0 THEN 'retrying' ELSE 'pending' END,"
-                "     claimed_by = NULL, claimed_until = NULL, updated_at = now()"
+                f"UPDATE deliveries d SET {HAND_BACK}"
                 " WHERE job_id = ANY($1) AND status = 'sending' AND claimed_until < now()",
                 list(issue_ids),
             )

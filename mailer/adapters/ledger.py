@@ -21,6 +21,14 @@ Verdict = Literal["claimed", "done", "busy", "conflict"]
 Status = Literal["pending", "sending", "sent", "retrying", "failed", "suppressed", "cancelled"]
 Seen = Literal["new", "done", "conflict"]
 
+# A claimed delivery given back unattempted: as it was, or cancelled if its issue was meanwhile.
+HAND_BACK = (
+    "status = CASE WHEN EXISTS (SELECT 1 FROM issues i WHERE i.id = d.job_id"
+    "                           AND i.state = 'cancelled') THEN 'cancelled'"
+    "              WHEN d.attempts > 0 THEN 'retrying' ELSE 'pending' END,"
+    " claimed_by = NULL, claimed_until = NULL, updated_at = now()"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Claim:
@@ -108,9 +116,7 @@ class Ledger:
         """Hand back one claimed delivery untouched: it was not attempted."""
         async with unavailable_is_temporary("release"):
             await self._pool.execute(
-                "UPDATE deliveries"
-                " SET status = CASE WHEN attempts > 0 THEN 'retrying' ELSE 'pending' END,"
-                "     claimed_by = NULL, claimed_until = NULL, updated_at = now()"
+                f"UPDATE deliveries d SET {HAND_BACK}"
                 " WHERE id = $1 AND claimed_by = $2 AND status = 'sending'",
                 delivery_id,
                 self.worker_id,
@@ -120,12 +126,7 @@ class Ledger:
         """On shutdown: hand back what this worker claimed but did not finish."""
         async with unavailable_is_temporary("release claims"):
             result: str = await self._pool.execute(
-                "UPDATE deliveries d"
-                " SET status = CASE WHEN EXISTS (SELECT 1 FROM issues i WHERE i.id = d.job_id"
-                "                                AND i.state = 'cancelled') THEN 'cancelled'"
-                "                   WHEN attempts > 0 THEN 'retrying' ELSE 'pending' END,"
-                "     claimed_by = NULL, claimed_until = NULL, updated_at = now()"
-                " WHERE claimed_by = $1 AND status = 'sending'",
+                f"UPDATE deliveries d SET {HAND_BACK} WHERE claimed_by = $1 AND status = 'sending'",
                 self.worker_id,
             )
         return int(result.rsplit(" ", 1)[1])
@@ -147,29 +148,3 @@ class Ledger:
                 kind,
                 digest,
             )
-
-    async def suppress(self, address_key: bytes, reason: str, detail: str | None = None) -> bool:
-        """Add an address to the suppression list; False if it was there already."""
-        async with unavailable_is_temporary("suppress"):
-            result: str = await self._pool.execute(
-                "INSERT INTO suppressions (address_key, reason, detail) VALUES ($1, $2, $3)"
-                " ON CONFLICT (address_key) DO NOTHING",
-                address_key,
-                reason,
-                detail,
-            )
-        return result.endswith(" 1")
-
-    async def unsuppress(self, address_key: bytes) -> bool:
-        async with unavailable_is_temporary("unsuppress"):
-            result: str = await self._pool.execute(
-                "DELETE FROM suppressions WHERE address_key = $1", address_key
-            )
-        return result.endswith(" 1")
-
-    async def suppression(self, address_key: bytes) -> str | None:
-        async with unavailable_is_temporary("suppression"):
-            reason: str | None = await self._pool.fetchval(
-                "SELECT reason FROM suppressions WHERE address_key = $1", address_key
-            )
-        return reason

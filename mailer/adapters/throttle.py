@@ -70,9 +70,3 @@ class Throttle:
                 list(holders),
                 self._lease,
             )
-
-    async def factors(self) -> dict[str, float]:
-        """The slow-down in force per key (1 = none): for status pages and tests."""
-        async with unavailable_is_temporary("throttle"):
-            rows = await self._pool.fetch("SELECT key, factor FROM throttle")
-        return {row["key"]: row["factor"] for row in rows}
