@@ -11,7 +11,6 @@ import asyncio
 import os
 import shutil
 import subprocess
-import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from mailer.config import Settings, build_settings
 from mailer.core.signing import DkimKey, generate_key
 from mailer.service import Service
 from tests.support.smtp import SmtpServer
+from tests.support.vhosts import VirtualHosts, rabbitmqctl
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_DSN = os.environ.get(
@@ -34,7 +34,6 @@ ADMIN_DSN = os.environ.get(
 )
 AMQP_BASE = os.environ.get("MAILER_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/")
 SECRET = "test-secret-key-that-is-long-enough-0123456789"
-_cleanup_threads: list[threading.Thread] = []
 
 
 def _unavailable(what: str) -> None:
@@ -97,36 +96,25 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     await conn.close()
 
 
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture(scope="session")
-def rabbitmq() -> str:
+def virtual_hosts() -> Iterator[VirtualHosts]:
     if shutil.which("rabbitmqctl") is None:
         _unavailable("RabbitMQ (rabbitmqctl)")
     try:
-        _rabbitmqctl("status")
+        rabbitmqctl("status")
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
         _unavailable("RabbitMQ")
-    return AMQP_BASE
+    hosts = VirtualHosts()
+    yield hosts
+    hosts.close()
 
 
 @pytest.fixture
-def broker_url(rabbitmq: str) -> Iterator[str]:
+def broker_url(virtual_hosts: VirtualHosts) -> Iterator[str]:
     """The URL of a fresh virtual host, deleted after the test."""
-    vhost = f"mailer-test-{uuid.uuid4().hex[:12]}"
-    _rabbitmqctl("add_vhost", vhost)
-    _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    yield rabbitmq.rstrip("/") + "/" + vhost
-    thread = threading.Thread(target=_rabbitmqctl, args=("delete_vhost", vhost), daemon=True)
-    thread.start()
-    _cleanup_threads.append(thread)
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    for thread in _cleanup_threads:
-        thread.join(timeout=30)
+    vhost = virtual_hosts.take()
+    yield AMQP_BASE.rstrip("/") + "/" + vhost
+    virtual_hosts.give_back(vhost)
 
 
 @dataclass(frozen=True)
