@@ -216,12 +216,13 @@ class Issues:
         self,
         outcomes: Sequence[Outcome],
         *,
-        slot_holder: UUID,
+        slot_holder: UUID | None,
         deferred: Sequence[str] = (),
         accepted: Sequence[str] = (),
         default_rate: float = 0.0,
     ) -> list[UUID]:
-        """One round trip: record the chunk; returns the issues it completed."""
+        """One round trip: record outcomes and, at the end of a chunk, give back its
+        throttle slots and report how domains answered; returns the issues it completed."""
 
         async def call() -> list[UUID]:
             row = await self._pool.fetchrow(
@@ -245,6 +246,10 @@ class Issues:
             return list(row["finished"] or [])
 
         return await with_retries("finish chunk", call)
+
+    async def record(self, outcomes: Sequence[Outcome]) -> None:
+        """Record outcomes while their chunk is still sending."""
+        await self.finish(outcomes, slot_holder=None)
 
     async def reclaim_expired(self, issue_ids: Sequence[UUID]) -> int:
         """Give the rows of workers that stopped renewing their lease back to the pool."""

@@ -2,7 +2,7 @@
 once); dispatchers in every worker process send its deliveries chunk by chunk:
 
     claim chunk (③ consent read with it) ─► ③ decide ─► throttle ─► ④ personalize
-        ─► ⑤ compose ─► ⑥ sign ─► relay ─► ⑦ classify ─► record chunk (one round trip)
+        ─► ⑤ compose ─► ⑥ sign ─► relay ─► ⑦ classify ─► record (a batch at a time)
 
 An opt-out that lands while a chunk is in hand is honoured: the database marks the person's
 waiting deliveries suppressed, and the notification it sends makes every dispatcher drop
@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from uuid import UUID, uuid4
 
@@ -37,6 +37,7 @@ from mailer.core.rendering import LOCALES, PreparedIssue, Renderer, prepare_issu
 from mailer.core.tokens import Subscription, TokenKeys, unsubscribe_token
 from mailer.errors import InvalidJob, ShuttingDown, TemporaryFailure, Withdrawn
 from mailer.metrics import Metrics
+from mailer.worker.recording import Recorder
 from mailer.worker.sending import Sender
 from mailer.worker.verdicts import Done, RetryPolicy, Verdict
 
@@ -248,25 +249,38 @@ class Dispatcher:
     async def _send_chunk(self, issue: ActiveIssue, chunk: list[ClaimedDelivery]) -> None:
         holder = uuid4()
         self._holders.add(holder)
+        recorder = Recorder(self._record)
         try:
-            outcomes, deferred, accepted = await self._deliver(issue, chunk, holder)
+            outcomes, deferred, accepted = await self._deliver(issue, chunk, holder, recorder)
         finally:
             self._holders.discard(holder)
+        rest = [outcome for outcome in outcomes if outcome.delivery_id not in recorder.recorded]
         finished = await self._issues.finish(
-            outcomes,
+            rest,
             slot_holder=holder,
             deferred=sorted(deferred),
             accepted=sorted(accepted),
             default_rate=self._default_domain_rate,
         )
-        for outcome in outcomes:
-            if outcome.status in ("sent", "failed", "retrying", "suppressed"):
-                self._metrics.deliveries.labels("newsletter", outcome.status).inc()
+        self._count(rest)
         for issue_id in finished:
             log.info("issue %s done", issue_id)
 
+    async def _record(self, outcomes: Sequence[Outcome]) -> None:
+        await self._issues.record(outcomes)
+        self._count(outcomes)
+
+    def _count(self, outcomes: Sequence[Outcome]) -> None:
+        for outcome in outcomes:
+            if outcome.status in ("sent", "failed", "retrying", "suppressed"):
+                self._metrics.deliveries.labels("newsletter", outcome.status).inc()
+
     async def _deliver(
-        self, issue: ActiveIssue, chunk: list[ClaimedDelivery], holder: UUID
+        self,
+        issue: ActiveIssue,
+        chunk: list[ClaimedDelivery],
+        holder: UUID,
+        recorder: Recorder,
     ) -> tuple[list[Outcome], set[str], set[str]]:
         """Outcomes for every row of the chunk, and the domains that deferred / accepted."""
         mailing_list, prepared = await self._issue(issue)
@@ -300,11 +314,15 @@ class Dispatcher:
                 outcomes[row.id] = _returned(row, not_before=later)
 
         async def one(row: ClaimedDelivery) -> tuple[Outcome, bool | None]:
-            lane = lanes.get(_domain(row))
-            if lane is None:
-                return await self._one(issue, mailing_list, prepared, row)
-            async with lane:
-                return await self._one(issue, mailing_list, prepared, row)
+            async with lanes.get(_domain(row)) or contextlib.nullcontext():
+                await recorder.reserve()
+                try:
+                    result = await self._one(issue, mailing_list, prepared, row)
+                except BaseException:
+                    recorder.release()  # never handed to the relay
+                    raise
+            await recorder.add(result[0])
+            return result
 
         results = await asyncio.gather(*(one(row) for row in to_send), return_exceptions=True)
         deferred: set[str] = set()
