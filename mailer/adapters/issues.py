@@ -252,12 +252,15 @@ class Issues:
         await self.finish(outcomes, slot_holder=None)
 
     async def reclaim_expired(self, issue_ids: Sequence[UUID]) -> int:
-        """Give the rows of workers that stopped renewing their lease back to the pool."""
+        """Give the rows of other workers that stopped renewing their lease back to the pool.
+        This worker's own rows are always recorded by itself, however late."""
         async with unavailable_is_temporary("reclaim"):
             result: str = await self._pool.execute(
                 f"UPDATE deliveries d SET {HAND_BACK}"
-                " WHERE job_id = ANY($1) AND status = 'sending' AND claimed_until < now()",
+                " WHERE job_id = ANY($1) AND status = 'sending' AND claimed_until < now()"
+                " AND claimed_by <> $2",
                 list(issue_ids),
+                self._worker_id,
             )
         return int(result.rsplit(" ", 1)[1])
 

@@ -18,6 +18,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID, uuid4
 
@@ -95,6 +96,16 @@ class IssueIntake:
         return Done()
 
 
+@dataclass(frozen=True, slots=True)
+class ChunkEnd:
+    """What a chunk records when it ends."""
+
+    outcomes: list[Outcome]
+    slot_holder: UUID
+    deferred: list[str]
+    accepted: list[str]
+
+
 class Dispatcher:
     """Sends the deliveries of issues in progress; several loops per process."""
 
@@ -138,6 +149,7 @@ class Dispatcher:
         self._halted: dict[UUID, str] = {}
         self._halted_at: dict[UUID, float] = {}
         self._holders: set[UUID] = set()
+        self._owed: list[ChunkEnd] = []
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._last_reclaim = 0.0
@@ -187,24 +199,27 @@ class Dispatcher:
             try:
                 busy = await self._step()
             except ShuttingDown:
-                return
+                break
             except TemporaryFailure as exc:
                 log.warning("newsletter dispatch waits: %s", exc)
                 busy = False
             except Exception:
-                # A bug must not stop every issue: the chunk's claims lapse and are retaken.
+                # A bug must not stop every issue.
                 log.exception("newsletter dispatch: unexpected error")
                 busy = False
             if not busy:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+        with contextlib.suppress(TemporaryFailure):  # still away: the claims lapse instead
+            await self._record_owed()
 
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
 
     async def _step(self) -> bool:
+        await self._record_owed()  # first: the reclaim below would hand those rows back
         for issue_id, total in await self._issues.start_due():
             log.info("issue %s started: %d deliveries", issue_id, total)
         active = await self._issues.sending()
@@ -252,19 +267,41 @@ class Dispatcher:
         recorder = Recorder(self._record)
         try:
             outcomes, deferred, accepted = await self._deliver(issue, chunk, holder, recorder)
+        except Exception:  # before anything was sent: each send catches its own errors
+            self._owed.append(ChunkEnd([_returned(row) for row in chunk], holder, [], []))
+            raise
         finally:
             self._holders.discard(holder)
         rest = [outcome for outcome in outcomes if outcome.delivery_id not in recorder.recorded]
-        finished = await self._issues.finish(
-            rest,
-            slot_holder=holder,
-            deferred=sorted(deferred),
-            accepted=sorted(accepted),
-            default_rate=self._default_domain_rate,
-        )
-        self._count(rest)
-        for issue_id in finished:
-            log.info("issue %s done", issue_id)
+        self._owed.append(ChunkEnd(rest, holder, sorted(deferred), sorted(accepted)))
+        await self._record_owed()
+
+    async def _record_owed(self) -> None:
+        """Record the ends of chunks, including any the database could not take when they
+        ended: until they are, their rows stay claimed, so nobody sends them again."""
+        while self._owed:
+            end = self._owed.pop(0)
+            try:
+                finished = await self._issues.finish(
+                    end.outcomes,
+                    slot_holder=end.slot_holder,
+                    deferred=end.deferred,
+                    accepted=end.accepted,
+                    default_rate=self._default_domain_rate,
+                )
+            except (TemporaryFailure, asyncio.CancelledError):
+                self._owed.insert(0, end)
+                raise
+            except Exception:
+                log.exception(
+                    "%d outcomes could not be recorded; their rows stay claimed until this"
+                    " process restarts",
+                    len(end.outcomes),
+                )
+                continue
+            self._count(end.outcomes)
+            for issue_id in finished:
+                log.info("issue %s done", issue_id)
 
     async def _record(self, outcomes: Sequence[Outcome]) -> None:
         await self._issues.record(outcomes)

@@ -28,6 +28,7 @@ from tests.support.newsletters import (
     subscribe,
     until_state,
 )
+from tests.support.outage import database_away
 from tests.support.smtp import Received, SmtpServer
 from tests.support.waiting import eventually
 
@@ -504,3 +505,36 @@ async def test_an_issue_that_can_no_longer_be_rendered_is_paused_not_lost(
     await until_state(db, job["id"], "paused")
     assert smtp_server.received == []
     assert await outcomes(db, job["id"]) == {"pending": 5}
+
+
+async def test_a_database_outage_mid_issue_sends_nobody_twice(
+    config: dict[str, Any],
+    start_service: StartService,
+    portal: Broker,
+    smtp_server: SmtpServer,
+    database_url: str,
+) -> None:
+    audience = people(300)
+    await subscribe(database_url, audience)
+    smtp_server.data_delay = 0.05  # with 4 connections, about 4 s for everyone
+    config["newsletter"] = {"chunk_size": 30, "pool_size": 4}
+    await start_service(config)
+    job = issue()
+    await publish(portal, job)
+
+    async def under_way() -> bool:
+        return len(smtp_server.received) >= 20
+
+    await eventually(under_way)
+    async with database_away(database_url):
+        # Longer than the lease (3 s in tests): the chunk in hand goes on sending meanwhile,
+        # and what it cannot record must not be taken back and sent again.
+        await asyncio.sleep(8)
+    checker = await asyncpg.connect(database_url)  # the test's own connection was cut too
+    try:
+        await until_state(checker, job["id"], "done", timeout=60)
+        assert await outcomes(checker, job["id"]) == {"sent": 300}
+    finally:
+        await checker.close()
+    assert set(by_recipient(smtp_server.received).values()) == {1}
+    assert len(smtp_server.received) == 300
