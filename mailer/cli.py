@@ -14,7 +14,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import asyncpg
 
@@ -191,7 +191,7 @@ async def _subscribers(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _issue(args: argparse.Namespace, settings: Settings) -> int:
     async def run(pool: asyncpg.Pool) -> int:
-        issues = Issues(pool, worker_id=uuid4(), lease=settings.worker.lease)
+        issues = Issues(pool)
         if args.issue_command == "status":
             progress = await (
                 watch(issues, args.issue_id) if args.watch else issues.progress(args.issue_id)

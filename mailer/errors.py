@@ -27,6 +27,11 @@ class TemporaryFailure(MailerError):
     """Worth retrying later: a 4xx reply, a dropped connection, a service down."""
 
 
+class RelayUnavailable(TemporaryFailure):
+    """No session with the relay: it cannot be reached, or refuses TLS or our credentials.
+    Never the recipient's fault."""
+
+
 class ShuttingDown(MailerError):
     """The process is stopping: work not yet begun goes back to its queue."""
 

@@ -27,29 +27,34 @@ import asyncpg
 from mailer.adapters import database
 from mailer.adapters.broker import ROUTES, Broker, Consumer
 from mailer.adapters.capture import CaptureServer
+from mailer.adapters.deliveries import Deliveries
 from mailer.adapters.issues import ISSUES_CHANNEL, Issues
-from mailer.adapters.ledger import Ledger
+from mailer.adapters.jobs import Jobs
 from mailer.adapters.notifications import Listener
 from mailer.adapters.relay import Relay, tls_context
 from mailer.adapters.subscribers import OPTOUT_CHANNEL, Subscribers
 from mailer.adapters.throttle import Throttle
 from mailer.config import Settings, SmtpRelay
 from mailer.core.audience import MailingList
+from mailer.core.deliveries import RetryPolicy
 from mailer.core.messages import Mailbox, compose, compose_alternative, parse_mailbox
 from mailer.core.outcomes import delay_tiers
 from mailer.core.rendering import Renderer
 from mailer.core.signing import DkimKey, NoSigner, OpenSSLSigner, Signer, load_key
 from mailer.core.tokens import TokenKeys, derive_key
 from mailer.errors import ConfigError, TemporaryFailure
+from mailer.health import Heartbeat, RelayHealth
 from mailer.metrics import Metrics
 from mailer.web.app import WebServer
 from mailer.web.pages import RecipientPages
+from mailer.worker.chunks import ChunkRunner
 from mailer.worker.consumers import QueueHandler
 from mailer.worker.newsletters import Dispatcher, IssueIntake
+from mailer.worker.pipeline import Attempts
 from mailer.worker.receipts import ReceiptPipeline
 from mailer.worker.sending import Sender
+from mailer.worker.signals import Signals
 from mailer.worker.subscriptions import SubscriptionChanges
-from mailer.worker.verdicts import RetryPolicy
 
 log = logging.getLogger(__name__)
 DISPATCH_LOOPS = 2  # chunks in hand at once per process: one sends while the other records
@@ -147,7 +152,11 @@ class Service:
         self.pool: asyncpg.Pool | None = None
         self.broker: Broker | None = None
         self.relays: list[Relay] = []
-        self.ledger: Ledger | None = None
+        self.deliveries: Deliveries | None = None
+        self.relay_health = RelayHealth()
+        self.heartbeat = Heartbeat(self.settings.worker.lease)
+        self.receipts: ReceiptPipeline | None = None
+        self.runner: ChunkRunner | None = None
         self.web: WebServer | None = None
         self.listener: Listener | None = None
         self.dispatcher: Dispatcher | None = None
@@ -163,7 +172,9 @@ class Service:
         self.pool = await database.open_pool(
             settings.database.url.get_secret_value(), size=settings.database.pool_size
         )
-        self.ledger = Ledger(self.pool, worker_id=self.worker_id, lease=settings.worker.lease)
+        self.deliveries = Deliveries(
+            self.pool, worker_id=self.worker_id, lease=settings.worker.lease
+        )
         subscribers = Subscribers(self.pool)
         ids = await subscribers.list_ids(settings.lists)
         lists = {
@@ -190,6 +201,7 @@ class Service:
                 broker=self.broker,
                 metrics=self.metrics,
                 pages=pages,
+                readiness=self.readiness if self.run_worker else None,
             )
             await self.web.start()
         log.info("mailer started worker=%s web=%s", self.run_worker, self.run_web)
@@ -198,7 +210,7 @@ class Service:
         self, parts: Parts, subscribers: Subscribers, lists: dict[str, MailingList]
     ) -> None:
         settings = self.settings
-        assert self.ledger is not None and self.pool is not None
+        assert self.deliveries is not None and self.pool is not None
         relay_config = await self._relay_config()
         context = tls_context(settings.smtp.ca_file)  # one for every connection of both pools
         receipt_relay = self._relay(relay_config, settings.smtp.pool_size, context)
@@ -211,8 +223,8 @@ class Service:
         retry = RetryPolicy(tiers=parts.tiers, give_up_after=settings.retry.give_up_after)
         return_path = settings.sender.return_path  # else each message's From
 
-        def sender(kind: str, relay: Relay, composer: Callable[..., bytes]) -> Sender:
-            return Sender(
+        def attempts(kind: str, relay: Relay, composer: Callable[..., bytes]) -> Attempts:
+            sender = Sender(
                 kind=kind,
                 composer=composer,
                 signer=parts.signer,
@@ -220,11 +232,12 @@ class Service:
                 return_path=return_path,
                 metrics=self.metrics,
             )
+            return Attempts(sender=sender, health=self.relay_health, policy=retry, clock=self.clock)
 
-        receipts = ReceiptPipeline(
+        self.receipts = receipts = ReceiptPipeline(
             renderer=parts.renderer,
-            sender=sender("receipt", receipt_relay, compose),
-            ledger=self.ledger,
+            attempts=attempts("receipt", receipt_relay, compose),
+            deliveries=self.deliveries,
             from_=parts.sender,
             hash_key=parts.hash_key,
             default_locale=settings.sender.default_locale,
@@ -233,7 +246,7 @@ class Service:
             metrics=self.metrics,
             clock=self.clock,
         )
-        issues = Issues(self.pool, worker_id=self.worker_id, lease=settings.worker.lease)
+        issues = Issues(self.pool)
         intake = IssueIntake(
             issues=issues,
             lists=lists,
@@ -242,7 +255,7 @@ class Service:
         )
         self.subscriptions = SubscriptionChanges(
             subscribers=subscribers,
-            ledger=self.ledger,
+            jobs=Jobs(self.pool),
             broker=self.broker,
             lists=lists,
             hash_key=parts.hash_key,
@@ -253,27 +266,35 @@ class Service:
         )
         throttle = Throttle(self.pool, lease=settings.worker.lease)
         await throttle.configure(settings.newsletter.rate, settings.newsletter.domains)
-        self.dispatcher = Dispatcher(
-            issues=issues,
+        signals = Signals()
+        self.runner = ChunkRunner(
+            deliveries=self.deliveries,
             throttle=throttle,
-            sender=sender("newsletter", newsletter_relay, compose_alternative),
-            renderer=parts.renderer,
-            lists={mailing_list.id: mailing_list for mailing_list in lists.values()},
+            attempts=attempts("newsletter", newsletter_relay, compose_alternative),
+            signals=signals,
             token_keys=parts.token_keys,
             public_url=settings.http.public_url,
-            chunk_size=settings.newsletter.chunk_size,
-            rate=settings.newsletter.rate,
             default_domain_rate=settings.newsletter.default_domain_rate,
-            poll_interval=settings.newsletter.poll_interval,
-            lease=settings.worker.lease,
-            retry=retry,
+            policy=retry,
             metrics=self.metrics,
             clock=self.clock,
         )
+        self.dispatcher = Dispatcher(
+            issues=issues,
+            deliveries=self.deliveries,
+            runner=self.runner,
+            signals=signals,
+            renderer=parts.renderer,
+            lists={mailing_list.id: mailing_list for mailing_list in lists.values()},
+            chunk_size=settings.newsletter.chunk_size,
+            rate=settings.newsletter.rate,
+            poll_interval=settings.newsletter.poll_interval,
+            lease=settings.worker.lease,
+        )
         self.listener = Listener(
             settings.database.url.get_secret_value(),
-            {OPTOUT_CHANNEL: self.dispatcher.on_optout, ISSUES_CHANNEL: self.dispatcher.on_issue},
-            on_reconnect=self.dispatcher.on_reconnect,
+            {OPTOUT_CHANNEL: signals.on_optout, ISSUES_CHANNEL: signals.on_issue},
+            on_reconnect=signals.on_reconnect,
         )
         await self.listener.start()
         for queue_key, deliver, prefetch in (
@@ -327,17 +348,50 @@ class Service:
         return relay
 
     async def _heartbeat(self, throttle: Throttle) -> None:
-        """Renew the leases on what this worker holds, so nobody takes it over."""
-        assert self.ledger is not None and self.dispatcher is not None
+        """Renew the leases on what this worker holds, so nobody takes it over. Whatever
+        goes wrong is logged and shown by /readyz; the heartbeat itself goes on."""
+        assert self.deliveries is not None and self.runner is not None
         interval = self.settings.worker.lease / 3
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=interval)
             try:
-                await self.ledger.renew_leases()
-                await throttle.renew(self.dispatcher.holders())
+                await self.deliveries.renew_leases()
+                await throttle.renew(self.runner.holders())
             except TemporaryFailure as exc:
                 log.warning("could not renew leases: %s", exc)
+                self.heartbeat.failed(str(exc))
+            except Exception as exc:
+                log.exception("could not renew leases")
+                self.heartbeat.failed(f"{type(exc).__name__}: {exc}")
+            else:
+                self.heartbeat.renewed()
+
+    def owed(self) -> list[int]:
+        """Deliveries whose outcome is known but not yet written."""
+        owed = self.receipts.owed() if self.receipts is not None else []
+        return owed + (self.runner.owed() if self.runner is not None else [])
+
+    async def readiness(self) -> dict[str, dict[str, object]]:
+        """The worker's own checks for /readyz (the database is checked by the web service)."""
+        queues = {queue: False for queue in ROUTES.values()}
+        for consumer in self._consumers:
+            queues[consumer.queue_name] = consumer.live
+        missing = [queue for queue, live in queues.items() if not live]
+        broker_ok = self.broker is not None and self.broker.is_connected
+        return {
+            "broker": {
+                "ok": broker_ok,
+                "detail": "connected" if broker_ok else "not connected",
+            },
+            "consumers": {
+                "ok": not missing,
+                "detail": f"no consumer on {', '.join(missing)}" if missing else "consuming",
+                "queues": queues,
+            },
+            "relay": self.relay_health.check(),
+            "heartbeat": self.heartbeat.check().as_json(),
+        }
 
     async def stop(self) -> None:
         """Drain and close; safe to call more than once."""
@@ -346,6 +400,8 @@ class Service:
             self.dispatcher.stop()
         if self.subscriptions is not None:
             self.subscriptions.stop()
+        if self.receipts is not None:
+            self.receipts.stop()
         await asyncio.gather(*(consumer.cancel() for consumer in self._consumers))
         for relay in self.relays:
             await relay.close()
@@ -366,11 +422,7 @@ class Service:
         if self.listener is not None:
             await self.listener.stop()
             self.listener = None
-        if self.ledger is not None:
-            with contextlib.suppress(TemporaryFailure):
-                released = await self.ledger.release_claims()
-                if released:
-                    log.info("handed back %d unfinished deliveries", released)
+        await self._release_claims()
         if self.capture is not None:
             await self.capture.stop()
             self.capture = None
@@ -381,6 +433,23 @@ class Service:
             await self.pool.close()
             self.pool = None
         log.info("mailer stopped")
+
+    async def _release_claims(self) -> None:
+        """Hand back what was claimed and never tried; keep the claims of outcomes known
+        but not written, so that no other worker sends those again while they are valid."""
+        if self.deliveries is None:
+            return
+        owed = self.owed()
+        if owed:
+            log.error(
+                "%d outcomes known but not recorded (the database is away): their claims"
+                " stay until they lapse; those messages may be sent again",
+                len(owed),
+            )
+        with contextlib.suppress(TemporaryFailure):
+            released = await self.deliveries.release_unattempted(keep=owed)
+            if released:
+                log.info("handed back %d unfinished deliveries", released)
 
     async def run_until_signalled(self) -> None:
         loop = asyncio.get_running_loop()

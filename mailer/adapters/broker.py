@@ -348,6 +348,15 @@ class Consumer:
     def inflight(self) -> int:
         return len(self._inflight)
 
+    @property
+    def queue_name(self) -> str:
+        return self._queue.name
+
+    @property
+    def live(self) -> bool:
+        """Whether this consumer takes messages now."""
+        return self._tag is not None and not self._channel.is_closed
+
     async def cancel(self) -> None:
         """Take no more messages."""
         if self._tag is not None and not self._channel.is_closed:

@@ -2,12 +2,15 @@
 
 Numbered SQL files in `migrations/` are applied in order, each in its own transaction, under
 an advisory lock so that two `mailer migrate` runs never interleave. A database whose schema
-is newer than this code is refused rather than written to.
+is newer than this code is refused rather than written to, and so is one where a migration
+already applied has since been edited (each carries its SHA-256). The SQL functions live in
+the repeatable files of `sql/`, applied again by every run, after the numbered ones.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -57,6 +60,10 @@ class Migration:
     name: str
     sql: str
 
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
 
 def migrations() -> list[Migration]:
     found = []
@@ -65,6 +72,13 @@ def migrations() -> list[Migration]:
         if match:
             found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
     return sorted(found, key=lambda m: m.version)
+
+
+def repeatables() -> list[tuple[str, str]]:
+    """(name, SQL) of the files in `sql/`, in name order."""
+    folder = files("mailer.adapters").joinpath("sql")
+    entries = [e for e in folder.iterdir() if e.name.endswith(".sql")]
+    return [(e.name, e.read_text(encoding="utf-8")) for e in sorted(entries, key=lambda e: e.name)]
 
 
 LATEST_VERSION = migrations()[-1].version
@@ -149,7 +163,8 @@ async def migrate(dsn: str) -> list[Migration]:
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version integer PRIMARY KEY, name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
+            " applied_at timestamptz NOT NULL DEFAULT now());"
+            "ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS checksum text"
         )
         current = await schema_version(conn)
         if current > LATEST_VERSION:
@@ -157,24 +172,53 @@ async def migrate(dsn: str) -> list[Migration]:
                 f"database schema is at version {current}, newer than this mailer knows "
                 f"({LATEST_VERSION}); upgrade mailer instead"
             )
+        await _check_applied(conn)
         for migration in migrations():
             if migration.version <= current:
                 continue
             async with conn.transaction():
                 await conn.execute(migration.sql)
                 await conn.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
                     migration.version,
                     migration.name,
+                    migration.checksum,
                 )
             log.info("applied migration %04d_%s", migration.version, migration.name)
             applied.append(migration)
+        async with conn.transaction():
+            for name, sql in repeatables():
+                await conn.execute(sql)
+                log.debug("applied %s", name)
     finally:
         try:
             await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
         finally:
             await conn.close()
     return applied
+
+
+async def _check_applied(conn: asyncpg.Connection) -> None:
+    """Refuse a database where an applied migration differs from its file now. Rows from
+    before checksums were kept get the file's checksum, once."""
+    known = {m.version: m for m in migrations()}
+    rows = await conn.fetch("SELECT version, name, checksum FROM schema_migrations")
+    for row in rows:
+        migration = known.get(row["version"])
+        if migration is None:
+            continue
+        if row["checksum"] is None:
+            await conn.execute(
+                "UPDATE schema_migrations SET checksum = $2 WHERE version = $1",
+                migration.version,
+                migration.checksum,
+            )
+        elif row["checksum"] != migration.checksum:
+            raise SchemaMismatch(
+                f"migration {migration.version:04d}_{migration.name} was applied to this "
+                "database and has been edited since: restore the file as it was applied and "
+                "put the change in a new migration"
+            )
 
 
 async def open_pool(dsn: str, *, size: int) -> asyncpg.Pool:

@@ -1,9 +1,8 @@
 """Newsletter issues and their deliveries: accept, start, hand out in chunks, record.
 
 An issue's deliveries are materialized as ledger rows in one `INSERT … SELECT` when it
-starts; workers then claim chunks of them with `FOR UPDATE SKIP LOCKED`, so any number of
-worker processes share an issue and no row goes to two of them. A claim is a lease the
-worker keeps renewing; a crashed worker's rows become claimable again when it lapses.
+starts; workers then claim chunks of them (mailer/adapters/deliveries.py), so any number of worker
+processes share an issue and no row goes to two of them.
 State changes (pause, resume, cancel, new work) are announced on `mailer_issues`.
 """
 
@@ -12,15 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
 import asyncpg
 
-from mailer.adapters.database import transaction, unavailable_is_temporary, with_retries
-from mailer.adapters.ledger import HAND_BACK
-from mailer.core.consent import SubscriptionStatus, SuppressionReason
+from mailer.adapters.database import transaction, unavailable_is_temporary
 
 ISSUES_CHANNEL = "mailer_issues"
 State = Literal["scheduled", "sending", "paused", "cancelled", "done"]
@@ -31,36 +28,6 @@ Accepted = Literal["accepted", "duplicate", "conflict"]
 class ActiveIssue:
     id: UUID
     list_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class ClaimedDelivery:
-    """A delivery claimed for sending, with what the database says of its recipient now."""
-
-    id: int
-    issue_id: UUID
-    attempts: int
-    created_at: datetime
-    subscriber_id: int | None  # None: the person was erased
-    email: str | None
-    name: str | None
-    locale: Literal["pl", "en"] | None
-    subscription: SubscriptionStatus | None
-    suppression: SuppressionReason | None
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What to record for one claimed delivery."""
-
-    delivery_id: int
-    status: Literal["sent", "failed", "retrying", "suppressed", "cancelled", "pending"]
-    attempted: bool = False
-    reply: str | None = None
-    message_id: str | None = None
-    detail: str | None = None
-    not_before: datetime | None = None
-    hard_bounce: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,32 +43,6 @@ class Progress:
     rate: float  # messages sent per second, over the last minute (or since it started)
 
 
-_CLAIM = """
-WITH picked AS (
-    SELECT d.id, d.subscriber_id, d.recipient_key, d.attempts, d.created_at
-      FROM deliveries d
-     WHERE d.job_id = $1 AND d.status IN ('pending', 'retrying')
-       AND (d.not_before IS NULL OR d.not_before <= now())
-     ORDER BY d.id
-     LIMIT $3
-       FOR UPDATE SKIP LOCKED
-), claimed AS (
-    UPDATE deliveries d
-       SET status = 'sending', claimed_by = $2, claimed_until = now() + $4, updated_at = now()
-      FROM picked p
-     WHERE d.id = p.id
-    RETURNING d.id
-)
-SELECT p.id, p.attempts, p.created_at, s.id AS subscriber_id, s.email, s.name, s.locale,
-       sub.status AS subscription, x.reason AS suppression
-  FROM picked p
-  JOIN claimed c ON c.id = p.id
-  LEFT JOIN subscribers s ON s.id = p.subscriber_id
-  LEFT JOIN subscriptions sub ON sub.subscriber_id = s.id AND sub.list_id = $5
-  LEFT JOIN suppressions x ON x.address_key = p.recipient_key
- ORDER BY p.id
-"""
-
 _MATERIALIZE = """
 INSERT INTO deliveries (job_id, recipient_key, subscriber_id)
 SELECT $1, s.address_key, s.id
@@ -112,10 +53,8 @@ ON CONFLICT (job_id, recipient_key) DO NOTHING
 
 
 class Issues:
-    def __init__(self, pool: asyncpg.Pool, *, worker_id: UUID, lease: float) -> None:
+    def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
-        self._worker_id = worker_id
-        self._lease = timedelta(seconds=lease)
 
     async def accept(
         self,
@@ -189,80 +128,6 @@ class Issues:
             )
         loaded: dict[str, Any] = json.loads(text)
         return loaded
-
-    async def claim(self, issue: ActiveIssue, size: int) -> list[ClaimedDelivery]:
-        """One round trip: claim up to `size` deliveries and read their recipients' consent."""
-        async with unavailable_is_temporary("claim chunk"):
-            rows = await self._pool.fetch(
-                _CLAIM, issue.id, self._worker_id, size, self._lease, issue.list_id
-            )
-        return [
-            ClaimedDelivery(
-                id=r["id"],
-                issue_id=issue.id,
-                attempts=r["attempts"],
-                created_at=r["created_at"],
-                subscriber_id=r["subscriber_id"],
-                email=r["email"],
-                name=r["name"],
-                locale=r["locale"],
-                subscription=r["subscription"],
-                suppression=r["suppression"],
-            )
-            for r in rows
-        ]
-
-    async def finish(
-        self,
-        outcomes: Sequence[Outcome],
-        *,
-        slot_holder: UUID | None,
-        deferred: Sequence[str] = (),
-        accepted: Sequence[str] = (),
-        default_rate: float = 0.0,
-    ) -> list[UUID]:
-        """One round trip: record outcomes and, at the end of a chunk, give back its
-        throttle slots and report how domains answered; returns the issues it completed."""
-
-        async def call() -> list[UUID]:
-            row = await self._pool.fetchrow(
-                "SELECT * FROM finish_chunk($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
-                " $13)",
-                self._worker_id,
-                slot_holder,
-                [o.delivery_id for o in outcomes],
-                [o.status for o in outcomes],
-                [o.attempted for o in outcomes],
-                [o.reply for o in outcomes],
-                [o.message_id for o in outcomes],
-                [o.detail for o in outcomes],
-                [o.not_before for o in outcomes],
-                [o.hard_bounce for o in outcomes],
-                list(deferred),
-                list(accepted),
-                default_rate,
-            )
-            assert row is not None
-            return list(row["finished"] or [])
-
-        return await with_retries("finish chunk", call)
-
-    async def record(self, outcomes: Sequence[Outcome]) -> None:
-        """Record outcomes while their chunk is still sending."""
-        await self.finish(outcomes, slot_holder=None)
-
-    async def reclaim_expired(self, issue_ids: Sequence[UUID]) -> int:
-        """Give the rows of other workers that stopped renewing their lease back to the pool.
-        This worker's own rows are always recorded by itself, however late."""
-        async with unavailable_is_temporary("reclaim"):
-            result: str = await self._pool.execute(
-                f"UPDATE deliveries d SET {HAND_BACK}"
-                " WHERE job_id = ANY($1) AND status = 'sending' AND claimed_until < now()"
-                " AND claimed_by <> $2",
-                list(issue_ids),
-                self._worker_id,
-            )
-        return int(result.rsplit(" ", 1)[1])
 
     async def complete(self, issue_ids: Sequence[UUID]) -> list[UUID]:
         async with unavailable_is_temporary("complete"):

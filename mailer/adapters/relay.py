@@ -20,7 +20,7 @@ import aiosmtplib
 
 from mailer.config import SmtpRelay
 from mailer.core.outcomes import Reply
-from mailer.errors import ShuttingDown, TemporaryFailure, Withdrawn
+from mailer.errors import RelayUnavailable, ShuttingDown, TemporaryFailure, Withdrawn
 
 log = logging.getLogger(__name__)
 
@@ -117,16 +117,16 @@ class Relay:
             log.error(
                 "relay %s refused our credentials: %s %s", relay.display, exc.code, exc.message
             )
-            raise TemporaryFailure(
+            raise RelayUnavailable(
                 f"relay refused authentication: {exc.code} {exc.message}"
             ) from None
         except aiosmtplib.SMTPException as exc:
             client.close()
             log.error("cannot open a session with relay %s: %s", relay.display, _describe(exc))
-            raise TemporaryFailure(f"relay unavailable: {_describe(exc)}") from None
+            raise RelayUnavailable(f"relay unavailable: {_describe(exc)}") from None
         except _NO_REPLY as exc:
             client.close()
-            raise TemporaryFailure(f"relay unavailable: {_describe(exc)}") from None
+            raise RelayUnavailable(f"relay unavailable: {_describe(exc)}") from None
         return client
 
     async def _transaction(
@@ -136,9 +136,12 @@ class Relay:
         try:
             await client.mail(sender, options=options)
             await client.rcpt(recipient)
-        except (aiosmtplib.SMTPSenderRefused, aiosmtplib.SMTPRecipientRefused) as exc:
+        except aiosmtplib.SMTPSenderRefused as exc:
             await _reset(client)
-            return Reply(exc.code, exc.message)
+            return Reply(exc.code, exc.message, stage="mail")
+        except aiosmtplib.SMTPRecipientRefused as exc:
+            await _reset(client)
+            return Reply(exc.code, exc.message, stage="rcpt")
         except aiosmtplib.SMTPServerDisconnected:
             raise _BeforeData() from None
         try:

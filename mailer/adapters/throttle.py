@@ -1,8 +1,9 @@
 """Pacing shared by every worker process: token buckets and leased concurrency slots in
-PostgreSQL (`take_throttle`, `throttle_feedback` in the migrations)."""
+PostgreSQL (the functions of `sql/throttle.sql`)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -12,7 +13,9 @@ import asyncpg
 
 from mailer.adapters.database import transaction, unavailable_is_temporary
 from mailer.config import DomainLimit
+from mailer.errors import TemporaryFailure
 
+log = logging.getLogger(__name__)
 GLOBAL = "*"
 
 
@@ -70,3 +73,24 @@ class Throttle:
                 list(holders),
                 self._lease,
             )
+
+    async def release(
+        self,
+        holder: UUID,
+        deferred: Sequence[str],
+        accepted: Sequence[str],
+        default_rate: float,
+    ) -> None:
+        """At the end of a chunk: give back its slots and report how domains answered.
+        A failure is only logged: unreleased slots lapse with their lease."""
+        try:
+            async with unavailable_is_temporary("throttle"):
+                await self._pool.execute(
+                    "SELECT throttle_release($1, $2, $3, $4)",
+                    holder,
+                    list(deferred),
+                    list(accepted),
+                    default_rate,
+                )
+        except TemporaryFailure as exc:
+            log.warning("throttle slots left to lapse: %s", exc)

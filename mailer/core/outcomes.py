@@ -2,7 +2,9 @@
 
 250 → sent. 4xx, a dropped connection or a timeout → retry later, with growing delays.
 5xx → failed with the reply stored; a 5.1.x reply (no such recipient) also suppresses the
-address, so it is not tried again.
+address, so it is not tried again. A refusal of our sender (MAIL FROM), or a session that
+cannot be opened, secured or authenticated, is the relay's problem or ours and never the
+recipient's: it is held and retried, whatever the code.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+Stage = Literal["mail", "rcpt", "data"]
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
@@ -18,6 +21,7 @@ _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 class Reply:
     code: int
     text: str
+    stage: Stage = "data"  # the command it answered
 
     def __str__(self) -> str:
         return f"{self.code} {self.text}".strip()
@@ -37,6 +41,7 @@ class Sent:
 class Retry:
     reason: str
     deferred: bool = False  # by a 4xx reply (the destination pushing back), not a lost connection
+    relay_fault: bool = False  # our sender or session refused: held, never given up on
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,16 +63,21 @@ def scrub(text: str, address: str) -> str:
 def classify(reply: Reply) -> Outcome:
     if 200 <= reply.code < 300:
         return Sent(reply)
+    enhanced = reply.enhanced
+    # Our sender refused: at MAIL FROM, or at RCPT by relays that delay the verdict (Postfix's
+    # smtpd_delay_reject); X.1.7 and X.1.8 are about the sender's address.
+    if reply.stage == "mail" or (enhanced is not None and enhanced[1:] in ((1, 7), (1, 8))):
+        return Retry(str(reply), relay_fault=True)
     if 400 <= reply.code < 500:
         return Retry(str(reply), deferred=True)
-    enhanced = reply.enhanced
     # X.1.x is about the addressee: bad mailbox, bad system, bad syntax, moved, null MX.
     return Failed(str(reply), suppress=enhanced is not None and enhanced[:2] == (5, 1))
 
 
-def transport_failure(description: str) -> Retry:
-    """No reply at all: the connection dropped or timed out; the message may be retried."""
-    return Retry(description)
+def transport_failure(description: str, *, relay_fault: bool = False) -> Retry:
+    """No reply at all: the connection dropped or timed out, or no session could be had
+    (`relay_fault`); the message may be retried."""
+    return Retry(description, relay_fault=relay_fault)
 
 
 def delay_tiers(first: float, maximum: float, multiplier: float) -> tuple[float, ...]:
@@ -82,30 +92,3 @@ def delay_tiers(first: float, maximum: float, multiplier: float) -> tuple[float,
 def retry_delay(attempt: int, tiers: tuple[float, ...]) -> float:
     """The delay before attempt `attempt + 1`, after `attempt` (≥ 1) attempts failed."""
     return tiers[min(max(attempt, 1), len(tiers)) - 1]
-
-
-GAVE_UP = "gave up: still failing temporarily after the retry period"
-
-
-@dataclass(frozen=True, slots=True)
-class Settlement:
-    """What the ledger records for one attempt: its status, the reply without the address,
-    why, and whether the address is to be suppressed."""
-
-    status: Literal["sent", "failed", "retrying"]
-    reply: str
-    detail: str | None = None
-    hard_bounce: bool = False
-
-
-def settle(outcome: Outcome, *, address: str, tried_for: float, give_up_after: float) -> Settlement:
-    """An attempt's outcome as recorded; a temporary failure becomes final after
-    `give_up_after` seconds of trying."""
-    if isinstance(outcome, Sent):
-        return Settlement("sent", scrub(str(outcome.reply), address))
-    reply = scrub(outcome.reason, address)
-    if isinstance(outcome, Failed):
-        return Settlement("failed", reply, "rejected by the relay", hard_bounce=outcome.suppress)
-    if tried_for >= give_up_after:
-        return Settlement("failed", reply, GAVE_UP)
-    return Settlement("retrying", reply, "temporary failure")

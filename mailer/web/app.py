@@ -7,6 +7,7 @@ leaking its URL (which holds a token) in a Referer; pages load nothing from thir
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 from aiohttp import web
@@ -31,8 +32,10 @@ class WebServer:
         broker: Broker | None,
         metrics: Metrics,
         pages: RecipientPages | None = None,
+        readiness: Callable[[], Awaitable[dict[str, dict[str, object]]]] | None = None,
     ) -> None:
         self._settings = settings
+        self._readiness = readiness
         self._pages = pages
         self._pool = pool
         self._broker = broker
@@ -68,10 +71,20 @@ class WebServer:
         return web.json_response({"status": "ok"})
 
     async def _readyz(self, request: web.Request) -> web.Response:
-        checks = {"database": await database.ping(self._pool)}
-        if self._broker is not None:
-            checks["broker"] = self._broker.is_connected
-        ready = all(checks.values())
+        """Ready to do its work: each check says what is wrong, if anything."""
+        reachable = await database.ping(self._pool)
+        checks: dict[str, dict[str, object]] = {
+            "database": {"ok": reachable, "detail": "reachable" if reachable else "unreachable"}
+        }
+        if self._readiness is not None:
+            checks.update(await self._readiness())
+        elif self._broker is not None:
+            connected = self._broker.is_connected
+            checks["broker"] = {
+                "ok": connected,
+                "detail": "connected" if connected else "not connected",
+            }
+        ready = all(check["ok"] for check in checks.values())
         return web.json_response(
             {"status": "ready" if ready else "not ready", "checks": checks},
             status=200 if ready else 503,

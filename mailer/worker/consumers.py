@@ -77,8 +77,7 @@ class QueueHandler:
             await self._settle(message, lambda: self._later(message, verdict))
 
     async def _unexpected(self, message: AbstractIncomingMessage, exc: Exception) -> None:
-        previous = (message.headers or {}).get(FAILURES_HEADER, 0)
-        failures = (previous if isinstance(previous, int) else 0) + 1
+        failures = _failures(message) + 1
         if failures >= MAX_UNEXPECTED:
             log.exception("%s: unexpected error, %d times: parking", self.queue, failures)
             reason = f"unexpected error, {failures} times: {type(exc).__name__}: {exc}"
@@ -104,8 +103,13 @@ class QueueHandler:
         log.warning("%s: parked job=%s reason=%r", self.queue, message.message_id, reason)
 
     async def _later(self, message: AbstractIncomingMessage, verdict: Later) -> None:
+        # An unexpected error counted before stays counted across "not yet" rounds.
         await self._broker.retry_later(
-            message, queue=self.queue, delay_ms=_ms(verdict.delay), attempt=verdict.attempt
+            message,
+            queue=self.queue,
+            delay_ms=_ms(verdict.delay),
+            attempt=verdict.attempt,
+            failures=_failures(message),
         )
 
     async def _settle(
@@ -124,6 +128,11 @@ async def _nack(message: AbstractIncomingMessage) -> None:
     # If the channel is gone, the broker returns the message to the queue anyway.
     with contextlib.suppress(AMQPException, OSError):
         await message.nack(requeue=True)
+
+
+def _failures(message: AbstractIncomingMessage) -> int:
+    previous = (message.headers or {}).get(FAILURES_HEADER, 0)
+    return previous if isinstance(previous, int) else 0
 
 
 def _ms(seconds: float) -> int:

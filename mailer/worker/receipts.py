@@ -1,33 +1,39 @@
 """A receipt, in the order of the stages:
 
     bytes ─► ① decode ─► ② delivery ─► ④ render ─► claim in ledger (③ consent)
-          ─► ⑤ compose ─► ⑥ sign ─► relay ─► ⑦ classify ─► record ─► verdict for the queue
+          ─► pipeline (⑤ compose, ⑥ sign, relay, ⑦ classify) ─► record ─► verdict for the queue
 
 Rendering comes before the claim so that a job that cannot be rendered is parked without
-touching the ledger. The verdict tells the consumer what to do with the queue message.
+touching the ledger. An outcome is recorded before the verdict: the queue message is held
+(unacknowledged, its claim renewed) for as long as the database cannot take it, so a message
+the relay accepted is never sent again because the database was away when it was accepted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from mailer.adapters.ledger import Ledger, Record
+from mailer.adapters.deliveries import Deliveries
 from mailer.core.addresses import address_ref
-from mailer.core.audience import Delivery, receipt_delivery
+from mailer.core.audience import receipt_delivery
 from mailer.core.consent import Suppress, decide_receipt
+from mailer.core.deliveries import DeliveryStatus, RetryPolicy, Write, suppressed, unsendable
 from mailer.core.jobs import Locale, ReceiptJob, decode, payload_digest
 from mailer.core.messages import Draft, FileAttachment, Mailbox, message_id
-from mailer.core.outcomes import Outcome, retry_delay, settle
+from mailer.core.outcomes import retry_delay
 from mailer.core.rendering import Renderer
-from mailer.errors import InvalidJob, ShuttingDown
+from mailer.errors import InvalidJob, ShuttingDown, TemporaryFailure
 from mailer.metrics import Metrics
-from mailer.worker.sending import Sender
-from mailer.worker.verdicts import Done, Later, RetryPolicy, Verdict
+from mailer.worker.pipeline import Attempts
+from mailer.worker.verdicts import Done, Later, Verdict
 
 log = logging.getLogger(__name__)
+FIRST_WAIT = 0.2
+MAX_WAIT = 5.0
 
 
 class ReceiptPipeline:
@@ -35,8 +41,8 @@ class ReceiptPipeline:
         self,
         *,
         renderer: Renderer,
-        sender: Sender,
-        ledger: Ledger,
+        attempts: Attempts,
+        deliveries: Deliveries,
         from_: Mailbox,
         hash_key: bytes,
         default_locale: Locale,
@@ -46,8 +52,8 @@ class ReceiptPipeline:
         clock: Callable[[], datetime],
     ) -> None:
         self._renderer = renderer
-        self._sender = sender
-        self._ledger = ledger
+        self._attempts = attempts
+        self._deliveries = deliveries
         self._from = from_
         self._hash_key = hash_key
         self._default_locale = default_locale
@@ -55,6 +61,15 @@ class ReceiptPipeline:
         self._retry = retry
         self._metrics = metrics
         self._clock = clock
+        self._stopping = asyncio.Event()
+        self._owed: set[int] = set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def owed(self) -> list[int]:
+        """Deliveries whose outcome is known but not yet written."""
+        return list(self._owed)
 
     async def deliver(self, body: bytes) -> Verdict:
         job = decode(body, max_attachment_bytes=self._max_attachment_bytes)
@@ -64,7 +79,7 @@ class ReceiptPipeline:
             job, hash_key=self._hash_key, default_locale=self._default_locale
         )
         content = self._renderer.render(job.template, delivery.locale, _receipt_context(job))
-        claim = await self._ledger.claim_receipt(
+        claim = await self._deliveries.claim_receipt(
             job.id, payload_digest(job), delivery.recipient_key
         )
         ref = address_ref(delivery.recipient_key)
@@ -80,75 +95,68 @@ class ReceiptPipeline:
         assert claim.delivery_id is not None
         decision = decide_receipt(claim.suppression)
         if isinstance(decision, Suppress):
-            await self._ledger.record(
-                claim.delivery_id, Record("suppressed", attempted=False, detail=decision.reason)
-            )
-            self._metrics.deliveries.labels("receipt", "suppressed").inc()
-            log.info("receipt suppressed (%s) job=%s rcpt=%s", decision.reason, job.id, ref)
+            await self._record(suppressed(claim.delivery_id, decision.reason), job.id, ref)
             return Done()
-        now = self._clock()
         draft = Draft(
             sender=self._from,
             to=delivery.to,
             message_id=message_id(str(job.id), self._from.domain),
-            date=now,
+            date=self._clock(),
             content=content,
             attachments=[
                 FileAttachment(a.filename, a.content_type, a.content) for a in job.attachments
             ],
         )
         try:
-            outcome = await self._sender.send(draft, now)
-        except ShuttingDown:
-            await self._ledger.release(claim.delivery_id)
-            raise
-        return await self._settle(claim.delivery_id, claim.first_seen, delivery, draft, outcome)
-
-    async def _settle(
-        self,
-        delivery_id: int,
-        first_seen: datetime,
-        delivery: Delivery,
-        draft: Draft,
-        outcome: Outcome,
-    ) -> Verdict:
-        ref = address_ref(delivery.recipient_key)
-        settled = settle(
-            outcome,
-            address=delivery.to.address,
-            tried_for=(self._clock() - first_seen).total_seconds(),
-            give_up_after=self._retry.give_up_after,
-        )
-        record = Record(
-            settled.status,
-            attempted=True,
-            reply=settled.reply,
-            message_id=draft.message_id if settled.status == "sent" else None,
-            detail=settled.detail,
-            suppress="hard_bounce" if settled.hard_bounce else None,
-        )
-        attempts = await self._ledger.record(delivery_id, record)
-        if attempts is None:
-            # Another worker took the delivery over after our lease lapsed; it holds its own
-            # copy of the queue message and settles it.
-            log.warning(
-                "receipt claim lost before its outcome was recorded job=%s rcpt=%s",
-                delivery.job_id,
-                ref,
+            write, _ = await self._attempts.attempt(
+                claim.delivery_id,
+                draft,
+                attempts_before=claim.attempts,
+                first_seen=claim.first_seen,
             )
+        except ShuttingDown:
+            await self._deliveries.hand_back([claim.delivery_id])
+            raise
+        except ValueError as exc:  # cannot be made into a message: never will be
+            write = unsendable(claim.delivery_id, str(exc))
+        if not await self._record(write, job.id, ref):
             return Done()
-        self._metrics.deliveries.labels("receipt", record.status).inc()
-        log.info(
-            "receipt %s job=%s rcpt=%s attempts=%d reply=%r",
-            record.status,
-            delivery.job_id,
-            ref,
-            attempts,
-            record.reply,
-        )
-        if record.status == "retrying":
-            return Later(retry_delay(attempts, self._retry.tiers), attempts)
+        if write.status == DeliveryStatus.RETRYING:
+            return Later(retry_delay(claim.attempts + 1, self._retry.tiers), claim.attempts + 1)
         return Done()
+
+    async def _record(self, write: Write, job_id: object, ref: str) -> bool:
+        """Write the outcome, however long the database takes to come back; False when
+        another worker took the delivery over (it then holds the queue message and
+        settles it)."""
+        wait = FIRST_WAIT
+        # Until written, a shutdown leaves this claim in place instead of handing it back.
+        self._owed.add(write.delivery_id)
+        while True:
+            try:
+                recorded = await self._deliveries.record([write])
+                break
+            except TemporaryFailure as exc:
+                if self._stopping.is_set() and write.status != DeliveryStatus.SENT:
+                    self._owed.discard(write.delivery_id)  # not accepted: trying again is safe
+                    raise
+                log.warning(
+                    "receipt outcome %s not recorded yet, trying again in %.1fs: %s",
+                    write.status,
+                    wait,
+                    exc,
+                )
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, MAX_WAIT)
+        self._owed.discard(write.delivery_id)
+        if write.delivery_id not in recorded.ids:
+            log.warning(
+                "receipt claim lost before its outcome was recorded job=%s rcpt=%s", job_id, ref
+            )
+            return False
+        self._metrics.deliveries.labels("receipt", str(write.status)).inc()
+        log.info("receipt %s job=%s rcpt=%s reply=%r", write.status, job_id, ref, write.reply)
+        return True
 
 
 def _receipt_context(job: ReceiptJob) -> dict[str, Any]:

@@ -3,33 +3,40 @@
 A message the relay accepted but the ledger does not yet show is sent again if the process
 dies and another worker takes its rows over. The recorder bounds how many there can be: a
 send starts only while fewer than `window` of the chunk's attempts are unrecorded, and a
-batch is written each time half the window has filled, so sending goes on meanwhile.
+batch is written each time half the window has filled, so sending goes on meanwhile. A
+batch the database cannot take keeps its slots until it is written: a worker cut off from
+the database stops sending within the window, instead of sending whole chunks that another
+worker will take over and send again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
-from mailer.adapters.issues import Outcome
+from mailer.core.deliveries import Write
 
 log = logging.getLogger(__name__)
 RECORD_WINDOW = 64  # attempts per chunk that may be sent but not yet recorded
+FIRST_WAIT = 0.2
+MAX_WAIT = 5.0
 
 
 class Recorder:
     def __init__(
         self,
-        record: Callable[[Sequence[Outcome]], Awaitable[None]],
+        record: Callable[[Sequence[Write]], Awaitable[set[int]]],
         window: int = RECORD_WINDOW,
     ) -> None:
         self._record = record
         self._slots = asyncio.Semaphore(window)
         self._batch = max(1, window // 2)
-        self._pending: list[Outcome] = []
-        self._writing = False
-        self.recorded: set[int] = set()  # delivery ids already in the ledger
+        self._pending: list[Write] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        self.recorded: set[int] = set()  # delivery ids the ledger has taken
 
     async def reserve(self) -> None:
         """Wait for room before handing a message to the relay."""
@@ -39,26 +46,56 @@ class Recorder:
         """The reserved message never reached the relay."""
         self._slots.release()
 
-    async def add(self, outcome: Outcome) -> None:
-        """The outcome of a reserved message; written with the next batch. Never raises:
-        what cannot be written now is left for the end of the chunk."""
-        if not outcome.attempted:
+    def add(self, write: Write, *, reserved: bool) -> None:
+        """An outcome to write with the next batch; `reserved` when it took a slot."""
+        if reserved and not write.attempted:
             self._slots.release()
-            return
-        self._pending.append(outcome)
-        if self._writing:
-            return
-        self._writing = True
-        try:
-            while len(self._pending) >= self._batch:
-                batch, self._pending = self._pending, []
-                try:
-                    await self._record(batch)
-                except Exception as exc:  # e.g. the database is away: the chunk's end retries
-                    log.warning("outcomes left for the end of the chunk: %s", exc)
-                else:
-                    self.recorded.update(outcome.delivery_id for outcome in batch)
-                for _ in batch:
+        self._pending.append(write)
+        if len(self._pending) >= self._batch:
+            self._start()
+
+    @property
+    def owed(self) -> list[int]:
+        """Delivery ids whose outcome is known but not yet written."""
+        return [w.delivery_id for w in self._pending]
+
+    async def close(self) -> None:
+        """Write everything still pending, waiting for the database as long as it takes."""
+        self._closing = True
+        self._start()
+        if self._writer is not None:
+            await asyncio.shield(self._writer)
+
+    def _start(self) -> None:
+        if self._pending and (self._writer is None or self._writer.done()):
+            self._writer = asyncio.create_task(self._write_loop(), name="record-outcomes")
+
+    async def _write_loop(self) -> None:
+        wait = FIRST_WAIT
+        while self._pending and (self._closing or len(self._pending) >= self._batch):
+            batch = list(self._pending)
+            try:
+                recorded = await self._record(batch)
+            except Exception as exc:  # e.g. the database is away: keep the slots, try again
+                log.warning(
+                    "%d outcomes not recorded yet, trying again in %.1fs: %s",
+                    len(batch),
+                    wait,
+                    exc,
+                )
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, MAX_WAIT)
+                continue
+            wait = FIRST_WAIT
+            del self._pending[: len(batch)]
+            self.recorded.update(recorded)
+            for write in batch:
+                if write.attempted:
                     self._slots.release()
-        finally:
-            self._writing = False
+
+    async def abandon(self) -> None:
+        """Stop trying (shutdown): what is owed stays owed."""
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer

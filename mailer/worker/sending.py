@@ -11,7 +11,7 @@ from mailer.adapters.relay import Relay
 from mailer.core.messages import Draft
 from mailer.core.outcomes import Outcome, classify, transport_failure
 from mailer.core.signing import Signer
-from mailer.errors import TemporaryFailure
+from mailer.errors import RelayUnavailable, TemporaryFailure
 from mailer.metrics import Metrics
 
 Composer = Callable[[Draft], bytes]
@@ -47,6 +47,8 @@ class Sender:
                 reply = await self._relay.send(
                     envelope_sender, draft.to.address, message, still_wanted
                 )
+            except RelayUnavailable as exc:
+                return transport_failure(str(exc), relay_fault=True)
             except TemporaryFailure as exc:
                 return transport_failure(str(exc))
         return classify(reply)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from mailer.adapters.broker import Broker
-from mailer.adapters.ledger import Ledger
+from mailer.adapters.jobs import Jobs
 from mailer.adapters.subscribers import Subscribers
 from mailer.core.addresses import address_key, address_ref
 from mailer.core.audience import MailingList
@@ -38,7 +38,7 @@ class SubscriptionChanges:
         self,
         *,
         subscribers: Subscribers,
-        ledger: Ledger,
+        jobs: Jobs,
         broker: Broker,
         lists: Mapping[str, MailingList],
         hash_key: bytes,
@@ -48,7 +48,7 @@ class SubscriptionChanges:
         clock: Callable[[], datetime],
     ) -> None:
         self._subscribers = subscribers
-        self._ledger = ledger
+        self._jobs = jobs
         self._broker = broker
         self._lists = lists
         self._hash_key = hash_key
@@ -83,7 +83,7 @@ class SubscriptionChanges:
                 wait = min(wait * 2, 30)
 
     async def _apply(self, job: SubscriptionJob, mailing_list: MailingList | None) -> Verdict:
-        seen = await self._ledger.seen_job(job.id, "subscription", payload_digest(job))
+        seen = await self._jobs.seen(job.id, "subscription", payload_digest(job))
         if seen == "conflict":
             raise InvalidJob(f"id: {job.id} was already used for a different payload")
         if seen == "done":
@@ -106,7 +106,7 @@ class SubscriptionChanges:
             )
             if not job.confirmed and before != "subscribed":
                 await self._ask_for_confirmation(job, mailing_list, subscriber_id)
-        await self._ledger.mark_job_done(job.id, "subscription", payload_digest(job))
+        await self._jobs.mark_done(job.id, "subscription", payload_digest(job))
         log.info("subscription %s %s rcpt=%s", job.action, job.list or "*", address_ref(key))
         return Done()
 

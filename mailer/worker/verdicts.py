@@ -19,9 +19,3 @@ class Later:
 
 
 Verdict = Done | Later
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    tiers: tuple[float, ...]
-    give_up_after: float

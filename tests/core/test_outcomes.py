@@ -4,17 +4,15 @@ import pytest
 
 from mailer.core.consent import Send, Suppress, decide_newsletter, decide_receipt
 from mailer.core.outcomes import (
-    GAVE_UP,
     Failed,
     Reply,
     Retry,
     Sent,
-    Settlement,
     classify,
     delay_tiers,
     retry_delay,
     scrub,
-    settle,
+    transport_failure,
 )
 
 
@@ -86,25 +84,23 @@ def test_scrub_without_an_address_changes_nothing() -> None:
     assert scrub("451 4.3.0 later", "") == "451 4.3.0 later"
 
 
-def test_settle_scrubs_the_address_and_gives_up_after_the_retry_period() -> None:
-    address = "jan@example.pl"
-    sent = settle(
-        Sent(Reply(250, "2.0.0 Ok for jan@example.pl")),
-        address=address,
-        tried_for=0,
-        give_up_after=60,
-    )
-    assert sent == Settlement("sent", "250 2.0.0 Ok for <recipient>")
-    bounced = settle(
-        Failed("550 5.1.1 <jan@example.pl> unknown", suppress=True),
-        address=address,
-        tried_for=0,
-        give_up_after=60,
-    )
-    assert bounced == Settlement(
-        "failed", "550 5.1.1 <<recipient>> unknown", "rejected by the relay", hard_bounce=True
-    )
-    later = Retry("451 4.3.0 later", deferred=True)
-    assert settle(later, address=address, tried_for=59, give_up_after=60).status == "retrying"
-    final = settle(later, address=address, tried_for=60, give_up_after=60)
-    assert (final.status, final.detail) == ("failed", GAVE_UP)
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(553, "5.1.8 Sender address rejected: Domain not found", stage="mail"),
+        Reply(550, "5.7.1 Sender rejected", stage="mail"),
+        Reply(530, "5.7.0 Authentication required", stage="mail"),
+        Reply(451, "4.1.8 Sender address rejected", stage="mail"),
+        # Postfix with smtpd_delay_reject answers the sender's fault at RCPT.
+        Reply(553, "5.1.8 <news@lucid.example>: Sender address rejected", stage="rcpt"),
+        Reply(550, "5.1.7 Bad sender's mailbox address syntax", stage="rcpt"),
+    ],
+)
+def test_a_refused_sender_is_held_never_the_recipients_fault(reply: Reply) -> None:
+    outcome = classify(reply)
+    assert outcome == Retry(str(reply), relay_fault=True)
+
+
+def test_a_session_that_cannot_be_had_is_the_relays_fault() -> None:
+    assert transport_failure("relay unavailable", relay_fault=True).relay_fault
+    assert not transport_failure("connection lost").relay_fault

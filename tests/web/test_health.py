@@ -19,10 +19,22 @@ async def get(url: str) -> tuple[int, Any]:
 async def test_alive_and_ready(config: dict[str, Any], start_service: StartService) -> None:
     service = await start_service(config)
     assert await get(base_url(service) + "/healthz") == (200, {"status": "ok"})
-    assert await get(base_url(service) + "/readyz") == (
-        200,
-        {"status": "ready", "checks": {"database": True, "broker": True}},
-    )
+    status, body = await get(base_url(service) + "/readyz")
+    assert (status, body["status"]) == (200, "ready")
+    checks = body["checks"]
+    assert {name: check["ok"] for name, check in checks.items()} == {
+        "database": True,
+        "broker": True,
+        "consumers": True,
+        "relay": True,
+        "heartbeat": True,
+    }
+    assert checks["consumers"]["queues"] == {
+        "mailer.receipts": True,
+        "mailer.newsletters": True,
+        "mailer.subscriptions": True,
+    }
+    assert checks["relay"]["detail"] == "no session tried yet"
 
 
 async def test_not_ready_while_the_database_is_away(
@@ -32,7 +44,7 @@ async def test_not_ready_while_the_database_is_away(
     async with database_away(database_url):
         status, body = await get(base_url(service) + "/readyz")
         assert status == 503
-        assert body["checks"]["database"] is False
+        assert body["checks"]["database"] == {"ok": False, "detail": "unreachable"}
         assert (await get(base_url(service) + "/healthz"))[0] == 200  # alive all the same
     assert (await get(base_url(service) + "/readyz"))[0] == 200
 
@@ -43,7 +55,7 @@ async def test_the_web_service_alone_needs_only_the_database(
     service = await start_service(config, run_worker=False)
     assert await get(base_url(service) + "/readyz") == (
         200,
-        {"status": "ready", "checks": {"database": True}},
+        {"status": "ready", "checks": {"database": {"ok": True, "detail": "reachable"}}},
     )
     async with (
         aiohttp.ClientSession() as session,

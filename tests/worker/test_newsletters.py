@@ -289,7 +289,7 @@ async def test_pause_resume_and_cancel(
     config["newsletter"] = {"rate": 50}
     service = await start_service(config)
     assert service.pool is not None
-    issues = Issues(service.pool, worker_id=service.worker_id, lease=3)
+    issues = Issues(service.pool)
     job = issue()
     await publish(portal, job)
 

@@ -1,0 +1,212 @@
+"""The one writer of the `deliveries` table (the `DeliveryStore` of mailer/core/deliveries.py).
+
+Every method is one round trip to the SQL functions of `sql/deliveries.sql`. A delivery
+being sent is claimed by one worker for a lease that the worker keeps renewing; a stopped
+worker's claims lapse and another worker takes them over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+from uuid import UUID
+
+import asyncpg
+
+from mailer.adapters.database import unavailable_is_temporary
+from mailer.core.consent import SubscriptionStatus, SuppressionReason
+from mailer.core.deliveries import DeliveryStatus, Write
+
+ClaimVerdict = Literal["claimed", "done", "busy", "conflict"]
+
+# A claimed delivery given back unattempted: as it was, or cancelled if its issue was meanwhile.
+_HAND_BACK = (
+    "status = CASE WHEN EXISTS (SELECT 1 FROM issues i WHERE i.id = d.job_id"
+    "                           AND i.state = 'cancelled') THEN 'cancelled'"
+    "              WHEN d.attempts > 0 THEN 'retrying' ELSE 'pending' END,"
+    " claimed_by = NULL, claimed_until = NULL, updated_at = now()"
+)
+
+_CLAIM_CHUNK = """
+WITH picked AS (
+    SELECT d.id, d.subscriber_id, d.recipient_key, d.attempts, d.created_at
+      FROM deliveries d
+     WHERE d.job_id = $1 AND d.status IN ('pending', 'retrying')
+       AND (d.not_before IS NULL OR d.not_before <= now())
+     ORDER BY d.id
+     LIMIT $3
+       FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE deliveries d
+       SET status = 'sending', claimed_by = $2, claimed_until = now() + $4, updated_at = now()
+      FROM picked p
+     WHERE d.id = p.id
+    RETURNING d.id
+)
+SELECT p.id, p.attempts, p.created_at, s.id AS subscriber_id, s.email, s.name, s.locale,
+       sub.status AS subscription, x.reason AS suppression
+  FROM picked p
+  JOIN claimed c ON c.id = p.id
+  LEFT JOIN subscribers s ON s.id = p.subscriber_id
+  LEFT JOIN subscriptions sub ON sub.subscriber_id = s.id AND sub.list_id = $5
+  LEFT JOIN suppressions x ON x.address_key = p.recipient_key
+ ORDER BY p.id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptClaim:
+    verdict: ClaimVerdict
+    delivery_id: int | None
+    status: DeliveryStatus | None
+    attempts: int
+    first_seen: datetime
+    suppression: SuppressionReason | None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    """A newsletter delivery claimed for sending, with what the database says of its
+    recipient now."""
+
+    id: int
+    issue_id: UUID
+    attempts: int
+    created_at: datetime
+    subscriber_id: int | None  # None: the person was erased
+    email: str | None
+    name: str | None
+    locale: Literal["pl", "en"] | None
+    subscription: SubscriptionStatus | None
+    suppression: SuppressionReason | None
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    ids: set[int] = field(default_factory=set)
+    finished_issues: list[UUID] = field(default_factory=list)
+
+
+def _count(result: str) -> int:
+    return int(result.rsplit(" ", 1)[1])
+
+
+class Deliveries:
+    def __init__(self, pool: asyncpg.Pool, *, worker_id: UUID, lease: float) -> None:
+        self._pool = pool
+        self.worker_id = worker_id
+        self._lease = timedelta(seconds=lease)
+
+    async def claim_receipt(
+        self, job_id: UUID, digest: bytes, recipient_key: bytes
+    ) -> ReceiptClaim:
+        async with unavailable_is_temporary("claim"):
+            row = await self._pool.fetchrow(
+                "SELECT * FROM claim_receipt($1, $2, $3, $4, $5)",
+                job_id,
+                digest,
+                recipient_key,
+                self.worker_id,
+                self._lease,
+            )
+        assert row is not None
+        return ReceiptClaim(
+            verdict=row["verdict"],
+            delivery_id=row["delivery_id"],
+            status=DeliveryStatus(row["status"]) if row["status"] else None,
+            attempts=row["attempts"] or 0,
+            first_seen=row["first_seen"],
+            suppression=row["suppression"],
+        )
+
+    async def claim_chunk(self, issue_id: UUID, list_id: int, size: int) -> list[ClaimedDelivery]:
+        """Claim up to `size` deliveries of an issue and read their recipients' consent."""
+        async with unavailable_is_temporary("claim chunk"):
+            rows = await self._pool.fetch(
+                _CLAIM_CHUNK, issue_id, self.worker_id, size, self._lease, list_id
+            )
+        return [
+            ClaimedDelivery(
+                id=r["id"],
+                issue_id=issue_id,
+                attempts=r["attempts"],
+                created_at=r["created_at"],
+                subscriber_id=r["subscriber_id"],
+                email=r["email"],
+                name=r["name"],
+                locale=r["locale"],
+                subscription=r["subscription"],
+                suppression=r["suppression"],
+            )
+            for r in rows
+        ]
+
+    async def record(self, writes: Sequence[Write]) -> Recorded:
+        """Write outcomes (TemporaryFailure when the database cannot take them now)."""
+        if not writes:
+            return Recorded()
+        async with unavailable_is_temporary("record"):
+            row = await self._pool.fetchrow(
+                "SELECT * FROM record_deliveries($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                self.worker_id,
+                [w.delivery_id for w in writes],
+                [str(w.status) for w in writes],
+                [w.attempted for w in writes],
+                [w.reply for w in writes],
+                [w.message_id for w in writes],
+                [w.detail for w in writes],
+                [w.not_before for w in writes],
+                [w.suppress for w in writes],
+            )
+        assert row is not None
+        return Recorded(set(row["recorded"]), list(row["finished"]))
+
+    async def renew_leases(self) -> int:
+        """Extend this worker's claims; returns how many it holds."""
+        async with unavailable_is_temporary("renew leases"):
+            result: str = await self._pool.execute(
+                "UPDATE deliveries SET claimed_until = now() + $2"
+                " WHERE claimed_by = $1 AND status = 'sending'",
+                self.worker_id,
+                self._lease,
+            )
+        return _count(result)
+
+    async def hand_back(self, delivery_ids: Sequence[int]) -> int:
+        """Give back claimed deliveries untouched: they were not attempted."""
+        async with unavailable_is_temporary("hand back"):
+            result: str = await self._pool.execute(
+                f"UPDATE deliveries d SET {_HAND_BACK}"
+                " WHERE id = ANY($1) AND claimed_by = $2 AND status = 'sending'",
+                list(delivery_ids),
+                self.worker_id,
+            )
+        return _count(result)
+
+    async def release_unattempted(self, keep: Sequence[int] = ()) -> int:
+        """On shutdown: hand back what this worker claimed and never tried, except `keep`
+        (outcomes it knows but could not write yet: their claims stay, so nobody sends
+        them again before they are written)."""
+        async with unavailable_is_temporary("release claims"):
+            result: str = await self._pool.execute(
+                f"UPDATE deliveries d SET {_HAND_BACK}"
+                " WHERE claimed_by = $1 AND status = 'sending' AND NOT id = ANY($2)",
+                self.worker_id,
+                list(keep),
+            )
+        return _count(result)
+
+    async def reclaim_expired(self, issue_ids: Sequence[UUID]) -> int:
+        """Give the rows of other workers that stopped renewing their lease back to the pool.
+        This worker's own rows are always recorded by itself, however late."""
+        async with unavailable_is_temporary("reclaim"):
+            result: str = await self._pool.execute(
+                f"UPDATE deliveries d SET {_HAND_BACK}"
+                " WHERE job_id = ANY($1) AND status = 'sending' AND claimed_until < now()"
+                " AND claimed_by <> $2",
+                list(issue_ids),
+                self.worker_id,
+            )
+        return _count(result)

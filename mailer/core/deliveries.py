@@ -1,0 +1,180 @@
+"""A delivery's life: its statuses, the one write model, and the port that stores them.
+
+    pending ─claim─► sending ─write─► sent | failed | suppressed | cancelled   (final)
+                        │       └───► retrying (not before a time) ─claim─► sending …
+                        └ hand back (never reached the relay) ─► pending | retrying
+
+Receipts and newsletters share this: each attempt's outcome becomes one `Write`, and only
+the `DeliveryStore` (one adapter) turns writes into rows.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Protocol
+
+from mailer.core.outcomes import Failed, Outcome, Retry, Sent, retry_delay, scrub
+
+MAX_REPLY_CHARS = 1000
+GAVE_UP = "gave up: still failing temporarily after the retry period"
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    RETRYING = "retrying"
+    FAILED = "failed"
+    SUPPRESSED = "suppressed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in _FINAL
+
+
+_FINAL = frozenset(
+    {
+        DeliveryStatus.SENT,
+        DeliveryStatus.FAILED,
+        DeliveryStatus.SUPPRESSED,
+        DeliveryStatus.CANCELLED,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """What the store records for one delivery this worker claimed."""
+
+    delivery_id: int
+    status: DeliveryStatus
+    attempted: bool = False  # an SMTP transaction was tried: counts in `attempts`
+    reply: str | None = None
+    message_id: str | None = None
+    detail: str | None = None
+    not_before: datetime | None = None
+    suppress: bool = False  # the address hard-bounced: suppress it for everything
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    tiers: tuple[float, ...]
+    give_up_after: float
+
+
+def clean_reply(text: str) -> str:
+    """A relay's words fit to store and show: valid Unicode, no NUL or other control
+    characters, bounded. Bytes that are not UTF-8 arrive as surrogate escapes; Polish
+    relays answer in CP1250 or ISO-8859-2 (alike for Polish letters), so they are read so."""
+    raw = text.encode("utf-8", "surrogateescape")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("cp1250", "replace")
+    text = _CONTROLS.sub(" ", unicodedata.normalize("NFC", text))
+    text = " ".join(text.split())
+    return text[:MAX_REPLY_CHARS]
+
+
+def attempt_write(
+    delivery_id: int,
+    outcome: Outcome,
+    *,
+    address: str,
+    message_id: str,
+    attempts_before: int,
+    tried_for: float,
+    now: datetime,
+    policy: RetryPolicy,
+) -> Write:
+    """An SMTP attempt's outcome as recorded. A temporary failure of the recipient's side
+    becomes final after `give_up_after` seconds of trying; one of the relay's or ours (our
+    sender refused, no session possible) never does: it is held until the relay is fixed."""
+    if isinstance(outcome, Sent):
+        reply = clean_reply(scrub(str(outcome.reply), address))
+        return Write(delivery_id, DeliveryStatus.SENT, True, reply, message_id)
+    reply = clean_reply(scrub(outcome.reason, address))
+    if isinstance(outcome, Failed):
+        return Write(
+            delivery_id,
+            DeliveryStatus.FAILED,
+            True,
+            reply,
+            detail="rejected by the relay",
+            suppress=outcome.suppress,
+        )
+    if not outcome.relay_fault and tried_for >= policy.give_up_after:
+        return Write(delivery_id, DeliveryStatus.FAILED, True, reply, detail=GAVE_UP)
+    delay = retry_delay(attempts_before + 1, policy.tiers)
+    return Write(
+        delivery_id,
+        DeliveryStatus.RETRYING,
+        True,
+        reply,
+        detail=_retry_detail(outcome),
+        not_before=now + timedelta(seconds=delay),
+    )
+
+
+def _retry_detail(outcome: Retry) -> str:
+    if outcome.relay_fault:
+        return "held: the relay refused our session or sender, not the recipient"
+    return "temporary failure"
+
+
+def handed_back(delivery_id: int, attempts: int, not_before: datetime | None = None) -> Write:
+    """Never handed to the relay: back to where it was, to be claimed again."""
+    status = DeliveryStatus.RETRYING if attempts else DeliveryStatus.PENDING
+    return Write(delivery_id, status, not_before=not_before)
+
+
+def suppressed(delivery_id: int, reason: str) -> Write:
+    return Write(delivery_id, DeliveryStatus.SUPPRESSED, detail=reason)
+
+
+def cancelled(delivery_id: int) -> Write:
+    return Write(delivery_id, DeliveryStatus.CANCELLED, detail="issue cancelled")
+
+
+def unsendable(delivery_id: int, reason: str) -> Write:
+    """A message that can never be built for this recipient (e.g. a name no header can
+    carry): failed once, with the reason, never retried."""
+    return Write(
+        delivery_id, DeliveryStatus.FAILED, detail=clean_reply(f"cannot be composed: {reason}")
+    )
+
+
+def interrupted(delivery_id: int, now: datetime, policy: RetryPolicy, attempts: int) -> Write:
+    """Stopped while its SMTP transaction was under way: whether the relay took it is
+    unknown, so it is tried again later (a possible duplicate, with the same Message-ID)."""
+    delay = retry_delay(attempts + 1, policy.tiers)
+    return Write(
+        delivery_id,
+        DeliveryStatus.RETRYING,
+        True,
+        detail="interrupted during the SMTP transaction at shutdown",
+        not_before=now + timedelta(seconds=delay),
+    )
+
+
+class DeliveryStore(Protocol):
+    """The one owner of delivery rows. Writes apply only to rows this worker holds, or to a
+    row handed back and not yet claimed again (a late outcome of a real attempt wins)."""
+
+    async def record(self, writes: Sequence[Write]) -> set[int]:
+        """Write outcomes; returns the ids recorded. TemporaryFailure when the database
+        cannot take them now."""
+        ...
+
+    async def hand_back(self, delivery_ids: Sequence[int]) -> int: ...
+
+    async def renew_leases(self) -> int: ...
+
+    async def release_unattempted(self, keep: Sequence[int]) -> int: ...
