@@ -15,11 +15,12 @@ COPY --chown=root:root templates ./templates
 COPY --chown=root:root config ./config
 ENV PATH=/opt/mailer/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    MAILER_HTTP_HOST=0.0.0.0 \
-    MAILER_SMTP_CAPTURE_DIR=/tmp/outbox
+    MAILER_HTTP_HOST=0.0.0.0
 USER mailer
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request, sys; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4)" || exit 1
+# MAILER_SMTP_URL is required: with no relay, `mailer run` refuses to start (the embedded
+# capture server is for development and must be asked for with MAILER_SMTP_CAPTURE=true).
 # SIGTERM drains: jobs in hand finish or go back to their queue.
 STOPSIGNAL SIGTERM
 CMD ["mailer", "run"]

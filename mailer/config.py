@@ -76,6 +76,7 @@ class SmtpSettings(_Section):
     pool_size: int = Field(4, ge=1, le=100)
     timeout: float = Field(30.0, gt=0)
     helo_name: str | None = None
+    capture: bool = False  # with no url: the embedded capture server, for development
     capture_dir: Path = Path("var/outbox")
 
     @field_validator("url")

@@ -232,7 +232,13 @@ class Service:
                 return_path=return_path,
                 metrics=self.metrics,
             )
-            return Attempts(sender=sender, health=self.relay_health, policy=retry, clock=self.clock)
+            return Attempts(
+                sender=sender,
+                health=self.relay_health,
+                policy=retry,
+                clock=self.clock,
+                captured=self.capture is not None,
+            )
 
         self.receipts = receipts = ReceiptPipeline(
             renderer=parts.renderer,
@@ -324,6 +330,16 @@ class Service:
         if relay_config is not None:
             log.info("relay %s", relay_config.display)
             return relay_config
+        if not smtp.capture:
+            raise ConfigError(
+                "config: [smtp] url (MAILER_SMTP_URL): no relay configured; set one, or set"
+                " [smtp] capture = true (MAILER_SMTP_CAPTURE) to write mail to"
+                f" {smtp.capture_dir} instead of delivering it"
+            )
+        log.warning(
+            "no relay: mail is written to %s and recorded as captured, never delivered",
+            smtp.capture_dir,
+        )
         self.capture = CaptureServer(smtp.capture_dir)
         await self.capture.start()
         return SmtpRelay(

@@ -218,7 +218,7 @@ async def test_run_with_the_embedded_capture_then_sigterm(
     port = free_port()
     config["http"]["port"] = port
     outbox = tmp_path / "outbox"
-    env = environment(config, MAILER_SMTP_CAPTURE_DIR=str(outbox))
+    env = environment(config, MAILER_SMTP_CAPTURE_DIR=str(outbox), MAILER_SMTP_CAPTURE="true")
     assert mailer("migrate", env=env).returncode == 0
     process = subprocess.Popen(
         [sys.executable, "-m", "mailer", "run"],
@@ -248,12 +248,49 @@ async def test_run_with_the_embedded_capture_then_sigterm(
         data = eml.read_bytes()
         assert dkim.DKIM(data).verify(dnsfunc=dkim_keys.dns)
         assert b"Subject: Potwierdzenie =?utf-8?q?zam=C3=B3wienia?= ZAM/2026/11/0042" in data
+
+        async def recorded() -> str | None:
+            status: str | None = await db.fetchval("SELECT status FROM deliveries")
+            return status if status not in (None, "sending") else None
+
+        assert await eventually(recorded) == "captured"  # never passes for delivery
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/metrics") as response,
+        ):
+            metrics = await response.text()
+        assert 'mailer_deliveries_total{kind="receipt",outcome="captured"} 1.0' in metrics
+        assert 'outcome="sent"' not in metrics
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
     assert "mailer stopped" in stderr
     assert "kowalski" not in stderr.lower()  # addresses never in the log
+
+
+def test_run_without_a_relay_refuses_to_start_unless_capture_is_asked_for(
+    config: dict[str, Any], database_url: str
+) -> None:
+    del config["smtp"]["url"]
+    config["http"]["port"] = free_port()
+    env = environment(config)
+    assert mailer("migrate", env=env).returncode == 0
+    result = subprocess.run(
+        [sys.executable, "-m", "mailer", "run"],
+        env=env,
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith("mailer: config: [smtp] url (MAILER_SMTP_URL): no relay configured")
+    )
 
 
 async def test_sigterm_finishes_or_returns_work_in_hand_and_loses_nothing(

@@ -183,7 +183,7 @@ class Issues:
                 "   coalesce($2, now())) AS since)"
                 " SELECT count(*) AS sent,"
                 "   extract(epoch FROM now() - (SELECT since FROM span)) AS seconds"
-                " FROM deliveries WHERE job_id = $1 AND status = 'sent'"
+                " FROM deliveries WHERE job_id = $1 AND status IN ('sent', 'captured')"
                 "   AND updated_at > (SELECT since FROM span)",
                 issue_id,
                 issue["started_at"],

@@ -12,6 +12,7 @@ from tqdm import tqdm
 from mailer.adapters.issues import Issues, Progress
 
 ORDER = ("sent", "suppressed", "failed", "retrying", "sending", "pending", "cancelled")
+FINISHED = ("sent", "captured", "suppressed", "failed", "cancelled")
 FINAL_STATES = ("done", "cancelled")
 
 
@@ -22,7 +23,12 @@ def describe(progress: Progress) -> str:
     if progress.state == "scheduled":
         lines.append(f"  starts at {progress.send_at.isoformat(timespec='seconds')}")
     lines.append(
-        f"  total {total}   " + "   ".join(f"{name} {counts.get(name, 0)}" for name in ORDER)
+        f"  total {total}   "
+        + "   ".join(
+            f"{name} {counts.get(name, 0)}"
+            for name in ("captured", *ORDER)
+            if name != "captured" or counts.get(name)
+        )
     )
     remaining = sum(counts.get(name, 0) for name in ("pending", "retrying", "sending"))
     if progress.state == "sending":
@@ -43,9 +49,7 @@ def _duration(seconds: float) -> str:
 
 
 def done_count(progress: Progress) -> int:
-    return sum(
-        progress.counts.get(name, 0) for name in ("sent", "suppressed", "failed", "cancelled")
-    )
+    return sum(progress.counts.get(name, 0) for name in FINISHED)
 
 
 async def watch(

@@ -29,6 +29,7 @@ class DeliveryStatus(StrEnum):
     PENDING = "pending"
     SENDING = "sending"
     SENT = "sent"
+    CAPTURED = "captured"  # written to the embedded capture server: not delivered
     RETRYING = "retrying"
     FAILED = "failed"
     SUPPRESSED = "suppressed"
@@ -42,6 +43,7 @@ class DeliveryStatus(StrEnum):
 _FINAL = frozenset(
     {
         DeliveryStatus.SENT,
+        DeliveryStatus.CAPTURED,
         DeliveryStatus.FAILED,
         DeliveryStatus.SUPPRESSED,
         DeliveryStatus.CANCELLED,
@@ -93,13 +95,16 @@ def attempt_write(
     tried_for: float,
     now: datetime,
     policy: RetryPolicy,
+    captured: bool = False,
 ) -> Write:
     """An SMTP attempt's outcome as recorded. A temporary failure of the recipient's side
     becomes final after `give_up_after` seconds of trying; one of the relay's or ours (our
-    sender refused, no session possible) never does: it is held until the relay is fixed."""
+    sender refused, no session possible) never does: it is held until the relay is fixed.
+    A message the embedded capture server took (`captured`) was not delivered."""
     if isinstance(outcome, Sent):
         reply = clean_reply(scrub(str(outcome.reply), address))
-        return Write(delivery_id, DeliveryStatus.SENT, True, reply, message_id)
+        status = DeliveryStatus.CAPTURED if captured else DeliveryStatus.SENT
+        return Write(delivery_id, status, True, reply, message_id)
     reply = clean_reply(scrub(outcome.reason, address))
     if isinstance(outcome, Failed):
         return Write(

@@ -264,6 +264,7 @@ class ChunkRunner:
 _COUNTED = frozenset(
     {
         DeliveryStatus.SENT,
+        DeliveryStatus.CAPTURED,
         DeliveryStatus.FAILED,
         DeliveryStatus.RETRYING,
         DeliveryStatus.SUPPRESSED,

@@ -28,7 +28,9 @@ class Attempts:
         health: RelayHealth,
         policy: RetryPolicy,
         clock: Callable[[], datetime],
+        captured: bool = False,
     ) -> None:
+        self._captured = captured  # the relay is the embedded capture server
         self._sender = sender
         self._health = health
         self._policy = policy
@@ -61,5 +63,6 @@ class Attempts:
             tried_for=(now - first_seen).total_seconds(),
             now=now,
             policy=self._policy,
+            captured=self._captured,
         )
         return write, outcome

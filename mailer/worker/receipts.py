@@ -137,8 +137,8 @@ class ReceiptPipeline:
                 recorded = await self._deliveries.record([write])
                 break
             except TemporaryFailure as exc:
-                if self._stopping.is_set() and write.status != DeliveryStatus.SENT:
-                    self._owed.discard(write.delivery_id)  # not accepted: trying again is safe
+                if self._stopping.is_set() and not write.attempted:
+                    self._owed.discard(write.delivery_id)  # never reached the relay: safe to retry
                     raise
                 log.warning(
                     "receipt outcome %s not recorded yet, trying again in %.1fs: %s",
