@@ -7,8 +7,9 @@ worker's claims lapse and another worker takes them over.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 from uuid import UUID
@@ -19,6 +20,8 @@ from mailer.adapters.database import unavailable_is_temporary
 from mailer.core.consent import SubscriptionStatus, SuppressionReason
 from mailer.core.deliveries import DeliveryStatus, Write
 
+log = logging.getLogger(__name__)
+UNSTORABLE_REPLY = "(the relay's reply could not be stored)"
 ClaimVerdict = Literal["claimed", "done", "busy", "conflict"]
 
 # A claimed delivery given back unattempted: as it was, or cancelled if its issue was meanwhile.
@@ -144,9 +147,24 @@ class Deliveries:
         ]
 
     async def record(self, writes: Sequence[Write]) -> Recorded:
-        """Write outcomes (TemporaryFailure when the database cannot take them now)."""
+        """Write outcomes (TemporaryFailure when the database cannot take them now). A value
+        the database refuses fails that write alone: it is written again without its reply
+        text, so one odd reply never holds up the others."""
         if not writes:
             return Recorded()
+        try:
+            return await self._record(writes)
+        except asyncpg.DataError:
+            if len(writes) > 1:
+                parts = [await self.record([write]) for write in writes]
+                return Recorded(
+                    {i for part in parts for i in part.ids},
+                    [issue for part in parts for issue in part.finished_issues],
+                )
+            log.exception("outcome of delivery %d stored without its reply", writes[0].delivery_id)
+            return await self._record([replace(writes[0], reply=UNSTORABLE_REPLY)])
+
+    async def _record(self, writes: Sequence[Write]) -> Recorded:
         async with unavailable_is_temporary("record"):
             row = await self._pool.fetchrow(
                 "SELECT * FROM record_deliveries($1, $2, $3, $4, $5, $6, $7, $8, $9)",

@@ -110,3 +110,27 @@ async def test_a_retry_waits_for_its_time(db: asyncpg.Connection, database_url: 
         assert await a.claim_chunk(job, 1, 1) == []
     finally:
         await pool.close()
+
+
+async def test_a_value_the_database_refuses_holds_up_no_other_outcome(
+    db: asyncpg.Connection, database_url: str
+) -> None:
+    """PostgreSQL refuses NUL in text: that write loses its reply, the rest go in whole."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        a = Deliveries(pool, worker_id=uuid.uuid4(), lease=30)
+        job = await issue_rows(db, 3)
+        rows = await a.claim_chunk(job, 1, 3)
+        writes = [sent(row.id) for row in rows]
+        writes[1] = Write(rows[1].id, DeliveryStatus.FAILED, True, "550 bad\x00byte")
+        assert (await a.record(writes)).ids == {row.id for row in rows}
+        replies = await db.fetch(
+            "SELECT status, reply FROM deliveries WHERE job_id = $1 ORDER BY id", job
+        )
+    finally:
+        await pool.close()
+    assert [tuple(r) for r in replies] == [
+        ("sent", "250 ok"),
+        ("failed", "(the relay's reply could not be stored)"),
+        ("sent", "250 ok"),
+    ]
