@@ -125,15 +125,13 @@ class ChunkRunner:
             try:
                 await self._send(state)
             except asyncio.CancelledError:
-                now = self._clock()
-                for row in state.in_flight.values():
-                    write = interrupted(row.id, now, self._policy, row.attempts)
-                    recorder.add(write, reserved=False)
-                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                    await asyncio.wait_for(recorder.close(), LAST_WRITE_AT_SHUTDOWN)
+                await self._cut_short(state)
+                raise
+            try:
+                await recorder.close()
+            except asyncio.CancelledError:
                 await recorder.abandon()
                 raise
-            await recorder.close()
             await self._throttle.release(
                 holder, sorted(state.deferred), sorted(state.accepted), self._default_domain_rate
             )
@@ -142,6 +140,17 @@ class ChunkRunner:
             if not recorder.owed:
                 self._recorders.discard(recorder)
         return finished
+
+    async def _cut_short(self, chunk: _Chunk) -> None:
+        """Stopped mid-chunk (SIGTERM past the drain timeout): write what is known, and
+        what was under way at the relay as tried (it may have arrived). What never started
+        stays claimed, for the shutdown to hand back."""
+        now = self._clock()
+        for row in chunk.in_flight.values():
+            chunk.recorder.add(interrupted(row.id, now, self._policy, row.attempts), reserved=False)
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(chunk.recorder.close(), LAST_WRITE_AT_SHUTDOWN)
+        await chunk.recorder.abandon()
 
     async def _send(self, chunk: _Chunk) -> None:
         recorder = chunk.recorder
@@ -179,6 +188,8 @@ class ChunkRunner:
                 chunk.in_flight[row.id] = row
                 try:
                     write = await self._one(chunk, row)
+                except asyncio.CancelledError:
+                    raise  # stays in flight: the relay may have it
                 except BaseException:
                     chunk.in_flight.pop(row.id, None)
                     recorder.release()  # never handed to the relay
