@@ -17,6 +17,7 @@ from mailer.adapters.broker import Broker
 from mailer.service import Service
 from tests.conftest import StartService
 from tests.support.copies import copies, figures
+from tests.support.deadlines import reached
 from tests.support.jobs import encode, receipt
 from tests.support.newsletters import issue, issue_state, outcomes, people, subscribe
 from tests.support.smtp import SmtpServer
@@ -125,18 +126,11 @@ async def test_a_newsletter_reply_that_is_not_utf8_neither_blocks_the_chunk_nor_
     async def done() -> bool:
         return await issue_state(db, job["id"]) == "done"
 
-    with_no_restart = True
-    try:
-        await eventually(done, timeout=8)
-    except AssertionError:
-        with_no_restart = False
+    with_no_restart = await reached(done, timeout=8)
     at_first = await outcomes(db, job["id"])
     await first.stop()
     await start_service(config)  # a restart, as after a deploy
-    try:
-        await eventually(done, timeout=8)
-    except AssertionError:
-        pass
+    await reached(done, timeout=8)
     wanted = [email for email, _, _ in audience if email != victim]
     counts = copies(smtp_server.received)
     summary = (

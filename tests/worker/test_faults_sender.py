@@ -16,10 +16,10 @@ import asyncpg
 from mailer.adapters.broker import Broker
 from tests.conftest import StartService
 from tests.support.copies import copies, figures
+from tests.support.deadlines import reached
 from tests.support.jobs import encode, receipt
 from tests.support.newsletters import issue, issue_state, outcomes, people, subscribe
 from tests.support.smtp import SmtpServer
-from tests.support.waiting import eventually
 
 REFUSED = "553 5.1.8 Sender address rejected: Domain not found"
 
@@ -35,11 +35,7 @@ async def tried_again(smtp_server: SmtpServer, sessions: int) -> bool:
     async def enough() -> bool:
         return smtp_server.mail_from_seen >= sessions
 
-    try:
-        await eventually(enough, timeout=6)
-    except AssertionError:
-        return False
-    return True
+    return await reached(enough, timeout=6)
 
 
 async def test_receipts_are_held_not_failed_while_the_relay_refuses_our_sender(
@@ -67,10 +63,7 @@ async def test_receipts_are_held_not_failed_while_the_relay_refuses_our_sender(
     async def all_sent() -> bool:
         return (await statuses(db)).get("sent") == len(jobs)
 
-    try:
-        await eventually(all_sent, timeout=10)
-    except AssertionError:
-        pass
+    await reached(all_sent, timeout=10)
     summary = (
         f"while refused: retried {retried}, ledger {during}, {suppressed} suppressed;"
         f" after the fix: {figures(smtp_server.received, addresses)},"
@@ -109,10 +102,7 @@ async def test_a_newsletter_is_held_not_failed_while_the_relay_refuses_our_sende
     async def done() -> bool:
         return await issue_state(db, job["id"]) == "done"
 
-    try:
-        await eventually(done, timeout=15)
-    except AssertionError:
-        pass
+    await reached(done, timeout=15)
     wanted = [email for email, _, _ in audience]
     summary = (
         f"while refused: retried {retried}, ledger {during}, {suppressed} suppressed;"
