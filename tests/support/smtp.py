@@ -6,6 +6,7 @@ import asyncio
 import ssl
 import time
 from collections import Counter, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -14,6 +15,8 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 DROP = "drop"  # a DATA fault: close the connection instead of answering
+LOST = "lost"  # a DATA fault: store the message, then close the connection before the 250
+Reply = str | bytes  # bytes go on the wire as they are: a reply that is not UTF-8
 
 
 @dataclass(frozen=True)
@@ -35,18 +38,27 @@ class SmtpServer:
     """Accepts everything unless told otherwise.
 
     `rcpt_replies[address]` answers RCPT for that address; `data_replies` answers the next
-    DATA commands in turn (a reply string, or DROP to close the connection after the data).
+    DATA commands in turn (a reply, DROP to close the connection after the data, or LOST to
+    store the message and then close it). `mail_reply` answers every MAIL FROM while set.
+    After `hold_after` messages are stored, DATA waits for `release` to be set before it
+    answers; a message whose client hung up meanwhile is not stored. `before_reply` runs
+    after a message is stored and before its 250 is sent.
     """
 
     tls_context: ssl.SSLContext | None = None
     implicit_tls: bool = False
     credentials: tuple[str, str] | None = None
     received: list[Received] = field(default_factory=list)
-    rcpt_replies: dict[str, str] = field(default_factory=dict)
-    data_replies: deque[str] = field(default_factory=deque)
+    rcpt_replies: dict[str, Reply] = field(default_factory=dict)
+    data_replies: deque[Reply] = field(default_factory=deque)
+    mail_reply: Reply | None = None
+    hold_after: int | None = None
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    before_reply: Callable[[Received], Awaitable[None]] | None = None
+    mail_from_seen: int = 0  # MAIL FROM commands received
     data_delay: float = 0.0  # seconds before answering DATA: a slow relay
     domain_delays: dict[str, float] = field(default_factory=dict)  # … for some domains only
-    domain_replies: dict[str, str] = field(default_factory=dict)  # DATA answer by domain
+    domain_replies: dict[str, Reply] = field(default_factory=dict)  # DATA answer by domain
     in_flight: Counter[str] = field(default_factory=Counter)
     most_in_flight: Counter[str] = field(default_factory=Counter)  # per recipient domain
     connections: int = 0
@@ -96,15 +108,25 @@ class SmtpServer:
         )
         return AuthResult(success=ok, handled=False)
 
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> Reply:
+        self.mail_from_seen += 1
+        if self.mail_reply is not None:
+            return self.mail_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
-    ) -> str:
+    ) -> Reply:
         if address in self.rcpt_replies:
             return self.rcpt_replies[address]
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> Reply:
         domain = envelope.rcpt_tos[0].rpartition("@")[2] if envelope.rcpt_tos else ""
         self.in_flight[domain] += 1
         self.most_in_flight[domain] = max(self.most_in_flight[domain], self.in_flight[domain])
@@ -112,27 +134,36 @@ class SmtpServer:
             delay = self.domain_delays.get(domain, self.data_delay)
             if delay:
                 await asyncio.sleep(delay)
+            if self.hold_after is not None and len(self.received) >= self.hold_after:
+                await self.release.wait()
+                if server.transport is None or server.transport.is_closing():
+                    return "421 4.4.2 the client left"  # nobody reads it: not stored
         finally:
             self.in_flight[domain] -= 1
         if domain in self.domain_replies:
             return self.domain_replies[domain]
-        if self.data_replies:
-            reply = self.data_replies.popleft()
-            if reply == DROP:
-                assert server.transport is not None
-                server.transport.close()
-                return "250 never seen"
+        reply = self.data_replies.popleft() if self.data_replies else None
+        if reply == DROP:
+            assert server.transport is not None
+            server.transport.close()
+            return "250 never seen"
+        if reply is not None and reply != LOST:
             return reply
         assert envelope.mail_from is not None and envelope.original_content is not None
-        self.received.append(
-            Received(
-                envelope.mail_from,
-                tuple(envelope.rcpt_tos),
-                envelope.original_content,
-                time.monotonic(),
-                session.host_name,
-            )
+        received = Received(
+            envelope.mail_from,
+            tuple(envelope.rcpt_tos),
+            envelope.original_content,
+            time.monotonic(),
+            session.host_name,
         )
+        self.received.append(received)
+        if reply == LOST:
+            assert server.transport is not None
+            server.transport.close()
+            return "250 never seen"
+        if self.before_reply is not None:
+            await self.before_reply(received)
         return f"250 2.0.0 Ok: queued as Q{len(self.received)}"
 
     def to(self, address: str) -> list[Received]:
