@@ -134,7 +134,8 @@ _SIZE_WORDS = re.compile(r"too (?:big|large)|message size|maximum .{0,20}size", 
 _RELAY_WORDS = re.compile(
     r"relay(?:ing)? (?:access )?(?:denied|not permitted)|not permitted to relay", re.IGNORECASE
 )
-_ADDRESS = re.compile(r"[^\s<>\"'(),;:\[\]]+@[^\s<>\"'(),;:\[\]]+")
+_ADDRESS = re.compile(r"<?[^\s<>\"'(),;:\[\]]+@[^\s<>\"'(),;:\[\]]+>?")
+_DIAGNOSTIC_TYPE = re.compile(r"^\s*(?:smtp|x-[\w-]+|X-Postfix|X-Unix)\s*;\s*", re.IGNORECASE)
 _DIAGNOSTIC_CHARS = 500
 
 
@@ -329,7 +330,7 @@ def _dsn_recipient(block: Message) -> Recipient | None:
     if detailed and (code is None or (code[1:] == (0, 0) and detailed[0] == code[0])):
         code = detailed  # "Status: 5.0.0" with "Diagnostic-Code: smtp; 550 5.1.1 ..."
     status = ".".join(map(str, code)) if code else None
-    diagnostic = scrub(diagnostic_field) or None
+    diagnostic = scrub(_DIAGNOSTIC_TYPE.sub("", diagnostic_field)) or None
     if action is not None and action.startswith("delay"):
         kind, reason = Kind.IGNORED, "delayed: the remote server is still trying"
     elif action in ("delivered", "relayed", "expanded"):
@@ -464,8 +465,31 @@ def _near(text: str, address: str) -> str:
     return text if at < 0 else text[max(0, at - 200) : at + len(address) + 600]
 
 
+def _flufl(msg: Message, raw: bytes) -> tuple[frozenset[bytes], frozenset[bytes]] | None:
+    """flufl.bounce's temporary and permanent addresses; None if it cannot read the message.
+
+    Its detectors stop at the first that raises, and some raise on 8-bit headers (which the
+    parser leaves as Header objects: Sina) or on a missing or empty From (Yale, with the
+    getaddresses of Python 3.11.7+): a failure is retried once with every 8-bit byte made
+    ASCII and an empty From put first."""
+    try:
+        return all_failures(msg)
+    except (LookupError, ValueError, TypeError, AttributeError):
+        ascii_only = re.sub(rb"[\x80-\xff]", b"?", raw)
+        at = ascii_only.find(b"\n") + 1 if ascii_only.startswith(b"From ") else 0  # mbox line
+        ascii_only = ascii_only[:at] + b"From: <>\n" + ascii_only[at:]
+        try:
+            return all_failures(email.message_from_bytes(ascii_only))
+        except (LookupError, ValueError, TypeError, AttributeError):
+            return None
+
+
 def _from_fallback(msg: Message, raw: bytes) -> Report | None:
-    temporary, permanent = all_failures(msg)
+    failures = _flufl(msg, raw)
+    if failures is None:
+        reason = "the fallback parser could not read this message"
+        return Report(Kind.UNPARSEABLE, reason, "non-standard", (), _tokens(msg, None, (), raw))
+    temporary, permanent = failures
     found = {address.decode("ascii", "replace"): address in permanent for address in temporary}
     found.update({address.decode("ascii", "replace"): True for address in permanent})
     text = _explanation(msg)
@@ -495,6 +519,9 @@ def _from_fallback(msg: Message, raw: bytes) -> Report | None:
 # ---------------------------------------------------------------- entry points
 
 
+_MAX_MULTIPARTS = 100
+
+
 def classify_report(raw: bytes) -> Report:
     """What a message sent to a bounce address reports. Never raises: hostile or broken input
     is `unparseable`, with the reason."""
@@ -507,6 +534,9 @@ def classify_report(raw: bytes) -> Report:
 
 
 def _classify(raw: bytes) -> Report:
+    if raw.lower().count(b"boundary=") > _MAX_MULTIPARTS:
+        # Real reports have a handful; thousands nested cost seconds and overflow the parser.
+        return Report(Kind.UNPARSEABLE, "too many MIME parts", "none")
     msg = email.message_from_bytes(raw)
     report = _from_arf(msg, raw) or _from_dsn(msg, raw)
     if report is not None:
