@@ -353,7 +353,8 @@ def _from_dsn(msg: Message, raw: bytes) -> Report | None:
         ):
             continue
         for block in _field_blocks(part):
-            envelope_id = envelope_id or _header(block, "Original-Envelope-Id") or None
+            # RFC 3461: an ENVID is at most 100 characters; ours is the delivery id.
+            envelope_id = envelope_id or _header(block, "Original-Envelope-Id")[:100] or None
             recipient = _dsn_recipient(block)
             if recipient is not None:
                 recipients.append(recipient)
@@ -386,7 +387,7 @@ def _from_arf(msg: Message, raw: bytes) -> Report | None:
     )
     if fields is None:
         return None
-    feedback_type = _header(fields, "Feedback-Type").lower() or None
+    feedback_type = scrub(_header(fields, "Feedback-Type").lower())[:40] or None
     returned = _returned_headers(msg)
     tokens = _tokens(msg, returned, (_header(fields, "Original-Mail-From"),), raw)
     if feedback_type is None:
@@ -602,10 +603,11 @@ def classify_reply(code: int, enhanced: str | None, text: str, stage: Stage) -> 
             status,
             temporary,
         )
-    if found is not None and found[0] * 100 != code // 100 * 100:
+    if found is not None and found[0] != code // 100:
         found = None  # "550 4.1.1" is incoherent: the basic code rules
-    kind, reason = _judge(found or (code // 100, 0, 0), text, structured=True)
-    return ReplyVerdict(ReplyKind(kind.value), f"{code} {reason}", status, temporary)
+    kind, reason = _judge(found, f"{code} {text}", structured=True)
+    reason = f"{code} {reason}" if found else reason
+    return ReplyVerdict(ReplyKind(kind.value), reason, status, temporary)
 
 
 # ---------------------------------------------------------------- soft-bounce scoring

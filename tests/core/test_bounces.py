@@ -539,6 +539,7 @@ def test_classify_reply(
     verdict = classify_reply(code, enhanced, text, stage)  # type: ignore[arg-type]
     assert (verdict.kind, verdict.retry) == (kind, retry), verdict.reason
     assert verdict.temporary is (400 <= code < 500)
+    assert verdict.reason.startswith(str(code))
 
 
 def test_a_refused_sender_is_not_what_the_old_rule_called_a_bad_address() -> None:
@@ -619,3 +620,12 @@ def test_future_days_are_not_counted_and_the_rule_is_configurable() -> None:
 def test_a_nonsense_rule_is_refused(bad: dict[str, int]) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         soft_bounce_decision([], SENT, **bad)
+
+
+def test_what_a_report_says_of_itself_is_bounded_and_scrubbed() -> None:
+    """Feedback-Type and ENVID come from whoever sent the report: no address, no essay."""
+    report = classify_report(arf("eve@example.net " + "x" * 200))
+    assert report.kind is Kind.IGNORED and "@" not in report.reason
+    assert report.feedback_type is not None and len(report.feedback_type) <= 40
+    long_envid = classify_report(dsn([block("a@example.net", "failed", "5.1.1")], envid="9" * 500))
+    assert long_envid.envelope_id == "9" * 100
