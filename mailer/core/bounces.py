@@ -115,8 +115,8 @@ _DETAILS = {
 }
 _POLICY_WORDS = re.compile(
     r"block(?:ed|list|ing)|black ?list|spamhaus|spamcop|barracuda|\b(?:rbl|dnsbl|uribl)\b|"
-    r"\blisted\b|\bspam\b|unsolicited|reputation|\bpolicy\b|dmarc|\bspf\b|dkim|banned|virus|"
-    r"not authori[sz]ed",
+    r"(?<!not )\blisted\b|\bspam\b|unsolicited|reputation|\bpolicy\b|dmarc|\bspf\b|dkim|banned|"
+    r"virus|not authori[sz]ed",
     re.IGNORECASE,
 )
 _QUOTA_WORDS = re.compile(
@@ -127,7 +127,7 @@ _QUOTA_WORDS = re.compile(
 _UNKNOWN_WORDS = re.compile(
     r"user unknown|unknown (?:user|recipient|address|mailbox)|no such (?:user|mailbox|recipient|"
     r"address)|does ?n[o']t exist|invalid (?:recipient|mailbox|address)|addressee unknown|"
-    r"no mailbox",
+    r"no mailbox|not listed in",
     re.IGNORECASE,
 )
 _SIZE_WORDS = re.compile(r"too (?:big|large)|message size|maximum .{0,20}size", re.IGNORECASE)
@@ -445,6 +445,7 @@ _RETURNED_COPY = re.compile(
     r"unsent message|rfc822)|^(?:Received|Return-Path):",
     re.IGNORECASE | re.MULTILINE,
 )
+_QUOTED_HEADER = re.compile(r"^\s*(?:Subject|From|To|Cc|Sent|Date):.*$", re.I | re.M)
 _EXPLANATION_CHARS = 16_000
 
 
@@ -458,7 +459,8 @@ def _explanation(msg: Message) -> str:
     ]
     text = "\n".join(texts)[:_EXPLANATION_CHARS]
     cut = _RETURNED_COPY.search(text, 1)
-    return text[: cut.start()] if cut else text
+    # Our own subject line, quoted back ("New privacy policy"), must not read as a reason.
+    return _QUOTED_HEADER.sub("", text[: cut.start()] if cut else text)
 
 
 def _near(text: str, address: str) -> str:
