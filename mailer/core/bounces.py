@@ -429,12 +429,12 @@ def _auto_reply(msg: Message) -> str | None:
     if "auto_reply" in precedence:
         return "an auto-reply (Precedence: auto_reply)"
     subject = _header(msg, "Subject")
+    if _AUTO_SUBJECT.search(subject):
+        return "an out-of-office reply"
     if _DAEMON.search(f"{_header(msg, 'From')} {subject}"):
         return None  # bounces, too, say Auto-Submitted: auto-replied
     if submitted.startswith("auto-replied"):
         return "an auto-reply (Auto-Submitted: auto-replied)"
-    if _AUTO_SUBJECT.search(subject):
-        return "an out-of-office reply"
     return None
 
 

@@ -407,6 +407,7 @@ def reply(headers: str, body: str = "I am away until Monday.") -> bytes:
         "Subject: Out of Office: November",
         "Subject: Automatic reply: November",
         "Subject: Urlop do 5 stycznia",
+        "Subject: Automatic reply: your order was rejected",  # not a bounce for its words
         "Subject: Re: November\nX-Autoreply: yes",
         "Subject: Re: November\nPrecedence: auto_reply",
     ],
