@@ -368,9 +368,11 @@ class Service:
         goes wrong is logged and shown by /readyz; the heartbeat itself goes on."""
         assert self.deliveries is not None and self.runner is not None
         interval = self.settings.worker.lease / 3
+        wait = interval
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=interval)
+                await asyncio.wait_for(self._stopping.wait(), timeout=wait)
+            wait = min(interval, 0.5)  # after a failure: again soon, before the leases lapse
             try:
                 await self.deliveries.renew_leases()
                 await throttle.renew(self.runner.holders())
@@ -378,10 +380,14 @@ class Service:
                 log.warning("could not renew leases: %s", exc)
                 self.heartbeat.failed(str(exc))
             except Exception as exc:
-                log.exception("could not renew leases")
+                if self.heartbeat.check().ok:
+                    log.exception("could not renew leases")
+                else:
+                    log.error("could not renew leases: %s: %s", type(exc).__name__, exc)
                 self.heartbeat.failed(f"{type(exc).__name__}: {exc}")
             else:
                 self.heartbeat.renewed()
+                wait = interval
 
     def owed(self) -> list[int]:
         """Deliveries whose outcome is known but not yet written."""

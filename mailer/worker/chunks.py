@@ -185,6 +185,10 @@ class ChunkRunner:
         async def one(row: ClaimedDelivery) -> None:
             async with lanes.get(_domain(row)) or contextlib.nullcontext():
                 await recorder.reserve()
+                if recorder.claim_lost:  # if the row is still ours, it goes back to the pool
+                    recorder.release()
+                    recorder.add(handed_back(row.id, row.attempts), reserved=False)
+                    return
                 chunk.in_flight[row.id] = row
                 try:
                     write = await self._one(chunk, row)

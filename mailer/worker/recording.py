@@ -37,6 +37,9 @@ class Recorder:
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self.recorded: set[int] = set()  # delivery ids the ledger has taken
+        # An attempt the ledger refused: another worker took the chunk's rows over (this one
+        # was cut off past its lease). The rest of the chunk is theirs now.
+        self.claim_lost = False
 
     async def reserve(self) -> None:
         """Wait for room before handing a message to the relay."""
@@ -89,6 +92,10 @@ class Recorder:
             wait = FIRST_WAIT
             del self._pending[: len(batch)]
             self.recorded.update(recorded)
+            if any(w.attempted and w.delivery_id not in recorded for w in batch):
+                if not self.claim_lost:
+                    log.warning("another worker took this chunk over: sending no more of it")
+                self.claim_lost = True
             for write in batch:
                 if write.attempted:
                     self._slots.release()

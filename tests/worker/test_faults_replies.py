@@ -24,7 +24,7 @@ from tests.support.smtp import SmtpServer
 from tests.support.waiting import eventually
 
 ADDRESS = "jan.kowalski@example.pl"
-OTHER = "anna.nowak@example.pl"
+OTHER = "anna.nowak@example.com"  # another domain: DATA replies are set per domain
 # ISO-8859-2 "550 Użytkownik nie istnieje": ż is 0xBF there, and not UTF-8 on its own.
 LATIN2 = "550 Użytkownik nie istnieje".encode("iso-8859-2")
 NUL = b"554 5.7.1 Rejected\x00by policy"
