@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from pathlib import Path
 
 import aiohttp
 import asyncpg
 import pytest
 
+from mailer.config import build_settings, load_settings
+from mailer.errors import ConfigError
 from mailer.service import Service
 from mailer.web.limits import ClientAddresses, InvalidAttempts, source_of
 from tests.support.http import base_url
@@ -162,3 +165,17 @@ def test_the_client_address(peer: str, header: list[str], client: str | None) ->
     assert ClientAddresses([]).client("10.0.0.5", ["198.51.100.1"]) == ipaddress.ip_address(
         "10.0.0.5"
     )
+
+
+def test_trusted_proxies_come_from_the_file_or_the_environment(tmp_path: Path) -> None:
+    file = tmp_path / "mailer.toml"
+    file.write_text('[http]\ntrusted_proxies = ["192.0.2.0/24"]\n')
+    settings, _ = load_settings(file, {})
+    assert settings.http.proxy_networks() == [ipaddress.ip_network("192.0.2.0/24")]
+    settings, _ = load_settings(file, {"MAILER_HTTP_TRUSTED_PROXIES": "10.0.0.0/8, ::1"})
+    assert settings.http.proxy_networks() == [
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    ]
+    with pytest.raises(ConfigError, match=r"\[http\] trusted_proxies .*'10\.0\.0\.300'"):
+        build_settings({"http": {"trusted_proxies": ["10.0.0.300"]}})

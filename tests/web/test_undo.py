@@ -11,7 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import asyncpg
+import pytest
 
+from mailer.config import build_settings
 from mailer.core.tokens import Undo, confirm_token, undo_token
 from mailer.service import Service
 from tests.support.http import base_url
@@ -216,3 +218,16 @@ async def test_an_old_confirm_link_does_not_confirm_a_later_request(
         assert response.status == 200  # repeating it changes nothing and says so
         assert "Zapis potwierdzony" in await response.text()
     assert await status(db) == "subscribed"
+
+
+@pytest.mark.parametrize(
+    ("public_url", "origin"),
+    [
+        ("https://mail.lucid.example", "https://mail.lucid.example"),
+        ("https://Mail.Lucid.Example:443/", "https://mail.lucid.example"),
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+        ("http://[::1]:80/mail", "http://[::1]"),
+    ],
+)
+def test_our_origin_is_that_of_public_url(public_url: str, origin: str) -> None:
+    assert build_settings({"http": {"public_url": public_url}}).http.public_origin == origin
