@@ -121,7 +121,10 @@ class RecipientPages:
             referer = request.headers.get("Referer")
             if referer is None:
                 return "none"
-            parts = urlsplit(referer)
+            try:
+                parts = urlsplit(referer)
+            except ValueError:  # e.g. an unclosed IPv6 bracket
+                return "foreign"
             origin = f"{parts.scheme}://{parts.netloc}"
         return "ours" if origin.strip().lower() == self._origin.lower() else "foreign"
 

@@ -163,7 +163,12 @@ async def test_the_page_button_refuses_another_site(
 ) -> None:
     """The page's own form refuses a foreign origin; RFC 8058 one-click is always taken."""
     url = await link(db, web)
-    for headers in (ELSEWHERE, {"Origin": "null"}, {"Referer": "https://evil.example/"}):
+    for headers in (
+        ELSEWHERE,
+        {"Origin": "null"},
+        {"Referer": "https://evil.example/"},
+        {"Referer": "http://[::1/broken"},
+    ):
         async with http.post(url, data={"action": "unsubscribe"}, headers=headers) as response:
             assert response.status == 403
     assert await status(db) == "subscribed"
