@@ -171,6 +171,13 @@ class HttpSettings(_Section):
     port: int = Field(8080, ge=0, le=65535)
     public_url: str = "http://127.0.0.1:8080"
     invalid_token_limit: int = Field(20, ge=1)
+    limited_sources: int = Field(100_000, ge=1, le=10_000_000)
+    trusted_proxies: list[str] = []
+    undo_minutes: int = Field(15, ge=1, le=24 * 60)
+    read_timeout: float = Field(10.0, gt=0, le=300)
+    max_line_size: int = Field(4096, ge=256, le=65536)
+    max_field_size: int = Field(8190, ge=256, le=65536)
+    max_headers: int = Field(64, ge=8, le=1024)
 
     @field_validator("public_url")
     @classmethod
@@ -179,6 +186,36 @@ class HttpSettings(_Section):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an absolute http:// or https:// URL")
         return value.rstrip("/")
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for text in value:
+            try:
+                ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise ValueError(f"{text!r} is not an IP address or CIDR network") from None
+        return value
+
+    def proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(text, strict=False) for text in self.trusted_proxies]
+
+    @property
+    def public_origin(self) -> str:
+        """`scheme://host[:port]` of public_url, as a browser writes it in `Origin`."""
+        parts = urlsplit(self.public_url)
+        default = {"http": 80, "https": 443}[parts.scheme]
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host
+        port = f":{parts.port}" if parts.port not in (None, default) else ""
+        return f"{parts.scheme}://{host}{port}"
 
 
 class SecuritySettings(_Section):

@@ -192,7 +192,7 @@ class Service:
                 token_keys=parts.token_keys,
                 templates_dir=settings.worker.templates_dir,
                 confirm_days=settings.newsletter.confirm_days,
-                invalid_token_limit=settings.http.invalid_token_limit,
+                http=settings.http,
                 clock=self.clock,
             )
             self.web = WebServer(

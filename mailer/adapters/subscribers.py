@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 import asyncpg
@@ -37,6 +38,7 @@ class Standing:
 
     subscriber: Subscriber
     status: SubscriptionStatus
+    changed_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +181,8 @@ class Subscribers:
     async def standing(self, subscriber_id: int, list_id: int) -> Standing | None:
         async with unavailable_is_temporary("standing"):
             row = await self._pool.fetchrow(
-                "SELECT s.id, s.email, s.name, s.locale, sub.status FROM subscribers s"
+                "SELECT s.id, s.email, s.name, s.locale, sub.status, sub.changed_at"
+                " FROM subscribers s"
                 " JOIN subscriptions sub ON sub.subscriber_id = s.id AND sub.list_id = $2"
                 " WHERE s.id = $1",
                 subscriber_id,
@@ -188,8 +191,51 @@ class Subscribers:
         if row is None:
             return None
         return Standing(
-            Subscriber(row["id"], row["email"], row["name"], row["locale"]), row["status"]
+            Subscriber(row["id"], row["email"], row["name"], row["locale"]),
+            row["status"],
+            row["changed_at"],
         )
+
+    async def undo_unsubscribe(
+        self, subscriber_id: int, list_id: int, unsubscribed_at: datetime
+    ) -> bool:
+        """Take back the unsubscribe recorded at `unsubscribed_at`, if nothing changed since.
+
+        The page hands out an undo only for an unsubscribe that left `subscribed`, so this
+        restores exactly that; a later change (a confirm, another unsubscribe) voids it.
+        """
+        async with unavailable_is_temporary("undo unsubscribe"):
+            done = await self._pool.fetchval(
+                "UPDATE subscriptions SET status = 'subscribed', source = 'page',"
+                "   changed_at = now()"
+                " WHERE list_id = $1 AND subscriber_id = $2 AND status = 'unsubscribed'"
+                "   AND changed_at = $3"
+                " RETURNING true",
+                list_id,
+                subscriber_id,
+                unsubscribed_at,
+            )
+        return bool(done)
+
+    async def confirm(self, subscriber_id: int, list_id: int, made_day: int) -> bool:
+        """Subscribe someone pending since no later than the day their confirm link was made.
+
+        Only `pending` is confirmed: a link replayed after an unsubscribe changes nothing, and
+        so does one older than the request for consent now pending. The hour's slack covers
+        the worker's clock (which dates the link) running behind the database's.
+        """
+        async with unavailable_is_temporary("confirm"):
+            done = await self._pool.fetchval(
+                "UPDATE subscriptions SET status = 'subscribed', source = 'confirmation',"
+                "   changed_at = now()"
+                " WHERE list_id = $1 AND subscriber_id = $2 AND status = 'pending'"
+                "   AND changed_at < to_timestamp(($3::int + 1) * 86400) + interval '1 hour'"
+                " RETURNING true",
+                list_id,
+                subscriber_id,
+                made_day,
+            )
+        return bool(done)
 
     async def import_rows(self, list_id: int, rows: Iterable[ImportedPerson]) -> ImportCounts:
         """Add a batch of people whose consent is held: COPY into a staging table, then one

@@ -8,6 +8,12 @@ are short on purpose: the List-Unsubscribe URL must fit one header line unfolded
 
     unsubscribe: subscriber id (6 bytes), list id (2 bytes)             → 28 characters
     confirm:     subscriber id (6 bytes), list id (2 bytes), day (2 bytes) → 31 characters
+    undo:        subscriber id, list id, the unsubscribe's time (8 bytes, µs), expiry (4 bytes, s)
+                 → 44 characters; made by the page that unsubscribed, never put in a message
+
+Every token has one spelling: the unpadded base64url of its bytes with zero spare bits. Any
+other spelling of the same bytes (`+` or `/`, padding, spare bits set) is refused, so an
+altered token is never accepted.
 """
 
 from __future__ import annotations
@@ -21,11 +27,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-Purpose = Literal["unsubscribe", "confirm"]
+Purpose = Literal["unsubscribe", "confirm", "undo"]
 _MAC_BYTES = 12
 _LAYOUT: dict[Purpose, struct.Struct] = {
     "unsubscribe": struct.Struct(">6sH"),
     "confirm": struct.Struct(">6sHH"),
+    "undo": struct.Struct(">6sHqI"),
 }
 MAX_SUBSCRIBER_ID = 2**48 - 1
 
@@ -58,7 +65,11 @@ def _mac(key: bytes, purpose: Purpose, body: bytes) -> bytes:
 
 def _sign(keys: TokenKeys, purpose: Purpose, payload: bytes) -> str:
     body = payload + bytes([_key_id(keys.signing)])
-    raw = body + _mac(keys.signing, purpose, body)
+    return _spelling(body + _mac(keys.signing, purpose, body))
+
+
+def _spelling(raw: bytes) -> str:
+    """The one spelling of these bytes."""
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
@@ -72,8 +83,8 @@ def _open(keys: TokenKeys, purpose: Purpose, token: str) -> bytes | None:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     except (binascii.Error, ValueError):
         return None
-    if len(raw) != expected:
-        return None
+    if len(raw) != expected or _spelling(raw) != token:
+        return None  # the decoder also takes `+`, `/`, stray padding and spare bits
     body, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
     for key in keys.accepted:
         if _key_id(key) == body[-1] and hmac.compare_digest(_mac(key, purpose, body), mac):
@@ -118,13 +129,57 @@ def confirm_token(keys: TokenKeys, subscription: Subscription, day: int) -> str:
     return _sign(keys, "confirm", payload)
 
 
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """A confirm link: whom it subscribes, and the day (since 1970-01-01) it was made."""
+
+    subscription: Subscription
+    day: int
+
+
 def read_confirm_token(
     keys: TokenKeys, token: str, *, today: int, max_age_days: int
-) -> Subscription | None:
+) -> Confirmation | None:
     payload = _open(keys, "confirm", token)
     if payload is None:
         return None
     subscriber, list_id, day = _LAYOUT["confirm"].unpack(payload)
-    if (today - day) % 65536 > max_age_days:
+    age = (today - day) % 65536
+    if age > max_age_days:
         return None
-    return Subscription(int.from_bytes(subscriber, "big"), list_id)
+    return Confirmation(Subscription(int.from_bytes(subscriber, "big"), list_id), today - age)
+
+
+@dataclass(frozen=True, slots=True)
+class Undo:
+    """The right to take back one unsubscribe, handed out by the page that made it.
+
+    `unsubscribed_at` (microseconds since 1970) is when that unsubscribe was recorded: the
+    undo applies only while the subscription still shows that very change.
+    """
+
+    subscription: Subscription
+    unsubscribed_at: int
+    expires: int  # seconds since 1970
+
+
+def undo_token(keys: TokenKeys, undo: Undo) -> str:
+    payload = _LAYOUT["undo"].pack(
+        _subscriber_bytes(undo.subscription.subscriber_id),
+        undo.subscription.list_id,
+        undo.unsubscribed_at,
+        undo.expires,
+    )
+    return _sign(keys, "undo", payload)
+
+
+def read_undo_token(keys: TokenKeys, token: str, *, now: int) -> Undo | None:
+    """The undo this token grants, None when it is not genuine or has expired."""
+    payload = _open(keys, "undo", token)
+    if payload is None:
+        return None
+    subscriber, list_id, unsubscribed_at, expires = _LAYOUT["undo"].unpack(payload)
+    if now >= expires:
+        return None
+    subscription = Subscription(int.from_bytes(subscriber, "big"), list_id)
+    return Undo(subscription, unsubscribed_at, expires)

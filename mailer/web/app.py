@@ -1,7 +1,8 @@
 """The HTTP service: the recipients' pages, health, readiness and metrics.
 
 Every response carries headers that keep a page from being framed, sniffed, cached or
-leaking its URL (which holds a token) in a Referer; pages load nothing from third parties.
+leaking its URL (which holds a token) in a Referer to another site; pages load nothing from
+third parties.
 """
 
 from __future__ import annotations
@@ -53,7 +54,19 @@ class WebServer:
         return app
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.application(), access_log=None)
+        http = self._settings
+        # aiohttp arms keepalive_timeout at connect and after each response, and closes the
+        # connection if by then no complete request head has arrived (bytes trickling in do
+        # not extend it): that is the header read deadline. The pages bound the body read.
+        self._runner = web.AppRunner(
+            self.application(),
+            access_log=None,
+            keepalive_timeout=http.read_timeout,
+            lingering_time=http.read_timeout,
+            max_line_size=http.max_line_size,
+            max_field_size=http.max_field_size,
+            max_headers=http.max_headers,
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._settings.host, self._settings.port)
         await site.start()
@@ -102,7 +115,9 @@ SECURITY_HEADERS = {
     "frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: under no-referrer browsers send `Origin: null` on the
+    # form POSTs, and the pages need their origin; no URL (it holds a token) leaves the site.
+    "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 

@@ -3,35 +3,54 @@
 GET and HEAD only show: mail scanners follow every link. Changes happen on POST: the page's
 button, or an RFC 8058 one-click POST (`List-Unsubscribe=One-Click`, urlencoded or multipart,
 no cookies), answered 200 without a redirect. Repeating a POST changes nothing more.
+
+The unsubscribe link is in every message's headers, so it can only ever unsubscribe. Going
+back ("subscribe me again") needs what only the page that just unsubscribed hands out: a
+signed undo token, valid for `undo_minutes`, for an unsubscribe that left `subscribed`, and
+usable only while nothing changed since. It also needs the browser to say the POST came from
+our own origin (`Origin`, else `Referer`): a cross-site POST gets 403 and changes nothing.
+The page's own unsubscribe button refuses a foreign origin too; the one-click POST comes from
+mail providers' servers with no origin at all and is always taken.
+
+A confirm link subscribes only someone still `pending` since before the link was made.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import jinja2
 from aiohttp import web
 
 from mailer.adapters.subscribers import Source, Standing, Subscribers
+from mailer.config import HttpSettings
 from mailer.core.addresses import mask_address
 from mailer.core.audience import MailingList
-from mailer.core.consent import SubscriptionStatus
 from mailer.core.tokens import (
+    Confirmation,
     Subscription,
     TokenKeys,
+    Undo,
     read_confirm_token,
+    read_undo_token,
     read_unsubscribe_token,
+    undo_token,
 )
-from mailer.web.limits import InvalidAttempts
+from mailer.web.limits import ClientAddresses, InvalidAttempts, source_of
 from mailer.web.strings import STRINGS, Locale
 
 log = logging.getLogger(__name__)
 Action = Literal["unsubscribe", "resubscribe", "confirm"]
 Result = Literal["unsubscribed", "resubscribed", "confirmed"]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_UNKNOWN_SOURCE = (0, 0)  # a peer with no IP address (a Unix socket)
 
 
 class RecipientPages:
@@ -43,14 +62,18 @@ class RecipientPages:
         token_keys: TokenKeys,
         templates_dir: Path,
         confirm_days: int,
-        invalid_token_limit: int,
+        http: HttpSettings,
         clock: Callable[[], datetime],
     ) -> None:
         self._subscribers = subscribers
         self._lists = lists
         self._keys = token_keys
         self._confirm_days = confirm_days
-        self._attempts = InvalidAttempts(invalid_token_limit)
+        self._attempts = InvalidAttempts(http.invalid_token_limit, max_sources=http.limited_sources)
+        self._clients = ClientAddresses(http.proxy_networks())
+        self._origin = http.public_origin
+        self._undo_seconds = http.undo_minutes * 60
+        self._read_timeout = http.read_timeout
         self._clock = clock
         folder = templates_dir / "_pages"
         environment = jinja2.Environment(
@@ -75,20 +98,43 @@ class RecipientPages:
         found = read_unsubscribe_token(self._keys, request.match_info["token"])
         return found if found is not None and found.list_id in self._lists else None
 
-    def _confirm_subscription(self, request: web.Request) -> Subscription | None:
+    def _confirmation(self, request: web.Request) -> Confirmation | None:
         today = int(self._clock().timestamp() // 86400)
         found = read_confirm_token(
             self._keys, request.match_info["token"], today=today, max_age_days=self._confirm_days
         )
-        return found if found is not None and found.list_id in self._lists else None
+        return found if found is not None and found.subscription.list_id in self._lists else None
 
     def _invalid(self, request: web.Request) -> web.Response:
         locale = _accepted_locale(request)
-        source = request.remote or "unknown"
-        if self._attempts.refused(source):
-            log.warning("too many invalid links from one source; refusing for a minute")
-            return self._render(locale, "limited", status=429, headers={"Retry-After": "60"})
+        client = self._clients.client(request.remote, request.headers.getall("X-Forwarded-For", []))
+        wait = self._attempts.refused(_UNKNOWN_SOURCE if client is None else source_of(client))
+        if wait is not None:
+            log.warning("too many invalid links from one source; refusing for %ds", wait)
+            return self._render(locale, "limited", status=429, headers={"Retry-After": str(wait)})
         return self._render(locale, "invalid", status=400)
+
+    def _origin_of(self, request: web.Request) -> Literal["ours", "none", "foreign"]:
+        """Where the browser says a POST came from: `Origin`, else the origin of `Referer`."""
+        origin = request.headers.get("Origin")
+        if origin is None:
+            referer = request.headers.get("Referer")
+            if referer is None:
+                return "none"
+            try:
+                parts = urlsplit(referer)
+            except ValueError:  # e.g. an unclosed IPv6 bracket
+                return "foreign"
+            origin = f"{parts.scheme}://{parts.netloc}"
+        return "ours" if origin.strip().lower() == self._origin.lower() else "foreign"
+
+    async def _form(self, request: web.Request) -> Mapping[str, object] | None:
+        """The POSTed form, or None when its body does not arrive within the read timeout."""
+        try:
+            async with asyncio.timeout(self._read_timeout):
+                return await request.post()
+        except TimeoutError:
+            return None
 
     # Handlers ---------------------------------------------------------------------------
 
@@ -102,7 +148,7 @@ class RecipientPages:
         mailing_list = self._lists[subscription.list_id]
         if standing is None:
             return self._render(_accepted_locale(request), "not_subscribed")
-        if standing.status == "unsubscribed":
+        if standing.status == "unsubscribed":  # no undo: that belongs to the unsubscribing POST
             return self._outcome(standing, mailing_list, "unsubscribed")
         return self._question(standing, mailing_list, "unsubscribe")
 
@@ -110,29 +156,79 @@ class RecipientPages:
         subscription = self._unsubscribe_subscription(request)
         if subscription is None:
             return self._invalid(request)
-        form = await request.post()
-        one_click = form.get("List-Unsubscribe") == "One-Click"
-        action = "unsubscribe" if one_click else form.get("action")
+        form = await self._form(request)
+        if form is None:
+            return self._timed_out(request)
+        if form.get("List-Unsubscribe") == "One-Click":
+            return await self._unsubscribe(request, subscription, "one-click")
+        return await self._page_action(request, subscription, form)
+
+    async def _page_action(
+        self, request: web.Request, subscription: Subscription, form: Mapping[str, object]
+    ) -> web.Response:
+        """The page's own buttons: unsubscribe, and its undo."""
+        action = form.get("action")
         if action not in ("unsubscribe", "resubscribe"):
             return self._render(_accepted_locale(request), "bad_request", status=400)
-        source: Source = "one-click" if one_click else "page"
-        status: SubscriptionStatus = "unsubscribed" if action == "unsubscribe" else "subscribed"
+        origin = self._origin_of(request)
+        if origin == "foreign" or (action == "resubscribe" and origin != "ours"):
+            log.warning("%s refused: the POST came from another origin", action)
+            return self._render(_accepted_locale(request), "forbidden", status=403)
+        if action == "unsubscribe":
+            return await self._unsubscribe(request, subscription, "page")
+        return await self._resubscribe(request, subscription, form.get("undo"))
+
+    async def _unsubscribe(
+        self, request: web.Request, subscription: Subscription, source: Source
+    ) -> web.Response:
         before = await self._subscribers.set_status(
-            subscription.subscriber_id, subscription.list_id, status, source
+            subscription.subscriber_id, subscription.list_id, "unsubscribed", source
         )
         standing = await self._subscribers.standing(
             subscription.subscriber_id, subscription.list_id
         )
         if before is None or standing is None:
             return self._render(_accepted_locale(request), "not_subscribed")
-        log.info("%s list=%s via %s (was %s)", action, subscription.list_id, source, before)
-        result: Result = "unsubscribed" if action == "unsubscribe" else "resubscribed"
-        return self._outcome(standing, self._lists[subscription.list_id], result)
+        log.info("unsubscribe list=%s via %s (was %s)", subscription.list_id, source, before)
+        undo = None
+        if source == "page" and before == "subscribed" and standing.status == "unsubscribed":
+            undo = undo_token(
+                self._keys,
+                Undo(
+                    subscription,
+                    unsubscribed_at=(standing.changed_at - _EPOCH) // _MICROSECOND,
+                    expires=int(self._clock().timestamp()) + self._undo_seconds,
+                ),
+            )
+        return self._outcome(standing, self._lists[subscription.list_id], "unsubscribed", undo)
+
+    async def _resubscribe(
+        self, request: web.Request, subscription: Subscription, token: object
+    ) -> web.Response:
+        now = int(self._clock().timestamp())
+        undo = read_undo_token(self._keys, token, now=now) if isinstance(token, str) else None
+        if undo is None or undo.subscription != subscription:
+            return self._render(_accepted_locale(request), "undo_expired", status=403)
+        undone = await self._subscribers.undo_unsubscribe(
+            subscription.subscriber_id,
+            subscription.list_id,
+            _EPOCH + undo.unsubscribed_at * _MICROSECOND,
+        )
+        standing = await self._subscribers.standing(
+            subscription.subscriber_id, subscription.list_id
+        )
+        if standing is None:
+            return self._render(_accepted_locale(request), "not_subscribed")
+        if not undone:
+            return self._render(_accepted_locale(request), "undo_stale", status=409)
+        log.info("unsubscribe undone list=%s", subscription.list_id)
+        return self._outcome(standing, self._lists[subscription.list_id], "resubscribed")
 
     async def _confirm_page(self, request: web.Request) -> web.Response:
-        subscription = self._confirm_subscription(request)
-        if subscription is None:
+        confirmation = self._confirmation(request)
+        if confirmation is None:
             return self._invalid(request)
+        subscription = confirmation.subscription
         standing = await self._subscribers.standing(
             subscription.subscriber_id, subscription.list_id
         )
@@ -141,22 +237,35 @@ class RecipientPages:
         mailing_list = self._lists[subscription.list_id]
         if standing.status == "subscribed":
             return self._outcome(standing, mailing_list, "confirmed")
+        if standing.status != "pending":
+            return self._render(_locale_of(standing, mailing_list), "confirm_stale", status=410)
         return self._question(standing, mailing_list, "confirm")
 
     async def _confirm_post(self, request: web.Request) -> web.Response:
-        subscription = self._confirm_subscription(request)
-        if subscription is None:
+        confirmation = self._confirmation(request)
+        if confirmation is None:
             return self._invalid(request)
-        before = await self._subscribers.set_status(
-            subscription.subscriber_id, subscription.list_id, "subscribed", "confirmation"
+        subscription = confirmation.subscription
+        confirmed = await self._subscribers.confirm(
+            subscription.subscriber_id, subscription.list_id, confirmation.day
         )
         standing = await self._subscribers.standing(
             subscription.subscriber_id, subscription.list_id
         )
-        if before is None or standing is None:
+        if standing is None:
             return self._invalid(request)
-        log.info("subscription confirmed list=%s", subscription.list_id)
-        return self._outcome(standing, self._lists[subscription.list_id], "confirmed")
+        mailing_list = self._lists[subscription.list_id]
+        if not confirmed and standing.status != "subscribed":
+            log.info("stale confirm link refused list=%s", subscription.list_id)
+            return self._render(_locale_of(standing, mailing_list), "confirm_stale", status=410)
+        if confirmed:
+            log.info("subscription confirmed list=%s", subscription.list_id)
+        return self._outcome(standing, mailing_list, "confirmed")
+
+    def _timed_out(self, request: web.Request) -> web.Response:
+        response = self._render(_accepted_locale(request), "timeout", status=408)
+        response.force_close()
+        return response
 
     async def _stylesheet(self, request: web.Request) -> web.Response:
         return web.Response(
@@ -186,19 +295,23 @@ class RecipientPages:
         standing: Standing,
         mailing_list: MailingList,
         result: Result,
+        undo: str | None = None,
     ) -> web.Response:
         locale = _locale_of(standing, mailing_list)
         strings = STRINGS[locale]
         text = strings[f"{result}_text"].format(**_values(standing, mailing_list))
-        if result == "unsubscribed":  # the undo
+        if result == "unsubscribed" and undo is not None:
             return self._html(
                 locale,
                 strings["unsubscribed_title"],
                 text,
                 button=strings["resubscribe_button"],
                 action="resubscribe",
+                undo=undo,
                 hint=strings["undo_text"],
             )
+        if result == "unsubscribed":
+            return self._html(locale, strings["unsubscribed_title"], text)
         if result == "resubscribed":
             return self._html(
                 locale,
@@ -234,12 +347,19 @@ class RecipientPages:
         *,
         button: str | None = None,
         action: str | None = None,
+        undo: str | None = None,
         hint: str | None = None,
         status: int = 200,
         headers: Mapping[str, str] | None = None,
     ) -> web.Response:
         body = self._page.render(
-            locale=locale, title=title, text=text, button=button, action=action, hint=hint
+            locale=locale,
+            title=title,
+            text=text,
+            button=button,
+            action=action,
+            undo=undo,
+            hint=hint,
         )
         return web.Response(
             text=body, content_type="text/html", status=status, headers=dict(headers or {})

@@ -33,6 +33,18 @@ STRINGS: dict[Locale, dict[str, str]] = {
         "limited_text": "Zbyt wiele nieprawidłowych linków z tego adresu. Spróbuj za minutę.",
         "bad_request_title": "Nieprawidłowe żądanie",
         "bad_request_text": "Nie rozpoznaliśmy tego żądania.",
+        "forbidden_title": "Odmowa",
+        "forbidden_text": "To żądanie nie przyszło z tej strony, więc niczego nie zmieniliśmy.",
+        "undo_expired_title": "Nie można cofnąć",
+        "undo_expired_text": "Przycisk ponownego zapisu działa tylko przez chwilę po wypisaniu. "
+        "Aby znów otrzymywać listę, zapisz się ponownie na stronie.",
+        "undo_stale_title": "Nie można cofnąć",
+        "undo_stale_text": "Od wypisania zapis się zmienił, więc niczego nie zmieniliśmy.",
+        "confirm_stale_title": "Link nieaktualny",
+        "confirm_stale_text": "Ten link potwierdzający nie jest już aktualny. "
+        "Aby zapisać się na listę, zapisz się ponownie na stronie.",
+        "timeout_title": "Przekroczono czas",
+        "timeout_text": "Żądanie nie dotarło w całości. Spróbuj ponownie.",
     },
     "en": {
         "unsubscribe_title": "Unsubscribe",
@@ -60,5 +72,18 @@ STRINGS: dict[Locale, dict[str, str]] = {
         "limited_text": "Too many invalid links from your address. Please try again in a minute.",
         "bad_request_title": "Bad request",
         "bad_request_text": "We did not recognize this request.",
+        "forbidden_title": "Refused",
+        "forbidden_text": "This request did not come from this page, so nothing was changed.",
+        "undo_expired_title": "Cannot undo",
+        "undo_expired_text": "The button to subscribe again works only for a short while after "
+        "unsubscribing. To get the list again, please sign up again on the website.",
+        "undo_stale_title": "Cannot undo",
+        "undo_stale_text": "The subscription changed since you unsubscribed, so nothing "
+        "was changed.",
+        "confirm_stale_title": "Link no longer valid",
+        "confirm_stale_text": "This confirmation link is no longer valid. "
+        "To subscribe, please sign up again on the website.",
+        "timeout_title": "Request timed out",
+        "timeout_text": "The request did not arrive in full. Please try again.",
     },
 }

@@ -1,15 +1,20 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 
 import pytest
 
 from mailer.core.tokens import (
+    Confirmation,
     Subscription,
     TokenKeys,
+    Undo,
     confirm_token,
     read_confirm_token,
+    read_undo_token,
     read_unsubscribe_token,
+    undo_token,
     unsubscribe_token,
 )
 
@@ -71,8 +76,16 @@ def test_purposes_do_not_mix() -> None:
 
 def test_confirm_tokens_expire() -> None:
     token = confirm_token(KEYS, ANNA, day=20_000)
-    assert read_confirm_token(KEYS, token, today=20_014, max_age_days=14) == ANNA
+    assert read_confirm_token(KEYS, token, today=20_014, max_age_days=14) == Confirmation(
+        ANNA, 20_000
+    )
     assert read_confirm_token(KEYS, token, today=20_015, max_age_days=14) is None
+
+
+def test_a_confirm_token_knows_its_day_across_the_wrap() -> None:
+    token = confirm_token(KEYS, ANNA, day=65_535)  # stored as day % 65536
+    found = read_confirm_token(KEYS, token, today=65_540, max_age_days=14)
+    assert found == Confirmation(ANNA, 65_535)
 
 
 def test_subscriber_ids_must_fit() -> None:
@@ -80,3 +93,61 @@ def test_subscriber_ids_must_fit() -> None:
         unsubscribe_token(KEYS, Subscription(0, 1))
     with pytest.raises(ValueError, match="out of range"):
         unsubscribe_token(KEYS, Subscription(2**48, 1))
+
+
+def respellings(token: str) -> list[str]:
+    """Every other way to write the same bytes that a lenient base64 decoder accepts."""
+    found = [token + "=" * n for n in (1, 2, 3)]
+    found += [token.replace("-", "+"), token.replace("_", "/")]
+    bits = len(token) * 6 - len(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))) * 8
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet.index(token[-1])
+    found += [token[:-1] + alphabet[last | spare] for spare in range(1, 2**bits)]
+    return [spelling for spelling in found if spelling != token]
+
+
+# ids chosen so that the bytes hold base64's `-` and `_` (`+` and `/` once respelled)
+ODD = Subscription(0xFBEFBEFBEFBE, 0xFBEF)
+MADE: dict[str, tuple[str, Callable[[str], object]]] = {
+    "unsubscribe": (unsubscribe_token(KEYS, ODD), lambda t: read_unsubscribe_token(KEYS, t)),
+    "confirm": (
+        confirm_token(KEYS, Subscription(0xFFFFFFFFFFFF, 0xFFFF), 20_000),
+        lambda t: read_confirm_token(KEYS, t, today=20_000, max_age_days=14),
+    ),
+    "undo": (
+        undo_token(KEYS, Undo(ODD, -1, 2**32 - 1)),
+        lambda t: read_undo_token(KEYS, t, now=0),
+    ),
+}
+
+
+@pytest.mark.parametrize("purpose", sorted(MADE))
+def test_a_token_has_one_spelling(purpose: str) -> None:
+    token, read = MADE[purpose]
+    assert read(token) is not None
+    spellings = respellings(token)
+    assert any("+" in t or "/" in t for t in spellings)
+    if purpose == "confirm":  # 23 bytes in 31 characters: two spare bits
+        assert len([t for t in spellings if "=" not in t and t[:-1] == token[:-1]]) == 3
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    for spelling in spellings:
+        if "=" not in spelling:  # the lenient decoder reads the very same bytes
+            assert base64.urlsafe_b64decode(spelling + "=" * (-len(spelling) % 4)) == raw
+        assert read(spelling) is None, spelling
+
+
+def test_an_undo_token_round_trips_until_it_expires() -> None:
+    undo = Undo(ANNA, unsubscribed_at=1_764_000_000_123_456, expires=1_764_000_900)
+    token = undo_token(KEYS, undo)
+    assert len(token) == 44
+    assert read_undo_token(KEYS, token, now=1_764_000_899) == undo
+    assert read_undo_token(KEYS, token, now=1_764_000_900) is None
+
+
+def test_an_undo_token_is_no_other_token() -> None:
+    undo = undo_token(KEYS, Undo(ANNA, 1, 2**31))
+    assert read_unsubscribe_token(KEYS, undo) is None
+    assert read_confirm_token(KEYS, undo, today=0, max_age_days=14) is None
+    assert read_undo_token(KEYS, unsubscribe_token(KEYS, ANNA), now=0) is None
+    assert read_undo_token(TokenKeys.from_secrets(b"t" * 40), undo, now=0) is None
+    assert read_undo_token(KEYS, flip(undo, 10), now=0) is None  # its time altered
