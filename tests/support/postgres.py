@@ -127,6 +127,16 @@ class PostgresPair:
         finally:
             await conn.close()
 
+    async def fence_primary(self) -> None:
+        """The primary turns read-only for every session, as a failover tool fences an old
+        primary before it promotes another: its clients get SQLSTATE 25006."""
+        conn = await asyncpg.connect(self.single_url(self.primary_port, "postgres"))
+        try:
+            await conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+            await conn.execute("SELECT pg_reload_conf()")
+        finally:
+            await conn.close()
+
     def stop_primary(self) -> None:
         """The primary dies: no shutdown checkpoint, every session cut."""
         self._run("pg_ctl", "-D", str(self.primary), "-m", "immediate", "-w", "stop")
