@@ -233,7 +233,12 @@ class Service:
             metrics=self.metrics,
             clock=self.clock,
         )
-        issues = Issues(self.pool, worker_id=self.worker_id, lease=settings.worker.lease)
+        issues = Issues(
+            self.pool,
+            worker_id=self.worker_id,
+            lease=settings.worker.lease,
+            held=self.ledger.held,
+        )
         intake = IssueIntake(
             issues=issues,
             lists=lists,

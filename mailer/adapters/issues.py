@@ -112,10 +112,18 @@ ON CONFLICT (job_id, recipient_key) DO NOTHING
 
 
 class Issues:
-    def __init__(self, pool: asyncpg.Pool, *, worker_id: UUID, lease: float) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        worker_id: UUID,
+        lease: float,
+        held: set[int] | None = None,
+    ) -> None:
         self._pool = pool
         self._worker_id = worker_id
         self._lease = timedelta(seconds=lease)
+        self._held = held if held is not None else set()  # the claims in hand (Ledger.held)
 
     async def accept(
         self,
@@ -196,6 +204,7 @@ class Issues:
             rows = await self._pool.fetch(
                 _CLAIM, issue.id, self._worker_id, size, self._lease, issue.list_id
             )
+        self._held.update(r["id"] for r in rows)
         return [
             ClaimedDelivery(
                 id=r["id"],
@@ -245,7 +254,9 @@ class Issues:
             assert row is not None
             return list(row["finished"] or [])
 
-        return await with_retries("finish chunk", call)
+        finished = await with_retries("finish chunk", call)
+        self._held.difference_update(o.delivery_id for o in outcomes)
+        return finished
 
     async def record(self, outcomes: Sequence[Outcome]) -> None:
         """Record outcomes while their chunk is still sending."""
@@ -253,14 +264,16 @@ class Issues:
 
     async def reclaim_expired(self, issue_ids: Sequence[UUID]) -> int:
         """Give the rows of other workers that stopped renewing their lease back to the pool.
-        This worker's own rows are always recorded by itself, however late."""
+        This worker's rows in hand are always recorded by itself, however late; its own
+        rows not in hand are claims whose reply it never got."""
         async with unavailable_is_temporary("reclaim"):
             result: str = await self._pool.execute(
                 f"UPDATE deliveries d SET {HAND_BACK}"
                 " WHERE job_id = ANY($1) AND status = 'sending' AND claimed_until < now()"
-                " AND claimed_by <> $2",
+                " AND (claimed_by <> $2 OR NOT id = ANY($3))",
                 list(issue_ids),
                 self._worker_id,
+                list(self._held),
             )
         return int(result.rsplit(" ", 1)[1])
 

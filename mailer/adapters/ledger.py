@@ -3,6 +3,10 @@
 Every method is one round trip. A delivery being sent is claimed by one worker for a lease
 that the worker keeps renewing; a crashed worker's claims expire and any worker may take
 them over.
+
+Only the claims in hand (`held`) are renewed: a claim that committed but whose reply never
+arrived (the session cut at that moment) is unknown to the worker, so it lapses and is
+taken over like a crashed worker's, instead of being renewed for as long as the process lives.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class Ledger:
         self._pool = pool
         self.worker_id = worker_id
         self._lease = timedelta(seconds=lease)
+        self.held: set[int] = set()  # delivery ids claimed and not yet settled, shared with Issues
 
     async def claim_receipt(self, job_id: UUID, digest: bytes, recipient_key: bytes) -> Claim:
         async with unavailable_is_temporary("claim"):
@@ -69,6 +74,8 @@ class Ledger:
                 self._lease,
             )
         assert row is not None
+        if row["verdict"] == "claimed":
+            self.held.add(row["delivery_id"])
         return Claim(
             verdict=row["verdict"],
             delivery_id=row["delivery_id"],
@@ -99,16 +106,19 @@ class Ledger:
             )
             return int(value) if value is not None else None
 
-        return await with_retries("record", call)
+        attempts = await with_retries("record", call)
+        self.held.discard(delivery_id)
+        return attempts
 
     async def renew_leases(self) -> int:
         """Extend this worker's claims; returns how many it holds."""
         async with unavailable_is_temporary("renew leases"):
             result: str = await self._pool.execute(
                 "UPDATE deliveries SET claimed_until = now() + $2"
-                " WHERE claimed_by = $1 AND status = 'sending'",
+                " WHERE claimed_by = $1 AND status = 'sending' AND id = ANY($3)",
                 self.worker_id,
                 self._lease,
+                list(self.held),
             )
         return int(result.rsplit(" ", 1)[1])
 
@@ -121,6 +131,7 @@ class Ledger:
                 delivery_id,
                 self.worker_id,
             )
+        self.held.discard(delivery_id)
 
     async def release_claims(self) -> int:
         """On shutdown: hand back what this worker claimed but did not finish."""
