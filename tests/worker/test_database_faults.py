@@ -185,9 +185,11 @@ async def test_sessions_cut_mid_issue_lose_nobody_and_repeat_nobody(
     """Fault: mid-issue, every session of the database is cut (`pg_terminate_backend`) six
     times, 0.4 s apart, then the database takes no connections (`ALLOW_CONNECTIONS false`)
     for 2 s, while receipts come in too.
-    Figures: 300 subscribers and 10 receipts, lost 0, duplicates 0 (bound 0: no process
-    died, and the worker holding a claim writes its outcome however late); time to
-    recover after the last fault: measured, printed."""
+    Figures: 300 subscribers and 10 receipts, lost 0. Newsletter duplicates 0 (bound 0: no
+    process died, and the worker holding a chunk writes its outcomes however late). Receipt
+    duplicates at most the 10 in flight (bound: a receipt sent whose outcome could not be
+    written within its ~3 s of retries goes back to its queue, and once its lease lapses
+    it is sent again). Time to recover after the last fault: measured, printed."""
     audience = people(300)
     await subscribe(database_url, audience)
     smtp_server.data_delay = 0.05  # with 4 connections, at least 4 s for everyone
@@ -233,7 +235,8 @@ async def test_sessions_cut_mid_issue_lose_nobody_and_repeat_nobody(
         recovered = time.monotonic() - back
 
         async def receipts_delivered() -> bool:
-            return len(smtp_server.received) >= 310
+            arrived = {r.rcpt_tos[0] for r in smtp_server.received}
+            return all(j["to"]["email"] in arrived for j in jobs)
 
         try:
             await eventually(receipts_delivered, timeout=30)
@@ -247,15 +250,21 @@ async def test_sessions_cut_mid_issue_lose_nobody_and_repeat_nobody(
     finally:
         await checker.close()
     counts = Counter(r.rcpt_tos[0] for r in smtp_server.received)
-    expected = {email: 1 for email, _, _ in audience} | {j["to"]["email"]: 1 for j in jobs}
-    assert counts == Counter(expected), "lost or duplicated: " + str(
-        {k: v for k, v in (counts - Counter(expected) + (Counter(expected) - counts)).items()}
+    buyers = {j["to"]["email"] for j in jobs}
+    newsletter = {email: n for email, n in counts.items() if email not in buyers}
+    receipt_copies = sum(counts[email] - 1 for email in buyers)
+    figures = (
+        f"{killed} sessions cut, 2 s refused: newsletter missing"
+        f" {300 - len(newsletter)}, duplicates {sum(newsletter.values()) - len(newsletter)};"
+        f" receipts missing {sum(1 for b in buyers if not counts[b])}, duplicates"
+        f" {receipt_copies} (bound {len(jobs)}); issue done {recovered:.1f} s after"
+        " the database was back"
     )
+    print("\n" + figures)
+    assert newsletter == {email: 1 for email, _, _ in audience}, figures
+    assert all(counts[b] for b in buyers), figures
+    assert receipt_copies <= len(jobs), figures
     assert await nothing_parked(portal)
-    print(
-        f"\n{killed} sessions cut, 2 s refused: lost 0, duplicates 0;"
-        f" issue done {recovered:.1f} s after the database was back"
-    )
 
 
 async def test_a_receipt_claim_whose_reply_was_lost_is_sent_after_its_lease(
