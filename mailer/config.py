@@ -45,8 +45,72 @@ class BrokerSettings(_Section):
 
 
 class DatabaseSettings(_Section):
+    """`url` is a libpq URL; for failover it names every server, e.g.
+    `postgresql://mailer@db1:5432,db2:5432/mailer?target_session_attrs=read-write`."""
+
     url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/mailer")
     pool_size: int = Field(10, ge=2, le=200)
+
+    @field_validator("url")
+    @classmethod
+    def _parse_url_early(cls, value: SecretStr) -> SecretStr:
+        parse_database_url(value.get_secret_value())
+        return value
+
+
+SESSION_ATTRS = frozenset(
+    {"any", "primary", "standby", "prefer-standby", "read-write", "read-only"}
+)
+_WRITABLE_ATTRS = frozenset({"read-write", "primary"})
+
+
+def parse_database_url(url: str) -> tuple[list[tuple[str, int | None]], str]:
+    """The (host, port) list and the database name of a libpq URL, as asyncpg reads it.
+
+    Several hosts need `target_session_attrs=read-write` (or `primary`): without it a
+    connection may land on a standby, where every write is refused.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError("must start with postgresql://")
+    try:
+        query = dict(parse_qsl(parts.query, keep_blank_values=True, strict_parsing=True))
+    except ValueError:
+        raise ValueError("has a malformed query string") from None
+    hostspec = parts.netloc.rpartition("@")[2]
+    hosts: list[tuple[str, int | None]] = []
+    for entry in hostspec.split(",") if hostspec else []:
+        host, port = _host_and_port(entry)
+        hosts.append((host, port))
+    if not hosts and "host" not in query:
+        raise ValueError("names no host")
+    database = unquote(parts.path.lstrip("/")) or query.get("dbname") or query.get("database")
+    if not database:
+        raise ValueError("names no database (postgresql://user@host:port/DATABASE)")
+    attrs = query.get("target_session_attrs", "any")
+    if attrs not in SESSION_ATTRS:
+        raise ValueError(f"target_session_attrs must be one of {', '.join(sorted(SESSION_ATTRS))}")
+    if len(hosts) > 1 and attrs not in _WRITABLE_ATTRS:
+        raise ValueError(
+            "names several hosts: add ?target_session_attrs=read-write so that connections "
+            "go to the primary"
+        )
+    return hosts, database
+
+
+def _host_and_port(entry: str) -> tuple[str, int | None]:
+    if entry.startswith("["):  # [IPv6]:port
+        host, _, rest = entry[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    else:
+        host, _, port_text = entry.partition(":")
+    if not host:
+        raise ValueError("has an empty host in its host list")
+    if not port_text:
+        return unquote(host), None
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"has an invalid port {port_text!r}")
+    return unquote(host), int(port_text)
 
 
 class SmtpRelay(BaseModel):

@@ -5,6 +5,11 @@ an advisory lock so that two `mailer migrate` runs never interleave. A database 
 is newer than this code is refused rather than written to, and so is one where a migration
 already applied has since been edited (each carries its SHA-256). The SQL functions live in
 the repeatable files of `sql/`, applied again by every run, after the numbered ones.
+
+Failover: the URL may name several servers (`postgresql://u@h1:p1,h2:p2/db?
+target_session_attrs=read-write`); new connections then go to the one that takes writes. A
+server that has turned read-only is temporary, like one that is down, and the pool's
+connections are all replaced once one of them meets it.
 """
 
 from __future__ import annotations
@@ -18,10 +23,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import TypeVar
-from urllib.parse import unquote, urlsplit
 
 import asyncpg
 
+from mailer.config import parse_database_url
 from mailer.errors import ConfigError, MailerError, TemporaryFailure
 
 log = logging.getLogger(__name__)
@@ -41,13 +46,20 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 # (serialization, deadlock), insufficient resources, object not in prerequisite state
 # (e.g. a database not accepting connections), operator intervention, system error.
 TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "55", "57", "58"})
+# Of class 25 (invalid transaction state), only what a failover or the server itself gives
+# us; the rest of the class are mistakes in our own SQL. A read-only transaction is a standby,
+# a demoted primary or `default_transaction_read_only` during maintenance; 25P03 and 25P04
+# are the server ending a session at a timeout.
+TRANSIENT_SQLSTATES = frozenset({"25006", "25P03", "25P04"})
 
 
 def is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, UNAVAILABLE):
         return True
-    state = getattr(exc, "sqlstate", None)
-    return isinstance(exc, asyncpg.PostgresError) and str(state)[:2] in TRANSIENT_SQLSTATE_CLASSES
+    if not isinstance(exc, asyncpg.PostgresError):
+        return False
+    state = str(getattr(exc, "sqlstate", ""))
+    return state[:2] in TRANSIENT_SQLSTATE_CLASSES or state in TRANSIENT_SQLSTATES
 
 
 class SchemaMismatch(MailerError):
@@ -135,15 +147,23 @@ async def _ensure_database(dsn: str) -> asyncpg.Connection:
         return await _connect(dsn)
     except asyncpg.InvalidCatalogNameError:
         pass
-    name = unquote(urlsplit(dsn).path.lstrip("/"))
-    if not name:
-        raise ConfigError("database: the URL names no database")
+    try:
+        _, name = parse_database_url(dsn)  # h1:p1,h2:p2 (multi-host) too
+    except ValueError as exc:
+        raise ConfigError(f"database: the URL {exc}") from None
     admin = await asyncpg.connect(dsn, database="postgres", timeout=10)
     try:
         await admin.execute(f'CREATE DATABASE "{name.replace(chr(34), chr(34) * 2)}"')
         log.info("created database %s", name)
     finally:
         await admin.close()
+    # A standby named before the primary may not have replayed the CREATE yet, and asyncpg
+    # does not go on to the next host when one says the database does not exist.
+    for _ in range(50):
+        try:
+            return await _connect(dsn)
+        except asyncpg.InvalidCatalogNameError:
+            await asyncio.sleep(0.1)
     return await _connect(dsn)
 
 
@@ -221,16 +241,44 @@ async def _check_applied(conn: asyncpg.Connection) -> None:
             )
 
 
+class _ReadOnlyWatch:
+    """Replaces every pooled connection once one of them finds its server read-only.
+
+    After a failover, or once `default_transaction_read_only` is lifted, a connection opened
+    meanwhile still points at a server (or a session) that refuses writes; new connections
+    go where writes are taken (`target_session_attrs=read-write`), so the pool starts over.
+    """
+
+    def __init__(self) -> None:
+        self.pool: asyncpg.Pool | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def init(self, conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(self._seen)
+
+    def _seen(self, record: asyncpg.connection.LoggedQuery) -> None:
+        if self.pool is None or not isinstance(
+            record.exception, asyncpg.ReadOnlySQLTransactionError
+        ):
+            return
+        log.warning("the database refused a write (read-only): replacing pooled connections")
+        task = asyncio.ensure_future(self.pool.expire_connections())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
 async def open_pool(dsn: str, *, size: int) -> asyncpg.Pool:
     """A pool for a schema that is exactly at LATEST_VERSION, else SchemaMismatch."""
+    watch = _ReadOnlyWatch()
     try:
         pool = await asyncpg.create_pool(
-            dsn, min_size=1, max_size=size, command_timeout=30, timeout=10
+            dsn, min_size=1, max_size=size, command_timeout=30, timeout=10, init=watch.init
         )
     except asyncpg.InvalidCatalogNameError:
         raise SchemaMismatch("the database does not exist yet: run `mailer migrate`") from None
     except (*UNAVAILABLE, asyncpg.PostgresError) as exc:
         raise ConfigError(f"database: cannot connect ({exc})") from None
+    watch.pool = pool
     async with pool.acquire() as conn:
         current = await schema_version(conn)
     if current != LATEST_VERSION:
@@ -243,9 +291,16 @@ async def open_pool(dsn: str, *, size: int) -> asyncpg.Pool:
 
 
 async def ping(pool: asyncpg.Pool) -> bool:
+    """Whether the database takes writes now: a standby or a read-only server does not."""
     try:
         async with pool.acquire(timeout=2) as conn:
-            await conn.fetchval("SELECT 1", timeout=2)
+            writable = await conn.fetchval(
+                "SELECT NOT pg_is_in_recovery()"
+                " AND current_setting('transaction_read_only') = 'off'",
+                timeout=2,
+            )
     except (*UNAVAILABLE, asyncpg.PostgresError):
         return False
-    return True
+    if not writable:
+        await pool.expire_connections()  # the next look gets a fresh one, maybe elsewhere
+    return bool(writable)

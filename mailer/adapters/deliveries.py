@@ -3,6 +3,10 @@
 Every method is one round trip to the SQL functions of `sql/deliveries.sql`. A delivery
 being sent is claimed by one worker for a lease that the worker keeps renewing; a stopped
 worker's claims lapse and another worker takes them over.
+
+Only the claims in hand (`held`) are renewed: a claim that committed but whose reply never
+arrived (the session cut at that moment) is unknown to the worker, so it lapses and is taken
+over like a stopped worker's, instead of being renewed for as long as the process lives.
 """
 
 from __future__ import annotations
@@ -101,6 +105,7 @@ class Deliveries:
         self._pool = pool
         self.worker_id = worker_id
         self._lease = timedelta(seconds=lease)
+        self.held: set[int] = set()  # claimed by this process and not yet settled
 
     async def claim_receipt(
         self, job_id: UUID, digest: bytes, recipient_key: bytes
@@ -115,6 +120,8 @@ class Deliveries:
                 self._lease,
             )
         assert row is not None
+        if row["verdict"] == "claimed":
+            self.held.add(row["delivery_id"])
         return ReceiptClaim(
             verdict=row["verdict"],
             delivery_id=row["delivery_id"],
@@ -130,6 +137,7 @@ class Deliveries:
             rows = await self._pool.fetch(
                 _CLAIM_CHUNK, issue_id, self.worker_id, size, self._lease, list_id
             )
+        self.held.update(r["id"] for r in rows)
         return [
             ClaimedDelivery(
                 id=r["id"],
@@ -179,6 +187,8 @@ class Deliveries:
                 [w.suppress for w in writes],
             )
         assert row is not None
+        # Written, or not ours any more (another worker took it over): no longer in hand.
+        self.held.difference_update(w.delivery_id for w in writes)
         return Recorded(set(row["recorded"]), list(row["finished"]))
 
     async def renew_leases(self) -> int:
@@ -186,9 +196,10 @@ class Deliveries:
         async with unavailable_is_temporary("renew leases"):
             result: str = await self._pool.execute(
                 "UPDATE deliveries SET claimed_until = now() + $2"
-                " WHERE claimed_by = $1 AND status = 'sending'",
+                " WHERE claimed_by = $1 AND status = 'sending' AND id = ANY($3)",
                 self.worker_id,
                 self._lease,
+                list(self.held),
             )
         return _count(result)
 
@@ -201,6 +212,7 @@ class Deliveries:
                 list(delivery_ids),
                 self.worker_id,
             )
+        self.held.difference_update(delivery_ids)
         return _count(result)
 
     async def release_unattempted(self, keep: Sequence[int] = ()) -> int:
@@ -214,17 +226,20 @@ class Deliveries:
                 self.worker_id,
                 list(keep),
             )
+        self.held.intersection_update(keep)
         return _count(result)
 
     async def reclaim_expired(self, issue_ids: Sequence[UUID]) -> int:
-        """Give the rows of other workers that stopped renewing their lease back to the pool.
-        This worker's own rows are always recorded by itself, however late."""
+        """Give the rows whose lease lapsed back to the pool: other workers' that stopped, and
+        this worker's own that it does not have in hand (a claim whose reply was lost). Rows
+        in hand are always recorded by this worker itself, however late."""
         async with unavailable_is_temporary("reclaim"):
             result: str = await self._pool.execute(
                 f"UPDATE deliveries d SET {_HAND_BACK}"
                 " WHERE job_id = ANY($1) AND status = 'sending' AND claimed_until < now()"
-                " AND claimed_by <> $2",
+                " AND (claimed_by <> $2 OR NOT id = ANY($3))",
                 list(issue_ids),
                 self.worker_id,
+                list(self.held),
             )
         return _count(result)
