@@ -35,7 +35,7 @@ from mailer.adapters.subscribers import OPTOUT_CHANNEL, Subscribers
 from mailer.adapters.throttle import Throttle
 from mailer.config import Settings, SmtpRelay
 from mailer.core.audience import MailingList
-from mailer.core.messages import Mailbox, compose, compose_alternative, parse_mailbox
+from mailer.core.messages import Mailbox, compose, parse_mailbox
 from mailer.core.outcomes import delay_tiers
 from mailer.core.rendering import Renderer
 from mailer.core.signing import DkimKey, NoSigner, OpenSSLSigner, Signer, load_key
@@ -256,7 +256,7 @@ class Service:
         self.dispatcher = Dispatcher(
             issues=issues,
             throttle=throttle,
-            sender=sender("newsletter", newsletter_relay, compose_alternative),
+            sender=sender("newsletter", newsletter_relay, compose),
             renderer=parts.renderer,
             lists={mailing_list.id: mailing_list for mailing_list in lists.values()},
             token_keys=parts.token_keys,

@@ -2,48 +2,21 @@ from __future__ import annotations
 
 import base64
 import re
-from email.header import decode_header, make_header
 from email.parser import BytesParser
 from email.policy import default
-from email.utils import parseaddr
 
 import pytest
 
 from mailer.core import headers
 from mailer.errors import InvalidJob
+from tests.support.payloads import BCC_Q, HOSTILE, LOOKALIKES, PHISHING_B, shown_name
 
-_INJECTED = (
-    "\r\nSubject: Security alert\r\nContent-Type: text/html\r\n\r\n"
-    "<a href=//attacker.example>Log in</a><!--"
-)
-PHISHING_Q = (
-    "=?utf-8?q?=0D=0ASubject:_Security_alert=0D=0AContent-Type:_text/html=0D=0A=0D=0A"
-    "<a_href=3D//attacker.example>Log_in</a><!--?="
-)
-PHISHING_B = "=?utf-8?b?" + base64.b64encode(_INJECTED.encode()).decode() + "?="
-BCC_Q = "=?utf-8?q?=0D=0ABcc:_victim@attacker.example=0D=0A?="
-SEPARATORS = [
-    "=?utf-8?q?Jan=E2=80=A8Bcc:_victim@attacker.example?=",  # U+2028, encoded
-    "=?utf-8?q?Jan=C2=85Bcc:_victim@attacker.example?=",  # U+0085, encoded
-    "=?utf-8?q?Jan=E2=80=A9Bcc:_victim@attacker.example?=",  # U+2029, encoded
-]
-HOSTILE = [PHISHING_Q, PHISHING_B, BCC_Q, *SEPARATORS]
-LOOKALIKES = ["Jan =?iso-8859-2?q?Kowalski?=", "x=?utf-8?q?y?=z", "=?", "=?utf-8?b??="]
 POLISH = ["Łucja Żółć", "Grzegorz Brzęczyszczykiewicz", "Zażółć gęślą jaźń — ĄĘŚĆŻŹŃÓŁ"]
 LONG = "Krzysztof Konstanty Maria Brzęczyszczykiewicz-Chrząszczyżewoszycki " * 4
 
 
 def parse(head: str) -> object:
     return BytesParser(policy=default).parsebytes(head.encode("ascii") + b"\r\nbody\r\n")
-
-
-def shown_name(head: str) -> tuple[str, str]:
-    """What an RFC 2047 reader shows for `To: name <address>`: the whitespace between two
-    adjacent encoded-words is dropped (6.2). (CPython's address parser keeps it as a space,
-    a deviation of its own: it does not round-trip its own long display names either.)"""
-    value = re.sub(r"\r\n[ \t]", " ", head.split(":", 1)[1].strip())
-    name, address = parseaddr(value)
-    return str(make_header(decode_header(name))), address
 
 
 def lines_of(head: str) -> list[str]:

@@ -21,7 +21,7 @@ from mailer.core.messages import (
 )
 from mailer.core.rendering import Rendered
 from mailer.errors import InvalidJob
-from tests.core.test_headers import BCC_Q, PHISHING_B, PHISHING_Q, SEPARATORS, shown_name
+from tests.support.payloads import BCC_Q, PHISHING_B, PHISHING_Q, SEPARATORS, shown_name
 
 CONTENT = Rendered(
     subject="Potwierdzenie zamówienia ZAM/2026/11/0042 — zażółć gęślą jaźń",
