@@ -156,7 +156,7 @@ async def test_a_newsletter_shows_hostile_subject_name_and_list_name_as_text(
     config["lists"]["lucid-news"]["name"] = BCC_Q
     await start_service(config)
     people = {f"p{n}@example.pl": name for n, name in enumerate(NAMES)}
-    jobs = [
+    jobs: list[dict[str, Any]] = [
         {
             "kind": "subscription",
             "version": 1,
