@@ -309,15 +309,30 @@ def _amount(where: str, value: object) -> None:
         raise InvalidJob(f'{where}: {value!r:.40} is not an amount such as "1476.00"')
 
 
+def _number(where: str, value: object) -> None:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**15:
+        return
+    if isinstance(value, float):
+        raise InvalidJob(f"{where}: {value!r} must be an integer or a decimal string")
+    if not isinstance(value, str) or not MONEY.fullmatch(value):
+        raise InvalidJob(f'{where}: {value!r:.40} is not a number such as "23"')
+
+
 def _check_money(data: dict[str, Any]) -> None:
-    """The contract's money fields: decimal strings of sane size, never JSON numbers."""
+    """The contract's amounts: decimal strings of sane size, never JSON numbers; its
+    quantities and rates: integers or decimal strings of sane size."""
     if "total" in data:
         _amount("data.total", data["total"])
     items = data.get("items")
     if isinstance(items, list):
         for index, item in enumerate(items):
-            if isinstance(item, dict) and "unit_price" in item:
+            if not isinstance(item, dict):
+                continue
+            if "unit_price" in item:
                 _amount(f"data.items.{index}.unit_price", item["unit_price"])
+            for key in ("quantity", "vat_rate"):
+                if key in item:
+                    _number(f"data.items.{index}.{key}", item[key])
 
 
 def payload_digest(job: Job) -> bytes:

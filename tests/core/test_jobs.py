@@ -322,10 +322,34 @@ def _receipt_with(old: bytes, new: bytes) -> bytes:
             _receipt_with(b'"unit_price": "1200.00"', b'"unit_price": 12.5'),
             "data.items.0.unit_price: 12.5 must be a decimal string",
         ),
+        (
+            _receipt_with(b'"quantity": 1', b'"quantity": "1e100000"'),
+            "data.items.0.quantity: '1e100000' is not a number",
+        ),
+        (
+            _receipt_with(b'"quantity": 1', b'"quantity": 10000000000000000'),
+            "data.items.0.quantity: 10000000000000000 is not a number",
+        ),
+        (
+            _receipt_with(b'"quantity": 1', b'"quantity": 1.5'),
+            "data.items.0.quantity: 1.5 must be an integer or a decimal string",
+        ),
+        (
+            _receipt_with(b'"vat_rate": "23"', b'"vat_rate": "1e999999999"'),
+            "data.items.0.vat_rate: '1e999999999' is not a number",
+        ),
     ],
 )
 def test_hostile_json_is_an_invalid_job_with_the_reason(body: bytes, expected: str) -> None:
     assert expected in reason_for(body)
+
+
+def test_sane_numbers_pass() -> None:
+    body = _receipt_with(b'"quantity": 1', b'"quantity": "2.5"').replace(b'"23"', b"8")
+    assert decode_receipt(json.loads(body)).data["items"][0]["vat_rate"] == 8
+    job = receipt()
+    job["data"]["items"].append("not an object")  # left to the template to refuse
+    assert decode_receipt(job)
 
 
 def test_a_job_as_deep_as_the_limit_decodes() -> None:

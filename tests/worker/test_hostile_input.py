@@ -255,6 +255,7 @@ HOSTILE_JSON: list[tuple[bytes, str]] = [
         "data.items.0.unit_price: 'NaN' is not",
     ),
     (_with(b'"quantity": 1', b'"quantity": 1' + b"0" * 5000), "body: the number 1000"),
+    (_with(b'"quantity": 1', b'"quantity": "1e100000"'), "data.items.0.quantity: '1e100000'"),
 ]
 
 
