@@ -195,6 +195,7 @@ _MAX_INTEGER_DIGITS = 30
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _INNERMOST = re.compile(rb"\[[^\[\]{}]*\]|\{[^\[\]{}]*\}")
 _BRACKET = re.compile(rb"[\[\]{}]")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 MONEY = re.compile(r"-?\d{1,15}(?:\.\d{1,6})?")
 
 
@@ -269,6 +270,13 @@ def parse_json(body: bytes, max_bytes: int | None = None) -> dict[str, Any]:
         raise InvalidJob(f"body is not JSON ({exc})") from None
     if not isinstance(raw, dict):
         raise InvalidJob("body is not a JSON object")
+    if _SURROGATE_ESCAPE.search(body):
+        try:  # a \ud800 escape alone decodes to a str that has no UTF-8
+            json.dumps(raw, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise InvalidJob(
+                "body: a string holds a lone UTF-16 surrogate (\\ud800-\\udfff)"
+            ) from None
     return raw
 
 

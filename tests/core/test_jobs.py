@@ -344,6 +344,17 @@ def test_hostile_json_is_an_invalid_job_with_the_reason(body: bytes, expected: s
     assert expected in reason_for(body)
 
 
+@pytest.mark.parametrize("escaped", [b"\\ud800", b"x\\udfffy", b"\\uD83D", b"\\ude00\\ud83d"])
+def test_a_lone_surrogate_anywhere_is_refused(escaped: bytes) -> None:
+    body = encode(receipt(data={**receipt()["data"], "note": "@"})).replace(b"@", escaped)
+    assert reason_for(body) == "body: a string holds a lone UTF-16 surrogate (\\ud800-\\udfff)"
+
+
+def test_a_surrogate_pair_is_a_character() -> None:
+    body = encode(receipt(to={"email": "a@example.pl", "name": "@"}))
+    assert decode_receipt(json.loads(body.replace(b'@"', b'\\ud83d\\ude00"'))).to.name == "😀"
+
+
 def test_sane_numbers_pass() -> None:
     body = _receipt_with(b'"quantity": 1', b'"quantity": "2.5"').replace(b'"23"', b"8")
     assert decode_receipt(json.loads(body)).data["items"][0]["vat_rate"] == 8

@@ -21,7 +21,14 @@ from mailer.core.messages import (
 )
 from mailer.core.rendering import Rendered
 from mailer.errors import InvalidJob
-from tests.support.payloads import BCC_Q, PHISHING_B, PHISHING_Q, SEPARATORS, shown_name
+from tests.support.payloads import (
+    BCC_Q,
+    PHISHING_B,
+    PHISHING_Q,
+    SEPARATORS,
+    filename_of,
+    shown_name,
+)
 
 CONTENT = Rendered(
     subject="Potwierdzenie zamówienia ZAM/2026/11/0042 — zażółć gęślą jaźń",
@@ -285,7 +292,7 @@ def test_no_header_input_adds_a_header_or_a_part(payload: str) -> None:
         "lucja@example.pl",
     )
     (attachment,) = message.iter_attachments()
-    assert attachment.get_filename() == payload.replace("/", "-")
+    assert filename_of(attachment) == payload.replace("/", "-")
     assert [p.get_content_type() for p in message.walk()].count("text/html") == 1
 
 

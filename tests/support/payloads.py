@@ -6,6 +6,7 @@ import base64
 import re
 from email.header import decode_header, make_header
 from email.utils import parseaddr
+from typing import Any
 
 _INJECTED = (
     "\r\nSubject: Security alert\r\nContent-Type: text/html\r\n\r\n"
@@ -43,3 +44,35 @@ def shown_name(header: str) -> tuple[str, str]:
         value = value.split(":", 1)[1]
     name, address = parseaddr(value.strip())
     return str(make_header(decode_header(name))), address
+
+
+# A naughty-string corpus, written for these tests after the kinds of the well-known lists:
+# scripts, SQL, bidi overrides, zero-width and combining marks, emoji sequences, CJK,
+# address lists and escapes in disguise, quotes and backslashes, the longest name allowed.
+NAUGHTY = [
+    "null",
+    "undefined",
+    "\u202egnp.exe\u202c",
+    "\u200bzero\u200dwidth\ufeff",
+    "Ω≈ç√∫µ≤≥÷ åß∂ƒ©∆¬…æ",
+    "田中さんにあげて下さい",
+    "👩‍👩‍👧‍👦 🇵🇱 😀",
+    "Z̤͔ͧ̑̓ä͖̭̈̇lͮ̒ͫǧ̗͚̚o̙̔ͮ̇͐̇",
+    "<script>alert(1)</script>",
+    "Robert'); DROP TABLE subscribers;--",
+    "%0d%0aBcc: x@attacker.example",
+    "\\r\\nBcc: x@attacker.example",
+    "Jan <evil@attacker.example>, other@attacker.example",
+    'a\\"b"c\\',
+    "=?UTF-8?Q?=0A?=",
+    "?= =?",
+    "Ł" * 256,
+]
+
+
+def filename_of(part: Any) -> str:
+    """The file name a part carries, decoded (RFC 2231 and quoted-string alike).
+
+    Not get_filename(): CPython's strips a further pair of outer quotes or angle brackets
+    from whatever name it finds (`"<a>"` shows as `a`), a rule of its own."""
+    return str(part["Content-Disposition"].params["filename"])

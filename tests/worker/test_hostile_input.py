@@ -29,7 +29,9 @@ from tests.support.payloads import (
     HOSTILE,
     LITERAL_BREAKS,
     LOOKALIKES,
+    NAUGHTY,
     PHISHING_Q,
+    filename_of,
     shown_name,
 )
 from tests.support.smtp import Received, SmtpServer
@@ -108,7 +110,7 @@ async def test_a_receipt_shows_a_hostile_name_and_filename_as_text(
     assert shown_name(_raw_header(received, "To")) == (name, ADDRESS)
     assert message["To"].addresses[0].display_name.replace(" ", "") == name.replace(" ", "")
     assert message["Subject"] == "Potwierdzenie zamówienia ZAM/2026/11/0042"
-    assert [a.get_filename() for a in message.iter_attachments()] == FILENAMES
+    assert [filename_of(a) for a in message.iter_attachments()] == FILENAMES
     assert [a.get_content_type() for a in message.iter_attachments()] == ["application/pdf"] * 4
 
 
@@ -194,6 +196,53 @@ async def test_a_newsletter_shows_hostile_subject_name_and_list_name_as_text(
         )
         assert message["List-Id"] == f"{BCC_Q} <lucid-news.lucid.example>"
         assert message["From"] == "Lucid News <news@lucid.example>"
+
+
+async def test_a_naughty_string_corpus_in_names_and_file_names(
+    config: dict[str, Any],
+    start_service: StartService,
+    portal: Broker,
+    smtp_server: SmtpServer,
+    db: asyncpg.Connection,
+    dkim_keys: DkimKeys,
+) -> None:
+    """Every string in a receipt's name and file name, and in a subscriber's stored name:
+    the relay gets one RCPT and the same header lines, the client shows the string, the
+    database holds it unchanged."""
+    await start_service(config)
+    sent = {}
+    for n, naughty in enumerate(NAUGHTY):
+        address = f"n{n}@example.pl"
+        filename = naughty.replace("/", "-").replace("\\", "-")
+        pdf = {"filename": filename, "content_type": "application/pdf", "data_base64": ""}
+        job = receipt(to={"email": address, "name": naughty}, attachments=[pdf])
+        await portal.publish(encode(job), routing_key="receipt")
+        change = {
+            "kind": "subscription",
+            "version": 1,
+            "id": str(uuid.uuid4()),
+            "action": "subscribe",
+            "list": "lucid-news",
+            "email": address,
+            "name": naughty,
+            "confirmed": True,
+        }
+        await portal.publish(encode(change), routing_key="subscription")
+        sent[address] = (naughty, filename)
+    await eventually(lambda: _received(smtp_server, len(NAUGHTY)))
+
+    async def stored() -> bool:
+        return bool(await db.fetchval("SELECT count(*) = $1 FROM subscribers", len(NAUGHTY)))
+
+    await eventually(stored)
+    for received in smtp_server.received:
+        (address,) = received.rcpt_tos
+        naughty, filename = sent[address]
+        assert_clean(received, RECEIPT_HEADERS, dkim_keys)
+        assert shown_name(_raw_header(received, "To")) == (naughty, address)
+        assert [filename_of(a) for a in shown(received).iter_attachments()] == [filename]
+    rows = await db.fetch("SELECT email, name FROM subscribers")
+    assert {row["email"]: row["name"] for row in rows} == {a: v[0] for a, v in sent.items()}
 
 
 async def test_literal_line_breaks_in_header_fields_are_parked_naming_the_field(
