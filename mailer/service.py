@@ -37,7 +37,7 @@ from mailer.adapters.throttle import Throttle
 from mailer.config import Settings, SmtpRelay
 from mailer.core.audience import MailingList
 from mailer.core.deliveries import RetryPolicy
-from mailer.core.messages import Mailbox, compose, compose_alternative, parse_mailbox
+from mailer.core.messages import Mailbox, compose, parse_mailbox
 from mailer.core.outcomes import delay_tiers
 from mailer.core.rendering import Renderer
 from mailer.core.signing import DkimKey, NoSigner, OpenSSLSigner, Signer, load_key
@@ -276,7 +276,7 @@ class Service:
         self.runner = ChunkRunner(
             deliveries=self.deliveries,
             throttle=throttle,
-            attempts=attempts("newsletter", newsletter_relay, compose_alternative),
+            attempts=attempts("newsletter", newsletter_relay, compose),
             signals=signals,
             token_keys=parts.token_keys,
             public_url=settings.http.public_url,

@@ -38,6 +38,11 @@ ensure_python() {
   fi
   python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || { say "mailer needs Python 3.11 or newer; this is $(python3 --version)"; exit 1; }
+  # CVE-2024-6923 (fixed in 3.11.10, 3.12.5, 3.13.0): the email package's folding turns an
+  # encoded-word holding CR LF into real header lines. mailer never uses that folding.
+  if python3 -c 'import sys; v = sys.version_info[:3]; sys.exit(not (v < (3, 11, 10) or (3, 12) <= v < (3, 12, 5)))'; then
+    say "$(python3 --version) has known header-injection bugs in its email package (CVE-2024-6923); mailer writes and encodes every header itself, so it is not affected"
+  fi
 }
 
 ensure_postgres() {

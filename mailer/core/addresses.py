@@ -9,9 +9,10 @@ import unicodedata
 
 from email_validator import EmailNotValidError, validate_email
 
-# C0 controls, DEL, C1 controls and the Unicode line and paragraph separators: any of them
-# in a header value is either an injection attempt or a header that folds wrongly.
-_HEADER_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# C0 controls, DEL, C1 controls, the Unicode line and paragraph separators and lone UTF-16
+# surrogates (no UTF-8 for them): any of them in a header value is either an injection
+# attempt or a header that folds or encodes wrongly.
+_HEADER_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 class InvalidAddress(ValueError):

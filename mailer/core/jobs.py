@@ -80,6 +80,8 @@ class Attachment(_Value):
     def _mime(cls, value: str) -> str:
         if not CONTENT_TYPE.fullmatch(value):
             raise ValueError("must be a MIME type such as application/pdf")
+        if value.lower().startswith(("multipart/", "message/")):
+            raise ValueError("must be the type of a file, not multipart/* or message/*")
         return value.lower()
 
     @field_serializer("content")
@@ -187,8 +189,53 @@ _MODELS: dict[str, type[ReceiptJob] | type[NewsletterJob] | type[SubscriptionJob
 }
 
 
+MAX_DEPTH = 32  # objects and arrays within one another; a job needs fewer than ten
+BODY_SLACK = 1024 * 1024  # what a job may hold besides its attachments' base64
+_MAX_INTEGER_DIGITS = 30
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_INNERMOST = re.compile(rb"\[[^\[\]{}]*\]|\{[^\[\]{}]*\}")
+_BRACKET = re.compile(rb"[\[\]{}]")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+MONEY = re.compile(r"-?\d{1,15}(?:\.\d{1,6})?")
+
+
+def max_body_bytes(max_attachment_bytes: int) -> int:
+    """The largest body a job may have: its attachments in base64, and room for the rest."""
+    return max_attachment_bytes * 4 // 3 + BODY_SLACK
+
+
+class _OutOfRange(ValueError):
+    pass
+
+
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise _OutOfRange(f"the number {text[:20]} is out of range")
+    return value
+
+
+def _integer(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INTEGER_DIGITS:
+        raise _OutOfRange(f"the number {text[:20]}… has more than {_MAX_INTEGER_DIGITS} digits")
+    return int(text)
+
+
+def _too_deep(body: bytes) -> bool:
+    """More than MAX_DEPTH containers within one another? Found without recursion: strings
+    taken out, then the innermost containers removed a level at a time."""
+    structure = _STRING.sub(b"", body)
+    for _ in range(MAX_DEPTH):
+        if _BRACKET.search(structure) is None:
+            return False
+        structure, removed = _INNERMOST.subn(b"", structure)
+        if not removed:
+            return False  # not JSON: the parser says where
+    return _BRACKET.search(structure) is not None
 
 
 def _reason(error: ErrorDetails) -> str:
@@ -201,21 +248,41 @@ def _reason(error: ErrorDetails) -> str:
     return f"{where}: {message}"
 
 
-def parse_json(body: bytes) -> dict[str, Any]:
+def parse_json(body: bytes, max_bytes: int | None = None) -> dict[str, Any]:
+    """Bytes → a JSON object, refusing before parsing what is too big or too deep, and
+    numbers no job needs (NaN, Infinity, 1e100000, integers of more than 30 digits)."""
+    if max_bytes is not None and len(body) > max_bytes:
+        raise InvalidJob(f"body: {len(body)} bytes, more than the limit of {max_bytes}")
+    if _too_deep(body):
+        raise InvalidJob(f"body: nested deeper than {MAX_DEPTH} levels")
     try:
-        raw = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        raw = json.loads(
+            body.decode("utf-8"),
+            parse_constant=_reject_constant,
+            parse_float=_finite,
+            parse_int=_integer,
+        )
     except UnicodeDecodeError:
         raise InvalidJob("body is not UTF-8") from None
-    except ValueError as exc:
+    except _OutOfRange as exc:
+        raise InvalidJob(f"body: {exc}") from None
+    except (ValueError, RecursionError) as exc:
         raise InvalidJob(f"body is not JSON ({exc})") from None
     if not isinstance(raw, dict):
         raise InvalidJob("body is not a JSON object")
+    if _SURROGATE_ESCAPE.search(body):
+        try:  # a \ud800 escape alone decodes to a str that has no UTF-8
+            json.dumps(raw, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise InvalidJob(
+                "body: a string holds a lone UTF-16 surrogate (\\ud800-\\udfff)"
+            ) from None
     return raw
 
 
 def decode(body: bytes, *, max_attachment_bytes: int) -> Job:
     """Bytes from the queue → a job whose every field has been checked."""
-    raw = parse_json(body)
+    raw = parse_json(body, max_body_bytes(max_attachment_bytes))
     kind = raw.get("kind")
     if kind not in _MODELS:
         shown = kind if isinstance(kind, str) and len(kind) <= 40 else type(kind).__name__
@@ -235,11 +302,45 @@ def decode(body: bytes, *, max_attachment_bytes: int) -> Job:
 
 
 def _check_receipt(job: ReceiptJob, max_attachment_bytes: int) -> None:
+    _check_money(job.data)
     total = sum(len(attachment.content) for attachment in job.attachments)
     if total > max_attachment_bytes:
         raise InvalidJob(
             f"attachments: {total} bytes, more than the limit of {max_attachment_bytes}"
         )
+
+
+def _amount(where: str, value: object) -> None:
+    if isinstance(value, bool | int | float):
+        raise InvalidJob(f"{where}: {value!r} must be a decimal string, not a JSON number")
+    if not isinstance(value, str) or not MONEY.fullmatch(value):
+        raise InvalidJob(f'{where}: {value!r:.40} is not an amount such as "1476.00"')
+
+
+def _number(where: str, value: object) -> None:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 10**15:
+        return
+    if isinstance(value, float):
+        raise InvalidJob(f"{where}: {value!r} must be an integer or a decimal string")
+    if not isinstance(value, str) or not MONEY.fullmatch(value):
+        raise InvalidJob(f'{where}: {value!r:.40} is not a number such as "23"')
+
+
+def _check_money(data: dict[str, Any]) -> None:
+    """The contract's amounts: decimal strings of sane size, never JSON numbers; its
+    quantities and rates: integers or decimal strings of sane size."""
+    if "total" in data:
+        _amount("data.total", data["total"])
+    items = data.get("items")
+    if isinstance(items, list):
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                continue
+            if "unit_price" in item:
+                _amount(f"data.items.{index}.unit_price", item["unit_price"])
+            for key in ("quantity", "vat_rate"):
+                if key in item:
+                    _number(f"data.items.{index}.{key}", item[key])
 
 
 def payload_digest(job: Job) -> bytes:

@@ -1,12 +1,14 @@
 """⑤ Compose: a rendered message and its addresses become RFC 5322 bytes.
 
-Built with the standard library's `email` package: RFC 2047 for non-ASCII display names and
-subjects, quoted-printable text parts (7-bit clean, so no relay re-encodes what DKIM signed),
-multipart/alternative, and multipart/mixed around it when there are attachments.
+One writer for every message, receipts and newsletters alike: headers from `headers` (our own
+RFC 2047 / 2231 encoding, never the standard library's folding), quoted-printable text parts
+(7-bit clean, so no relay re-encodes what DKIM signed), multipart/alternative, and
+multipart/mixed around it with base64 attachments when there are any.
 """
 
 from __future__ import annotations
 
+import base64
 import binascii
 import hashlib
 import re
@@ -14,39 +16,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.headerregistry import Address
-from email.message import EmailMessage
-from email.policy import EmailPolicy
+from email.policy import default as _parsing_policy
 from email.utils import format_datetime
 from functools import lru_cache
-from typing import Any
 
+from mailer.core import headers
 from mailer.core.addresses import normalize_address, unsafe_for_header
 from mailer.core.rendering import Rendered
+from mailer.errors import InvalidJob
 
-# Headers whose value must reach the recipient exactly as written: a URL folded into an
-# RFC 2047 encoded-word is no longer a URL (RFC 8058 clients then cannot use it).
-VERBATIM_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post", "list-id"})
-_VERBATIM_VALUE = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")
-
-
-class _MailPolicy(EmailPolicy):
-    def _verbatim(self, name: str, value: Any) -> str | None:
-        if name.lower() not in VERBATIM_HEADERS:
-            return None
-        text = str(value)
-        if not _VERBATIM_VALUE.fullmatch(text) or len(name) + 2 + len(text) > 998:
-            raise ValueError(f"{name} must be printable ASCII within one line")
-        return f"{name}: {text}{self.linesep}"
-
-    def fold(self, name: str, value: Any) -> str:
-        return self._verbatim(name, value) or super().fold(name, value)
-
-    def fold_binary(self, name: str, value: Any) -> bytes:
-        verbatim = self._verbatim(name, value)
-        return verbatim.encode("ascii") if verbatim else super().fold_binary(name, value)
-
-
-POLICY = _MailPolicy(linesep="\r\n", max_line_length=78, utf8=False)
+_MIME_NAME = r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}"
+CONTENT_TYPE = re.compile(rf"{_MIME_NAME}/{_MIME_NAME}")
+# Types whose body a client parses as structure: never an attachment we base64.
+STRUCTURED_TYPES = ("multipart/", "message/")
+_MESSAGE_ID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+@[A-Za-z0-9.-]+>")
+_LIST_ID = re.compile(r"(?:(?P<name>.*\S) )?<(?P<id>[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+)>")
+_URL = re.compile(r"[\x21-\x3b\x3d\x3f-\x7e]+")  # printable ASCII without < and >
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,26 +39,26 @@ class Mailbox:
     address: str
     name: str | None = None
 
-    def header(self) -> Address:
-        local, _, domain = self.address.rpartition("@")
-        return Address(display_name=self.name or "", username=local, domain=domain)
-
     @property
     def domain(self) -> str:
         return self.address.rpartition("@")[2]
 
 
 def parse_mailbox(text: str) -> Mailbox:
-    """'Name <user@example.org>' or a bare address → a Mailbox; ValueError when not valid."""
+    """'Name <user@example.org>' or a bare address → a Mailbox; ValueError when not valid.
+
+    For settings; the standard library parses (it decodes encoded-words), so the decoded
+    name is checked again."""
     if unsafe_for_header(text):
         raise ValueError("contains a line break or control character")
-    header = POLICY.header_factory("from", text)
+    header = _parsing_policy.header_factory("from", text)
     addresses: tuple[Address, ...] = getattr(header, "addresses", ())
     if len(addresses) != 1 or header.defects or not addresses[0].addr_spec:
         raise ValueError(f"{text!r} is not one mailbox such as 'Name <user@example.org>'")
-    return Mailbox(
-        address=normalize_address(addresses[0].addr_spec), name=addresses[0].display_name or None
-    )
+    name = addresses[0].display_name or None
+    if name is not None and unsafe_for_header(name):
+        raise ValueError("the name decodes to a line break or control character")
+    return Mailbox(address=normalize_address(addresses[0].addr_spec), name=name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +70,7 @@ class FileAttachment:
 
 @dataclass(frozen=True, slots=True)
 class ListHeaders:
-    """RFC 2369 / 2919 / 8058: which list, and the one-click way out."""
+    """RFC 2369 / 2919 / 8058: which list (`Name <id>` or `<id>`), and the one-click way out."""
 
     list_id: str
     unsubscribe_url: str
@@ -106,40 +91,46 @@ def message_id(local: str, domain: str) -> str:
     return f"<{local}@{domain}>"
 
 
-def compose(draft: Draft) -> bytes:
-    """The message as it goes over SMTP: CRLF line ends, no line over 998 octets."""
-    msg = EmailMessage(policy=POLICY)
-    msg["From"] = draft.sender.header()
-    msg["To"] = draft.to.header()
-    msg["Subject"] = draft.content.subject
-    msg["Date"] = format_datetime(draft.date)
-    msg["Message-ID"] = draft.message_id
-    if draft.list_headers is not None:
-        lists = draft.list_headers
-        msg["List-Id"] = lists.list_id
-        msg["List-Unsubscribe"] = f"<{lists.unsubscribe_url}>"
-        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    msg.set_content(draft.content.text, subtype="plain", charset="utf-8", cte="quoted-printable")
-    msg.add_alternative(draft.content.html, subtype="html", charset="utf-8", cte="quoted-printable")
-    for attachment in draft.attachments:
-        maintype, _, subtype = attachment.content_type.partition("/")
-        msg.add_attachment(
-            attachment.content, maintype=maintype, subtype=subtype, filename=attachment.filename
-        )
-    for part in msg.walk():
-        if part is not msg:
-            # add_alternative/add_attachment stamp sub-parts as if they were whole messages.
-            del part["MIME-Version"]
-    return msg.as_bytes()
-
-
-def _encoded(name: str, value: str) -> str:
-    """`Name: value` folded, with RFC 2047 where needed: the standard library's output."""
-    return POLICY.fold(name, POLICY.header_factory(name, value))
-
-
 # From and Subject repeat for every recipient of an issue.
-_encoded_once = lru_cache(maxsize=256)(_encoded)
+@lru_cache(maxsize=256)
+def _mailbox(name: str, display: str | None, address: str) -> str:
+    return headers.mailbox(name, display, address)
+
+
+@lru_cache(maxsize=256)
+def _subject(text: str) -> str:
+    return headers.unstructured("Subject", text)
+
+
+def _list_lines(lists: ListHeaders) -> list[str]:
+    found = _LIST_ID.fullmatch(lists.list_id)
+    if found is None:
+        raise InvalidJob("List-Id: must be 'Name <list.domain>' or '<list.domain>'")
+    name_tokens = headers.phrase("List-Id", found["name"]) if found["name"] else []
+    url = lists.unsubscribe_url
+    if not _URL.fullmatch(url) or len(url) > 998 - len("List-Unsubscribe: <>"):
+        raise InvalidJob("List-Unsubscribe: the URL must be printable ASCII within one line")
+    return [
+        headers.fold("List-Id", [*name_tokens, f"<{found['id']}>"]),
+        f"List-Unsubscribe: <{url}>\r\n",  # whole on one line: a folded URL breaks RFC 8058
+        "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+    ]
+
+
+def _head(draft: Draft) -> list[str]:
+    if not _MESSAGE_ID.fullmatch(draft.message_id):
+        raise InvalidJob("Message-ID: must be <local@domain> in printable ASCII")
+    head = [
+        _mailbox("From", draft.sender.name, draft.sender.address),
+        headers.mailbox("To", draft.to.name, draft.to.address),
+        _subject(draft.content.subject),
+        f"Date: {format_datetime(draft.date)}\r\n",
+        f"Message-ID: {draft.message_id}\r\n",
+    ]
+    if draft.list_headers is not None:
+        head += _list_lines(draft.list_headers)
+    head.append("MIME-Version: 1.0\r\n")
+    return head
 
 
 def _qp(text: str) -> bytes:
@@ -150,47 +141,78 @@ def _qp(text: str) -> bytes:
     return binascii.b2a_qp(crlf, istext=True, header=False)
 
 
-def compose_alternative(draft: Draft) -> bytes:
-    """The same message as compose() for a draft without attachments, written directly:
-    about ten times cheaper, which matters once per recipient of a newsletter."""
-    if draft.attachments:
-        return compose(draft)
-    boundary = "=_" + hashlib.sha256(draft.message_id.encode()).hexdigest()[:28]
-    head = [
-        _encoded_once("From", str(draft.sender.header())),
-        _encoded("To", str(draft.to.header())),
-        _encoded_once("Subject", draft.content.subject),
-        f"Date: {format_datetime(draft.date)}\r\n",
-        f"Message-ID: {draft.message_id}\r\n",
-    ]
-    if draft.list_headers is not None:
-        lists = draft.list_headers
-        head += [
-            POLICY.fold_binary("List-Id", lists.list_id).decode(),
-            POLICY.fold_binary("List-Unsubscribe", f"<{lists.unsubscribe_url}>").decode(),
-            "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
-        ]
-    head += [
-        "MIME-Version: 1.0\r\n",
-        f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n',
-    ]
+_TEXT_PART = (
+    b'Content-Type: text/%s; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
+)
+
+
+def _boundary(salt: str, draft: Draft) -> str:
+    # "=_" never occurs in quoted-printable or base64 output, so no part can end early.
+    return "=_" + hashlib.sha256((salt + draft.message_id).encode()).hexdigest()[:28]
+
+
+def _alternative(draft: Draft, boundary: str) -> list[bytes]:
     separator = f"--{boundary}\r\n".encode()
-    part = (
-        b'Content-Type: text/%s; charset="utf-8"\r\n'
-        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
-    )
-    return b"".join(
+    return [
+        separator,
+        _TEXT_PART % b"plain",
+        _qp(draft.content.text),
+        b"\r\n",
+        separator,
+        _TEXT_PART % b"html",
+        _qp(draft.content.html),
+        b"\r\n",
+        f"--{boundary}--\r\n".encode(),
+    ]
+
+
+def _attachment(index: int, attachment: FileAttachment) -> bytes:
+    where = f"attachments.{index}"
+    content_type = attachment.content_type.lower()
+    if not CONTENT_TYPE.fullmatch(content_type) or content_type.startswith(STRUCTURED_TYPES):
+        raise InvalidJob(f"{where}.content_type: {content_type!r} cannot be an attachment's type")
+    if not attachment.filename.strip():
+        raise InvalidJob(f"{where}.filename: is empty")
+    head = "".join(
         [
-            "".join(head).encode("ascii"),
-            b"\r\n",
-            separator,
-            part % b"plain",
-            _qp(draft.content.text),
-            b"\r\n",
-            separator,
-            part % b"html",
-            _qp(draft.content.html),
-            b"\r\n",
-            f"--{boundary}--\r\n".encode(),
+            f"Content-Type: {content_type}\r\n",
+            headers.with_parameters(
+                "Content-Disposition",
+                "attachment",
+                headers.parameter(
+                    "filename", headers.checked(f"{where}.filename", attachment.filename)
+                ),
+            ),
+            "Content-Transfer-Encoding: base64\r\n",
         ]
     )
+    body = base64.encodebytes(attachment.content).replace(b"\n", b"\r\n")  # lines of 76
+    return head.encode("ascii") + b"\r\n" + body
+
+
+def compose(draft: Draft) -> bytes:
+    """The message as it goes over SMTP: CRLF line ends, 7-bit, header lines <= 78 octets
+    except a List-Unsubscribe URL, which stays whole (<= 998)."""
+    head = _head(draft)
+    alternative = _boundary("", draft)
+    if not draft.attachments:
+        head.append(f'Content-Type: multipart/alternative; boundary="{alternative}"\r\n')
+        return b"".join(["".join(head).encode("ascii"), b"\r\n", *_alternative(draft, alternative)])
+    mixed = _boundary("mixed", draft)
+    head.append(f'Content-Type: multipart/mixed; boundary="{mixed}"\r\n')
+    separator = f"--{mixed}\r\n".encode()
+    parts = [
+        "".join(head).encode("ascii"),
+        b"\r\n",
+        separator,
+        f'Content-Type: multipart/alternative; boundary="{alternative}"\r\n\r\n'.encode(),
+        *_alternative(draft, alternative),
+    ]
+    for index, attachment in enumerate(draft.attachments):
+        parts += [b"\r\n", separator, _attachment(index, attachment)]
+    parts.append(f"\r\n--{mixed}--\r\n".encode())
+    return b"".join(parts)
+
+
+# Kept for callers that name the newsletter writer: it is the same writer now.
+compose_alternative = compose

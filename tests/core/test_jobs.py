@@ -6,7 +6,15 @@ from typing import Any
 
 import pytest
 
-from mailer.core.jobs import NewsletterJob, ReceiptJob, SubscriptionJob, decode, payload_digest
+from mailer.core.jobs import (
+    MAX_DEPTH,
+    NewsletterJob,
+    ReceiptJob,
+    SubscriptionJob,
+    decode,
+    max_body_bytes,
+    payload_digest,
+)
 from mailer.errors import InvalidJob
 from tests.support.jobs import PDF, encode, receipt
 
@@ -267,3 +275,111 @@ def test_a_subscription_list_must_be_a_slug() -> None:
             }
         )
     )
+
+
+def _nested(depth: int) -> bytes:
+    job = receipt()
+    job["data"]["notes"] = "@"
+    return encode(job).replace(b'"@"', b"[" * depth + b"]" * depth)
+
+
+def _receipt_with(old: bytes, new: bytes) -> bytes:
+    body = encode(receipt())
+    assert old in body
+    return body.replace(old, new)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (_nested(1_000_000), "body: nested deeper than 32 levels"),
+        (_nested(31), "body: nested deeper than 32 levels"),  # 33 with the job and data
+        (b"[" * 40 + b"]" * 40, "body: nested deeper than 32 levels"),
+        (b'{"a": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}', "kind: unknown kind"),
+        (b'{"a": "\\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}', "kind: unknown kind"),
+        (b"{" * 40, "body is not JSON"),
+        (_receipt_with(b'"total": "1476.00"', b'"total": 1e100000'), "body: the number 1e100000"),
+        (_receipt_with(b'"total": "1476.00"', b'"total": -1e400'), "body: the number -1e400 is"),
+        (_receipt_with(b'"total": "1476.00"', b'"total": Infinity'), "body is not JSON (Infin"),
+        (_receipt_with(b'"quantity": 1', b'"quantity": 1' + b"0" * 5000), "has more than 30"),
+        (
+            _receipt_with(b'"total": "1476.00"', b'"total": 1476.0'),
+            "data.total: 1476.0 must be a decimal string, not a JSON number",
+        ),
+        (
+            _receipt_with(b'"total": "1476.00"', b'"total": 1476'),
+            "data.total: 1476 must be a decimal string, not a JSON number",
+        ),
+        (
+            _receipt_with(b'"total": "1476.00"', b'"total": "1e100000"'),
+            "data.total: '1e100000' is not an amount",
+        ),
+        (
+            _receipt_with(b'"unit_price": "1200.00"', b'"unit_price": "NaN"'),
+            "data.items.0.unit_price: 'NaN' is not an amount",
+        ),
+        (
+            _receipt_with(b'"unit_price": "1200.00"', b'"unit_price": 12.5'),
+            "data.items.0.unit_price: 12.5 must be a decimal string",
+        ),
+        (
+            _receipt_with(b'"quantity": 1', b'"quantity": "1e100000"'),
+            "data.items.0.quantity: '1e100000' is not a number",
+        ),
+        (
+            _receipt_with(b'"quantity": 1', b'"quantity": 10000000000000000'),
+            "data.items.0.quantity: 10000000000000000 is not a number",
+        ),
+        (
+            _receipt_with(b'"quantity": 1', b'"quantity": 1.5'),
+            "data.items.0.quantity: 1.5 must be an integer or a decimal string",
+        ),
+        (
+            _receipt_with(b'"vat_rate": "23"', b'"vat_rate": "1e999999999"'),
+            "data.items.0.vat_rate: '1e999999999' is not a number",
+        ),
+    ],
+)
+def test_hostile_json_is_an_invalid_job_with_the_reason(body: bytes, expected: str) -> None:
+    assert expected in reason_for(body)
+
+
+@pytest.mark.parametrize("escaped", [b"\\ud800", b"x\\udfffy", b"\\uD83D", b"\\ude00\\ud83d"])
+def test_a_lone_surrogate_anywhere_is_refused(escaped: bytes) -> None:
+    body = encode(receipt(data={**receipt()["data"], "note": "@"})).replace(b"@", escaped)
+    assert reason_for(body) == "body: a string holds a lone UTF-16 surrogate (\\ud800-\\udfff)"
+
+
+def test_a_surrogate_pair_is_a_character() -> None:
+    body = encode(receipt(to={"email": "a@example.pl", "name": "@"}))
+    assert decode_receipt(json.loads(body.replace(b'@"', b'\\ud83d\\ude00"'))).to.name == "😀"
+
+
+def test_sane_numbers_pass() -> None:
+    body = _receipt_with(b'"quantity": 1', b'"quantity": "2.5"').replace(b'"23"', b"8")
+    assert decode_receipt(json.loads(body)).data["items"][0]["vat_rate"] == 8
+    job = receipt()
+    job["data"]["items"].append("not an object")  # left to the template to refuse
+    assert decode_receipt(job)
+
+
+def test_a_job_as_deep_as_the_limit_decodes() -> None:
+    assert decode_receipt(json.loads(_nested(MAX_DEPTH - 2)))  # the job and data: 2 levels
+
+
+def test_a_body_over_the_cap_is_refused_before_parsing() -> None:
+    limit = 3000
+    cap = max_body_bytes(limit)
+    assert cap == limit * 4 // 3 + 1024 * 1024
+    body = b"{" * (cap + 1)  # never parsed: it would be "not JSON"
+    assert reason_for(body, limit=limit) == f"body: {cap + 1} bytes, more than the limit of {cap}"
+    padded = encode(receipt(data={**receipt()["data"], "pad": "x" * (cap - 2000)}))
+    assert len(padded) <= cap
+    assert decode(padded, max_attachment_bytes=limit)
+
+
+@pytest.mark.parametrize("content_type", ["multipart/mixed", "message/rfc822", "Multipart/Related"])
+def test_an_attachment_cannot_be_a_structured_type(content_type: str) -> None:
+    attachment = {"filename": "a.eml", "content_type": content_type, "data_base64": ""}
+    reason = reason_for(encode(receipt(attachments=[attachment])))
+    assert reason.startswith("attachments.0.content_type: must be the type of a file")

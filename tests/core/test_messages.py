@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
+from email.headerregistry import Address
 from email.message import EmailMessage
+from email.utils import format_datetime
 
 import pytest
 
@@ -12,10 +15,20 @@ from mailer.core.messages import (
     ListHeaders,
     Mailbox,
     compose,
+    compose_alternative,
     message_id,
     parse_mailbox,
 )
 from mailer.core.rendering import Rendered
+from mailer.errors import InvalidJob
+from tests.support.payloads import (
+    BCC_Q,
+    PHISHING_B,
+    PHISHING_Q,
+    SEPARATORS,
+    filename_of,
+    shown_name,
+)
 
 CONTENT = Rendered(
     subject="Potwierdzenie zamówienia ZAM/2026/11/0042 — zażółć gęślą jaźń",
@@ -95,11 +108,26 @@ def test_list_unsubscribe_stays_a_plain_url_however_long() -> None:
     assert parse(raw)["List-Unsubscribe"] == f"<{url}>"
 
 
-@pytest.mark.parametrize("url", ["https://x.example/\r\nBcc: y", "https://x.example/zażółć"])
+@pytest.mark.parametrize(
+    "url", ["https://x.example/\r\nBcc: y", "https://x.example/zażółć", "https://x/ a", "x>"]
+)
 def test_list_headers_refuse_what_cannot_stay_verbatim(url: str) -> None:
     bad = ListHeaders("Lucid News <lucid-news.lucid.example>", url)
-    with pytest.raises(ValueError, match=r"printable ASCII|linefeed or carriage return"):
+    with pytest.raises(InvalidJob, match=r"^List-Unsubscribe: the URL must be printable ASCII"):
         compose(draft(list_headers=bad))
+
+
+@pytest.mark.parametrize("list_id", ["Lucid News", "<a b>", "News <x>\r\nBcc: y"])
+def test_a_list_id_must_name_an_identifier(list_id: str) -> None:
+    with pytest.raises(InvalidJob, match=r"^List-Id: "):
+        compose(draft(list_headers=ListHeaders(list_id, "https://x.example/u")))
+
+
+def test_a_list_name_that_looks_encoded_is_shown_as_written() -> None:
+    lists = ListHeaders(f"{BCC_Q} <lucid-news.lucid.example>", "https://x.example/u")
+    raw = compose(draft(list_headers=lists))
+    assert parse(raw)["List-Id"] == f"{BCC_Q} <lucid-news.lucid.example>"
+    assert BCC_Q.encode() not in raw
 
 
 @pytest.mark.parametrize(
@@ -122,24 +150,39 @@ def test_parse_mailbox_refuses(text: str) -> None:
         parse_mailbox(text)
 
 
-def test_the_policy_keeps_list_headers_verbatim_as_text_too() -> None:
-    from mailer.core.messages import POLICY
+def reference(d: Draft) -> EmailMessage:
+    """The same draft composed by the standard library, as the writer was checked against."""
+    msg = EmailMessage(policy=policy.default.clone(linesep="\r\n"))
+    msg["From"] = Address(d.sender.name or "", *d.sender.address.split("@"))
+    msg["To"] = Address(d.to.name or "", *d.to.address.split("@"))
+    msg["Subject"] = d.content.subject
+    msg["Date"] = format_datetime(d.date)
+    msg["Message-ID"] = d.message_id
+    if d.list_headers is not None:
+        msg["List-Id"] = d.list_headers.list_id
+        msg["List-Unsubscribe"] = f"<{d.list_headers.unsubscribe_url}>"
+        msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg.set_content(d.content.text, subtype="plain", charset="utf-8", cte="quoted-printable")
+    msg.add_alternative(d.content.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    for a in d.attachments:
+        maintype, _, subtype = a.content_type.partition("/")
+        msg.add_attachment(a.content, maintype=maintype, subtype=subtype, filename=a.filename)
+    return parse(msg.as_bytes())
 
-    url = "<https://mail.lucid.example/u/" + "B" * 90 + ">"
-    assert POLICY.fold("List-Unsubscribe", url) == f"List-Unsubscribe: {url}\r\n"
-    assert POLICY.fold("Subject", "x").startswith("Subject: x")
 
-
-def test_the_direct_writer_matches_the_standard_library() -> None:
-    from mailer.core.messages import compose_alternative
-
+@pytest.mark.parametrize(
+    "attachments",
+    [(), (FileAttachment("Faktura łódź.pdf", "application/pdf", bytes(range(256)) * 9),)],
+)
+def test_the_writer_reads_back_as_the_standard_librarys_message_does(
+    attachments: tuple[FileAttachment, ...],
+) -> None:
     lists = ListHeaders(
         "Lucid News <lucid-news.lucid.example>",
         "https://mail.lucid.example/u/AAAAAeJAAAPR58alBqEd4-N8J49W",
     )
-    subject_draft = draft(list_headers=lists)
-    fast, slow = compose_alternative(subject_draft), compose(subject_draft)
-    ours, theirs = parse(fast), parse(slow)
+    subject_draft = draft(list_headers=lists, attachments=attachments)
+    ours, theirs = parse(compose(subject_draft)), reference(subject_draft)
     for name in (
         "From",
         "To",
@@ -152,19 +195,122 @@ def test_the_direct_writer_matches_the_standard_library() -> None:
         "List-Unsubscribe-Post",
     ):
         assert ours[name] == theirs[name], name
-    assert ours.get_content_type() == "multipart/alternative"
+    assert ours.get_content_type() == theirs.get_content_type()
     for kind in ("plain", "html"):
-        mine, reference = ours.get_body((kind,)), theirs.get_body((kind,))
-        assert mine is not None and reference is not None
-        assert mine.get_content() == reference.get_content()
+        mine, other = ours.get_body((kind,)), theirs.get_body((kind,))
+        assert mine is not None and other is not None
+        assert mine.get_content() == other.get_content()
         assert mine["Content-Transfer-Encoding"] == "quoted-printable"
-    assert all(byte < 128 for byte in fast)
-    assert max(len(line) for line in fast.split(b"\r\n")) <= 78
-    assert f"\r\nList-Unsubscribe: <{lists.unsubscribe_url}>\r\n".encode() in fast
+    pairs = zip(ours.iter_attachments(), theirs.iter_attachments(), strict=True)
+    for mine, other in pairs:
+        assert mine.get_filename() == other.get_filename()
+        assert mine.get_content_type() == other.get_content_type()
+        assert mine.get_content() == other.get_content()
+        assert mine.get_content_disposition() == "attachment"
 
 
-def test_the_direct_writer_hands_attachments_to_the_standard_library() -> None:
-    from mailer.core.messages import compose_alternative
+def test_a_newsletter_keeps_its_bytes() -> None:
+    """The writer newsletters had: same head, same boundary, same parts."""
+    lists = ListHeaders("Lucid News <lucid-news.lucid.example>", "https://mail.lucid.example/u/x")
+    raw = compose(
+        draft(
+            sender=Mailbox("news@lucid.example", "Lucid News"),
+            to=Mailbox("anna@example.pl", "Anna Nowak"),
+            content=Rendered("What's new", "<p>x</p>", "x\n"),
+            list_headers=lists,
+        )
+    )
+    assert raw.split(b"\r\n\r\n", 1)[0].decode() == (
+        "From: Lucid News <news@lucid.example>\r\n"
+        "To: Anna Nowak <anna@example.pl>\r\n"
+        "Subject: What's new\r\n"
+        "Date: Tue, 24 Nov 2026 09:15:00 +0000\r\n"
+        "Message-ID: <5f1c2a0e-8b1e-4c53-9a55-3f0c1e7d9a10@lucid.example>\r\n"
+        "List-Id: Lucid News <lucid-news.lucid.example>\r\n"
+        "List-Unsubscribe: <https://mail.lucid.example/u/x>\r\n"
+        "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/alternative; boundary="=_c6bc4fa57453ae296212ed9fcfe3"'
+    )
 
-    with_file = draft(attachments=[FileAttachment("a.txt", "text/plain", b"a")])
-    assert parse(compose_alternative(with_file)).get_content_type() == "multipart/mixed"
+
+def test_compose_alternative_is_the_same_writer() -> None:
+    assert compose_alternative is compose
+
+
+def test_base64_lines_are_76_and_the_parts_end_cleanly() -> None:
+    content = bytes(range(256)) * 5
+    raw = compose(draft(attachments=[FileAttachment("a.bin", "application/octet-stream", content)]))
+    body = raw.split(b"Content-Transfer-Encoding: base64\r\n\r\n", 1)[1]
+    lines = body.split(b"\r\n")
+    encoded = lines[: lines.index(b"")]
+    assert {len(line) for line in encoded[:-1]} == {76}
+    assert base64.b64decode(b"".join(encoded)) == content
+    assert raw.endswith(b"--\r\n")
+    assert [p.get_content_type() for p in parse(raw).walk()] == [
+        "multipart/mixed",
+        "multipart/alternative",
+        "text/plain",
+        "text/html",
+        "application/octet-stream",
+    ]
+
+
+@pytest.mark.parametrize(
+    "content_type", ["multipart/mixed", "message/rfc822", "text/html\r\nBcc: x", "pdf", "a/b c"]
+)
+def test_an_attachment_type_is_checked(content_type: str) -> None:
+    bad = FileAttachment("a.pdf", content_type, b"x")
+    with pytest.raises(InvalidJob, match=r"^attachments\.0\.content_type: "):
+        compose(draft(attachments=[bad]))
+
+
+@pytest.mark.parametrize("filename", ["", "  ", "a\r\nb.pdf", "a\u2028.pdf"])
+def test_an_attachment_name_is_checked(filename: str) -> None:
+    with pytest.raises(InvalidJob, match=r"^attachments\.0\.filename: "):
+        compose(draft(attachments=[FileAttachment(filename, "application/pdf", b"x")]))
+
+
+@pytest.mark.parametrize("payload", [PHISHING_Q, PHISHING_B, BCC_Q, *SEPARATORS])
+def test_no_header_input_adds_a_header_or_a_part(payload: str) -> None:
+    """The payloads in the display name, the subject and a file name at once."""
+    raw = compose(
+        draft(
+            to=Mailbox("lucja@example.pl", payload),
+            content=Rendered(payload, "<p>x</p>", "x\n"),
+            attachments=[FileAttachment(payload.replace("/", "-"), "application/pdf", b"%PDF")],
+        )
+    )
+    head = raw.split(b"\r\n\r\n", 1)[0].decode("ascii")
+    names = [line.split(":")[0] for line in head.split("\r\n") if not line.startswith(" ")]
+    assert names == ["From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "Content-Type"]
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 78
+    message = parse(raw)
+    assert message["Subject"] == payload
+    assert shown_name(head.split("\r\nSubject:")[0].split("\r\n", 1)[1]) == (
+        payload,
+        "lucja@example.pl",
+    )
+    (attachment,) = message.iter_attachments()
+    assert filename_of(attachment) == payload.replace("/", "-")
+    assert [p.get_content_type() for p in message.walk()].count("text/html") == 1
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        ({"to": Mailbox("a b@example.pl")}, "^To: the address"),
+        ({"sender": Mailbox("x@example.pl>")}, "^From: the address"),
+        ({"message_id": "<x>\r\nBcc: y"}, "^Message-ID: "),
+        ({"content": Rendered("a\u2028b", "", "")}, "^Subject: contains a line break"),
+    ],
+)
+def test_what_the_pipelines_pass_is_checked_again(bad: dict[str, object], match: str) -> None:
+    with pytest.raises(InvalidJob, match=match):
+        compose(draft(**bad))
+
+
+@pytest.mark.parametrize("name", [BCC_Q, *SEPARATORS])
+def test_a_configured_name_that_decodes_to_a_line_break_is_refused(name: str) -> None:
+    with pytest.raises(ValueError, match=r"decodes to a line break|cannot contain CR or LF"):
+        parse_mailbox(f"{name} <news@lucid.example>")
