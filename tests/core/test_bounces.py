@@ -547,13 +547,13 @@ def test_classify_reply(
     assert verdict.reason.startswith(str(code))
 
 
-def test_a_refused_sender_is_not_what_the_old_rule_called_a_bad_address() -> None:
-    """The worker's rule today (outcomes.classify) suppresses on any 5.1.x, a refused sender
-    included; this classifier does not."""
-    from mailer.core.outcomes import Failed, Reply, classify
+def test_a_refused_sender_is_never_a_bad_address() -> None:
+    """The session path (outcomes.classify) and this classifier agree: a refused sender holds
+    and retries, it never suppresses the recipient."""
+    from mailer.core.outcomes import Reply, Retry, classify
 
-    old = classify(Reply(550, "5.1.8 sender domain does not exist"))
-    assert isinstance(old, Failed) and old.suppress
+    held = classify(Reply(550, "5.1.8 sender domain does not exist", stage="rcpt"))
+    assert isinstance(held, Retry) and held.relay_fault
     assert classify_reply(550, None, "5.1.8 sender domain does not exist", "rcpt").kind is (
         ReplyKind.SENDER
     )
