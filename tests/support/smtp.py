@@ -45,6 +45,8 @@ class SmtpServer:
     rcpt_replies: dict[str, str] = field(default_factory=dict)
     data_replies: deque[str] = field(default_factory=deque)
     data_delay: float = 0.0  # seconds before answering DATA: a slow relay
+    data_size_limit: int | None = 33554432  # advertised in EHLO as SIZE (aiosmtpd's default)
+    mail_commands: int = 0  # MAIL FROM commands accepted
     domain_delays: dict[str, float] = field(default_factory=dict)  # … for some domains only
     domain_replies: dict[str, str] = field(default_factory=dict)  # DATA answer by domain
     in_flight: Counter[str] = field(default_factory=Counter)
@@ -68,6 +70,7 @@ class SmtpServer:
                 auth_required=self.credentials is not None,
                 auth_require_tls=self.credentials is not None and not self.implicit_tls,
                 authenticator=self._authenticate if self.credentials else None,
+                data_size_limit=self.data_size_limit,
             )
             self._sessions.append(session)
             return session
@@ -95,6 +98,14 @@ class SmtpServer:
             and (data.login.decode(), data.password.decode()) == self.credentials
         )
         return AuthResult(success=ok, handled=False)
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        self.mail_commands += 1
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
