@@ -33,7 +33,7 @@ from mailer.adapters.notifications import Listener
 from mailer.adapters.relay import Relay, tls_context
 from mailer.adapters.subscribers import OPTOUT_CHANNEL, Subscribers
 from mailer.adapters.throttle import Throttle
-from mailer.config import Settings, SmtpRelay
+from mailer.config import Settings, SmtpRelay, read_private_file
 from mailer.core.audience import MailingList
 from mailer.core.messages import Mailbox, compose, compose_alternative, parse_mailbox
 from mailer.core.outcomes import delay_tiers
@@ -73,12 +73,9 @@ def load_signer(settings: Settings) -> Signer:
     for setting, selector, path in pairs:
         if path is None or selector is None or dkim.domain is None:
             continue
+        pem = read_private_file(path, f"[dkim] {setting}")
         try:
-            key = load_key(path.read_bytes(), domain=dkim.domain, selector=selector)
-        except OSError as exc:
-            raise ConfigError(
-                f"config: [dkim] {setting}: cannot read {path}: {exc.strerror}"
-            ) from None
+            key = load_key(pem, domain=dkim.domain, selector=selector)
         except ValueError as exc:
             raise ConfigError(f"config: [dkim] {setting}: {path}: {exc}") from None
         if setting == "ed25519_key_file" and key.algorithm != "ed25519-sha256":
