@@ -5,7 +5,8 @@ or the direct writer for the per-recipient hot path) and in the relay pool they 
 A message is composed and signed only once a relay connection is held, so no more messages
 are built at once than the pools have connections, whatever the prefetch. A large one (its
 attachments and parts over `large_message_bytes`) is built in a thread, so that the tens of
-milliseconds of base64, canonicalization and hashing per megabyte do not stop the event loop.
+milliseconds of base64, canonicalization and hashing per megabyte do not stop the event loop,
+and one at a time, so that their transient copies do not add up.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ class Sender:
         self._return_path = return_path
         self._metrics = metrics
         self._large = large_message_bytes
+        # One large message built at a time: the build holds the GIL for most of its time, so
+        # building several at once would only multiply the transient copies (about six times
+        # the message's size) without finishing any sooner.
+        self._large_builds = asyncio.Semaphore(1)
 
     async def send(
         self, draft: Draft, now: datetime, still_wanted: Callable[[], bool] | None = None
@@ -75,7 +80,8 @@ class Sender:
 
     async def _build(self, draft: Draft, timestamp: int) -> bytes:
         if draft_weight(draft) > self._large:
-            return await asyncio.to_thread(self._compose_and_sign, draft, timestamp)
+            async with self._large_builds:
+                return await asyncio.to_thread(self._compose_and_sign, draft, timestamp)
         return self._compose_and_sign(draft, timestamp)
 
     def _compose_and_sign(self, draft: Draft, timestamp: int) -> bytes:
