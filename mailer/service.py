@@ -47,7 +47,7 @@ from mailer.web.pages import RecipientPages
 from mailer.worker.consumers import QueueHandler
 from mailer.worker.newsletters import Dispatcher, IssueIntake
 from mailer.worker.receipts import ReceiptPipeline
-from mailer.worker.sending import Sender
+from mailer.worker.sending import LARGE_MESSAGE_BYTES, Sender, few_large_jobs
 from mailer.worker.subscriptions import SubscriptionChanges
 from mailer.worker.verdicts import RetryPolicy
 
@@ -274,7 +274,13 @@ class Service:
         )
         await self.listener.start()
         for queue_key, deliver, prefetch in (
-            ("receipt", receipts.deliver, settings.broker.prefetch),
+            (
+                "receipt",
+                few_large_jobs(
+                    receipts.deliver, slots=settings.smtp.pool_size, threshold=LARGE_MESSAGE_BYTES
+                ),
+                settings.broker.prefetch,
+            ),
             ("newsletter", intake.accept, 4),
             ("subscription", self.subscriptions.apply, 1),  # in order, one at a time
         ):

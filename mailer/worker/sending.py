@@ -12,7 +12,7 @@ and one at a time, so that their transient copies do not add up.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from mailer.adapters.relay import MessageTooLarge, Relay
@@ -21,6 +21,7 @@ from mailer.core.outcomes import Failed, Outcome, classify, transport_failure
 from mailer.core.signing import Signer
 from mailer.errors import TemporaryFailure
 from mailer.metrics import Metrics
+from mailer.worker.verdicts import Verdict
 
 Composer = Callable[[Draft], bytes]
 LARGE_MESSAGE_BYTES = 256 * 1024
@@ -86,3 +87,20 @@ class Sender:
 
     def _compose_and_sign(self, draft: Draft, timestamp: int) -> bytes:
         return self._signer.sign(self._compose(draft), timestamp)
+
+
+def few_large_jobs(
+    deliver: Callable[[bytes], Awaitable[Verdict]], *, slots: int, threshold: int
+) -> Callable[[bytes], Awaitable[Verdict]]:
+    """`deliver` for at most `slots` jobs over `threshold` bytes at once; the others wait
+    as they arrived, raw, before they are decoded. The prefetch bounds how many raw jobs
+    are in hand; this bounds how many are also decoded and built (about 7 times their size)."""
+    large = asyncio.Semaphore(slots)
+
+    async def bounded(body: bytes) -> Verdict:
+        if len(body) <= threshold:
+            return await deliver(body)
+        async with large:
+            return await deliver(body)
+
+    return bounded

@@ -26,7 +26,8 @@ from mailer.core.rendering import Rendered
 from mailer.core.signing import OpenSSLSigner
 from mailer.core.tokens import derive_key
 from mailer.metrics import Metrics
-from mailer.worker.sending import Sender
+from mailer.worker.sending import Sender, few_large_jobs
+from mailer.worker.verdicts import Done, Verdict
 from tests.conftest import SECRET, DkimKeys, StartService
 from tests.support.jobs import encode, receipt
 from tests.support.smtp import SmtpServer
@@ -180,3 +181,24 @@ async def test_a_receipt_over_the_relays_size_fails_with_its_reason_and_no_suppr
     await portal.publish(encode(fits), routing_key="receipt")
     assert (await eventually(lambda: settled(fits["id"]), timeout=15))["status"] == "sent"
     assert len(smtp_server.received) == 1
+
+
+async def test_at_most_pool_size_large_jobs_are_decoded_at_once() -> None:
+    """Ten large jobs and ten small ones, two slots: never more than 2 large jobs in
+    `deliver` at once, and the small ones never wait for them."""
+    inside = {"large": 0, "small": 0}
+    most = {"large": 0, "small": 0}
+
+    async def deliver(body: bytes) -> Verdict:
+        kind = "large" if len(body) > 100 else "small"
+        inside[kind] += 1
+        most[kind] = max(most[kind], inside[kind])
+        await asyncio.sleep(0.02)
+        inside[kind] -= 1
+        return Done()
+
+    bounded = few_large_jobs(deliver, slots=2, threshold=100)
+    await asyncio.gather(
+        *(bounded(b"x" * 1000) for _ in range(10)), *(bounded(b"x") for _ in range(10))
+    )
+    assert most == {"large": 2, "small": 10}
