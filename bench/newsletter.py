@@ -186,8 +186,9 @@ async def main() -> None:
         generate_key("rsa", domain="lucid.example", selector="r"),
         generate_key("ed25519", domain="lucid.example", selector="e"),
     )
-    (keys / "rsa.pem").write_bytes(rsa.pem)
-    (keys / "ed.pem").write_bytes(ed.pem)
+    for name, key in (("rsa.pem", rsa), ("ed.pem", ed)):
+        (keys / name).write_bytes(key.pem)
+        (keys / name).chmod(0o600)  # mailer refuses a key file others can read
     env = {
         "PATH": os.environ["PATH"],
         "MAILER_CONFIG": str(ROOT / "config" / "mailer.toml"),

@@ -297,10 +297,26 @@ def _keygen(args: argparse.Namespace, settings: Settings) -> int:
         raise MailerError(f"{out} exists; use --force to overwrite it")
     key = generate_key(args.type, domain=domain, selector=selector)
     out.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as handle:
-        handle.write(key.pem)
+    write_private(out, key.pem)
     strings = " ".join(f'"{part}"' for part in txt_strings(key.dns_record()))
     print(f"wrote {key.algorithm} key to {out}", file=sys.stderr)
     print(f"{selector}._domainkey.{domain}. IN TXT ( {strings} )")
     return 0
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a file only its owner can read, replacing any file there at once: a new file
+    made 0600 from its first byte, then renamed over the old one (whose mode does not carry
+    over), so no reader ever sees a partial key or a key open to others."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(descriptor, 0o600)  # whatever the umask or the directory's default ACL
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

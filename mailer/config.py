@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -453,11 +454,28 @@ def _describe(loc: tuple[int | str, ...]) -> str:
     return f"[{parts[0]}] {'.'.join(parts[1:])} ({_env_name(parts[0], parts[1])})"
 
 
-def _read_secret_file(path: Path, setting: str) -> str:
+def read_private_file(path: Path, setting: str) -> bytes:
+    """A key or secret file's bytes, refused when anyone but its owner may read or write it.
+
+    The mode is checked on the open file, so the file read is the file checked."""
     try:
-        return path.read_text(encoding="utf-8").strip()
+        with path.open("rb") as handle:
+            mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
+            if mode & 0o077:
+                raise ConfigError(
+                    f"config: {setting}: {path} is open to other users (mode {mode:04o}); "
+                    f"run: chmod 600 {path}"
+                )
+            return handle.read()
     except OSError as exc:
         raise ConfigError(f"config: {setting}: cannot read {path}: {exc.strerror}") from None
+
+
+def _read_secret_file(path: Path, setting: str) -> str:
+    try:
+        return read_private_file(path, setting).decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"config: {setting}: {path} is not UTF-8 text") from None
 
 
 def load_settings(

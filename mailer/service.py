@@ -34,7 +34,7 @@ from mailer.adapters.notifications import Listener
 from mailer.adapters.relay import Relay, tls_context
 from mailer.adapters.subscribers import OPTOUT_CHANNEL, Subscribers
 from mailer.adapters.throttle import Throttle
-from mailer.config import Settings, SmtpRelay
+from mailer.config import Settings, SmtpRelay, read_private_file
 from mailer.core.audience import MailingList
 from mailer.core.deliveries import RetryPolicy
 from mailer.core.messages import Mailbox, compose, parse_mailbox
@@ -52,7 +52,7 @@ from mailer.worker.consumers import QueueHandler
 from mailer.worker.newsletters import Dispatcher, IssueIntake
 from mailer.worker.pipeline import Attempts
 from mailer.worker.receipts import ReceiptPipeline
-from mailer.worker.sending import Sender
+from mailer.worker.sending import LARGE_MESSAGE_BYTES, Sender, few_large_jobs
 from mailer.worker.signals import Signals
 from mailer.worker.subscriptions import SubscriptionChanges
 
@@ -78,12 +78,9 @@ def load_signer(settings: Settings) -> Signer:
     for setting, selector, path in pairs:
         if path is None or selector is None or dkim.domain is None:
             continue
+        pem = read_private_file(path, f"[dkim] {setting}")
         try:
-            key = load_key(path.read_bytes(), domain=dkim.domain, selector=selector)
-        except OSError as exc:
-            raise ConfigError(
-                f"config: [dkim] {setting}: cannot read {path}: {exc.strerror}"
-            ) from None
+            key = load_key(pem, domain=dkim.domain, selector=selector)
         except ValueError as exc:
             raise ConfigError(f"config: [dkim] {setting}: {path}: {exc}") from None
         if setting == "ed25519_key_file" and key.algorithm != "ed25519-sha256":
@@ -304,7 +301,13 @@ class Service:
         )
         await self.listener.start()
         for queue_key, deliver, prefetch in (
-            ("receipt", receipts.deliver, settings.broker.prefetch),
+            (
+                "receipt",
+                few_large_jobs(
+                    receipts.deliver, slots=settings.smtp.pool_size, threshold=LARGE_MESSAGE_BYTES
+                ),
+                settings.broker.prefetch,
+            ),
             ("newsletter", intake.accept, 4),
             ("subscription", self.subscriptions.apply, 1),  # in order, one at a time
         ):

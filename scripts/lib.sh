@@ -87,21 +87,41 @@ ensure_venv() {  # extra, e.g. "[dev]"
   fi
 }
 
-# The database: the configured URL if it works; otherwise, on a fresh Debian machine where
-# TCP logins need a password, a local role `mailer` with a generated password.
-ensure_database_url() {
-  local url="${MAILER_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/mailer}"
-  if "$VENV/bin/python" - "$url" <<'PY' 2>/dev/null; then
-import asyncio, sys, asyncpg
+# Whether a database URL logs in; prints why not on standard error. The URL travels in the
+# environment, never on a command line (`ps` shows those to every user).
+database_url_works() {  # url
+  DATABASE_URL_TO_TRY="$1" "$VENV/bin/python" - <<'PY'
+import asyncio, os, sys, asyncpg
 async def main(url):
     try:
         conn = await asyncpg.connect(url, timeout=5)
     except asyncpg.InvalidCatalogNameError:
-        return  # the role works; `mailer migrate` creates the database
+        return 0  # the role works; `mailer migrate` creates the database
+    except Exception as exc:
+        print(f"{type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
+        return 1
     await conn.close()
-asyncio.run(main(sys.argv[1]))
+    return 0
+sys.exit(asyncio.run(main(os.environ["DATABASE_URL_TO_TRY"])))
 PY
-    export MAILER_DATABASE_URL="$url"
+}
+
+# The database: MAILER_DATABASE_URL when it is set (and it must work: no quiet fallback);
+# when it is not, PostgreSQL's default local login, or else, on a fresh Debian machine where
+# TCP logins need a password, a local role `mailer` with a generated password.
+ensure_database_url() {
+  local why
+  if [ -n "${MAILER_DATABASE_URL:-}" ]; then
+    if ! why=$(database_url_works "$MAILER_DATABASE_URL" 2>&1); then
+      say "MAILER_DATABASE_URL: cannot connect: ${why:-unknown error}"
+      exit 1
+    fi
+    export MAILER_DATABASE_URL
+    return 0
+  fi
+  local default="postgresql://postgres@127.0.0.1:5432/mailer"
+  if database_url_works "$default" 2>/dev/null; then
+    export MAILER_DATABASE_URL="$default"
     return 0
   fi
   mkdir -p "$STATE" && chmod 700 "$STATE"
@@ -109,11 +129,14 @@ PY
     say "creating a local PostgreSQL role for mailer"
     local password
     password=$("$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(24))')
-    "${SUDO[@]}" runuser -u postgres -- psql -q -v ON_ERROR_STOP=1 \
-      -c "DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'mailer') THEN CREATE ROLE mailer LOGIN CREATEDB; END IF; END \$\$" \
-      -c "ALTER ROLE mailer PASSWORD '$password'"
+    # The password goes to psql on its standard input, not as an argument.
+    "${SUDO[@]}" runuser -u postgres -- psql -q -v ON_ERROR_STOP=1 <<SQL
+DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'mailer') THEN CREATE ROLE mailer LOGIN CREATEDB; END IF; END \$\$;
+ALTER ROLE mailer PASSWORD '$password';
+SQL
     (umask 077; echo "postgresql://mailer:$password@127.0.0.1:5432/mailer" > "$STATE/database.url")
   fi
+  say "MAILER_DATABASE_URL is not set and $default does not log in: using the local role mailer (its URL is in $STATE/database.url)"
   MAILER_DATABASE_URL=$(cat "$STATE/database.url")
   export MAILER_DATABASE_URL
 }

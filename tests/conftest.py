@@ -137,8 +137,9 @@ def dkim_keys(tmp_path_factory: pytest.TempPathFactory) -> DkimKeys:
     folder = tmp_path_factory.mktemp("dkim")
     rsa = generate_key("rsa", domain="lucid.example", selector="rsa2026")
     ed = generate_key("ed25519", domain="lucid.example", selector="ed2026")
-    (folder / "rsa.pem").write_bytes(rsa.pem)
-    (folder / "ed.pem").write_bytes(ed.pem)
+    for name, key in (("rsa.pem", rsa), ("ed.pem", ed)):
+        (folder / name).write_bytes(key.pem)
+        (folder / name).chmod(0o600)  # mailer refuses a key file others can read
     return DkimKeys(rsa, ed, folder / "rsa.pem", folder / "ed.pem")
 
 

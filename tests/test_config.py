@@ -108,6 +108,7 @@ def test_the_secret_key_is_required_and_may_come_from_a_file(tmp_path: Path) -> 
         settings.security.key()
     secret = tmp_path / "secret"
     secret.write_text("s" * 40 + "\n")
+    secret.chmod(0o600)
     settings, _ = load_settings(
         environ={
             "MAILER_CONFIG": str(ROOT / "config" / "mailer.toml"),

@@ -1,19 +1,23 @@
 """The SMTP relay through aiosmtplib: a small pool of open connections, TLS as configured.
 
-`send()` returns the relay's reply to the transaction (2xx, 4xx or 5xx: the caller
-classifies it) and raises TemporaryFailure when there is no reply to classify: the connection
-could not be made or secured, it dropped, or a step timed out. TLS is never opportunistic:
-`smtp://` requires STARTTLS, `smtps://` is TLS from the first byte, plain text only where the
-URL says so for a loopback relay. One TLS context is shared by all connections.
-"""
+`session()` holds one connection (a slot of the pool) for the time it takes to build a
+message and send it, so the number of messages in memory at once is bounded by the pool's
+size; `send()` is both steps for a message already built. A send returns the relay's reply to
+the transaction (2xx, 4xx or 5xx: the caller classifies it) and raises TemporaryFailure when
+there is no reply to classify: the connection could not be made or secured, it dropped, or a
+step timed out; a message larger than the relay's advertised SIZE raises MessageTooLarge
+before MAIL FROM. TLS is never opportunistic: `smtp://` requires STARTTLS, `smtps://` is TLS
+from the first byte, plain text only where the URL says so for a loopback relay. One TLS
+context is shared by all connections."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiosmtplib
@@ -57,6 +61,31 @@ class Relay:
         self._idle: list[aiosmtplib.SMTP] = []
         self._closed = False
 
+    @contextlib.asynccontextmanager
+    async def session(
+        self, still_wanted: Callable[[], bool] | None = None
+    ) -> AsyncIterator[Session]:
+        """Hold one of the pool's connections, open (EHLO done, TLS and AUTH as configured),
+        for as long as the block runs: build the message inside it, so that no more messages
+        exist at once than the pool has connections.
+
+        Raises ShuttingDown once close() has begun, Withdrawn when `still_wanted`, asked when
+        a connection is free, says no, and TemporaryFailure when no connection can be opened:
+        in every case before any byte of a message is sent."""
+        async with self._slots:
+            if self._closed:
+                raise ShuttingDown("the relay pool is closing")
+            if still_wanted is not None and not still_wanted():
+                raise Withdrawn("called off before it reached the relay")
+            pooled = self._idle.pop() if self._idle else None
+            session = Session(self, pooled if pooled is not None else await self._connect())
+            session.pooled = pooled is not None
+            session.still_wanted = still_wanted
+            try:
+                yield session
+            finally:
+                self._give_back(session)
+
     async def send(
         self,
         sender: str,
@@ -64,38 +93,18 @@ class Relay:
         message: bytes,
         still_wanted: Callable[[], bool] | None = None,
     ) -> Reply:
-        """Raises ShuttingDown once close() has begun, and Withdrawn when `still_wanted`,
-        asked when a connection is free, says no: in both cases before any byte is sent."""
-        async with self._slots:
-            if self._closed:
-                raise ShuttingDown("the relay pool is closing")
-            if still_wanted is not None and not still_wanted():
-                raise Withdrawn("called off before it reached the relay")
-            client = self._idle.pop() if self._idle else None
-            # A pooled connection the relay has closed meanwhile fails before the message is
-            # transferred: then, and only then, one more try on a fresh connection is safe.
-            fresh_tries = 1 if client is not None else 0
-            while True:
-                if client is None:
-                    client = await self._connect()
-                try:
-                    reply = await self._transaction(client, sender, recipient, message)
-                except _BeforeData:
-                    client.close()
-                    client = None
-                    if fresh_tries == 0:
-                        raise TemporaryFailure("relay closed the connection") from None
-                    fresh_tries -= 1
-                    continue
-                except _NO_REPLY as exc:
-                    client.close()
-                    raise TemporaryFailure(f"relay connection lost: {_describe(exc)}") from None
-                break
-            if client.is_connected and reply.code != 421 and not self._closed:
-                self._idle.append(client)
-            else:
-                client.close()
-            return reply
+        """One message already built: session() and Session.send() in one call."""
+        async with self.session(still_wanted) as session:
+            return await session.send(sender, recipient, message)
+
+    def _give_back(self, session: Session) -> None:
+        client = session.client
+        if client is None:
+            return
+        if session.reusable and client.is_connected and not self._closed:
+            self._idle.append(client)
+        else:
+            client.close()
 
     async def _connect(self) -> aiosmtplib.SMTP:
         relay = self.relay
@@ -112,6 +121,8 @@ class Relay:
         )
         try:
             await client.connect()
+            if client.is_ehlo_or_helo_needed:  # no STARTTLS nor AUTH: EHLO now, for SIZE
+                await client.ehlo()
         except aiosmtplib.SMTPAuthenticationError as exc:
             client.close()
             log.error(
@@ -159,6 +170,76 @@ class Relay:
                 await client.quit(timeout=2)
             except (aiosmtplib.SMTPException, *_NO_REPLY):
                 client.close()
+
+
+class MessageTooLarge(Exception):
+    """The message is larger than the relay said, in EHLO, it would accept (RFC 1870)."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"message is {size} bytes, the relay accepts at most {limit}")
+        self.size = size
+        self.limit = limit
+
+
+class Session:
+    """One pooled connection, held: see Relay.session()."""
+
+    def __init__(self, relay: Relay, client: aiosmtplib.SMTP) -> None:
+        self._relay = relay
+        self.client: aiosmtplib.SMTP | None = client
+        self.pooled = False  # taken from the pool, so possibly closed by the relay meanwhile
+        self.still_wanted: Callable[[], bool] | None = None
+        self.reusable = True  # between transactions, and the relay did not say 421
+
+    @property
+    def size_limit(self) -> int | None:
+        """The relay's advertised SIZE, or None when it gave none (or 0: no fixed limit)."""
+        return _size_limit(self.client) if self.client is not None else None
+
+    async def send(self, sender: str, recipient: str, message: bytes) -> Reply:
+        """The relay's reply to one transaction (the caller classifies it).
+
+        Asks `still_wanted` and checks the relay's SIZE once more before MAIL FROM: a message
+        called off raises Withdrawn, one too large MessageTooLarge, a pool closing meanwhile
+        ShuttingDown; then nothing has been sent. TemporaryFailure when there is no reply."""
+        relay = self._relay
+        if relay._closed:
+            raise ShuttingDown("the relay pool is closing")
+        if self.still_wanted is not None and not self.still_wanted():
+            raise Withdrawn("called off before it reached the relay")
+        # A pooled connection the relay has closed meanwhile fails before the message is
+        # transferred: then, and only then, one more try on a fresh connection is safe.
+        fresh_tries = 1 if self.pooled else 0
+        while True:
+            if self.client is None:
+                self.client = await relay._connect()
+            client = self.client
+            limit = _size_limit(client)
+            if limit is not None and len(message) > limit:
+                raise MessageTooLarge(len(message), limit)
+            self.reusable = False
+            try:
+                reply = await relay._transaction(client, sender, recipient, message)
+            except _BeforeData:
+                client.close()
+                self.client = None
+                if fresh_tries == 0:
+                    raise TemporaryFailure("relay closed the connection") from None
+                fresh_tries -= 1
+                continue
+            except _NO_REPLY as exc:
+                client.close()
+                self.client = None
+                raise TemporaryFailure(f"relay connection lost: {_describe(exc)}") from None
+            self.reusable = reply.code != 421
+            return reply
+
+
+def _size_limit(client: aiosmtplib.SMTP) -> int | None:
+    if not client.supports_extension("size"):
+        return None
+    value = client.esmtp_extensions.get("size", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 class _BeforeData(Exception):

@@ -1,20 +1,40 @@
 """⑤ compose ─► ⑥ sign ─► relay ─► ⑦ classify, for one message: the stages every kind of
 mail shares. Receipts and newsletters differ only in the composer (the standard library's,
-or the direct writer for the per-recipient hot path) and in the relay pool they use."""
+or the direct writer for the per-recipient hot path) and in the relay pool they use.
+
+A message is composed and signed only once a relay connection is held, so no more messages
+are built at once than the pools have connections, whatever the prefetch. A large one (its
+attachments and parts over `large_message_bytes`) is built in a thread, so that the tens of
+milliseconds of base64, canonicalization and hashing per megabyte do not stop the event loop,
+and one at a time, so that their transient copies do not add up.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-from mailer.adapters.relay import Relay
+from mailer.adapters.relay import MessageTooLarge, Relay
 from mailer.core.messages import Draft
-from mailer.core.outcomes import Outcome, classify, transport_failure
+from mailer.core.outcomes import Failed, Outcome, classify, transport_failure
 from mailer.core.signing import Signer
 from mailer.errors import RelayUnavailable, TemporaryFailure
 from mailer.metrics import Metrics
+from mailer.worker.verdicts import Verdict
 
 Composer = Callable[[Draft], bytes]
+LARGE_MESSAGE_BYTES = 256 * 1024
+
+
+def draft_weight(draft: Draft) -> int:
+    """Roughly the bytes a draft becomes before encoding: its parts and attachments."""
+    content = draft.content
+    return (
+        len(content.html)
+        + len(content.text)
+        + sum(len(attachment.content) for attachment in draft.attachments)
+    )
 
 
 class Sender:
@@ -27,6 +47,7 @@ class Sender:
         relay: Relay,
         return_path: str | None,
         metrics: Metrics,
+        large_message_bytes: int = LARGE_MESSAGE_BYTES,
     ) -> None:
         self._kind = kind
         self._compose = composer
@@ -34,21 +55,54 @@ class Sender:
         self._relay = relay
         self._return_path = return_path
         self._metrics = metrics
+        self._large = large_message_bytes
+        # One large message built at a time: the build holds the GIL for most of its time, so
+        # building several at once would only multiply the transient copies (about six times
+        # the message's size) without finishing any sooner.
+        self._large_builds = asyncio.Semaphore(1)
 
     async def send(
         self, draft: Draft, now: datetime, still_wanted: Callable[[], bool] | None = None
     ) -> Outcome:
         """Raises ShuttingDown once the relay is closing, and Withdrawn when `still_wanted`
-        says no at the last moment: both before anything is sent."""
-        message = self._signer.sign(self._compose(draft), int(now.timestamp()))
+        says no at the last moment: both before anything is sent. A message over the relay's
+        SIZE is a permanent failure that says so (not the recipient's fault: no suppression)."""
         envelope_sender = self._return_path or draft.sender.address
-        with self._metrics.smtp_seconds.labels(self._kind).time():
-            try:
-                reply = await self._relay.send(
-                    envelope_sender, draft.to.address, message, still_wanted
-                )
-            except RelayUnavailable as exc:
-                return transport_failure(str(exc), relay_fault=True)
-            except TemporaryFailure as exc:
-                return transport_failure(str(exc))
+        try:
+            async with self._relay.session(still_wanted) as session:
+                message = await self._build(draft, int(now.timestamp()))
+                with self._metrics.smtp_seconds.labels(self._kind).time():
+                    reply = await session.send(envelope_sender, draft.to.address, message)
+        except MessageTooLarge as exc:
+            return Failed(str(exc), suppress=False)
+        except RelayUnavailable as exc:
+            return transport_failure(str(exc), relay_fault=True)
+        except TemporaryFailure as exc:
+            return transport_failure(str(exc))
         return classify(reply)
+
+    async def _build(self, draft: Draft, timestamp: int) -> bytes:
+        if draft_weight(draft) > self._large:
+            async with self._large_builds:
+                return await asyncio.to_thread(self._compose_and_sign, draft, timestamp)
+        return self._compose_and_sign(draft, timestamp)
+
+    def _compose_and_sign(self, draft: Draft, timestamp: int) -> bytes:
+        return self._signer.sign(self._compose(draft), timestamp)
+
+
+def few_large_jobs(
+    deliver: Callable[[bytes], Awaitable[Verdict]], *, slots: int, threshold: int
+) -> Callable[[bytes], Awaitable[Verdict]]:
+    """`deliver` for at most `slots` jobs over `threshold` bytes at once; the others wait
+    as they arrived, raw, before they are decoded. The prefetch bounds how many raw jobs
+    are in hand; this bounds how many are also decoded and built (about 7 times their size)."""
+    large = asyncio.Semaphore(slots)
+
+    async def bounded(body: bytes) -> Verdict:
+        if len(body) <= threshold:
+            return await deliver(body)
+        async with large:
+            return await deliver(body)
+
+    return bounded

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mailer.adapters.relay import Relay, tls_context
+from mailer.adapters.relay import MessageTooLarge, Relay, tls_context
 from mailer.config import parse_smtp_url
 from mailer.errors import ShuttingDown, TemporaryFailure
 from tests.support.smtp import DROP, SmtpServer
@@ -160,3 +160,56 @@ async def test_nothing_is_sent_after_close(plain: SmtpServer) -> None:
     await relay.close()
     with pytest.raises(ShuttingDown):
         await relay.send("a@lucid.example", "b@example.pl", MESSAGE)
+
+
+async def test_a_message_over_the_relays_size_is_refused_before_mail_from() -> None:
+    """Postfix's default limit (10,240,000 bytes) against a 10,240,001-byte message: nothing
+    of the transaction reaches the relay (0 MAIL commands) and the error gives both sizes."""
+    server = await started(SmtpServer(data_size_limit=10_240_000))
+    relay = relay_for(f"smtp://127.0.0.1:{server.port}?tls=none", pool_size=1)
+    big = MESSAGE + b"x" * (10_240_001 - len(MESSAGE))
+    async with relay.session() as session:
+        assert session.size_limit == 10_240_000
+        with pytest.raises(
+            MessageTooLarge,
+            match="message is 10240001 bytes, the relay accepts at most 10240000",
+        ):
+            await session.send("a@lucid.example", "b@example.pl", big)
+    assert server.mail_commands == 0
+    assert server.received == []
+    # The connection stays good for the next message, which fits.
+    assert (await relay.send("a@lucid.example", "b@example.pl", MESSAGE)).code == 250
+    assert server.connections == 1
+    await relay.close()
+    await server.stop()
+
+
+async def test_a_relay_without_a_size_limit_takes_large_messages() -> None:
+    server = await started(SmtpServer(data_size_limit=0))  # no SIZE keyword in EHLO
+    relay = relay_for(f"smtp://127.0.0.1:{server.port}?tls=none", pool_size=1)
+    big = MESSAGE + (b"x" * 98 + b"\r\n") * 110_000
+    async with relay.session() as session:
+        assert session.size_limit is None
+        assert (await session.send("a@lucid.example", "b@example.pl", big)).code == 250
+    assert len(server.received) == 1
+    await relay.close()
+    await server.stop()
+
+
+async def test_a_session_holds_a_slot_until_it_ends(plain: SmtpServer) -> None:
+    """With a pool of 1, a second session waits for the first to end: what is built inside a
+    session never exists for more messages than the pool has connections."""
+    relay = relay_for(f"smtp://127.0.0.1:{plain.port}?tls=none", pool_size=1)
+    order: list[str] = []
+
+    async def hold(name: str) -> None:
+        async with relay.session() as session:
+            order.append(f"{name} in")
+            await asyncio.sleep(0.05)
+            await session.send("a@lucid.example", "b@example.pl", MESSAGE)
+            order.append(f"{name} out")
+
+    await asyncio.gather(hold("a"), hold("b"))
+    assert order == ["a in", "a out", "b in", "b out"]
+    assert plain.connections == 1
+    await relay.close()

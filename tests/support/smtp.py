@@ -57,6 +57,8 @@ class SmtpServer:
     before_reply: Callable[[Received], Awaitable[None]] | None = None
     mail_from_seen: int = 0  # MAIL FROM commands received
     data_delay: float = 0.0  # seconds before answering DATA: a slow relay
+    data_size_limit: int | None = 33554432  # advertised in EHLO as SIZE (aiosmtpd's default)
+    mail_commands: int = 0  # MAIL FROM commands accepted
     domain_delays: dict[str, float] = field(default_factory=dict)  # … for some domains only
     domain_replies: dict[str, Reply] = field(default_factory=dict)  # DATA answer by domain
     in_flight: Counter[str] = field(default_factory=Counter)
@@ -80,6 +82,7 @@ class SmtpServer:
                 auth_required=self.credentials is not None,
                 auth_require_tls=self.credentials is not None and not self.implicit_tls,
                 authenticator=self._authenticate if self.credentials else None,
+                data_size_limit=self.data_size_limit,
             )
             self._sessions.append(session)
             return session
@@ -114,6 +117,7 @@ class SmtpServer:
         self.mail_from_seen += 1
         if self.mail_reply is not None:
             return self.mail_reply
+        self.mail_commands += 1
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 OK"
