@@ -203,9 +203,7 @@ class Service:
         context = tls_context(settings.smtp.ca_file)  # one for every connection of both pools
         receipt_relay = self._relay(relay_config, settings.smtp.pool_size, context)
         newsletter_relay = self._relay(relay_config, settings.newsletter.pool_size, context)
-        self.broker = Broker(
-            settings.broker.url.get_secret_value(), publish_timeout=settings.broker.publish_timeout
-        )
+        self.broker = Broker.from_settings(settings.broker, name=f"mailer worker {self.worker_id}")
         await self.broker.connect()
         await self.broker.declare(round(t * 1000) for t in parts.tiers)
         retry = RetryPolicy(tiers=parts.tiers, give_up_after=settings.retry.give_up_after)

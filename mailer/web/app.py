@@ -70,7 +70,7 @@ class WebServer:
     async def _readyz(self, request: web.Request) -> web.Response:
         checks = {"database": await database.ping(self._pool)}
         if self._broker is not None:
-            checks["broker"] = self._broker.is_connected
+            checks["broker"] = self._broker.ready  # connected, and every consumer live
         ready = all(checks.values())
         return web.json_response(
             {"status": "ready" if ready else "not ready", "checks": checks},
