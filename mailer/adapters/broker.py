@@ -171,10 +171,11 @@ class NodeRotatingConnection(RobustConnection):
         super().__init__(self._urls[self._index], reconnect_interval=delay, **kwargs)
 
     async def _on_connected(self) -> None:
+        again = self.connection_attempt > 0
         await super()._on_connected()
         self._failures = 0
         self.reconnect_interval = self._delay
-        log.info("broker: connected to %s", self)
+        log.log(logging.INFO if again else logging.DEBUG, "broker: connected to %s", self)
 
     async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
         if not (self._close_called or self.is_closed):
@@ -192,7 +193,9 @@ class NodeRotatingConnection(RobustConnection):
             rounds = self._failures // len(self._urls)
             self.reconnect_interval = min(self._delay * 2 ** (rounds - 1), self._max_delay)
         reason = closing.exception() if closing.done() and not closing.cancelled() else None
-        log.warning(
+        # Before the first connection Broker.connect reports; afterwards this is the news.
+        log.log(
+            logging.WARNING if self.connection_attempt else logging.DEBUG,
             "broker: connection to %s lost or refused (%s); next attempt to %s in %.1fs",
             was,
             _reason(reason),
@@ -402,7 +405,12 @@ class Broker:
                 f"broker did not accept the message for {exchange or 'default'}/{routing_key}: "
                 f"{_describe_delivery_error(exc)}"
             ) from None
-        except (TimeoutError, PublishError, AMQPException, OSError) as exc:
+        except TimeoutError:
+            raise TemporaryFailure(
+                f"broker did not confirm the message for {exchange or 'default'}/{routing_key} "
+                f"within {self._publish_timeout:g}s (is a majority of its nodes up?)"
+            ) from None
+        except (PublishError, AMQPException, OSError) as exc:
             raise TemporaryFailure(f"publish to {exchange}/{routing_key} failed: {exc!r}") from None
 
     async def republish(

@@ -191,6 +191,7 @@ async def test_two_nodes_of_three_down_refuses_publishes_and_the_worker_backs_of
         assert worker.poll() is None, "the worker keeps running"
         assert cpu < 0.25 * window, figures
         assert log_bytes < 20_000, figures
+        assert "lost or refused" in log_path.read_text(), "the worker says it moved on"
 
         await asyncio.gather(*(asyncio.to_thread(cluster.start, n) for n in (1, 2)))
         after = ["after@shop.example.pl"]
