@@ -32,7 +32,8 @@ from mailer.adapters.broker import (
     delay_queue_name,
     parked_view,
 )
-from mailer.errors import TemporaryFailure
+from mailer.config import build_settings, load_settings
+from mailer.errors import ConfigError, TemporaryFailure
 from mailer.service import Service
 from tests.conftest import StartService
 from tests.support.http import base_url
@@ -433,3 +434,23 @@ async def test_a_blackholed_connection_is_given_up_and_replaced(
         )
         await eventually(lambda: all_consuming(service))
         await consumed_once(broker_url)
+
+
+def test_broker_url_takes_one_node_or_several() -> None:
+    one = build_settings({"broker": {"url": "amqp://u:p@h1:5672/v"}}).broker
+    listed = build_settings({"broker": {"url": ["amqp://h1/v", "amqps://h2:5671/v"]}}).broker
+    assert one.urls() == ["amqp://u:p@h1:5672/v"]
+    assert listed.urls() == ["amqp://h1/v", "amqps://h2:5671/v"]
+    env_settings, _ = load_settings(
+        environ={"MAILER_BROKER_URL": "amqp://h1/v, amqp://h2/v amqp://h3/v"}
+    )
+    assert env_settings.broker.urls() == ["amqp://h1/v", "amqp://h2/v", "amqp://h3/v"]
+    for bad, says in (
+        ("http://h1/", "must start with amqp:// or amqps://"),
+        (["amqp://h1/", "amqp://:5672/"], "URL 2 has no host"),
+        ([], "needs at least one"),
+    ):
+        with pytest.raises(ConfigError) as error:
+            build_settings({"broker": {"url": bad}})
+        assert str(error.value).startswith("config: [broker] url (MAILER_BROKER_URL): ")
+        assert says in str(error.value)
