@@ -150,10 +150,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(handlers[command](args, settings))
 
 
-async def _with_broker(settings: Settings, call: Callable[[Broker], Awaitable[int]]) -> int:
-    broker = Broker(
-        settings.broker.url.get_secret_value(), publish_timeout=settings.broker.publish_timeout
-    )
+async def _with_broker(
+    settings: Settings, call: Callable[[Broker], Awaitable[int]], *, name: str
+) -> int:
+    broker = Broker.from_settings(settings.broker, name=f"mailer {name}")
     await broker.connect()
     try:
         return await call(broker)
@@ -220,7 +220,7 @@ async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
         print("broker topology declared")
         return 0
 
-    return await _with_broker(settings, declare)
+    return await _with_broker(settings, declare, name="migrate")
 
 
 async def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
@@ -247,7 +247,7 @@ async def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
         print(f"published {job_id or body_ref(body)} with routing key {routing_key}")
         return 0
 
-    return await _with_broker(settings, publish)
+    return await _with_broker(settings, publish, name="enqueue")
 
 
 async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
@@ -282,7 +282,7 @@ async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{len(done)} job(s) {verb}", file=sys.stderr)
         return 0 if done or args.all else 1
 
-    return await _with_broker(settings, act)
+    return await _with_broker(settings, act, name="dlq")
 
 
 def _keygen(args: argparse.Namespace, settings: Settings) -> int:

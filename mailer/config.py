@@ -40,9 +40,52 @@ class _Section(BaseModel):
 
 
 class BrokerSettings(_Section):
-    url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    """`url` names one node, or every node of a cluster: a TOML list, or in the environment
+    a list separated by commas or spaces. Connections go to any live node and move on when
+    it dies."""
+
+    url: tuple[SecretStr, ...] = (SecretStr("amqp://guest:guest@127.0.0.1:5672/"),)
     prefetch: int = Field(32, ge=1, le=1000)
     publish_timeout: float = Field(10.0, gt=0)
+    heartbeat: int = Field(30, ge=1, le=600)
+    reconnect_delay: float = Field(1.0, gt=0, le=60)
+    max_reconnect_delay: float = Field(30.0, gt=0, le=600)
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part for part in re.split(r"[\s,]+", value) if part]
+        if isinstance(value, list | tuple):
+            if not value:
+                raise ValueError("needs at least one amqp:// or amqps:// URL")
+            for n, url in enumerate(value, 1):
+                text = url.get_secret_value() if isinstance(url, SecretStr) else url
+                if isinstance(text, str):
+                    _check_amqp_url(text, n if len(value) > 1 else None)
+        return value
+
+    @model_validator(mode="after")
+    def _delays_ordered(self) -> BrokerSettings:
+        if self.max_reconnect_delay < self.reconnect_delay:
+            raise ValueError("max_reconnect_delay must not be below reconnect_delay")
+        return self
+
+    def urls(self) -> list[str]:
+        return [url.get_secret_value() for url in self.url]
+
+
+def _check_amqp_url(url: str, position: int | None) -> None:
+    which = f"URL {position} " if position is not None else ""
+    parts = urlsplit(url)
+    if parts.scheme not in ("amqp", "amqps"):
+        raise ValueError(f"{which}must start with amqp:// or amqps://")
+    if not parts.hostname:
+        raise ValueError(f"{which}has no host")
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ValueError(f"{which}has an invalid port") from None
 
 
 class DatabaseSettings(_Section):

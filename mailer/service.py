@@ -212,9 +212,7 @@ class Service:
         context = tls_context(settings.smtp.ca_file)  # one for every connection of both pools
         receipt_relay = self._relay(relay_config, settings.smtp.pool_size, context)
         newsletter_relay = self._relay(relay_config, settings.newsletter.pool_size, context)
-        self.broker = Broker(
-            settings.broker.url.get_secret_value(), publish_timeout=settings.broker.publish_timeout
-        )
+        self.broker = Broker.from_settings(settings.broker, name=f"mailer worker {self.worker_id}")
         await self.broker.connect()
         await self.broker.declare(round(t * 1000) for t in parts.tiers)
         retry = RetryPolicy(tiers=parts.tiers, give_up_after=settings.retry.give_up_after)
@@ -399,15 +397,15 @@ class Service:
 
     async def readiness(self) -> dict[str, dict[str, object]]:
         """The worker's own checks for /readyz (the database is checked by the web service)."""
-        queues = {queue: False for queue in ROUTES.values()}
-        for consumer in self._consumers:
-            queues[consumer.queue_name] = consumer.live
+        queues = dict.fromkeys(ROUTES.values(), False)
+        if self.broker is not None:
+            queues.update(self.broker.consumers())
         missing = [queue for queue, live in queues.items() if not live]
-        broker_ok = self.broker is not None and self.broker.is_connected
+        node = self.broker.node if self.broker is not None else None
         return {
             "broker": {
-                "ok": broker_ok,
-                "detail": "connected" if broker_ok else "not connected",
+                "ok": node is not None,
+                "detail": f"connected to {node}" if node else "not connected",
             },
             "consumers": {
                 "ok": not missing,

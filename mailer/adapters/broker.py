@@ -18,7 +18,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,16 +26,19 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import aiormq
+from aio_pika import RobustConnection
 from aio_pika.abc import (
     AbstractChannel,
     AbstractIncomingMessage,
-    AbstractQueue,
-    AbstractRobustConnection,
+    AbstractRobustChannel,
+    AbstractRobustQueue,
     DeliveryMode,
     ExchangeType,
 )
 from aio_pika.exceptions import AMQPException, DeliveryError, PublishError
+from yarl import URL
 
+from mailer.config import BrokerSettings
 from mailer.errors import ConfigError, TemporaryFailure
 
 log = logging.getLogger(__name__)
@@ -145,34 +148,192 @@ def _text(value: object) -> str | None:
     return str(value) if value is not None else None
 
 
-class Broker:
-    """One robust connection; a confirming channel for publishing, one channel per consumer."""
+class NodeRotatingConnection(RobustConnection):
+    """A robust connection to any node of a cluster: every attempt goes to the next URL.
 
-    def __init__(self, url: str, *, publish_timeout: float = 10.0) -> None:
-        self._url = url
+    aio-pika's robust connection retries a single URL (aio-pika#141). Each failed attempt and
+    each lost connection passes through `_on_connection_close`, so that is where the URL moves
+    on. Within a round of the nodes the next one is tried at once; after a whole round has
+    failed the pause doubles from `delay` up to `max_delay`, so a dead cluster is not spun on.
+    Channels, queues and consumers declared through this connection come back with it.
+    """
+
+    NEXT_NODE_PAUSE = 0.1
+
+    def __init__(
+        self, urls: Sequence[str], *, start: int = 0, delay: float, max_delay: float, **kwargs: Any
+    ) -> None:
+        self._urls = [URL(url) for url in urls]
+        self._index = start % len(self._urls)
+        self._delay = delay
+        self._max_delay = max_delay
+        self._failures = 0
+        super().__init__(self._urls[self._index], reconnect_interval=delay, **kwargs)
+
+    async def _on_connected(self) -> None:
+        again = self.connection_attempt > 0
+        await super()._on_connected()
+        self._failures = 0
+        self.reconnect_interval = self._delay
+        log.log(logging.INFO if again else logging.DEBUG, "broker: connected to %s", self)
+
+    async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
+        if not (self._close_called or self.is_closed):
+            self._move_on(closing)
+        await super()._on_connection_close(closing)
+
+    def _move_on(self, closing: asyncio.Future[Any]) -> None:
+        was = str(self)
+        self._failures += 1
+        self._index = (self._index + 1) % len(self._urls)
+        self.url = self._urls[self._index]
+        if self._failures % len(self._urls):
+            self.reconnect_interval = self.NEXT_NODE_PAUSE
+        else:
+            rounds = self._failures // len(self._urls)
+            self.reconnect_interval = min(self._delay * 2 ** (rounds - 1), self._max_delay)
+        reason = closing.exception() if closing.done() and not closing.cancelled() else None
+        # Before the first connection Broker.connect reports; afterwards this is the news.
+        log.log(
+            logging.WARNING if self.connection_attempt else logging.DEBUG,
+            "broker: connection to %s lost or refused (%s); next attempt to %s in %.1fs",
+            was,
+            _reason(reason),
+            self,
+            self.reconnect_interval,
+        )
+
+
+def _reason(exc: BaseException | None) -> str:
+    if exc is None:
+        return "closed"
+    text = str(exc) or type(exc).__name__
+    return text[:200]
+
+
+def _underlay_consumers(channel: AbstractChannel) -> Mapping[str, Any]:
+    """The consumer tags the broker currently delivers to on this channel.
+
+    aiormq drops a tag when the broker cancels it (basic.cancel) or the channel closes; aio-pika
+    offers no synchronous view of that, hence the private attribute (aio-pika 10.2).
+    """
+    underlay = getattr(channel, "_channel", None)
+    consumers = getattr(getattr(underlay, "channel", None), "consumers", None)
+    return consumers if isinstance(consumers, Mapping) else {}
+
+
+class Broker:
+    """One robust connection to any node; a confirming channel for publishing, one per consumer.
+
+    Every queue consumed from is declared through its robust channel with the topology's own
+    arguments and binding, and held here: aio-pika restores only what its robust channel
+    declared (aio-pika#536), including a consumer the broker cancelled (queue deleted).
+    """
+
+    def __init__(
+        self,
+        urls: str | Sequence[str],
+        *,
+        publish_timeout: float = 10.0,
+        name: str = "mailer",
+        heartbeat: int = 30,
+        reconnect_delay: float = 1.0,
+        max_reconnect_delay: float = 30.0,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self._urls = [urls] if isinstance(urls, str) else list(urls)
+        if not self._urls:
+            raise ValueError("a broker needs at least one URL")
         self._publish_timeout = publish_timeout
-        self._connection: AbstractRobustConnection | None = None
+        self._name = name
+        self._heartbeat = heartbeat
+        self._reconnect_delay = reconnect_delay
+        self._max_reconnect_delay = max_reconnect_delay
+        self._connect_timeout = connect_timeout
+        self._connection: NodeRotatingConnection | None = None
         self._publisher: AbstractChannel | None = None
+        self._consumers: dict[str, Consumer] = {}
+
+    @classmethod
+    def from_settings(cls, settings: BrokerSettings, *, name: str) -> Broker:
+        return cls(
+            settings.urls(),
+            publish_timeout=settings.publish_timeout,
+            name=name,
+            heartbeat=settings.heartbeat,
+            reconnect_delay=settings.reconnect_delay,
+            max_reconnect_delay=settings.max_reconnect_delay,
+        )
+
+    def _url(self, url: str) -> str:
+        parsed = URL(url)
+        if "heartbeat" not in parsed.query:
+            parsed = parsed.update_query(heartbeat=self._heartbeat)
+        return str(parsed)
 
     async def connect(self) -> None:
-        try:
-            self._connection = await aio_pika.connect_robust(
-                self._url, timeout=10, client_properties={"connection_name": "mailer"}
+        """Connect to the first node that answers, trying each once; ConfigError if none does."""
+        error: BaseException | None = None
+        for start in range(len(self._urls)):
+            connection = NodeRotatingConnection(
+                [self._url(url) for url in self._urls],
+                start=start,
+                delay=self._reconnect_delay,
+                max_delay=self._max_reconnect_delay,
+                client_properties={"connection_name": self._name},
             )
-            self._publisher = await self._connection.channel(
-                publisher_confirms=True, on_return_raises=True
-            )
-        except (TimeoutError, OSError, AMQPException) as exc:
-            raise ConfigError(f"broker: cannot connect to {redact(self._url)}: {exc}") from None
+            try:
+                await connection.connect(timeout=self._connect_timeout)
+                self._publisher = await connection.channel(
+                    publisher_confirms=True, on_return_raises=True
+                )
+            except (TimeoutError, OSError, AMQPException) as exc:
+                error = exc
+                await connection.close()
+                continue
+            self._connection = connection
+            return
+        where = (
+            redact(self._urls[0])
+            if len(self._urls) == 1
+            else "any of " + ", ".join(redact(url) for url in self._urls)
+        )
+        raise ConfigError(f"broker: cannot connect to {where}: {error}") from None
 
     @property
     def is_connected(self) -> bool:
-        return self._connection is not None and not self._connection.is_closed
+        """The connection is open now (not lost and waiting to reconnect)."""
+        connection = self._connection
+        return (
+            connection is not None
+            and not connection.is_closed
+            and connection.connected.is_set()
+            and connection.transport is not None
+            and not connection.transport.connection.is_closed
+        )
+
+    def consumers(self) -> dict[str, bool]:
+        """Per queue consumed by this process: whether the broker delivers to it right now."""
+        connected = self.is_connected
+        return {queue: connected and consumer.live for queue, consumer in self._consumers.items()}
+
+    @property
+    def ready(self) -> bool:
+        """Connected, and every consumer started is live."""
+        return self.is_connected and all(self.consumers().values())
+
+    @property
+    def node(self) -> str | None:
+        """Host and port of the node connected to now, if any."""
+        if not self.is_connected or self._connection is None:
+            return None
+        return f"{self._connection.url.host}:{self._connection.url.port}"
 
     async def close(self) -> None:
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
+        self._consumers.clear()
 
     def _channel(self) -> AbstractChannel:
         if self._publisher is None:
@@ -244,7 +405,12 @@ class Broker:
                 f"broker did not accept the message for {exchange or 'default'}/{routing_key}: "
                 f"{_describe_delivery_error(exc)}"
             ) from None
-        except (TimeoutError, PublishError, AMQPException, OSError) as exc:
+        except TimeoutError:
+            raise TemporaryFailure(
+                f"broker did not confirm the message for {exchange or 'default'}/{routing_key} "
+                f"within {self._publish_timeout:g}s (is a majority of its nodes up?)"
+            ) from None
+        except (PublishError, AMQPException, OSError) as exc:
             raise TemporaryFailure(f"publish to {exchange}/{routing_key} failed: {exc!r}") from None
 
     async def republish(
@@ -300,12 +466,20 @@ class Broker:
         )
 
     async def consume(self, queue_name: str, handler: Handler, *, prefetch: int) -> Consumer:
+        """Consume a work queue through a robust channel, so the consumer outlives faults."""
         assert self._connection is not None
-        channel = await self._connection.channel()
+        channel = self._connection.channel()
+        await channel.initialize(timeout=self._connect_timeout)
         await channel.set_qos(prefetch_count=prefetch)
-        queue = await channel.get_queue(queue_name, ensure=False)
+        # Declared (not merely looked up) with the topology's arguments and bound again: a
+        # robust channel re-runs both on reconnect, and after a basic.cancel for a deleted queue.
+        queue = await channel.declare_queue(
+            queue_name, durable=True, arguments=_work_queue_arguments(queue_name)
+        )
+        await queue.bind(EXCHANGE, routing_key=QUEUE_ROUTES[queue_name])
         consumer = Consumer(channel, queue, handler)
         await consumer.start()
+        self._consumers[queue_name] = consumer
         return consumer
 
     async def open_channel(self) -> AbstractChannel:
@@ -325,7 +499,9 @@ def _describe_delivery_error(exc: DeliveryError) -> str:
 class Consumer:
     """Consumes one queue; tracks the handlers in flight so a shutdown can wait for them."""
 
-    def __init__(self, channel: AbstractChannel, queue: AbstractQueue, handler: Handler) -> None:
+    def __init__(
+        self, channel: AbstractRobustChannel, queue: AbstractRobustQueue, handler: Handler
+    ) -> None:
         self._channel = channel
         self._queue = queue
         self._handler = handler
@@ -349,13 +525,13 @@ class Consumer:
         return len(self._inflight)
 
     @property
-    def queue_name(self) -> str:
-        return self._queue.name
-
-    @property
     def live(self) -> bool:
-        """Whether this consumer takes messages now."""
-        return self._tag is not None and not self._channel.is_closed
+        """The broker delivers to this consumer now: its channel is open and its tag known."""
+        return (
+            self._tag is not None
+            and not self._channel.is_closed
+            and self._tag in _underlay_consumers(self._channel)
+        )
 
     async def cancel(self) -> None:
         """Take no more messages."""

@@ -1,12 +1,24 @@
-"""Topology, publishing with confirms, delay queues and dead-lettering on a real RabbitMQ."""
+"""Topology, publishing with confirms, delay queues, dead-lettering, and consumers that
+survive broker faults, on a real RabbitMQ.
+
+Faults are real: the broker closes the worker's connection (`rabbitmqctl close_connection`),
+deletes a queue under a consumer (basic.cancel), or a TCP proxy between the worker and the
+broker cuts, stalls or blackholes the connection. Each fault test publishes a receipt once the
+fault is under way and waits for its bytes at the SMTP server: lost 0, duplicated 0, and the
+time to recover is stated in its assert.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import subprocess
+import time
 from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
@@ -20,8 +32,17 @@ from mailer.adapters.broker import (
     delay_queue_name,
     parked_view,
 )
-from mailer.errors import TemporaryFailure
+from mailer.config import build_settings, load_settings
+from mailer.errors import ConfigError, TemporaryFailure
+from mailer.service import Service
+from tests.conftest import StartService
+from tests.support.http import base_url
+from tests.support.jobs import encode, receipt
+from tests.support.proxy import Proxy
+from tests.support.smtp import SmtpServer
 from tests.support.waiting import eventually
+
+RECOVERY_SECONDS = 10.0  # the bound every fault test holds the worker to
 
 
 @pytest.fixture
@@ -164,3 +185,272 @@ async def test_dead_letters_list_requeue_and_purge(broker: Broker) -> None:
     assert [v.job_id for v in purged] == ["job-0"]
     await asyncio.sleep(0.1)
     assert [v.job_id for v in await dead.show(limit=10)] == ["job-2"]
+
+
+async def test_several_urls_connect_to_the_first_live_node(broker_url: str) -> None:
+    """A dead node first in the list is passed over at connect time."""
+    dead = urlunsplit(urlsplit(broker_url)._replace(netloc="guest:guest@127.0.0.1:1"))
+    broker = Broker([dead, broker_url])
+    await broker.connect()
+    try:
+        assert broker.node == f"127.0.0.1:{urlsplit(broker_url).port or 5672}"
+        await broker.declare([])
+        await broker.publish(b"{}", routing_key="receipt")
+    finally:
+        await broker.close()
+
+
+# Consumers that come back: a worker against the test's database and SMTP server.
+
+
+def fault_config(config: dict[str, Any], url: str | None = None) -> dict[str, Any]:
+    """Short heartbeat and reconnect delays, so a test sees recovery in seconds."""
+    config["broker"].update(heartbeat=2, reconnect_delay=0.2, max_reconnect_delay=1)
+    if url is not None:
+        config["broker"]["url"] = url
+    return config
+
+
+def via(proxy: Proxy, broker_url: str) -> str:
+    parts = urlsplit(broker_url)
+    return urlunsplit(parts._replace(netloc=f"guest:guest@127.0.0.1:{proxy.port}"))
+
+
+async def rabbitmqctl_out(*args: str) -> str:
+    """rabbitmqctl in a thread: a second of a blocked loop would miss the worker's heartbeats."""
+    done = await asyncio.to_thread(
+        subprocess.run,
+        ["rabbitmqctl", "-q", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return done.stdout
+
+
+async def worker_connections(service: Service) -> list[str]:
+    """The worker's connections (Erlang pids, as close_connection takes them), found by the
+    connection_name in their client properties."""
+    wanted = ["connection_name", "longstr", f"mailer worker {service.worker_id}"]
+    listed = json.loads(
+        await rabbitmqctl_out(
+            "list_connections", "name", "client_properties", "--formatter", "json"
+        )
+    )
+    names = {c["name"] for c in listed if wanted in c["client_properties"]}
+    pids = await rabbitmqctl_out("--no-table-headers", "list_connections", "pid", "name")
+    return [
+        pid
+        for pid, _, name in (line.partition("\t") for line in pids.splitlines())
+        if name in names
+    ]
+
+
+async def consumer_counts(broker_url: str) -> dict[str, int]:
+    vhost = urlsplit(broker_url).path.lstrip("/")
+    out = await rabbitmqctl_out(
+        "list_queues", "-p", vhost, "name", "consumers", "--formatter", "json"
+    )
+    return {q["name"]: q["consumers"] for q in json.loads(out) if q["name"] in QUEUE_NAMES}
+
+
+QUEUE_NAMES = tuple(ROUTES.values())
+
+
+async def consumed_once(broker_url: str) -> None:
+    """What the broker reports (its figures lag by a few seconds): one consumer per queue."""
+
+    async def probe() -> bool:
+        return await consumer_counts(broker_url) == dict.fromkeys(QUEUE_NAMES, 1)
+
+    await eventually(probe, timeout=20, interval=0.5)
+
+
+async def the_worker_connection(service: Service) -> str:
+    async def probe() -> list[str]:
+        return await worker_connections(service)
+
+    (name,) = await eventually(probe, interval=0.5)
+    return name
+
+
+async def all_consuming(service: Service) -> bool:
+    assert service.broker is not None
+    return service.broker.ready
+
+
+async def receipt_after_fault(portal: Broker, smtp_server: SmtpServer, started: float) -> float:
+    """Publish a receipt now; wait for its bytes at the SMTP server; seconds since `started`."""
+    address = f"after-{time.monotonic_ns()}@example.pl"
+    await portal.publish(
+        encode(receipt(to={"email": address, "name": "Po"})), routing_key="receipt"
+    )
+
+    async def arrived() -> bool:
+        return bool(smtp_server.to(address))
+
+    await eventually(arrived, timeout=RECOVERY_SECONDS + 20)
+    (message,) = smtp_server.to(address)  # exactly once
+    return message.at - started
+
+
+async def readyz(service: Service) -> tuple[int, dict[str, Any]]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(base_url(service) + "/readyz") as response,
+    ):
+        return response.status, await response.json()
+
+
+async def test_consumers_come_back_after_the_broker_closes_the_connection(
+    config: dict[str, Any],
+    start_service: StartService,
+    portal: Broker,
+    smtp_server: SmtpServer,
+    broker_url: str,
+) -> None:
+    service = await start_service(fault_config(config))
+    connection = await the_worker_connection(service)
+
+    started = time.monotonic()
+    await rabbitmqctl_out("close_connection", connection, "test: connection closed")
+    recovered = await receipt_after_fault(portal, smtp_server, started)
+    assert recovered < RECOVERY_SECONDS, f"lost 0, duplicated 0; recovered in {recovered:.1f}s"
+    await consumed_once(broker_url)
+    assert await the_worker_connection(service) != connection  # a new one, not the old one
+    assert await readyz(service) == (
+        200,
+        {"status": "ready", "checks": {"database": True, "broker": True}},
+    )
+
+
+async def test_a_consumer_the_broker_cancels_consumes_again(
+    config: dict[str, Any],
+    start_service: StartService,
+    portal: Broker,
+    smtp_server: SmtpServer,
+    broker_url: str,
+) -> None:
+    """Deleting the queue under the worker sends it basic.cancel; it declares and consumes anew."""
+    service = await start_service(fault_config(config))
+    vhost = urlsplit(broker_url).path.lstrip("/")
+    started = time.monotonic()
+    await rabbitmqctl_out("delete_queue", "-p", vhost, "mailer.receipts")
+
+    async def back() -> bool:
+        return (await consumer_counts(broker_url)).get("mailer.receipts") == 1
+
+    await eventually(back, timeout=RECOVERY_SECONDS, interval=0.5)
+    recovered = await receipt_after_fault(portal, smtp_server, started)
+    assert recovered < RECOVERY_SECONDS, f"lost 0, duplicated 0; recovered in {recovered:.1f}s"
+    await eventually(lambda: all_consuming(service))
+
+
+async def test_a_cut_connection_is_replaced(
+    config: dict[str, Any],
+    start_service: StartService,
+    portal: Broker,
+    smtp_server: SmtpServer,
+    broker_url: str,
+) -> None:
+    async with Proxy(urlsplit(broker_url).port or 5672) as proxy:
+        service = await start_service(fault_config(config, via(proxy, broker_url)))
+        started = time.monotonic()
+        proxy.cut()
+        recovered = await receipt_after_fault(portal, smtp_server, started)
+        assert recovered < RECOVERY_SECONDS, f"lost 0, duplicated 0; recovered in {recovered:.1f}s"
+        await consumed_once(broker_url)
+        await eventually(lambda: all_consuming(service))
+
+
+async def test_a_stalled_connection_is_detected_by_heartbeat_and_replaced(
+    config: dict[str, Any],
+    start_service: StartService,
+    portal: Broker,
+    smtp_server: SmtpServer,
+    broker_url: str,
+) -> None:
+    """No byte passes either way: the heartbeat (2 s here) notices, /readyz says so, and a
+    receipt published during the stall is delivered once when the network is back."""
+    async with Proxy(urlsplit(broker_url).port or 5672) as proxy:
+        service = await start_service(fault_config(config, via(proxy, broker_url)))
+        started = time.monotonic()
+        proxy.stall()
+        address = "during-stall@example.pl"
+        await portal.publish(
+            encode(receipt(to={"email": address, "name": "Ktoś"})), routing_key="receipt"
+        )
+
+        async def noticed() -> bool:
+            status, body = await readyz(service)
+            return status == 503 and body["checks"]["broker"] is False
+
+        await eventually(noticed, timeout=20, interval=0.2)
+        detected = time.monotonic() - started
+        assert detected < 15, (
+            f"stall detected after {detected:.1f}s (heartbeat 2 s: 9 s of silence)"
+        )
+        assert not smtp_server.to(address)
+        healed = time.monotonic()
+        proxy.heal()
+
+        async def delivered() -> bool:
+            return bool(smtp_server.to(address))
+
+        await eventually(delivered, timeout=RECOVERY_SECONDS + 20)
+        recovered = time.monotonic() - healed
+        assert recovered < RECOVERY_SECONDS, f"recovered {recovered:.1f}s after the stall ended"
+        recovered_new = await receipt_after_fault(portal, smtp_server, healed)
+        assert recovered_new < RECOVERY_SECONDS
+        assert len(smtp_server.to(address)) == 1, "lost 0, duplicated 0"
+        await eventually(lambda: all_consuming(service))
+
+
+async def test_a_blackholed_connection_is_given_up_and_replaced(
+    config: dict[str, Any],
+    start_service: StartService,
+    portal: Broker,
+    smtp_server: SmtpServer,
+    broker_url: str,
+) -> None:
+    """Bytes vanish and new connections hang: not ready meanwhile; back once it lifts."""
+    async with Proxy(urlsplit(broker_url).port or 5672) as proxy:
+        service = await start_service(fault_config(config, via(proxy, broker_url)))
+        proxy.blackhole()
+
+        async def noticed() -> bool:
+            return (await readyz(service))[0] == 503
+
+        await eventually(noticed, timeout=20, interval=0.2)
+        await asyncio.sleep(1)  # a reconnection attempt or two hang in the hole
+        assert (await readyz(service))[0] == 503
+        healed = time.monotonic()
+        proxy.heal()
+        recovered = await receipt_after_fault(portal, smtp_server, healed)
+        assert recovered < RECOVERY_SECONDS + 10, (
+            f"lost 0, duplicated 0; recovered {recovered:.1f}s after the blackhole lifted "
+            "(an attempt begun inside it waits out its 10 s connect timeout)"
+        )
+        await eventually(lambda: all_consuming(service))
+        await consumed_once(broker_url)
+
+
+def test_broker_url_takes_one_node_or_several() -> None:
+    one = build_settings({"broker": {"url": "amqp://u:p@h1:5672/v"}}).broker
+    listed = build_settings({"broker": {"url": ["amqp://h1/v", "amqps://h2:5671/v"]}}).broker
+    assert one.urls() == ["amqp://u:p@h1:5672/v"]
+    assert listed.urls() == ["amqp://h1/v", "amqps://h2:5671/v"]
+    env_settings, _ = load_settings(
+        environ={"MAILER_BROKER_URL": "amqp://h1/v, amqp://h2/v amqp://h3/v"}
+    )
+    assert env_settings.broker.urls() == ["amqp://h1/v", "amqp://h2/v", "amqp://h3/v"]
+    for bad, says in (
+        ("http://h1/", "must start with amqp:// or amqps://"),
+        (["amqp://h1/", "amqp://:5672/"], "URL 2 has no host"),
+        ([], "needs at least one"),
+    ):
+        with pytest.raises(ConfigError) as error:
+            build_settings({"broker": {"url": bad}})
+        assert str(error.value).startswith("config: [broker] url (MAILER_BROKER_URL): ")
+        assert says in str(error.value)
