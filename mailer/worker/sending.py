@@ -1,6 +1,6 @@
 """⑤ compose ─► ⑥ sign ─► relay ─► ⑦ classify, for one message: the stages every kind of
-mail shares. Receipts and newsletters differ only in the composer (the standard library's,
-or the direct writer for the per-recipient hot path) and in the relay pool they use.
+mail shares, with one composer (mailer's own writer). Receipts and newsletters differ only in
+the relay pool they use.
 
 A message is composed and signed only once a relay connection is held, so no more messages
 are built at once than the pools have connections, whatever the prefetch. A large one (its
