@@ -127,6 +127,12 @@ class ChunkRunner:
             except asyncio.CancelledError:
                 await self._cut_short(state)
                 raise
+            except Exception:  # before anything was sent (e.g. the throttle): all go back
+                for row in chunk:
+                    if row.id not in recorder.decided:
+                        recorder.add(handed_back(row.id, row.attempts), reserved=False)
+                await recorder.close()
+                raise
             try:
                 await recorder.close()
             except asyncio.CancelledError:

@@ -63,6 +63,7 @@ class ReceiptPipeline:
         self._clock = clock
         self._stopping = asyncio.Event()
         self._owed: set[int] = set()
+        self._writes: set[asyncio.Task[bool]] = set()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -95,7 +96,7 @@ class ReceiptPipeline:
         assert claim.delivery_id is not None
         decision = decide_receipt(claim.suppression)
         if isinstance(decision, Suppress):
-            await self._record(suppressed(claim.delivery_id, decision.reason), job.id, ref)
+            await self._record_shielded(suppressed(claim.delivery_id, decision.reason), job.id, ref)
             return Done()
         draft = Draft(
             sender=self._from,
@@ -117,13 +118,27 @@ class ReceiptPipeline:
         except ShuttingDown:
             await self._deliveries.hand_back([claim.delivery_id])
             raise
+        except asyncio.CancelledError:
+            # The broker connection went and took this handler with it, mid-send: whether the
+            # relay has the message is unknown. Its lease lapses and the redelivered job
+            # takes it over (a lost 250 at worst, resent with the same Message-ID).
+            self._deliveries.let_lapse(claim.delivery_id)
+            raise
         except ValueError as exc:  # cannot be made into a message: never will be
             write = unsendable(claim.delivery_id, str(exc))
-        if not await self._record(write, job.id, ref):
+        if not await self._record_shielded(write, job.id, ref):
             return Done()
         if write.status == DeliveryStatus.RETRYING:
             return Later(retry_delay(claim.attempts + 1, self._retry.tiers), claim.attempts + 1)
         return Done()
+
+    async def _record_shielded(self, write: Write, job_id: object, ref: str) -> bool:
+        """Record even if this handler is cancelled meanwhile (its queue message is then
+        redelivered, and finds the outcome recorded)."""
+        task = asyncio.create_task(self._record(write, job_id, ref))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+        return await asyncio.shield(task)
 
     async def _record(self, write: Write, job_id: object, ref: str) -> bool:
         """Write the outcome, however long the database takes to come back; False when

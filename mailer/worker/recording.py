@@ -40,6 +40,7 @@ class Recorder:
         # An attempt the ledger refused: another worker took the chunk's rows over (this one
         # was cut off past its lease). The rest of the chunk is theirs now.
         self.claim_lost = False
+        self.decided: set[int] = set()  # delivery ids given a write, recorded or not
 
     async def reserve(self) -> None:
         """Wait for room before handing a message to the relay."""
@@ -53,6 +54,7 @@ class Recorder:
         """An outcome to write with the next batch; `reserved` when it took a slot."""
         if reserved and not write.attempted:
             self._slots.release()
+        self.decided.add(write.delivery_id)
         self._pending.append(write)
         if len(self._pending) >= self._batch:
             self._start()
