@@ -191,11 +191,6 @@ class Deliveries:
         self.held.difference_update(w.delivery_id for w in writes)
         return Recorded(set(row["recorded"]), list(row["finished"]))
 
-    def let_lapse(self, delivery_id: int) -> None:
-        """No longer in hand, outcome unknown (its handler was cancelled mid-send): the lease
-        runs out and another attempt takes it over."""
-        self.held.discard(delivery_id)
-
     async def renew_leases(self) -> int:
         """Extend this worker's claims; returns how many it holds."""
         async with unavailable_is_temporary("renew leases"):

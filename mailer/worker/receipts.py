@@ -17,7 +17,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from mailer.adapters.deliveries import Deliveries
+from mailer.adapters.deliveries import Deliveries, ReceiptClaim
 from mailer.core.addresses import address_ref
 from mailer.core.audience import receipt_delivery
 from mailer.core.consent import Suppress, decide_receipt
@@ -63,7 +63,7 @@ class ReceiptPipeline:
         self._clock = clock
         self._stopping = asyncio.Event()
         self._owed: set[int] = set()
-        self._writes: set[asyncio.Task[bool]] = set()
+        self._writes: set[asyncio.Task[Any]] = set()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -108,29 +108,38 @@ class ReceiptPipeline:
                 FileAttachment(a.filename, a.content_type, a.content) for a in job.attachments
             ],
         )
+        # Sent and recorded in a task of its own: if the broker connection goes and takes
+        # this handler with it, the transaction still finishes and is recorded, and the
+        # redelivered job finds it done instead of sending it again.
+        task = asyncio.create_task(
+            self._send_and_record(claim.delivery_id, claim, draft, job.id, ref)
+        )
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+        write = await asyncio.shield(task)
+        if write is None:
+            return Done()
+        if write.status == DeliveryStatus.RETRYING:
+            return Later(retry_delay(claim.attempts + 1, self._retry.tiers), claim.attempts + 1)
+        return Done()
+
+    async def _send_and_record(
+        self, delivery_id: int, claim: ReceiptClaim, draft: Draft, job_id: object, ref: str
+    ) -> Write | None:
+        """The write recorded, or None when another worker took the delivery over."""
         try:
             write, _ = await self._attempts.attempt(
-                claim.delivery_id,
+                delivery_id,
                 draft,
                 attempts_before=claim.attempts,
                 first_seen=claim.first_seen,
             )
         except ShuttingDown:
-            await self._deliveries.hand_back([claim.delivery_id])
-            raise
-        except asyncio.CancelledError:
-            # The broker connection went and took this handler with it, mid-send: whether the
-            # relay has the message is unknown. Its lease lapses and the redelivered job
-            # takes it over (a lost 250 at worst, resent with the same Message-ID).
-            self._deliveries.let_lapse(claim.delivery_id)
+            await self._deliveries.hand_back([delivery_id])
             raise
         except ValueError as exc:  # cannot be made into a message: never will be
-            write = unsendable(claim.delivery_id, str(exc))
-        if not await self._record_shielded(write, job.id, ref):
-            return Done()
-        if write.status == DeliveryStatus.RETRYING:
-            return Later(retry_delay(claim.attempts + 1, self._retry.tiers), claim.attempts + 1)
-        return Done()
+            write = unsendable(delivery_id, str(exc))
+        return write if await self._record(write, job_id, ref) else None
 
     async def _record_shielded(self, write: Write, job_id: object, ref: str) -> bool:
         """Record even if this handler is cancelled meanwhile (its queue message is then
