@@ -111,9 +111,7 @@ class ReceiptPipeline:
         # Sent and recorded in a task of its own: if the broker connection goes and takes
         # this handler with it, the transaction still finishes and is recorded, and the
         # redelivered job finds it done instead of sending it again.
-        task = asyncio.create_task(
-            self._send_and_record(claim.delivery_id, claim, draft, job.id, ref)
-        )
+        task = asyncio.create_task(self._send_and_record(claim, draft, job.id, ref))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
         write = await asyncio.shield(task)
@@ -124,9 +122,11 @@ class ReceiptPipeline:
         return Done()
 
     async def _send_and_record(
-        self, delivery_id: int, claim: ReceiptClaim, draft: Draft, job_id: object, ref: str
+        self, claim: ReceiptClaim, draft: Draft, job_id: object, ref: str
     ) -> Write | None:
         """The write recorded, or None when another worker took the delivery over."""
+        delivery_id = claim.delivery_id
+        assert delivery_id is not None
         try:
             write, _ = await self._attempts.attempt(
                 delivery_id,
