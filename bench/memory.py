@@ -59,7 +59,7 @@ def _compose_before_the_slot() -> None:
         async def send(
             self, draft: Draft, now: datetime, still_wanted: Callable[[], bool] | None = None
         ) -> Outcome:
-            message = self._compose_and_sign(draft, int(now.timestamp()))
+            message = self._signer.sign(self._compose(draft), int(now.timestamp()))
             sender = self._return_path or draft.sender.address
             try:
                 reply = await self._relay.send(sender, draft.to.address, message, still_wanted)

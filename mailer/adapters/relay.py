@@ -24,6 +24,7 @@ import aiosmtplib
 
 from mailer.config import SmtpRelay
 from mailer.core.outcomes import Reply
+from mailer.core.wire import DataSection, data_section
 from mailer.errors import RelayUnavailable, ShuttingDown, TemporaryFailure, Withdrawn
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ class Relay:
     ) -> Reply:
         """One message already built: session() and Session.send() in one call."""
         async with self.session(still_wanted) as session:
-            return await session.send(sender, recipient, message)
+            return await session.send(sender, recipient, data_section(message))
 
     def _give_back(self, session: Session) -> None:
         client = session.client
@@ -141,9 +142,9 @@ class Relay:
         return client
 
     async def _transaction(
-        self, client: aiosmtplib.SMTP, sender: str, recipient: str, message: bytes
+        self, client: aiosmtplib.SMTP, sender: str, recipient: str, message: DataSection
     ) -> Reply:
-        options = [f"SIZE={len(message)}"] if client.supports_extension("size") else []
+        options = [f"SIZE={message.size}"] if client.supports_extension("size") else []
         try:
             await client.mail(sender, options=options)
             await client.rcpt(recipient)
@@ -155,11 +156,7 @@ class Relay:
             return Reply(exc.code, exc.message, stage="rcpt")
         except aiosmtplib.SMTPServerDisconnected:
             raise _BeforeData() from None
-        try:
-            response = await client.data(message)
-        except aiosmtplib.SMTPDataError as exc:
-            return Reply(exc.code, exc.message)
-        return Reply(response.code, response.message)
+        return await _data(client, message)
 
     async def close(self) -> None:
         """Refuse new sends at once; a send under way finishes on its own connection."""
@@ -196,7 +193,7 @@ class Session:
         """The relay's advertised SIZE, or None when it gave none (or 0: no fixed limit)."""
         return _size_limit(self.client) if self.client is not None else None
 
-    async def send(self, sender: str, recipient: str, message: bytes) -> Reply:
+    async def send(self, sender: str, recipient: str, message: DataSection) -> Reply:
         """The relay's reply to one transaction (the caller classifies it).
 
         Asks `still_wanted` and checks the relay's SIZE once more before MAIL FROM: a message
@@ -215,8 +212,8 @@ class Session:
                 self.client = await relay._connect()
             client = self.client
             limit = _size_limit(client)
-            if limit is not None and len(message) > limit:
-                raise MessageTooLarge(len(message), limit)
+            if limit is not None and message.size > limit:
+                raise MessageTooLarge(message.size, limit)
             self.reusable = False
             try:
                 reply = await relay._transaction(client, sender, recipient, message)
@@ -233,6 +230,20 @@ class Session:
                 raise TemporaryFailure(f"relay connection lost: {_describe(exc)}") from None
             self.reusable = reply.code != 421
             return reply
+
+
+async def _data(client: aiosmtplib.SMTP, message: DataSection) -> Reply:
+    """DATA, then the section as it is. aiosmtplib's `data()` would make the message
+    transparent once more, with two whole-message regular expressions on the event loop."""
+    start = await client.execute_command(b"DATA")
+    if start.code != 354:
+        return Reply(start.code, start.message)
+    protocol = client.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    protocol.write(message.data)
+    response = await protocol.read_response(timeout=client.timeout)
+    return Reply(response.code, response.message)
 
 
 def _size_limit(client: aiosmtplib.SMTP) -> int | None:
