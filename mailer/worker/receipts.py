@@ -65,6 +65,9 @@ class ReceiptPipeline:
         self._stopping = asyncio.Event()
         self._owed: set[int] = set()
         self._writes: set[asyncio.Task[Any]] = set()
+        # One at a time, as on the loop: a decode's transient copies are about five times
+        # the job's size, and several at once would only add them up.
+        self._large_decodes = asyncio.Semaphore(1)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -81,7 +84,8 @@ class ReceiptPipeline:
 
     async def deliver(self, body: bytes) -> Verdict:
         if len(body) > LARGE_MESSAGE_BYTES:  # base64 and JSON of megabytes: off the loop
-            job, digest = await asyncio.to_thread(self._decode, body)
+            async with self._large_decodes:
+                job, digest = await asyncio.to_thread(self._decode, body)
         else:
             job, digest = self._decode(body)
         delivery = receipt_delivery(
