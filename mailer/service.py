@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +36,8 @@ from mailer.adapters.notifications import Listener
 from mailer.adapters.relay import Relay, tls_context
 from mailer.adapters.subscribers import OPTOUT_CHANNEL, Subscribers
 from mailer.adapters.throttle import Throttle
+from mailer.adapters.workers import Workers
+from mailer.build import VERSION
 from mailer.config import Settings, SmtpRelay, read_private_file
 from mailer.core.audience import MailingList
 from mailer.core.deliveries import RetryPolicy
@@ -158,6 +162,7 @@ class Service:
         self.listener: Listener | None = None
         self.dispatcher: Dispatcher | None = None
         self.subscriptions: SubscriptionChanges | None = None
+        self.workers: Workers | None = None
         self._consumers: list[Consumer] = []
         self._loops: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -323,7 +328,21 @@ class Service:
             asyncio.create_task(self.dispatcher.run(), name=f"dispatch-{n}")
             for n in range(DISPATCH_LOOPS)
         ]
+        await self._register()
         self._tasks.append(asyncio.create_task(self._heartbeat(throttle), name="heartbeat"))
+
+    async def _register(self) -> None:
+        """This process in the `workers` table, for operators; gone after a lease of silence."""
+        assert self.pool is not None
+        self.workers = Workers(self.pool)
+        await self.workers.register(
+            self.worker_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=VERSION,
+            runs=["worker", "web"] if self.run_web else ["worker"],
+            gone_after=self.settings.worker.lease,
+        )
 
     async def _relay_config(self) -> SmtpRelay:
         smtp = self.settings.smtp
@@ -377,6 +396,8 @@ class Service:
             try:
                 await self.deliveries.renew_leases()
                 await throttle.renew(self.runner.holders())
+                if self.workers is not None and not await self.workers.heartbeat(self.worker_id):
+                    await self._register()  # its row was deleted by hand
             except TemporaryFailure as exc:
                 log.warning("could not renew leases: %s", exc)
                 self.heartbeat.failed(str(exc))
@@ -446,6 +467,10 @@ class Service:
             await self.listener.stop()
             self.listener = None
         await self._release_claims()
+        if self.workers is not None:
+            with contextlib.suppress(TemporaryFailure):
+                await self.workers.deregister(self.worker_id)
+            self.workers = None
         if self.capture is not None:
             await self.capture.stop()
             self.capture = None
