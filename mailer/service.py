@@ -33,6 +33,7 @@ from mailer.adapters.deliveries import Deliveries
 from mailer.adapters.issues import ISSUES_CHANNEL, Issues
 from mailer.adapters.jobs import Jobs
 from mailer.adapters.notifications import Listener
+from mailer.adapters.queues import queue_names
 from mailer.adapters.relay import Relay, tls_context
 from mailer.adapters.subscribers import OPTOUT_CHANNEL, Subscribers
 from mailer.adapters.throttle import Throttle
@@ -49,6 +50,7 @@ from mailer.core.tokens import TokenKeys, derive_key
 from mailer.errors import ConfigError, TemporaryFailure
 from mailer.health import Heartbeat, RelayHealth
 from mailer.metrics import Metrics
+from mailer.sampling import SAMPLE_INTERVAL, Sampler
 from mailer.web.app import WebServer
 from mailer.web.pages import RecipientPages
 from mailer.worker.chunks import ChunkRunner
@@ -147,6 +149,7 @@ class Service:
     metrics: Metrics = field(default_factory=Metrics)
     worker_id: UUID = field(default_factory=uuid4)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    sample_interval: float = SAMPLE_INTERVAL  # of the gauges on /metrics measured outside
 
     def __post_init__(self) -> None:
         self.capture: CaptureServer | None = None
@@ -154,7 +157,7 @@ class Service:
         self.broker: Broker | None = None
         self.relays: list[Relay] = []
         self.deliveries: Deliveries | None = None
-        self.relay_health = RelayHealth()
+        self.relay_health = RelayHealth(self.metrics)
         self.heartbeat = Heartbeat(self.settings.worker.lease)
         self.receipts: ReceiptPipeline | None = None
         self.runner: ChunkRunner | None = None
@@ -177,7 +180,7 @@ class Service:
         self.deliveries = Deliveries(
             self.pool, worker_id=self.worker_id, lease=settings.worker.lease
         )
-        subscribers = Subscribers(self.pool)
+        subscribers = Subscribers(self.pool, self.metrics)
         ids = await subscribers.list_ids(settings.lists)
         lists = {
             slug: MailingList(
@@ -206,6 +209,7 @@ class Service:
                 readiness=self.readiness if self.run_worker else None,
             )
             await self.web.start()
+            self._start_sampling()
         log.info("mailer started worker=%s web=%s", self.run_worker, self.run_web)
 
     async def _start_worker(
@@ -331,6 +335,19 @@ class Service:
         await self._register()
         self._tasks.append(asyncio.create_task(self._heartbeat(throttle), name="heartbeat"))
 
+    def _start_sampling(self) -> None:
+        """The gauges of /metrics that are measured, not counted (mailer/sampling.py)."""
+        assert self.pool is not None
+        tiers = retry_tiers(self.settings)
+        sampler = Sampler(
+            metrics=self.metrics,
+            pool=self.pool,
+            broker=self.broker,
+            queues=queue_names(round(t * 1000) for t in tiers),
+            interval=self.sample_interval,
+        )
+        self._tasks.append(asyncio.create_task(sampler.run(self._stopping), name="sampling"))
+
     async def _register(self) -> None:
         """This process in the `workers` table, for operators; gone after a lease of silence."""
         assert self.pool is not None
@@ -409,6 +426,7 @@ class Service:
                 self.heartbeat.failed(f"{type(exc).__name__}: {exc}")
             else:
                 self.heartbeat.renewed()
+                self.metrics.heartbeat.set_to_current_time()
                 wait = interval
 
     def owed(self) -> list[int]:

@@ -15,6 +15,7 @@ from mailer.adapters.broker import Broker
 from mailer.core.addresses import address_key
 from tests.conftest import StartService
 from tests.support.dead_letters import parked, reasons
+from tests.support.http import metric
 from tests.support.jobs import encode, receipt
 from tests.support.newsletters import HASH_KEY, issue, subscribe, until_state
 from tests.support.outage import database_away
@@ -154,10 +155,12 @@ async def test_double_opt_in(
         assert await status(db) == "pending"
         async with session.get(url) as page:
             assert "Potwierdzam zapis" in await page.text()
+        assert await metric(service, "mailer_confirmations_total") == 0
         async with session.post(url, allow_redirects=False) as page:
             assert page.status == 200
             assert "Zapis potwierdzony" in await page.text()
     assert await status(db) == "subscribed"
+    assert await metric(service, "mailer_confirmations_total") == 1
     await publish(portal, change("subscribe", confirmed=False))  # already in: no second mail
     marker = change("subscribe", email="someone.else@example.pl", confirmed=True)
     await publish(portal, marker)
