@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import asyncpg
 from prometheus_client import Gauge
@@ -18,7 +18,7 @@ from mailer.adapters.issues import Issues
 from mailer.adapters.queues import queue_depths
 from mailer.adapters.workers import Workers
 from mailer.core.progress import LEFT, SENT
-from mailer.errors import TemporaryFailure
+from mailer.errors import MailerError, TemporaryFailure
 from mailer.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -54,10 +54,15 @@ class Sampler:
         broker: Broker | None,
         queues: Sequence[str],
         interval: float = SAMPLE_INTERVAL,
+        connect: Callable[[], Broker] | None = None,
     ) -> None:
+        """`broker`: this process's connection; without one (the web service alone),
+        `connect` makes one of the sampler's own, to read the queues."""
         self._metrics = metrics
         self._pool = pool
         self._broker = broker
+        self._connect = connect
+        self._own: Broker | None = None
         self._queues = queues
         self._interval = interval
         self._issues = Issues(pool)
@@ -77,22 +82,41 @@ class Sampler:
             metrics.workers.labels(presence)
 
     async def run(self, stopping: asyncio.Event) -> None:
-        while not stopping.is_set():
+        try:
+            while not stopping.is_set():
+                try:
+                    await self.sample()
+                except Exception:  # a bug here must not take the service down
+                    log.exception("metrics sample failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), timeout=self._interval)
+        finally:
+            if self._own is not None:
+                await self._own.close()
+                self._own = None
+
+    async def _reach_broker(self) -> Broker | None:
+        if self._broker is not None or self._connect is None:
+            return self._broker
+        if self._own is None:
+            broker = self._connect()
             try:
-                await self.sample()
-            except Exception:  # a bug here must not take the service down
-                log.exception("metrics sample failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), timeout=self._interval)
+                await broker.connect()
+            except MailerError as exc:
+                log.warning("metrics sample: %s", exc)
+                return None
+            self._own = broker
+        return self._own
 
     async def sample(self) -> None:
         metrics = self._metrics
         up = await database.ping(self._pool)
         metrics.database_up.set(int(up))
-        connected = self._broker is not None and self._broker.is_connected
+        broker = await self._reach_broker()
+        connected = broker is not None and broker.is_connected
         metrics.broker_up.set(int(connected))
-        if connected:
-            await self._sample_queues()
+        if broker is not None and connected:
+            await self._sample_queues(broker)
         if up:
             try:
                 await self._sample_workers()
@@ -103,10 +127,9 @@ class Sampler:
             series.sweep()
         metrics.sampled.set_to_current_time()
 
-    async def _sample_queues(self) -> None:
-        assert self._broker is not None
+    async def _sample_queues(self, broker: Broker) -> None:
         try:
-            depths = await queue_depths(self._broker, self._queues)
+            depths = await queue_depths(broker, self._queues)
         except TemporaryFailure as exc:
             log.warning("metrics sample: %s", exc)
             return

@@ -345,6 +345,9 @@ class Service:
             broker=self.broker,
             queues=queue_names(round(t * 1000) for t in tiers),
             interval=self.sample_interval,
+            connect=lambda: Broker.from_settings(
+                self.settings.broker, name=f"mailer metrics {self.worker_id}"
+            ),
         )
         self._tasks.append(asyncio.create_task(sampler.run(self._stopping), name="sampling"))
 

@@ -172,4 +172,6 @@ async def test_metrics_show_the_relay_failing_and_an_issue_stalled_without_worke
     assert value(samples, "mailer_workers", presence="alive") == 0
     assert value(samples, "mailer_workers", presence="stopped") == 1
     assert value(samples, "mailer_issue_deliveries", status="pending", **labels) == 5
-    assert value(samples, "mailer_broker_up") == 0  # this process has no broker connection
+    # The web service alone reads the queues through a connection of its own.
+    assert value(samples, "mailer_broker_up") == 1
+    assert value(samples, "mailer_queue_consumers", queue="mailer.receipts") == 0
