@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 import asyncpg
 
@@ -77,7 +78,7 @@ async def main(sizes: list[int]) -> None:
         issues, workers = Issues(pool), Workers(pool)
         for size in sizes:
             issue_id = await make_issue(pool, size)
-            progress = await timed(lambda issue_id=issue_id: issues.progress(issue_id))
+            progress = await timed(partial(issues.progress, issue_id))
             newest = await timed(lambda: issues.newest(limit=20))
             listed = await timed(workers.list)
             rows.append(
