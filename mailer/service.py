@@ -416,8 +416,6 @@ class Service:
             try:
                 await self.deliveries.renew_leases()
                 await throttle.renew(self.runner.holders())
-                if self.workers is not None and not await self.workers.heartbeat(self.worker_id):
-                    await self._register()  # its row was deleted by hand
             except TemporaryFailure as exc:
                 log.warning("could not renew leases: %s", exc)
                 self.heartbeat.failed(str(exc))
@@ -429,8 +427,20 @@ class Service:
                 self.heartbeat.failed(f"{type(exc).__name__}: {exc}")
             else:
                 self.heartbeat.renewed()
-                self.metrics.heartbeat.set_to_current_time()
                 wait = interval
+                await self._beat()
+
+    async def _beat(self) -> None:
+        """This process's row in `workers`: operators see it alive while this goes on."""
+        if self.workers is None:
+            return
+        try:
+            if not await self.workers.heartbeat(self.worker_id):
+                await self._register()  # its row was deleted by hand
+        except TemporaryFailure as exc:
+            log.warning("could not record the worker heartbeat: %s", exc)
+        else:
+            self.metrics.heartbeat.set_to_current_time()
 
     def owed(self) -> list[int]:
         """Deliveries whose outcome is known but not yet written."""
