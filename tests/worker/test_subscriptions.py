@@ -70,7 +70,7 @@ async def test_changes_for_one_address_apply_in_the_order_published(
     portal: Broker,
     db: asyncpg.Connection,
 ) -> None:
-    await start_service(config)
+    service = await start_service(config)
     first = [
         change("subscribe", confirmed=True),
         change("unsubscribe"),
@@ -83,6 +83,7 @@ async def test_changes_for_one_address_apply_in_the_order_published(
     await publish(portal, *second)
     await applied(db, *second)
     assert await status(db) == "unsubscribed"
+    assert await metric(service, "mailer_unsubscribes_total", source="portal") == 3
 
 
 async def test_the_order_holds_through_a_database_outage(
