@@ -63,6 +63,7 @@ class Sampler:
         self._broker = broker
         self._connect = connect
         self._own: Broker | None = None
+        self._unreachable = False  # logged once, until the broker answers again
         self._queues = queues
         self._interval = interval
         self._issues = Issues(pool)
@@ -103,8 +104,11 @@ class Sampler:
             try:
                 await broker.connect()
             except MailerError as exc:
-                log.warning("metrics sample: %s", exc)
+                if not self._unreachable:
+                    log.warning("metrics sample: %s (trying again every sample)", exc)
+                self._unreachable = True
                 return None
+            self._unreachable = False
             self._own = broker
         return self._own
 

@@ -63,6 +63,13 @@ def estimate(facts: LedgerFacts) -> Estimate:
     if facts.state != "sending" or remaining == 0:
         return Estimate(done, remaining, None, None, None, None, None)
     now = facts.measured_at
+    last = facts.last_sent_at or facts.started_at
+    quiet = _seconds(now, last) if last is not None else 0.0
+    if facts.workers_alive == 0:
+        stalled = "stalled: no worker process is alive"
+        if facts.last_sent_at is not None:
+            stalled += f"; the last send was {duration(quiet)} ago"
+        return Estimate(done, remaining, None, None, None, stalled, None)
     if (
         counts.get("pending", 0) == 0
         and counts.get("sending", 0) == 0
@@ -74,13 +81,6 @@ def estimate(facts: LedgerFacts) -> Estimate:
             f"{duration(_seconds(facts.next_retry_at, now))}"
         )
         return Estimate(done, remaining, None, None, None, None, waiting)
-    last = facts.last_sent_at or facts.started_at
-    quiet = _seconds(now, last) if last is not None else 0.0
-    if facts.workers_alive == 0:
-        stalled = "stalled: no worker process is alive"
-        if facts.last_sent_at is not None:
-            stalled += f"; the last send was {duration(quiet)} ago"
-        return Estimate(done, remaining, None, None, None, stalled, None)
     if quiet >= STALL_AFTER:
         stalled = f"stalled: no worker has sent anything for {duration(quiet)}"
         return Estimate(done, remaining, None, None, None, stalled, None)

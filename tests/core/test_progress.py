@@ -93,6 +93,18 @@ def test_only_retries_waiting_is_not_a_stall() -> None:
     assert describe(found) == "waiting: 3 to retry, the next in 1 min 30 s"
 
 
+def test_retries_waiting_with_no_worker_alive_are_a_stall() -> None:
+    found = estimate(
+        facts(
+            counts={"retrying": 3},
+            workers_alive=0,
+            last_sent_at=None,
+            next_retry_at=NOW + timedelta(seconds=90),
+        )
+    )
+    assert describe(found) == "stalled: no worker process is alive"  # nobody will retry them
+
+
 def test_a_retry_overdue_with_nothing_sent_is_a_stall() -> None:
     found = estimate(
         facts(
