@@ -143,6 +143,8 @@ class Metrics:
         )
         self.sampled = Gauge(
             "mailer_metrics_sampled_timestamp_seconds",
-            "When the sampled gauges were last measured.",
+            "When the sampled gauges were last measured, by part (database, queues, workers,"
+            " issues).",
+            ["part"],
             registry=registry,
         )

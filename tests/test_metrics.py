@@ -121,7 +121,9 @@ async def test_metrics_show_queues_issues_subscriptions_and_the_process(
     build = [dict(labels) for name, labels in samples if name == "mailer_build_info"]
     assert [b["version"] for b in build] == [VERSION]
     assert (value(samples, "mailer_worker_heartbeat_timestamp_seconds") or 0) > 1.7e9
-    assert (value(samples, "mailer_metrics_sampled_timestamp_seconds") or 0) > 1.7e9
+    for part in ("database", "queues", "workers", "issues"):
+        sampled = value(samples, "mailer_metrics_sampled_timestamp_seconds", part=part)
+        assert (sampled or 0) > 1.7e9, part
     assert (value(samples, "process_resident_memory_bytes") or 0) > 0
     assert "process_cpu_seconds_total" in set(names(samples))
 
@@ -195,10 +197,12 @@ async def test_a_web_service_without_its_broker_says_so_and_still_answers(
 
     async def sampled() -> Samples | None:
         _, samples = await scrape(web)
-        return samples if value(samples, "mailer_metrics_sampled_timestamp_seconds") else None
+        sampled = value(samples, "mailer_metrics_sampled_timestamp_seconds", part="workers")
+        return samples if sampled else None
 
     samples = await eventually(sampled, timeout=10)
     assert value(samples, "mailer_broker_up") == 0
     assert value(samples, "mailer_database_up") == 1
     assert not any(name == "mailer_queue_messages" for name in names(samples))  # no false zero
+    assert value(samples, "mailer_metrics_sampled_timestamp_seconds", part="queues") is None
     assert value(samples, "mailer_workers", presence="alive") == 0
