@@ -23,8 +23,10 @@ from mailer.adapters import database
 from mailer.adapters.broker import ROUTES, Broker, DeadLetters, body_ref
 from mailer.adapters.issues import Issues
 from mailer.adapters.subscribers import Subscribers
+from mailer.adapters.workers import Workers
 from mailer.commands.issues import change, describe, issue_rows, watch
 from mailer.commands.subscribers import import_file
+from mailer.commands.workers import worker_rows
 from mailer.config import Settings, load_settings
 from mailer.core.signing import generate_key, txt_strings
 from mailer.core.tokens import derive_key
@@ -104,6 +106,10 @@ def _parser() -> argparse.ArgumentParser:
         action = issue_commands.add_parser(name, help=text)
         action.add_argument("issue_id", type=UUID, metavar="ISSUE_ID")
 
+    commands.add_parser(
+        "workers", help="worker processes: alive, gone (silent for a lease) or stopped"
+    )
+
     dkim = commands.add_parser("dkim", help="DKIM keys")
     dkim_commands = dkim.add_subparsers(dest="dkim_command", required=True, metavar="ACTION")
     keygen = dkim_commands.add_parser("keygen", help="make a key and print its DNS TXT record")
@@ -152,6 +158,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         "dlq": _dlq,
         "subscribers": _subscribers,
         "issue": _issue,
+        "workers": _workers,
     }
     return asyncio.run(handlers[command](args, settings))
 
@@ -216,6 +223,15 @@ async def _issue(args: argparse.Namespace, settings: Settings) -> int:
             print(await change(issues, args.issue_id, args.issue_command))
         except (LookupError, ValueError) as exc:
             raise MailerError(str(exc)) from None
+        return 0
+
+    return await _with_database(settings, run)
+
+
+async def _workers(args: argparse.Namespace, settings: Settings) -> int:
+    async def run(pool: asyncpg.Pool) -> int:
+        for line in worker_rows(await Workers(pool).list()):
+            print(line)
         return 0
 
     return await _with_database(settings, run)

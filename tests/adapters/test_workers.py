@@ -61,6 +61,13 @@ async def test_worker_processes_show_as_alive_then_stopped_or_gone(
             return (await listed(database_url))[clean.pid].heartbeat_at > first.heartbeat_at
 
         await eventually(beat_again, timeout=10)
+        shown = mailer("workers", env=envs[0]).stdout.splitlines()
+        assert shown[0].split()[:3] == ["PRESENCE", "HOST", "PID"]
+        rows = {int(line.split()[2]): line for line in shown[1:-1]}
+        assert rows[clean.pid].startswith("alive")
+        assert f" {VERSION} " in rows[clean.pid] and " worker " in rows[clean.pid]
+        assert " worker+web " in rows[killed.pid]
+        assert shown[-1].startswith("measured at ")
 
         stderr = await asyncio.to_thread(stop, clean, signal.SIGTERM)
         assert clean.returncode == 0, stderr
@@ -78,6 +85,10 @@ async def test_worker_processes_show_as_alive_then_stopped_or_gone(
         dead = (await listed(database_url))[killed.pid]
         assert dead.silent_for >= 3
         assert dead.stopped_at is None
+        shown = mailer("workers", env=envs[0]).stdout.splitlines()
+        presence = {int(line.split()[2]): line.split()[0] for line in shown[1:-1]}
+        assert presence == {clean.pid: "stopped", killed.pid: "gone"}
+        assert shown[1].startswith("gone")  # what needs looking at comes first
     finally:
         for process in (clean, killed):
             if process.poll() is None:
