@@ -66,6 +66,12 @@ class Progress:
     def estimate(self) -> Estimate:
         return estimate(self.facts)
 
+    @property
+    def rate(self) -> float:
+        """Messages per second from the ledger; 0 when stalled or not sending (the estimate
+        says which)."""
+        return self.estimate.rate or 0.0
+
 
 @dataclass(frozen=True, slots=True)
 class IssueSummary:
