@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import codecs
 import json
 import logging
 import os
@@ -24,7 +25,7 @@ from mailer.adapters.broker import ROUTES, Broker, DeadLetters, body_ref
 from mailer.adapters.issues import Issues
 from mailer.adapters.subscribers import Subscribers
 from mailer.commands.issues import change, describe, watch
-from mailer.commands.subscribers import import_file
+from mailer.commands.subscribers import BadFile, import_file
 from mailer.config import Settings, load_settings
 from mailer.core.signing import generate_key, txt_strings
 from mailer.core.tokens import derive_key
@@ -84,6 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     importing.add_argument("file", type=Path)
     importing.add_argument("--list", required=True, dest="list_slug", metavar="SLUG")
+    importing.add_argument(
+        "--encoding",
+        default="utf-8",
+        help="the file's character set (default utf-8; a Polish Excel export is often cp1250)",
+    )
 
     issue = commands.add_parser("issue", help="a newsletter issue being sent")
     issue_commands = issue.add_subparsers(dest="issue_command", required=True, metavar="ACTION")
@@ -175,16 +181,27 @@ async def _subscribers(args: argparse.Namespace, settings: Settings) -> int:
     path: Path = args.file
     if not path.is_file():  # noqa: ASYNC240 - before any I/O starts
         raise MailerError(f"{path}: no such file")
+    try:
+        codecs.lookup(args.encoding)
+    except LookupError:
+        raise ConfigError(f"--encoding: no such character set {args.encoding!r}") from None
     hash_key = derive_key(settings.security.address_secret(), "address")
 
     async def run(pool: asyncpg.Pool) -> int:
         subscribers = Subscribers(pool)
         list_id = (await subscribers.list_ids([args.list_slug]))[args.list_slug]
-        report = await import_file(
-            path, list_id=list_id, subscribers=subscribers, hash_key=hash_key
-        )
+        try:
+            report = await import_file(
+                path,
+                list_id=list_id,
+                subscribers=subscribers,
+                hash_key=hash_key,
+                encoding=args.encoding,
+            )
+        except BadFile as exc:
+            raise MailerError(f"{path}: {exc}") from None
         print(report.summary())
-        return 0
+        return 1 if report.bad else 0
 
     return await _with_database(settings, run)
 

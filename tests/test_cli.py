@@ -369,14 +369,14 @@ async def test_subscribers_import_reports_bad_rows_and_respects_opt_outs(
     result = mailer(
         "subscribers", "import", str(csv_file), "--list", "lucid-news", env=environment(config)
     )
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # bad rows: the rest imported, status 1
     assert result.stderr.splitlines() == [
         "line 4: not a valid e-mail address (An email address must have an @-sign.)",
         "line 8: locale: 'de' is not pl or en",
     ]
     assert result.stdout.strip() == (
         "8 rows: 3 subscribed, 0 already subscribed, 1 kept unsubscribed (they opted out), "
-        "1 suppressed (bounced, complained or erased), 2 bad"
+        "1 suppressed (bounced, complained or erased), 1 duplicate, 2 bad"
     )
     rows = await db.fetch(
         "SELECT s.email, s.name, s.locale, sub.status FROM subscribers s"
