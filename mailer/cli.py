@@ -24,6 +24,7 @@ from mailer.adapters import database
 from mailer.adapters.broker import ROUTES, Broker, DeadLetters, body_ref
 from mailer.adapters.issues import Issues
 from mailer.adapters.subscribers import Subscribers
+from mailer.commands.checks import check_job
 from mailer.commands.issues import change, describe, watch
 from mailer.commands.subscribers import BadFile, import_file
 from mailer.config import Settings, load_settings
@@ -53,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     enqueue = commands.add_parser("enqueue", help="publish a job file, as the portal would")
     enqueue.add_argument("file", type=Path, help="a JSON job; - reads standard input")
     enqueue.add_argument("--routing-key", help="route by this key instead of the job's kind")
+    enqueue.add_argument(
+        "--no-check",
+        action="store_true",
+        help="publish the bytes without checking the job first (to try the dead-letter queue)",
+    )
 
     dlq = commands.add_parser("dlq", help="inspect and act on parked jobs (mailer.dead)")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
@@ -246,7 +252,22 @@ async def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
         body = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()  # noqa: ASYNC240 - one small file, before any I/O starts
     except OSError as exc:
         raise MailerError(f"cannot read {path}: {exc.strerror}") from None
-    routing_key, job_id = args.routing_key, None
+    if args.no_check:
+        routing_key, job_id = _route_unchecked(body, args.routing_key, path)
+    else:
+        job = check_job(body, settings, source=str(path))
+        routing_key, job_id = args.routing_key or job.kind, str(job.id)
+
+    async def publish(broker: Broker) -> int:
+        await broker.publish(body, routing_key=routing_key, message_id=job_id)
+        print(f"published {job_id or body_ref(body)} with routing key {routing_key}")
+        return 0
+
+    return await _with_broker(settings, publish, name="enqueue")
+
+
+def _route_unchecked(body: bytes, routing_key: str | None, path: Path) -> tuple[str, str | None]:
+    job_id = None
     try:
         job = json.loads(body)
     except ValueError:
@@ -258,13 +279,7 @@ async def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
         raise MailerError(
             f"{path}: no known 'kind' to route by ({', '.join(ROUTES)}); give --routing-key"
         )
-
-    async def publish(broker: Broker) -> int:
-        await broker.publish(body, routing_key=routing_key, message_id=job_id)
-        print(f"published {job_id or body_ref(body)} with routing key {routing_key}")
-        return 0
-
-    return await _with_broker(settings, publish, name="enqueue")
+    return routing_key, job_id
 
 
 async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
@@ -297,7 +312,14 @@ async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
         for view in done:
             print(f"{verb} {body_ref(view.body)} {view.job_id or '-'} → {view.origin or '-'}")
         print(f"{len(done)} job(s) {verb}", file=sys.stderr)
-        return 0 if done or args.all else 1
+        found = {body_ref(view.body) for view in done} | {view.job_id for view in done}
+        unknown = [ref for ref in args.refs if ref not in found]
+        for ref in unknown:
+            print(
+                f"mailer: dlq {args.dlq_command}: no parked job {ref!r} (see `mailer dlq list`)",
+                file=sys.stderr,
+            )
+        return 1 if unknown else 0
 
     return await _with_broker(settings, act, name="dlq")
 
