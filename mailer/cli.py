@@ -121,8 +121,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     keygen.add_argument("--domain", help="signing domain (default: [dkim] domain)")
     keygen.add_argument("--selector", help="selector (default: [dkim] selector)")
-    keygen.add_argument("--out", type=Path, required=True, help="where to write the PEM key")
-    keygen.add_argument("--force", action="store_true", help="overwrite an existing file")
+    keygen.add_argument(
+        "--out", type=Path, help="where to write the PEM key (default: [dkim] key_file)"
+    )
+    keygen.add_argument(
+        "--force", action="store_true", help="overwrite an existing file (with --out only)"
+    )
     return parser
 
 
@@ -325,28 +329,45 @@ async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _keygen(args: argparse.Namespace, settings: Settings) -> int:
+    """With no options, the key [dkim] names (domain, selector, key_file); an existing key
+    is never overwritten, only an explicit --out with --force replaces a file."""
     domain = args.domain or settings.dkim.domain
     selector = args.selector or settings.dkim.selector
     if not domain or not selector:
         raise ConfigError(
             "dkim keygen: give --domain and --selector (or set [dkim] domain and selector)"
         )
-    out: Path = args.out
+    out: Path | None = args.out or settings.dkim.key_file
+    if out is None:
+        raise ConfigError("dkim keygen: give --out (or set [dkim] key_file, MAILER_DKIM_KEY_FILE)")
+    if args.force and args.out is None:
+        raise ConfigError("dkim keygen: --force needs --out: [dkim] key_file is never overwritten")
+    refusal = f"dkim keygen: {out} exists: not overwritten"
+    if args.out is None:
+        refusal += " (it is [dkim] key_file; to rotate, give a new --selector and --out)"
+    else:
+        refusal += " (--force replaces it)"
     if out.exists() and not args.force:
-        raise MailerError(f"{out} exists; use --force to overwrite it")
+        raise MailerError(refusal)
     key = generate_key(args.type, domain=domain, selector=selector)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_private(out, key.pem)
+    try:
+        write_private(out, key.pem, replace=args.force)
+    except FileExistsError:
+        raise MailerError(refusal) from None
+    except OSError as exc:
+        raise MailerError(f"dkim keygen: cannot write {out}: {exc.strerror}") from None
     strings = " ".join(f'"{part}"' for part in txt_strings(key.dns_record()))
     print(f"wrote {key.algorithm} key to {out}", file=sys.stderr)
     print(f"{selector}._domainkey.{domain}. IN TXT ( {strings} )")
     return 0
 
 
-def write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes, *, replace: bool = True) -> None:
     """Write a file only its owner can read, replacing any file there at once: a new file
     made 0600 from its first byte, then renamed over the old one (whose mode does not carry
-    over), so no reader ever sees a partial key or a key open to others."""
+    over), so no reader ever sees a partial key or a key open to others. With replace False
+    it is linked into place instead, which fails (FileExistsError) if a file is there."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -355,7 +376,11 @@ def write_private(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temporary, path)
+        if replace:
+            os.replace(temporary, path)
+        else:
+            os.link(temporary, path)
+            temporary.unlink()
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
