@@ -24,6 +24,7 @@ from mailer.adapters import database
 from mailer.adapters.broker import ROUTES, Broker, DeadLetters, body_ref
 from mailer.adapters.issues import Issues
 from mailer.adapters.subscribers import Subscribers
+from mailer.commands import previews
 from mailer.commands.checks import check_job
 from mailer.commands.issues import change, describe, watch
 from mailer.commands.subscribers import BadFile, import_file
@@ -31,7 +32,7 @@ from mailer.config import Settings, load_settings
 from mailer.core.signing import generate_key, txt_strings
 from mailer.core.tokens import derive_key
 from mailer.errors import ConfigError, MailerError
-from mailer.service import Service, retry_tiers
+from mailer.service import Service, load_signer, retry_tiers
 
 log = logging.getLogger("mailer")
 
@@ -109,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     ):
         action = issue_commands.add_parser(name, help=text)
         action.add_argument("issue_id", type=UUID, metavar="ISSUE_ID")
+    previews.add_commands(issue_commands)
 
     dkim = commands.add_parser("dkim", help="DKIM keys")
     dkim_commands = dkim.add_subparsers(dest="dkim_command", required=True, metavar="ACTION")
@@ -156,6 +158,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if command == "dkim":
         return _keygen(args, settings)
+    if command == "issue" and args.issue_command == "preview":
+        return previews.preview(args, settings)
+    if command == "issue" and args.issue_command == "test":
+        return asyncio.run(previews.send_test(args, settings, load_signer(settings)))
     handlers: dict[str, Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]] = {
         "migrate": _migrate,
         "enqueue": _enqueue,

@@ -56,6 +56,16 @@ async def test_enqueue_refuses_a_bad_job_in_one_line_and_publishes_nothing(
         (encode(injected), "to.name: "),
         (encode(receipt(surprise=1)), "surprise: is not a field of this job"),
         (encode(issue(list="no-such-list")), "list: no list 'no-such-list' is configured"),
+        (
+            encode(
+                issue(data={"articles": [{"title": "x", "body_html": "", "url": "javascript:x"}]})
+            ),
+            "template newsletter/pl: link 'javascript:x' must be an http(s) or mailto URL",
+        ),
+        (
+            encode(issue(data={"en": {"articles": []}})),
+            "data: needs the list's default locale 'pl'",
+        ),
         (b"[" * 100_000 + b"]" * 100_000, "body: nested deeper than 32 levels"),
     ]
     for body, reason in cases:
