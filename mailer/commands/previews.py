@@ -148,7 +148,10 @@ async def _relay(settings: Settings) -> AsyncIterator[tuple[Relay, str]]:
         helo_name=smtp.helo_name,
     )
     try:
-        yield relay, (f"captured in {smtp.capture_dir}" if capture else config.display)
+        yield (
+            relay,
+            (f"the embedded capture into {smtp.capture_dir}" if capture else config.display),
+        )
     finally:
         await relay.close()
         if capture is not None:
