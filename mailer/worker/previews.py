@@ -17,15 +17,26 @@ from uuid import UUID, uuid4
 
 from mailer.core.audience import MailingList, newsletter_locale
 from mailer.core.jobs import NewsletterJob, decode
-from mailer.core.messages import Draft, ListHeaders, Mailbox
+from mailer.core.messages import TEST_HEADER, Draft, ListHeaders, Mailbox
 from mailer.core.outcomes import Outcome
 from mailer.core.rendering import Locale, Rendered, Renderer
 from mailer.errors import InvalidJob
 from mailer.worker.newsletters import prepare
 from mailer.worker.sending import Sender
 
+__all__ = [
+    "TEST_HEADER",
+    "TEST_PREFIX",
+    "TEST_UNSUBSCRIBE_PATH",
+    "Issue",
+    "SendResult",
+    "marked_draft",
+    "read_issue",
+    "render_preview",
+    "send_tests",
+]
+
 TEST_PREFIX = "[TEST] "
-TEST_HEADER = "X-Mailer-Test"
 # Where a test message's unsubscribe links go: a path the pages answer with "invalid link".
 TEST_UNSUBSCRIBE_PATH = "/u/test-message-no-unsubscribe"
 MAX_TEST_RECIPIENTS = 10

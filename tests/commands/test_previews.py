@@ -230,11 +230,18 @@ async def test_a_test_send_that_fails_says_so(
     assert lines[2].startswith("1 of 2 test message(s) sent via ")
     assert [r.rcpt_tos[0] for r in smtp_server.received] == ["ok@lucid.example"]
 
-    bad = await asyncio.to_thread(
-        mailer, "issue", "test", str(job_file), "--to", "not an address", env=env
-    )
-    assert bad.returncode == 2
-    assert bad.stderr.startswith("mailer: --to: ")
+    for hostile in (
+        "not an address",
+        "=?utf-8?q?QA=0D=0ABcc:_victim@example.com?= <qa@lucid.example>",
+        "QA\u2028Bcc: victim@example.com <qa@lucid.example>",
+        "qa@lucid.example, victim@example.com",
+    ):
+        bad = await asyncio.to_thread(
+            mailer, "issue", "test", str(job_file), "--to", hostile, env=env
+        )
+        assert bad.returncode == 2, hostile
+        assert bad.stderr.startswith("mailer: --to: ")
+        assert len(bad.stderr.splitlines()) == 1
     many = await asyncio.to_thread(
         mailer,
         "issue",
