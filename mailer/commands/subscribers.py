@@ -109,7 +109,8 @@ class Columns:
         return [cell("email"), name, cell("locale")]
 
 
-def _rows(handle: TextIO) -> Iterator[tuple[int, list[str], Columns]]:
+def _rows(handle: TextIO) -> Iterator[tuple[int, list[str] | str, Columns]]:
+    """(line, fields or what is wrong with the line, columns) for every row but a header."""
     sample = handle.read(4096)
     handle.seek(0)
     try:
@@ -118,13 +119,32 @@ def _rows(handle: TextIO) -> Iterator[tuple[int, list[str], Columns]]:
         dialect = csv.excel
     reader = csv.reader(handle, dialect)
     columns = Columns(None)
-    for fields in reader:
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # a NUL byte, a field over csv.field_size_limit()
+            yield reader.line_num, f"not CSV ({exc})", columns
+            continue
         if not fields or not any(part.strip() for part in fields):
             continue
         if reader.line_num == 1 and Columns.is_header(fields):
             columns = Columns(fields)
             continue
         yield reader.line_num, fields, columns
+
+
+def _codec(start: bytes, encoding: str) -> str:
+    """The codec to read with: a UTF-16 file (Excel's "Unicode text") is known by its BOM,
+    a workbook is refused with what to do instead."""
+    if start.startswith(b"PK\x03\x04"):
+        raise BadFile('a spreadsheet workbook (.xlsx), not CSV: save it as "CSV UTF-8" first')
+    if codecs.lookup(encoding).name != "utf-8":
+        return encoding
+    if start.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    return "utf-8-sig"
 
 
 def _undecodable(fields: list[str], encoding: str) -> str | None:
@@ -151,7 +171,6 @@ async def import_file(
     BadFile if the file cannot be read at all."""
     report = ImportReport()
     size = path.stat().st_size  # noqa: ASYNC240 - a command: nothing else runs meanwhile
-    codec = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
     with (
         path.open("rb") as raw,
         tqdm(
@@ -166,12 +185,18 @@ async def import_file(
     ):
         # Bytes the encoding does not have become lone surrogates, so that one bad line is
         # reported and skipped while the rest of the file is imported.
+        codec = _codec(raw.read(4), encoding)
+        raw.seek(0)
+        if codec == "utf-16":
+            encoding = codec
         handle = io.TextIOWrapper(raw, encoding=codec, errors="surrogateescape", newline="")
         async with subscribers.importing(list_id) as importer:
             batch: list[ImportedPerson] = []
             for line, fields, columns in _rows(handle):
                 report.rows += 1
                 try:
+                    if isinstance(fields, str):
+                        raise ValueError(fields)
                     problem = _undecodable(fields, encoding)
                     if problem is not None:
                         raise ValueError(problem)

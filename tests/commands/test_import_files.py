@@ -171,3 +171,52 @@ async def test_duplicate_rows_are_counted_and_the_first_one_wins(
         assert await pool.fetchval("SELECT to_regclass('pg_temp.import_seen')") is None
     finally:
         await pool.close()
+
+
+async def test_excels_other_exports_utf16_and_a_workbook(
+    config: dict[str, Any], db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    unicode_text = tmp_path / "unicode.txt"  # Excel's "Unicode text": UTF-16 with BOM, tabs
+    unicode_text.write_bytes(POLISH_ROWS.replace(";", "\t").encode("utf-16"))
+    result = mailer(
+        "subscribers", "import", str(unicode_text), "--list", "lucid-news", env=environment(config)
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("3 rows: 3 subscribed,")
+    assert ("malgorzata@example.pl", "Małgorzata Łęcka", "pl", "subscribed") in await people(db)
+
+    workbook = tmp_path / "people.xlsx"
+    workbook.write_bytes(b"PK\x03\x04\x14\x00\x06\x00" + bytes(range(256)) * 4)
+    refused = mailer(
+        "subscribers", "import", str(workbook), "--list", "lucid-news", env=environment(config)
+    )
+    assert refused.returncode == 1
+    assert refused.stderr == (
+        f'mailer: {workbook}: a spreadsheet workbook (.xlsx), not CSV: save it as "CSV UTF-8"'
+        " first\n"
+    )
+
+
+async def test_hostile_rows_are_bad_rows_and_the_rest_is_imported(
+    config: dict[str, Any], db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    export = tmp_path / "hostile.csv"
+    export.write_text(
+        "email,name,locale\n"
+        "nul@example.pl,Nul\x00Name,pl\n"
+        'crlf@example.pl,"Jan\r\nBcc: victim@example.com",pl\n'
+        "sep@example.pl,Jan\u2028Kowalski,pl\n"
+        f"huge@example.pl,{'x' * 200_000},pl\n"
+        "fine@example.pl,Fine,en\n",
+        encoding="utf-8",
+    )
+    result = mailer(
+        "subscribers", "import", str(export), "--list", "lucid-news", env=environment(config)
+    )
+    assert result.returncode == 1
+    problems = result.stderr.splitlines()
+    assert [line.split(":")[0] for line in problems] == ["line 2", "line 4", "line 5", "line 6"]
+    assert "not CSV (field larger than field limit (131072))" in problems[3]
+    assert "victim" not in result.stderr
+    assert "Traceback" not in result.stderr
+    assert await people(db) == [("fine@example.pl", "Fine", "en", "subscribed")]
