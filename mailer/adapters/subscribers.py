@@ -280,15 +280,6 @@ class Importer:
                 records=records,
                 columns=["line", "address_key", "email", "name", "locale"],
             )
-            await self._conn.execute(
-                "DELETE FROM staged st USING staged earlier"
-                " WHERE earlier.address_key = st.address_key AND earlier.line < st.line"
-            )
-            await self._conn.execute(
-                "DELETE FROM staged st USING import_seen seen"
-                " WHERE seen.address_key = st.address_key"
-            )
-            await self._conn.execute("INSERT INTO import_seen SELECT address_key FROM staged")
             counts = await self._conn.fetchrow(_IMPORT_SQL, self._list_id)
         assert counts is not None
         return ImportCounts(
@@ -296,15 +287,25 @@ class Importer:
             already_subscribed=counts["already"],
             kept_unsubscribed=counts["unsubscribed"],
             suppressed=counts["suppressed"],
-            duplicates=len(records) - counts["staged"],
+            duplicates=len(records) - counts["unseen"],
         )
 
 
+# Of the batch, the first row of each address not seen in an earlier batch ("unseen");
+# the rest are duplicates.
 _IMPORT_SQL = """
-WITH fresh AS (
-    SELECT st.*
-    FROM staged st
-    WHERE NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.address_key = st.address_key)
+WITH firsts AS (
+    SELECT DISTINCT ON (address_key) * FROM staged ORDER BY address_key, line
+), new AS (
+    INSERT INTO import_seen SELECT address_key FROM firsts
+    ON CONFLICT (address_key) DO NOTHING
+    RETURNING address_key
+), unseen AS (
+    SELECT f.* FROM firsts f JOIN new USING (address_key)
+), fresh AS (
+    SELECT u.*
+    FROM unseen u
+    WHERE NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.address_key = u.address_key)
 ), people AS (
     INSERT INTO subscribers (address_key, email, name, locale)
     SELECT address_key, email, name, locale FROM fresh
@@ -327,8 +328,8 @@ SELECT
        WHERE p.id NOT IN (SELECT subscriber_id FROM joined))::int AS already,
     (SELECT count(*) FROM people p JOIN subscriptions s ON s.subscriber_id = p.id
        AND s.list_id = $1 AND s.status = 'unsubscribed')::int AS unsubscribed,
-    (SELECT count(DISTINCT address_key) FROM staged st
-       WHERE EXISTS (SELECT 1 FROM suppressions x WHERE x.address_key = st.address_key))::int
+    (SELECT count(*) FROM unseen u
+       WHERE EXISTS (SELECT 1 FROM suppressions x WHERE x.address_key = u.address_key))::int
        AS suppressed,
-    (SELECT count(*) FROM staged)::int AS staged
+    (SELECT count(*) FROM new)::int AS unseen
 """
