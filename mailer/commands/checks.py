@@ -1,16 +1,17 @@
-"""What `mailer enqueue` checks before it publishes: the job as the worker will decode it
-(and an issue rendered in every locale, as the worker does), so that a file the worker would
-park is refused at the operator's terminal instead."""
+"""What `mailer enqueue` checks before it publishes: the job as the worker will decode it,
+its list configured, its template rendered with its data (an issue in every locale), so that
+a file the worker would park is refused at the operator's terminal instead."""
 
 from __future__ import annotations
 
 from mailer.config import Settings
 from mailer.core.audience import MailingList
-from mailer.core.jobs import Job, NewsletterJob, decode
+from mailer.core.jobs import Job, NewsletterJob, ReceiptJob, SubscriptionJob, decode
 from mailer.core.messages import parse_mailbox
 from mailer.core.rendering import Renderer
 from mailer.errors import ConfigError, InvalidJob, MailerError
 from mailer.worker.previews import Issue, render_preview
+from mailer.worker.receipts import _receipt_context
 
 
 def check_job(body: bytes, settings: Settings, *, source: str) -> Job:
@@ -19,6 +20,20 @@ def check_job(body: bytes, settings: Settings, *, source: str) -> Job:
         job = decode(body, max_attachment_bytes=settings.worker.max_attachment_bytes)
     except InvalidJob as exc:
         raise MailerError(f"{source}: not a valid job, nothing published: {exc.reason}") from None
+    if isinstance(job, SubscriptionJob) and job.list is not None and job.list not in settings.lists:
+        raise MailerError(
+            f"{source}: not a valid job, nothing published: list: no list {job.list!r}"
+            " is configured ([lists.<slug>])"
+        )
+    if isinstance(job, ReceiptJob):
+        try:  # the template exists and renders with the data given, as the worker checks
+            templates(settings).render(
+                job.template, job.locale or settings.sender.default_locale, _receipt_context(job)
+            )
+        except InvalidJob as exc:
+            raise MailerError(
+                f"{source}: not a valid job, nothing published: {exc.reason}"
+            ) from None
     if isinstance(job, NewsletterJob):
         if job.list not in settings.lists:
             raise MailerError(

@@ -66,6 +66,24 @@ async def test_enqueue_refuses_a_bad_job_in_one_line_and_publishes_nothing(
             encode(issue(data={"en": {"articles": []}})),
             "data: needs the list's default locale 'pl'",
         ),
+        (encode(receipt(template="nope")), "template: unknown template 'nope'"),
+        (
+            encode(receipt(data={"order_number": "1"})),
+            "template receipt/pl: 'placed_at' is undefined",
+        ),
+        (
+            encode(
+                {
+                    "kind": "subscription",
+                    "version": 1,
+                    "id": "3b6f1d2a-77c4-4d0e-9a1b-5c2e8f0a4d17",
+                    "action": "subscribe",
+                    "list": "nope",
+                    "email": "a@example.pl",
+                }
+            ),
+            "list: no list 'nope' is configured",
+        ),
         (b"[" * 100_000 + b"]" * 100_000, "body: nested deeper than 32 levels"),
     ]
     for body, reason in cases:
