@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import codecs
 import json
 import logging
 import os
@@ -24,14 +25,16 @@ from mailer.adapters.broker import ROUTES, Broker, DeadLetters, body_ref
 from mailer.adapters.issues import Issues
 from mailer.adapters.subscribers import Subscribers
 from mailer.adapters.workers import Workers
+from mailer.commands import previews
+from mailer.commands.checks import check_job
 from mailer.commands.issues import change, describe, issue_rows, watch
-from mailer.commands.subscribers import import_file
+from mailer.commands.subscribers import BadFile, import_file
 from mailer.commands.workers import worker_rows
 from mailer.config import Settings, load_settings
 from mailer.core.signing import generate_key, txt_strings
 from mailer.core.tokens import derive_key
 from mailer.errors import ConfigError, MailerError
-from mailer.service import Service, retry_tiers
+from mailer.service import Service, load_signer, retry_tiers
 
 log = logging.getLogger("mailer")
 
@@ -54,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     enqueue = commands.add_parser("enqueue", help="publish a job file, as the portal would")
     enqueue.add_argument("file", type=Path, help="a JSON job; - reads standard input")
     enqueue.add_argument("--routing-key", help="route by this key instead of the job's kind")
+    enqueue.add_argument(
+        "--no-check",
+        action="store_true",
+        help="publish the bytes without checking the job first (to try the dead-letter queue)",
+    )
 
     dlq = commands.add_parser("dlq", help="inspect and act on parked jobs (mailer.dead)")
     dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
@@ -86,6 +94,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     importing.add_argument("file", type=Path)
     importing.add_argument("--list", required=True, dest="list_slug", metavar="SLUG")
+    importing.add_argument(
+        "--encoding",
+        default="utf-8",
+        help="the file's character set (default utf-8; a Polish Excel export is often cp1250)",
+    )
 
     issue = commands.add_parser("issue", help="a newsletter issue being sent")
     issue_commands = issue.add_subparsers(dest="issue_command", required=True, metavar="ACTION")
@@ -105,6 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     ):
         action = issue_commands.add_parser(name, help=text)
         action.add_argument("issue_id", type=UUID, metavar="ISSUE_ID")
+    previews.add_commands(issue_commands)
 
     commands.add_parser(
         "workers", help="worker processes: alive, gone (silent for a lease) or stopped"
@@ -121,8 +135,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     keygen.add_argument("--domain", help="signing domain (default: [dkim] domain)")
     keygen.add_argument("--selector", help="selector (default: [dkim] selector)")
-    keygen.add_argument("--out", type=Path, required=True, help="where to write the PEM key")
-    keygen.add_argument("--force", action="store_true", help="overwrite an existing file")
+    keygen.add_argument(
+        "--out", type=Path, help="where to write the PEM key (default: [dkim] key_file)"
+    )
+    keygen.add_argument(
+        "--force", action="store_true", help="overwrite an existing file (with --out only)"
+    )
     return parser
 
 
@@ -152,6 +170,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if command == "dkim":
         return _keygen(args, settings)
+    if command == "issue" and args.issue_command == "preview":
+        return previews.preview(args, settings)
+    if command == "issue" and args.issue_command == "test":
+        return asyncio.run(previews.send_test(args, settings, load_signer(settings)))
     handlers: dict[str, Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]] = {
         "migrate": _migrate,
         "enqueue": _enqueue,
@@ -188,16 +210,27 @@ async def _subscribers(args: argparse.Namespace, settings: Settings) -> int:
     path: Path = args.file
     if not path.is_file():  # noqa: ASYNC240 - before any I/O starts
         raise MailerError(f"{path}: no such file")
+    try:
+        codecs.lookup(args.encoding)
+    except LookupError:
+        raise ConfigError(f"--encoding: no such character set {args.encoding!r}") from None
     hash_key = derive_key(settings.security.address_secret(), "address")
 
     async def run(pool: asyncpg.Pool) -> int:
         subscribers = Subscribers(pool)
         list_id = (await subscribers.list_ids([args.list_slug]))[args.list_slug]
-        report = await import_file(
-            path, list_id=list_id, subscribers=subscribers, hash_key=hash_key
-        )
+        try:
+            report = await import_file(
+                path,
+                list_id=list_id,
+                subscribers=subscribers,
+                hash_key=hash_key,
+                encoding=args.encoding,
+            )
+        except BadFile as exc:
+            raise MailerError(f"{path}: {exc}") from None
         print(report.summary())
-        return 0
+        return 1 if report.bad else 0
 
     return await _with_database(settings, run)
 
@@ -257,7 +290,22 @@ async def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
         body = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()  # noqa: ASYNC240 - one small file, before any I/O starts
     except OSError as exc:
         raise MailerError(f"cannot read {path}: {exc.strerror}") from None
-    routing_key, job_id = args.routing_key, None
+    if args.no_check:
+        routing_key, job_id = _route_unchecked(body, args.routing_key, path)
+    else:
+        job = check_job(body, settings, source=str(path))
+        routing_key, job_id = args.routing_key or job.kind, str(job.id)
+
+    async def publish(broker: Broker) -> int:
+        await broker.publish(body, routing_key=routing_key, message_id=job_id)
+        print(f"published {job_id or body_ref(body)} with routing key {routing_key}")
+        return 0
+
+    return await _with_broker(settings, publish, name="enqueue")
+
+
+def _route_unchecked(body: bytes, routing_key: str | None, path: Path) -> tuple[str, str | None]:
+    job_id = None
     try:
         job = json.loads(body)
     except ValueError:
@@ -269,13 +317,7 @@ async def _enqueue(args: argparse.Namespace, settings: Settings) -> int:
         raise MailerError(
             f"{path}: no known 'kind' to route by ({', '.join(ROUTES)}); give --routing-key"
         )
-
-    async def publish(broker: Broker) -> int:
-        await broker.publish(body, routing_key=routing_key, message_id=job_id)
-        print(f"published {job_id or body_ref(body)} with routing key {routing_key}")
-        return 0
-
-    return await _with_broker(settings, publish, name="enqueue")
+    return routing_key, job_id
 
 
 async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
@@ -308,34 +350,58 @@ async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
         for view in done:
             print(f"{verb} {body_ref(view.body)} {view.job_id or '-'} → {view.origin or '-'}")
         print(f"{len(done)} job(s) {verb}", file=sys.stderr)
-        return 0 if done or args.all else 1
+        found = {body_ref(view.body) for view in done} | {view.job_id for view in done}
+        unknown = [ref for ref in args.refs if ref not in found]
+        for ref in unknown:
+            print(
+                f"mailer: dlq {args.dlq_command}: no parked job {ref!r} (see `mailer dlq list`)",
+                file=sys.stderr,
+            )
+        return 1 if unknown else 0
 
     return await _with_broker(settings, act, name="dlq")
 
 
 def _keygen(args: argparse.Namespace, settings: Settings) -> int:
+    """With no options, the key [dkim] names (domain, selector, key_file); an existing key
+    is never overwritten, only an explicit --out with --force replaces a file."""
     domain = args.domain or settings.dkim.domain
     selector = args.selector or settings.dkim.selector
     if not domain or not selector:
         raise ConfigError(
             "dkim keygen: give --domain and --selector (or set [dkim] domain and selector)"
         )
-    out: Path = args.out
+    out: Path | None = args.out or settings.dkim.key_file
+    if out is None:
+        raise ConfigError("dkim keygen: give --out (or set [dkim] key_file, MAILER_DKIM_KEY_FILE)")
+    if args.force and args.out is None:
+        raise ConfigError("dkim keygen: --force needs --out: [dkim] key_file is never overwritten")
+    refusal = f"dkim keygen: {out} exists: not overwritten"
+    if args.out is None:
+        refusal += " (it is [dkim] key_file; to rotate, give a new --selector and --out)"
+    else:
+        refusal += " (--force replaces it)"
     if out.exists() and not args.force:
-        raise MailerError(f"{out} exists; use --force to overwrite it")
+        raise MailerError(refusal)
     key = generate_key(args.type, domain=domain, selector=selector)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_private(out, key.pem)
+    try:
+        write_private(out, key.pem, replace=args.force)
+    except FileExistsError:
+        raise MailerError(refusal) from None
+    except OSError as exc:
+        raise MailerError(f"dkim keygen: cannot write {out}: {exc.strerror}") from None
     strings = " ".join(f'"{part}"' for part in txt_strings(key.dns_record()))
     print(f"wrote {key.algorithm} key to {out}", file=sys.stderr)
     print(f"{selector}._domainkey.{domain}. IN TXT ( {strings} )")
     return 0
 
 
-def write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes, *, replace: bool = True) -> None:
     """Write a file only its owner can read, replacing any file there at once: a new file
     made 0600 from its first byte, then renamed over the old one (whose mode does not carry
-    over), so no reader ever sees a partial key or a key open to others."""
+    over), so no reader ever sees a partial key or a key open to others. With replace False
+    it is linked into place instead, which fails (FileExistsError) if a file is there."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -344,7 +410,11 @@ def write_private(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temporary, path)
+        if replace:
+            os.replace(temporary, path)
+        else:
+            os.link(temporary, path)
+            temporary.unlink()
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise

@@ -49,6 +49,7 @@ from mailer.core.signing import DkimKey, NoSigner, OpenSSLSigner, Signer, load_k
 from mailer.core.tokens import TokenKeys, derive_key
 from mailer.errors import ConfigError, TemporaryFailure
 from mailer.health import Heartbeat, RelayHealth
+from mailer.listening import listening
 from mailer.metrics import Metrics
 from mailer.sampling import SAMPLE_INTERVAL, Sampler
 from mailer.web.app import WebServer
@@ -208,7 +209,8 @@ class Service:
                 pages=pages,
                 readiness=self.readiness if self.run_worker else None,
             )
-            await self.web.start()
+            with listening("http", settings.http.host, settings.http.port):
+                await self.web.start()
             self._start_sampling()
         log.info("mailer started worker=%s web=%s", self.run_worker, self.run_web)
 

@@ -9,7 +9,8 @@ that workers drop any of their messages already in hand.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, get_args
@@ -48,6 +49,7 @@ class ImportCounts:
     already_subscribed: int
     kept_unsubscribed: int
     suppressed: int
+    duplicates: int = 0
 
 
 class Subscribers:
@@ -247,33 +249,72 @@ class Subscribers:
         return bool(done)
 
     async def import_rows(self, list_id: int, rows: Iterable[ImportedPerson]) -> ImportCounts:
-        """Add a batch of people whose consent is held: COPY into a staging table, then one
-        statement each for subscribers and subscriptions. An opt-out or a suppression wins
-        over the file: those people are counted, not subscribed."""
-        records = [(r.address_key, r.email, r.name, r.locale) for r in rows]
-        async with transaction(self._pool, "import") as conn:
-            await conn.execute(
-                "CREATE TEMPORARY TABLE staged (address_key bytea, email text, name text,"
-                " locale text) ON COMMIT DROP"
+        """Add one batch of people whose consent is held (see `importing`)."""
+        async with self.importing(list_id) as importer:
+            return await importer.add(rows)
+
+    @asynccontextmanager
+    async def importing(self, list_id: int) -> AsyncIterator[Importer]:
+        """An import of many batches on one connection, which remembers every address seen
+        so far, so that a row repeating an earlier one is counted as a duplicate."""
+        async with unavailable_is_temporary("import"), self._pool.acquire() as conn:
+            await conn.execute("CREATE TEMPORARY TABLE import_seen (address_key bytea PRIMARY KEY)")
+            try:
+                yield Importer(conn, list_id)
+            finally:
+                await conn.execute("DROP TABLE IF EXISTS import_seen")
+
+
+class Importer:
+    def __init__(self, conn: asyncpg.Connection, list_id: int) -> None:
+        self._conn = conn
+        self._list_id = list_id
+        self._line = 0
+
+    async def add(self, rows: Iterable[ImportedPerson]) -> ImportCounts:
+        """COPY a batch into a staging table, then one statement each for subscribers and
+        subscriptions. An opt-out or a suppression wins over the file: those people are
+        counted, not subscribed. Of rows with the same address the first one counts."""
+        records = []
+        for row in rows:
+            self._line += 1
+            records.append((self._line, row.address_key, row.email, row.name, row.locale))
+        async with unavailable_is_temporary("import"), self._conn.transaction():
+            await self._conn.execute(
+                "CREATE TEMPORARY TABLE staged (line bigint, address_key bytea, email text,"
+                " name text, locale text) ON COMMIT DROP"
             )
-            await conn.copy_records_to_table(
-                "staged", records=records, columns=["address_key", "email", "name", "locale"]
+            await self._conn.copy_records_to_table(
+                "staged",
+                records=records,
+                columns=["line", "address_key", "email", "name", "locale"],
             )
-            counts = await conn.fetchrow(_IMPORT_SQL, list_id)
+            counts = await self._conn.fetchrow(_IMPORT_SQL, self._list_id)
         assert counts is not None
         return ImportCounts(
             added=counts["added"],
             already_subscribed=counts["already"],
             kept_unsubscribed=counts["unsubscribed"],
             suppressed=counts["suppressed"],
+            duplicates=len(records) - counts["unseen"],
         )
 
 
+# Of the batch, the first row of each address not seen in an earlier batch ("unseen");
+# the rest are duplicates.
 _IMPORT_SQL = """
-WITH fresh AS (
-    SELECT DISTINCT ON (st.address_key) st.*
-    FROM staged st
-    WHERE NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.address_key = st.address_key)
+WITH firsts AS (
+    SELECT DISTINCT ON (address_key) * FROM staged ORDER BY address_key, line
+), new AS (
+    INSERT INTO import_seen SELECT address_key FROM firsts
+    ON CONFLICT (address_key) DO NOTHING
+    RETURNING address_key
+), unseen AS (
+    SELECT f.* FROM firsts f JOIN new USING (address_key)
+), fresh AS (
+    SELECT u.*
+    FROM unseen u
+    WHERE NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.address_key = u.address_key)
 ), people AS (
     INSERT INTO subscribers (address_key, email, name, locale)
     SELECT address_key, email, name, locale FROM fresh
@@ -296,7 +337,8 @@ SELECT
        WHERE p.id NOT IN (SELECT subscriber_id FROM joined))::int AS already,
     (SELECT count(*) FROM people p JOIN subscriptions s ON s.subscriber_id = p.id
        AND s.list_id = $1 AND s.status = 'unsubscribed')::int AS unsubscribed,
-    (SELECT count(DISTINCT address_key) FROM staged st
-       WHERE EXISTS (SELECT 1 FROM suppressions x WHERE x.address_key = st.address_key))::int
-       AS suppressed
+    (SELECT count(*) FROM unseen u
+       WHERE EXISTS (SELECT 1 FROM suppressions x WHERE x.address_key = u.address_key))::int
+       AS suppressed,
+    (SELECT count(*) FROM new)::int AS unseen
 """

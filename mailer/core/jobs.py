@@ -33,6 +33,7 @@ from mailer.errors import InvalidJob
 
 Locale = Literal["pl", "en"]
 KINDS = ("receipt", "newsletter", "subscription")
+_LOCALES = frozenset(("pl", "en"))
 SCHEMA_VERSION = 1
 TEMPLATE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _MIME_NAME = r"[A-Za-z0-9!#$&^_.+-]{1,127}"
@@ -160,6 +161,49 @@ class NewsletterJob(_Value):
         if isinstance(self.subject, str):
             return self.subject
         return self.subject.get(locale) or self.subject[fallback]
+
+    def data_for(self, locale: Locale, fallback: Locale) -> dict[str, Any]:
+        """The template's data for readers in `locale`: `data`, or each article, may be an
+        object by locale; what a locale lacks comes from `fallback` (the list's default)."""
+        data = self.data
+        if by_locale(data):
+            data = data.get(locale) or data[fallback]
+        articles = data.get("articles")
+        if isinstance(articles, list) and any(by_locale(article) for article in articles):
+            picked = [
+                (article.get(locale) or article[fallback]) if by_locale(article) else article
+                for article in articles
+            ]
+            data = {**data, "articles": picked}
+        return data
+
+    def lacking(self, fallback: Locale) -> str | None:
+        """Where the job gives text by locale but not in `fallback`, else None."""
+        if isinstance(self.subject, dict) and fallback not in self.subject:
+            return "subject"
+        parts: list[tuple[str, dict[str, Any]]] = []
+        if by_locale(self.data):
+            if fallback not in self.data:
+                return "data"
+            parts = [(f"data.{locale}", value) for locale, value in self.data.items()]
+        else:
+            parts = [("data", self.data)]
+        for where, data in parts:
+            articles = data.get("articles")
+            if isinstance(articles, list):
+                for index, article in enumerate(articles):
+                    if by_locale(article) and fallback not in article:
+                        return f"{where}.articles.{index}"
+        return None
+
+
+def by_locale(value: object) -> bool:
+    """An object whose keys are all locales and whose values are objects: {"pl": {…}, …}."""
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(key in _LOCALES and isinstance(part, dict) for key, part in value.items())
+    )
 
 
 class SubscriptionJob(_Value):

@@ -31,6 +31,8 @@ CONTENT_TYPE = re.compile(rf"{_MIME_NAME}/{_MIME_NAME}")
 STRUCTURED_TYPES = ("multipart/", "message/")
 _MESSAGE_ID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]+@[A-Za-z0-9.-]+>")
 _LIST_ID = re.compile(r"(?:(?P<name>.*\S) )?<(?P<id>[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+)>")
+_TEST_OF = re.compile(r"[A-Za-z0-9-]{1,64}")
+TEST_HEADER = "X-Mailer-Test"  # on a test send of an issue, naming it
 _URL = re.compile(r"[\x21-\x3b\x3d\x3f-\x7e]+")  # printable ASCII without < and >
 
 
@@ -85,6 +87,7 @@ class Draft:
     content: Rendered
     attachments: Sequence[FileAttachment] = ()
     list_headers: ListHeaders | None = None
+    test_of: str | None = None  # a test send of this issue id: an X-Mailer-Test header
 
 
 def message_id(local: str, domain: str) -> str:
@@ -129,6 +132,10 @@ def _head(draft: Draft) -> list[str]:
     ]
     if draft.list_headers is not None:
         head += _list_lines(draft.list_headers)
+    if draft.test_of is not None:
+        if not _TEST_OF.fullmatch(draft.test_of):
+            raise InvalidJob("X-Mailer-Test: must be an issue id")
+        head.append(f"{TEST_HEADER}: {draft.test_of}\r\n")
     head.append("MIME-Version: 1.0\r\n")
     return head
 

@@ -32,13 +32,14 @@ log = logging.getLogger(__name__)
 
 def prepare(job: NewsletterJob, mailing_list: MailingList, renderer: Renderer) -> PreparedIssue:
     """Every locale the issue can go out in, rendered; InvalidJob if any cannot be."""
-    if isinstance(job.subject, dict) and mailing_list.default_locale not in job.subject:
+    lacking = job.lacking(mailing_list.default_locale)
+    if lacking is not None:
         raise InvalidJob(
-            f"subject: needs the list's default locale {mailing_list.default_locale!r}"
+            f"{lacking}: needs the list's default locale {mailing_list.default_locale!r}"
         )
     contexts = {
         locale: {
-            **job.data,
+            **job.data_for(locale, mailing_list.default_locale),
             "subject": job.subject_for(locale, mailing_list.default_locale),
             "list_name": mailing_list.name,
         }

@@ -1,0 +1,152 @@
+"""An issue job seen before it is sent: rendered in one locale exactly as a subscriber gets
+it, or sent to a few test addresses through the real relay path (compose, DKIM sign, relay).
+
+A test message is marked as one (`[TEST]` before the subject, an `X-Mailer-Test` header and
+its own Message-ID), is never written to the ledger or the issue's counts, and its
+unsubscribe links (body and `List-Unsubscribe`) point to a URL that is no token, so nobody
+can be unsubscribed from it. The CLI (`mailer issue preview|test`) and the console share it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID, uuid4
+
+from mailer.core.audience import MailingList, newsletter_locale
+from mailer.core.jobs import NewsletterJob, decode
+from mailer.core.messages import TEST_HEADER, Draft, ListHeaders, Mailbox
+from mailer.core.outcomes import Outcome
+from mailer.core.rendering import Locale, Rendered, Renderer
+from mailer.errors import InvalidJob
+from mailer.worker.newsletters import prepare
+from mailer.worker.sending import Sender
+
+__all__ = [
+    "TEST_HEADER",
+    "TEST_PREFIX",
+    "TEST_UNSUBSCRIBE_PATH",
+    "Issue",
+    "SendResult",
+    "marked_draft",
+    "read_issue",
+    "render_preview",
+    "send_tests",
+]
+
+TEST_PREFIX = "[TEST] "
+# Where a test message's unsubscribe links go: a path the pages answer with "invalid link".
+TEST_UNSUBSCRIBE_PATH = "/u/test-message-no-unsubscribe"
+MAX_TEST_RECIPIENTS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """An issue job checked as the worker checks it, with the list it goes to."""
+
+    job: NewsletterJob
+    mailing_list: MailingList
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    address: str
+    locale: Locale
+    message_id: str
+    outcome: Outcome
+
+
+def read_issue(
+    body: bytes, lists: Mapping[str, MailingList], *, max_attachment_bytes: int
+) -> Issue:
+    """The bytes of an issue job (a file, a paste, an upload) → an Issue; InvalidJob with
+    the same reason the worker would park it for."""
+    job = decode(body, max_attachment_bytes=max_attachment_bytes)
+    if not isinstance(job, NewsletterJob):
+        raise InvalidJob(f"kind: a {job.kind} job is not a newsletter issue")
+    mailing_list = lists.get(job.list)
+    if mailing_list is None:
+        raise InvalidJob(f"list: no list {job.list!r} is configured")
+    return Issue(job, mailing_list)
+
+
+def render_preview(
+    issue: Issue,
+    renderer: Renderer,
+    *,
+    locale: Locale,
+    name: str | None = None,
+    unsubscribe_url: str,
+) -> Rendered:
+    """Subject, HTML and text as a subscriber in `locale` (greeted by `name`, if given)
+    receives them; every locale is rendered first, as the worker does, so an error in any
+    of them is reported (InvalidJob)."""
+    prepared = prepare(issue.job, issue.mailing_list, renderer)
+    return prepared.personalize(locale, name, unsubscribe_url)
+
+
+def marked_draft(
+    issue: Issue,
+    renderer: Renderer,
+    to: Mailbox,
+    *,
+    locale: Locale,
+    public_url: str,
+    now: datetime,
+    message_id: str,
+) -> Draft:
+    url = public_url.rstrip("/") + TEST_UNSUBSCRIBE_PATH
+    content = render_preview(issue, renderer, locale=locale, name=to.name, unsubscribe_url=url)
+    marked = Rendered(subject=TEST_PREFIX + content.subject, html=content.html, text=content.text)
+    return Draft(
+        sender=issue.mailing_list.sender,
+        to=to,
+        message_id=message_id,
+        date=now,
+        content=marked,
+        list_headers=ListHeaders(issue.mailing_list.list_id(), url),
+        test_of=str(issue.job.id),
+    )
+
+
+def trial_message_id(issue_id: UUID, mailing_list: MailingList) -> str:
+    """Unlike a real message's (issue, subscriber) id, new for every test send."""
+    return f"<test.{issue_id}.{uuid4().hex[:16]}@{mailing_list.sender.domain}>"
+
+
+async def send_tests(
+    issue: Issue,
+    renderer: Renderer,
+    sender: Sender,
+    recipients: Sequence[Mailbox],
+    *,
+    locale: Locale | None,
+    public_url: str,
+    clock: Callable[[], datetime],
+) -> list[SendResult]:
+    """Send the issue to each test address (in `locale`, else the list's default), all at
+    once through `sender`; nothing is recorded. The outcome of each is returned."""
+    if not recipients:
+        raise ValueError("no test address given")
+    if len(recipients) > MAX_TEST_RECIPIENTS:
+        raise ValueError(f"at most {MAX_TEST_RECIPIENTS} test addresses at a time")
+    chosen = newsletter_locale(locale, issue.mailing_list)
+    drafts = [
+        marked_draft(
+            issue,
+            renderer,
+            to,
+            locale=chosen,
+            public_url=public_url,
+            now=clock(),
+            message_id=trial_message_id(issue.job.id, issue.mailing_list),
+        )
+        for to in recipients
+    ]
+    outcomes = await asyncio.gather(*(sender.send(draft, clock()) for draft in drafts))
+    return [
+        SendResult(draft.to.address, chosen, draft.message_id, outcome)
+        for draft, outcome in zip(drafts, outcomes, strict=True)
+    ]
