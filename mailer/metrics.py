@@ -69,6 +69,13 @@ class Metrics:
             ["queue"],
             registry=registry,
         )
+        self.queue_unacked = Gauge(
+            "mailer_queue_messages_unacked",
+            "Messages of a mailer.* queue delivered and not yet acknowledged, held by live"
+            " worker processes as they report it (sampled).",
+            ["queue"],
+            registry=registry,
+        )
         self.queue_consumers = Gauge(
             "mailer_queue_consumers",
             "Consumers on a mailer.* queue, from every process (sampled).",

@@ -1,7 +1,7 @@
 """The gauges /metrics shows of things outside this process, measured every few seconds:
-the database and the broker, the depth of every mailer.* queue, the worker processes, and
-the progress of active issues. `mailer_metrics_sampled_timestamp_seconds{part}` says when
-each part was last measured."""
+the database and the broker, every mailer.* queue (ready, unacked, consumers), the worker
+processes, and the progress of active issues. `mailer_metrics_sampled_timestamp_seconds{part}`
+says when each part was last measured."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from prometheus_client import Gauge
 from mailer.adapters import database
 from mailer.adapters.broker import Broker
 from mailer.adapters.issues import Issues
-from mailer.adapters.queues import queue_depths
+from mailer.adapters.queues import queue_states
 from mailer.adapters.workers import Workers
 from mailer.core.progress import LEFT, SENT
 from mailer.errors import MailerError, TemporaryFailure
@@ -80,6 +80,7 @@ class Sampler:
             for name, gauge in (
                 ("messages", metrics.queue_messages),
                 ("consumers", metrics.queue_consumers),
+                ("unacked", metrics.queue_unacked),
                 ("deliveries", metrics.issue_deliveries),
                 ("rate", metrics.issue_rate),
                 ("stalled", metrics.issue_stalled),
@@ -128,7 +129,7 @@ class Sampler:
         connected = broker is not None and broker.is_connected
         metrics.broker_up.set(int(connected))
         if broker is not None and connected:
-            await self._sample_queues(broker)
+            await self._sample_queues(broker, self._workers if up else None)
         issues_read = False
         if up:
             try:
@@ -144,20 +145,22 @@ class Sampler:
             except TemporaryFailure as exc:
                 log.warning("metrics sample: %s", exc)
         for name, series in self._series.items():
-            if issues_read or name in ("messages", "consumers"):
+            if issues_read or name in ("messages", "consumers", "unacked"):
                 series.sweep()
 
-    async def _sample_queues(self, broker: Broker) -> None:
+    async def _sample_queues(self, broker: Broker, workers: Workers | None) -> None:
         try:
-            depths = await queue_depths(broker, self._queues)
+            states = await queue_states(broker, workers, self._queues)
         except TemporaryFailure as exc:
             log.warning("metrics sample: %s", exc)
             return
-        for depth in depths:
-            if depth.ready is None or depth.consumers is None:
+        for state in states:
+            if state.ready is None or state.consumers is None:
                 continue  # not declared (yet): no series rather than a false zero
-            self._series["messages"].set((depth.name,), depth.ready)
-            self._series["consumers"].set((depth.name,), depth.consumers)
+            self._series["messages"].set((state.queue,), state.ready)
+            self._series["consumers"].set((state.queue,), state.consumers)
+            if state.unacked is not None:
+                self._series["unacked"].set((state.queue,), state.unacked)
         self._metrics.sampled.labels("queues").set_to_current_time()
 
     async def _sample_workers(self) -> None:

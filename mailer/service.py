@@ -62,6 +62,7 @@ from mailer.worker.receipts import ReceiptPipeline
 from mailer.worker.sending import LARGE_MESSAGE_BYTES, Sender, few_large_jobs
 from mailer.worker.signals import Signals
 from mailer.worker.subscriptions import SubscriptionChanges
+from mailer.worker.unacked import UnackedReport
 
 log = logging.getLogger(__name__)
 DISPATCH_LOOPS = 2  # chunks in hand at once per process: one sends while the other records
@@ -167,6 +168,7 @@ class Service:
         self.dispatcher: Dispatcher | None = None
         self.subscriptions: SubscriptionChanges | None = None
         self.workers: Workers | None = None
+        self.unacked = UnackedReport(lambda: self.workers, self.worker_id, self._unacked)
         self._consumers: list[Consumer] = []
         self._loops: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -336,6 +338,7 @@ class Service:
         ]
         await self._register()
         self._tasks.append(asyncio.create_task(self._heartbeat(throttle), name="heartbeat"))
+        self._tasks.append(asyncio.create_task(self.unacked.run(self._stopping), name="unacked"))
 
     def _start_sampling(self) -> None:
         """The gauges of /metrics that are measured, not counted (mailer/sampling.py)."""
@@ -437,12 +440,15 @@ class Service:
         if self.workers is None:
             return
         try:
-            if not await self.workers.heartbeat(self.worker_id):
+            if not await self.workers.heartbeat(self.worker_id, self.unacked.now()):
                 await self._register()  # its row was deleted by hand
         except TemporaryFailure as exc:
             log.warning("could not record the worker heartbeat: %s", exc)
         else:
             self.metrics.heartbeat.set_to_current_time()
+
+    def _unacked(self) -> dict[str, int]:
+        return self.broker.unacked() if self.broker is not None else {}
 
     def owed(self) -> list[int]:
         """Deliveries whose outcome is known but not yet written."""

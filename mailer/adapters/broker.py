@@ -35,7 +35,12 @@ from aio_pika.abc import (
     DeliveryMode,
     ExchangeType,
 )
-from aio_pika.exceptions import AMQPException, DeliveryError, PublishError
+from aio_pika.exceptions import (
+    AMQPException,
+    ChannelInvalidStateError,
+    DeliveryError,
+    PublishError,
+)
 from yarl import URL
 
 from mailer.config import BrokerSettings
@@ -317,6 +322,10 @@ class Broker:
         connected = self.is_connected
         return {queue: connected and consumer.live for queue, consumer in self._consumers.items()}
 
+    def unacked(self) -> dict[str, int]:
+        """Per queue consumed by this process: deliveries it holds unacknowledged now."""
+        return {queue: consumer.unacked for queue, consumer in self._consumers.items()}
+
     @property
     def ready(self) -> bool:
         """Connected, and every consumer started is live."""
@@ -506,7 +515,7 @@ class Consumer:
         self._queue = queue
         self._handler = handler
         self._tag: str | None = None
-        self._inflight: set[asyncio.Task[Any]] = set()
+        self._inflight: dict[asyncio.Task[Any], AbstractIncomingMessage] = {}
 
     async def start(self) -> None:
         self._tag = await self._queue.consume(self._on_message)
@@ -514,15 +523,22 @@ class Consumer:
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._inflight.add(task)
+        self._inflight[task] = message
         try:
             await self._handler(message)
         finally:
-            self._inflight.discard(task)
+            self._inflight.pop(task, None)
 
     @property
     def inflight(self) -> int:
         return len(self._inflight)
+
+    @property
+    def unacked(self) -> int:
+        """Deliveries in hand and not yet acked, nacked or rejected, on a channel still open:
+        what the broker counts as unacknowledged for this consumer (those of a channel that
+        closed are back in the queue, whatever the handler still does with them)."""
+        return sum(1 for message in self._inflight.values() if _unsettled(message))
 
     @property
     def live(self) -> bool:
@@ -559,6 +575,15 @@ class Consumer:
                 await asyncio.wait(late, timeout=5)
         if not self._channel.is_closed:
             await self._channel.close()
+
+
+def _unsettled(message: AbstractIncomingMessage) -> bool:
+    if message.processed:
+        return False
+    try:
+        return not message.channel.is_closed
+    except ChannelInvalidStateError:  # aio-pika's way of saying the channel closed
+        return False
 
 
 def body_ref(body: bytes) -> str:

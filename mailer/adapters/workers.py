@@ -3,11 +3,17 @@ deregisters on a clean stop; one that falls silent for longer than its `gone_aft
 
 Ages are measured by the database's clock (`now()`), so that processes on hosts whose clocks
 differ are judged alike.
+
+Each process also reports how many deliveries it holds unacknowledged per queue: summed over
+the processes alive, that is a queue's unacked count, which plain AMQP does not tell. A
+process that died is still counted until it is gone, though the broker has already put its
+deliveries back as ready.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -34,6 +40,17 @@ class WorkerProcess:
     presence: Presence
     silent_for: float  # seconds since its last heartbeat, by the database's clock
     measured_at: datetime
+    unacked: Mapping[str, int]  # deliveries it held unacknowledged, per queue
+    unacked_at: datetime | None  # when it counted them
+
+
+@dataclass(frozen=True, slots=True)
+class Unacked:
+    """Deliveries held unacknowledged by the processes alive, per queue."""
+
+    counts: Mapping[str, int]  # a queue no live process holds anything of is left out
+    as_of: datetime | None  # the oldest of the counts summed; None: no process alive
+    measured_at: datetime
 
 
 _LIST = """
@@ -45,6 +62,19 @@ SELECT w.*, now() AS measured_at,
   FROM workers w
  WHERE coalesce(w.stopped_at, w.heartbeat_at) > now() - $1::interval
  ORDER BY w.stopped_at IS NOT NULL, w.heartbeat_at < now() - w.gone_after, w.started_at DESC
+"""
+
+
+_UNACKED = """
+WITH alive AS (
+    SELECT * FROM workers
+     WHERE stopped_at IS NULL AND heartbeat_at >= now() - gone_after
+)
+SELECT now() AS measured_at,
+       (SELECT min(coalesce(unacked_at, heartbeat_at)) FROM alive) AS as_of,
+       (SELECT coalesce(jsonb_object_agg(q.queue, q.n), '{}')
+          FROM (SELECT e.key AS queue, sum(e.value::bigint) AS n
+                  FROM alive, jsonb_each_text(alive.unacked) e GROUP BY e.key) q) AS counts
 """
 
 
@@ -80,18 +110,34 @@ class Workers:
                 FORGET_AFTER,
             )
 
-    async def heartbeat(self, worker_id: UUID) -> bool:
+    async def heartbeat(self, worker_id: UUID, unacked: Mapping[str, int] | None = None) -> bool:
         """False when the row is missing (deleted by hand): the caller registers again."""
         async with unavailable_is_temporary("worker heartbeat"):
             found = await self._pool.fetchval(
-                "UPDATE workers SET heartbeat_at = now() WHERE id = $1 RETURNING true", worker_id
+                "UPDATE workers SET heartbeat_at = now(),"
+                " unacked = coalesce($2::jsonb, unacked),"
+                " unacked_at = CASE WHEN $2::jsonb IS NULL THEN unacked_at ELSE now() END"
+                " WHERE id = $1 RETURNING true",
+                worker_id,
+                None if unacked is None else json.dumps(dict(unacked)),
             )
         return bool(found)
+
+    async def report_unacked(self, worker_id: UUID, unacked: Mapping[str, int]) -> None:
+        """The deliveries this process holds unacknowledged now, between heartbeats."""
+        async with unavailable_is_temporary("report unacked"):
+            await self._pool.execute(
+                "UPDATE workers SET unacked = $2::jsonb, unacked_at = now() WHERE id = $1",
+                worker_id,
+                json.dumps(dict(unacked)),
+            )
 
     async def deregister(self, worker_id: UUID) -> None:
         async with unavailable_is_temporary("deregister worker"):
             await self._pool.execute(
-                "UPDATE workers SET stopped_at = now() WHERE id = $1", worker_id
+                "UPDATE workers SET stopped_at = now(), unacked = '{}', unacked_at = now()"
+                " WHERE id = $1",
+                worker_id,
             )
 
     async def list(self, *, within: timedelta = FORGET_AFTER) -> list[WorkerProcess]:
@@ -112,9 +158,22 @@ class Workers:
                 presence=r["presence"],
                 silent_for=r["silent_for"],
                 measured_at=r["measured_at"],
+                unacked=json.loads(r["unacked"]),
+                unacked_at=r["unacked_at"],
             )
             for r in rows
         ]
+
+    async def unacked(self) -> Unacked:
+        """Per queue, the deliveries held unacknowledged by the processes alive."""
+        async with unavailable_is_temporary("count unacked"):
+            row = await self._pool.fetchrow(_UNACKED)
+        assert row is not None
+        return Unacked(
+            counts={key: int(n) for key, n in json.loads(row["counts"]).items() if int(n)},
+            as_of=row["as_of"],
+            measured_at=row["measured_at"],
+        )
 
     async def alive(self) -> int:
         async with unavailable_is_temporary("count workers"):

@@ -1,7 +1,9 @@
-"""`mailer workers`: the worker processes, alive first, as they report themselves."""
+"""`mailer workers`: the worker processes, alive first, as they report themselves, with the
+deliveries each holds unacknowledged per queue (as it last counted them)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from mailer.adapters.workers import WorkerProcess
@@ -13,16 +15,22 @@ def _at(moment: datetime | None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
 
 
+def held(unacked: Mapping[str, int]) -> str:
+    """`mailer.receipts 3, mailer.newsletters 1`, or `-` when it holds none."""
+    shown = [f"{one_line(queue, 40)} {n}" for queue, n in sorted(unacked.items()) if n]
+    return ", ".join(shown) or "-"
+
+
 def worker_rows(processes: list[WorkerProcess]) -> list[str]:
     lines = [
         f"{'PRESENCE':8}  {'HOST':24}  {'PID':>7}  {'VERSION':10}  {'RUNS':10}  "
-        f"{'STARTED':19}  {'LAST HEARTBEAT':19}  SILENT FOR"
+        f"{'STARTED':19}  {'LAST HEARTBEAT':19}  {'SILENT FOR':12}  UNACKED"
     ]
     for p in processes:
         lines.append(
             f"{p.presence:8}  {one_line(p.host, 24):24}  {p.pid:>7}  {one_line(p.version, 10):10}"
             f"  {'+'.join(p.runs):10}  {_at(p.started_at):19}  {_at(p.heartbeat_at):19}"
-            f"  {duration(p.silent_for)}"
+            f"  {duration(p.silent_for):12}  {held(p.unacked) if p.presence == 'alive' else '-'}"
         )
     if processes:
         lines.append(f"measured at {_at(processes[0].measured_at)} UTC")
