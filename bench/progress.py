@@ -3,10 +3,18 @@ metrics sampler (every 10 s, per process serving /metrics) do it.
 
     .venv/bin/python -m bench.progress [RECIPIENTS ...]
 
-Makes a scratch database, and in it one issue per size given (default 10,000 and 100,000
-recipients; 60% sent over the last hour, the rest pending), then times `Issues.progress`
-(one pass over the issue's ledger rows), `Issues.newest` (the `issue list` page of 20) and
-`Workers.list`. The database is dropped afterwards.
+Makes a scratch database, and in it two issues per size given (default 10,000 and 100,000
+recipients): one sending (60% sent over the last hour, the rest pending) and one done (its
+final counts stored by `issues_done`, as when its last outcome is recorded). Then times
+`Issues.progress` of the one sending (one pass over its ledger rows), `Issues.newest` (the
+`issue list` page of 20: active issues counted live, finished ones read from their row),
+the finished issues listed with their counts stored and, side by side, counted live as
+before migration 0007, and `Workers.list`.
+
+Then, at the middle size, whether an index on deliveries (job_id, status) is worth having:
+the live count of an issue sending without and with it, and the cost of the writes every
+send makes (a status change of 500 rows at a time, as `record_deliveries` does).
+The database is dropped afterwards.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import asyncpg
 
 from bench.table import print_table
 from mailer.adapters import database
-from mailer.adapters.issues import Issues
+from mailer.adapters.issues import _LIST, Issues
 from mailer.adapters.workers import Workers
 
 ADMIN = os.environ.get("MAILER_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -38,7 +46,7 @@ async def timed(call: Callable[[], Awaitable[object]], rounds: int = 10) -> floa
     return (time.perf_counter() - started) / rounds
 
 
-async def make_issue(pool: asyncpg.Pool, recipients: int) -> uuid.UUID:
+async def make_issue(pool: asyncpg.Pool, recipients: int, *, done: bool) -> uuid.UUID:
     issue_id = uuid.uuid4()
     async with pool.acquire() as conn:
         list_id = await conn.fetchval(
@@ -59,14 +67,67 @@ async def make_issue(pool: asyncpg.Pool, recipients: int) -> uuid.UUID:
         await conn.execute(
             "INSERT INTO deliveries (job_id, recipient_key, status, updated_at)"
             " SELECT $1::uuid, decode(md5($1::uuid::text || n::text), 'hex'),"
-            "   CASE WHEN n % 10 < 6 THEN 'sent' ELSE 'pending' END,"
+            "   CASE WHEN n % 10 < 6 OR $3 THEN 'sent' ELSE 'pending' END,"
             "   now() - (n % 3600) * interval '1 second'"
             " FROM generate_series(1, $2) AS n",
             issue_id,
             recipients,
+            done,
         )
-        await conn.execute("ANALYZE deliveries")
+        if done:
+            assert await conn.fetchval("SELECT issues_done($1)", [issue_id]) == issue_id
+        await conn.execute("VACUUM ANALYZE deliveries")
     return issue_id
+
+
+async def finished_listing(pool: asyncpg.Pool, issues: Issues) -> tuple[float, float]:
+    """Listing the issues done: with their stored counts, then counted live (as before)."""
+    stored = await timed(lambda: issues.newest(limit=20, state="done"))
+    async with pool.acquire() as conn:
+        unstored = conn.transaction()
+        await unstored.start()
+        try:
+            await conn.execute("UPDATE issues SET final_counts = NULL WHERE state = 'done'")
+            live = await timed(lambda: conn.fetch(_LIST, 20, "done"), rounds=5)
+        finally:
+            await unstored.rollback()  # the stored counts back
+    return stored, live
+
+
+async def index_cost(pool: asyncpg.Pool, recipients: int) -> list[tuple[str, str, str]]:
+    """A live count and the writes of sending, without and with (job_id, status)."""
+    rows = []
+    for indexed in (False, True):
+        async with pool.acquire() as conn:
+            if indexed:
+                await conn.execute("CREATE INDEX bench_by_status ON deliveries (job_id, status)")
+            issue_id = await make_issue(pool, recipients, done=False)
+            count = await timed(partial(conn.fetchval, "SELECT issue_counts($1)", issue_id))
+            ids = [
+                r["id"]
+                for r in await conn.fetch(
+                    "SELECT id FROM deliveries WHERE job_id = $1 AND status = 'pending'",
+                    issue_id,
+                )
+            ]
+            started = time.perf_counter()
+            for at in range(0, len(ids), 500):
+                await conn.execute(
+                    "UPDATE deliveries SET status = 'sent', updated_at = now() WHERE id = ANY($1)",
+                    ids[at : at + 500],
+                )
+            per_row = (time.perf_counter() - started) / len(ids)
+            after = await timed(partial(conn.fetchval, "SELECT issue_counts($1)", issue_id))
+            if indexed:
+                await conn.execute("DROP INDEX bench_by_status")
+        rows.append(
+            (
+                "with (job_id, status)" if indexed else "without (as shipped)",
+                f"{count * 1000:.1f} / {after * 1000:.1f}",
+                f"{per_row * 1e6:.1f}",
+            )
+        )
+    return rows
 
 
 async def main(sizes: list[int]) -> None:
@@ -77,27 +138,52 @@ async def main(sizes: list[int]) -> None:
     try:
         issues, workers = Issues(pool), Workers(pool)
         for size in sizes:
-            issue_id = await make_issue(pool, size)
+            issue_id = await make_issue(pool, size, done=False)
+            await make_issue(pool, size, done=True)
             progress = await timed(partial(issues.progress, issue_id))
             newest = await timed(lambda: issues.newest(limit=20))
+            stored, live = await finished_listing(pool, issues)
             listed = await timed(workers.list)
             rows.append(
                 (
                     f"{size:,}",
                     f"{progress * 1000:.1f}",
                     f"{newest * 1000:.1f}",
+                    f"{live * 1000:.1f}",
+                    f"{stored * 1000:.2f}",
+                    f"{live / stored:,.0f}x",
                     f"{listed * 1000:.2f}",
                 )
             )
+        middle = sorted(sizes)[len(sizes) // 2]
+        indexed = await index_cost(pool, middle)
     finally:
         await pool.close()
         admin = await asyncpg.connect(ADMIN)
         await admin.execute(f"DROP DATABASE IF EXISTS {NAME} WITH (FORCE)")
         await admin.close()
     print_table(
-        "Reading progress (ms per call; issues accumulate: the list covers all made so far)",
-        ("recipients of the issue", "Issues.progress", "Issues.newest(20)", "Workers.list"),
+        "Reading progress (ms per call; issues accumulate: a list covers all made so far,"
+        " one sending and one done per size)",
+        (
+            "recipients of each issue",
+            "Issues.progress",
+            "Issues.newest(20)",
+            "done listed, counted live",
+            "done listed, stored",
+            "ratio",
+            "Workers.list",
+        ),
         rows,
+    )
+    print_table(
+        f"An index on deliveries (job_id, status)? One issue sending, {middle:,} recipients",
+        (
+            "deliveries indexes",
+            "live count ms (vacuumed / after 40% sent)",
+            "status write µs per row",
+        ),
+        indexed,
     )
 
 

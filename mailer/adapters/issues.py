@@ -105,12 +105,12 @@ SELECT now() AS measured_at,
           FROM deliveries WHERE job_id = $1 GROUP BY status) c
 """
 
+# A finished issue's counts as stored when it finished; an active one's counted now (the
+# count runs only for the rows whose final counts are NULL: coalesce is lazy).
 _LIST = """
 SELECT i.id, i.state, l.slug, i.payload -> 'subject' AS subject, i.created_at, i.started_at,
-       i.finished_at, i.total,
-       (SELECT coalesce(jsonb_object_agg(c.status, c.n), '{}')
-          FROM (SELECT status, count(*) AS n FROM deliveries d WHERE d.job_id = i.id
-                GROUP BY status) c) AS counts
+       i.finished_at, i.total, i.final_counts IS NOT NULL AS stored,
+       coalesce(i.final_counts, issue_counts(i.id)) AS counts
   FROM issues i JOIN lists l ON l.id = i.list_id
  WHERE $2::text IS NULL OR i.state = $2
  ORDER BY i.created_at DESC, i.id
@@ -179,7 +179,8 @@ class Issues:
                 await conn.execute(
                     "UPDATE issues SET state = CASE WHEN $2 = 0 THEN 'done' ELSE 'sending' END,"
                     " total = $2, started_at = now(),"
-                    " finished_at = CASE WHEN $2 = 0 THEN now() END WHERE id = $1",
+                    " finished_at = CASE WHEN $2 = 0 THEN now() END,"
+                    " final_counts = CASE WHEN $2 = 0 THEN '{}'::jsonb END WHERE id = $1",
                     due["id"],
                     total,
                 )
@@ -238,6 +239,8 @@ class Issues:
                     issue_id,
                 )
                 await conn.execute("UPDATE issues SET finished_at = now() WHERE id = $1", issue_id)
+                # Its final counts, unless messages in flight are still to be recorded.
+                await conn.execute("SELECT issues_done($1)", [issue_id])
             await conn.execute("SELECT pg_notify($1, $2)", ISSUES_CHANNEL, f"{issue_id}:{target}")
         return before, target
 
@@ -266,9 +269,15 @@ class Issues:
         return Progress(issue_id, issue["slug"], issue["send_at"], facts)
 
     async def newest(self, *, limit: int = 50, state: State | None = None) -> list[IssueSummary]:
-        """Issues newest first, with their counts by outcome."""
+        """Issues newest first, with their counts by outcome: stored for finished issues,
+        counted for active ones."""
         async with unavailable_is_temporary("list issues"):
             rows = await self._pool.fetch(_LIST, limit, state)
+            # Cancelled with messages in flight that were later handed back rather than
+            # recorded (their worker stopped): counted this once, stored for the next time.
+            unstored = [r["id"] for r in rows if r["state"] == "cancelled" and not r["stored"]]
+            if unstored:
+                await self._pool.execute("SELECT issues_done($1)", unstored)
         return [
             IssueSummary(
                 id=r["id"],
