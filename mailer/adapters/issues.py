@@ -110,7 +110,10 @@ SELECT now() AS measured_at,
 _LIST = """
 SELECT i.id, i.state, l.slug, i.payload -> 'subject' AS subject, i.created_at, i.started_at,
        i.finished_at, i.total, i.final_counts IS NOT NULL AS stored,
-       coalesce(i.final_counts, issue_counts(i.id)) AS counts
+       coalesce(i.final_counts,
+                (SELECT coalesce(jsonb_object_agg(c.status, c.n), '{}')
+                   FROM (SELECT status, count(*) AS n FROM deliveries d WHERE d.job_id = i.id
+                         GROUP BY status) c)) AS counts
   FROM issues i JOIN lists l ON l.id = i.list_id
  WHERE $2::text IS NULL OR i.state = $2
  ORDER BY i.created_at DESC, i.id

@@ -103,24 +103,24 @@ BEGIN
 END;
 $$;
 
--- An issue's deliveries counted by status, as jsonb ({"sent": 9990, "failed": 10}).
-CREATE OR REPLACE FUNCTION issue_counts(p_id uuid) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT coalesce(jsonb_object_agg(c.status, c.n), '{}')
-      FROM (SELECT status, count(*) AS n FROM deliveries WHERE job_id = p_id
-            GROUP BY status) c;
-$$;
-
 -- Issues among p_ids that are sending and have nothing left to send become done. Those done,
 -- and those cancelled whose last messages in flight have now settled, keep their final
--- counts: their rows change no more.
+-- counts: their rows change no more. (The count is a subquery, not a function of its own:
+-- a SQL function's generic plan for "job_id = $1" may scan the whole table.)
 CREATE OR REPLACE FUNCTION issues_done(p_ids uuid[]) RETURNS SETOF uuid
 LANGUAGE sql AS $$
-    UPDATE issues i SET final_counts = issue_counts(i.id)
+    UPDATE issues i
+       SET final_counts = (SELECT coalesce(jsonb_object_agg(c.status, c.n), '{}')
+                           FROM (SELECT d.status, count(*) AS n FROM deliveries d
+                                  WHERE d.job_id = i.id GROUP BY d.status) c)
      WHERE i.id = ANY (p_ids) AND i.state = 'cancelled' AND i.final_counts IS NULL
        AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_id = i.id
                        AND d.status IN ('pending', 'sending', 'retrying'));
-    UPDATE issues i SET state = 'done', finished_at = now(), final_counts = issue_counts(i.id)
+    UPDATE issues i
+       SET state = 'done', finished_at = now(),
+           final_counts = (SELECT coalesce(jsonb_object_agg(c.status, c.n), '{}')
+                           FROM (SELECT d.status, count(*) AS n FROM deliveries d
+                                  WHERE d.job_id = i.id GROUP BY d.status) c)
      WHERE i.id = ANY (p_ids) AND i.state = 'sending'
        AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_id = i.id
                        AND d.status IN ('pending', 'sending', 'retrying'))
