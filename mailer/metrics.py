@@ -39,3 +39,29 @@ class Metrics:
             ["queue"],
             registry=self.registry,
         )
+        # Bounces and complaints (labels: a handful of fixed values each).
+        self.bounce_reports = Counter(
+            "mailer_bounce_reports_total",
+            "Bounce reports classified, by kind (hard, soft, policy, complaint, ignored,"
+            " unparseable; mismatched: about another delivery or recipient).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.complaints = Counter(
+            "mailer_complaints_total",
+            "Spam or fraud complaints applied (the person unsubscribed from every list).",
+            registry=self.registry,
+        )
+        self.bounce_refused = Counter(
+            "mailer_bounce_reports_refused_total",
+            "Reports refused by the bounce receiver before their data, by reason (malformed,"
+            " forged, expired, relay, rate).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.bounce_alerts = Counter(
+            "mailer_bounce_alerts_total",
+            "Alerts raised: policy bounces, an issue's complaint rate over the limit.",
+            ["alert"],
+            registry=self.registry,
+        )

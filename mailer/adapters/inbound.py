@@ -1,0 +1,175 @@
+"""The bounce receiver: an SMTP server (aiosmtpd, SMTP mode) for the bounce domain's MX.
+
+It takes mail only for `b-<token>@<bounce domain>` whose token verifies now; anything else
+is refused at RCPT, before any data: unknown, forged or expired tokens (backscatter, forged
+bounces) with 550, other domains (no relaying) with 550 5.7.1. One recipient per
+transaction, a size cap (SIZE, 552 past it), and a token bucket per source address (450 at
+MAIL FROM when a source sends faster). 250 is answered only once the raw report is committed
+to PostgreSQL; classification runs afterwards (`on_stored`). aiosmtpd's LMTP mode is not
+used: it answers once after DATA for every recipient.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from datetime import date
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from mailer.core.return_paths import ReturnPathKeys, Verdict, decode
+from mailer.errors import TemporaryFailure
+
+log = logging.getLogger(__name__)
+MAX_SOURCES = 10_000  # source addresses whose rate is remembered
+SESSION_TIMEOUT = 60.0
+
+
+class SourceLimiter:
+    """A token bucket per source address: `burst` at once, then `rate` a second."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic):
+        self._rate = rate
+        self._burst = float(burst)
+        self._clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def allow(self, source: str) -> bool:
+        now = self._clock()
+        tokens, then = self._buckets.pop(source, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - then) * self._rate)
+        allowed = tokens >= 1
+        self._buckets[source] = (tokens - 1 if allowed else tokens, now)
+        while len(self._buckets) > MAX_SOURCES:
+            self._buckets.popitem(last=False)
+        return allowed
+
+
+class _Handler:
+    def __init__(self, receiver: BounceReceiver) -> None:
+        self._receiver = receiver
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if not self._receiver.limiter.allow(_peer(session)):
+            self._receiver.refused("rate")
+            return "450 4.7.1 Too many reports from your address, try again later"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        receiver = self._receiver
+        if envelope.rcpt_tos:
+            return "452 4.5.3 One recipient per message, please"
+        local, _, domain = address.rpartition("@")
+        if domain.lower().rstrip(".") != receiver.domain:
+            receiver.refused("relay")
+            return "550 5.7.1 Relaying denied"
+        decoded = decode(
+            receiver.keys,
+            local,
+            today=receiver.today(),
+            max_age_days=receiver.max_age_days,
+        )
+        if not decoded.valid or decoded.delivery_id is None:
+            receiver.refused(str(decoded.verdict))
+            if decoded.verdict is Verdict.EXPIRED:
+                return "550 5.1.1 This return path has expired"
+            return "550 5.1.1 No such return path"
+        envelope.rcpt_tos.append(address)
+        session.delivery_id = decoded.delivery_id  # type: ignore[attr-defined]
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        delivery_id: int | None = getattr(session, "delivery_id", None)
+        raw = envelope.original_content
+        if delivery_id is None or raw is None:
+            return "554 5.5.1 No valid recipient"
+        try:
+            report_id = await self._receiver.store(_peer(session), delivery_id, raw)
+        except TemporaryFailure as exc:
+            log.warning("bounce report not stored, the sender will retry: %s", exc)
+            return "451 4.3.0 Cannot store the report now, try again later"
+        self._receiver.on_stored(report_id)
+        return f"250 2.0.0 Report stored as {report_id}"
+
+
+def _peer(session: Session) -> str:
+    peer = session.peer
+    return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+
+
+class BounceReceiver:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        domain: str,
+        keys: ReturnPathKeys,
+        max_age_days: int,
+        max_bytes: int,
+        limiter: SourceLimiter,
+        store: Callable[[str, int, bytes], Awaitable[int]],
+        on_stored: Callable[[int], None],
+        refused: Callable[[str], None],
+        today: Callable[[], date],
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.domain = domain.lower()
+        self.keys = keys
+        self.max_age_days = max_age_days
+        self.max_bytes = max_bytes
+        self.limiter = limiter
+        self.store = store
+        self.on_stored = on_stored
+        self.refused = refused
+        self.today = today
+        self._server: asyncio.Server | None = None
+        self._sessions: set[SMTP] = set()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        handler = _Handler(self)
+
+        def protocol() -> Any:
+            session = SMTP(
+                handler,
+                hostname=self.domain,
+                data_size_limit=self.max_bytes,
+                enable_SMTPUTF8=False,
+                decode_data=False,
+                timeout=SESSION_TIMEOUT,
+                loop=loop,
+            )
+            self._sessions = {
+                one
+                for one in self._sessions
+                if one.transport is None or not one.transport.is_closing()
+            }
+            self._sessions.add(session)
+            return session
+
+        self._server = await loop.create_server(protocol, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("bounce receiver listening on %s:%d for @%s", self.host, self.port, self.domain)
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        for session in self._sessions:
+            if session.transport is not None:
+                session.transport.close()
+        self._sessions.clear()
+        await self._server.wait_closed()
+        self._server = None
