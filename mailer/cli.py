@@ -20,9 +20,12 @@ import asyncpg
 
 from mailer import logs
 from mailer.adapters import database
+from mailer.adapters.bounces import BounceReports, Suppressions
 from mailer.adapters.broker import ROUTES, Broker, DeadLetters, body_ref
 from mailer.adapters.issues import Issues
 from mailer.adapters.subscribers import Subscribers
+from mailer.commands import bounces as bounce_commands
+from mailer.commands import suppressions as suppression_commands
 from mailer.commands.issues import change, describe, watch
 from mailer.commands.subscribers import import_file
 from mailer.config import Settings, load_settings
@@ -111,6 +114,10 @@ def _parser() -> argparse.ArgumentParser:
     keygen.add_argument("--selector", help="selector (default: [dkim] selector)")
     keygen.add_argument("--out", type=Path, required=True, help="where to write the PEM key")
     keygen.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    # Bounces and suppressions: mailer/commands/bounces.py and suppressions.py.
+    bounce_commands.add_parser(commands)
+    suppression_commands.add_parser(commands)
     return parser
 
 
@@ -140,12 +147,18 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if command == "dkim":
         return _keygen(args, settings)
+    if command == "bounces" and args.bounces_command == "serve":
+        service = Service(settings, run_worker=False, run_web=False, run_bounces=True)
+        asyncio.run(service.run_until_signalled())
+        return 0
     handlers: dict[str, Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]] = {
         "migrate": _migrate,
         "enqueue": _enqueue,
         "dlq": _dlq,
         "subscribers": _subscribers,
         "issue": _issue,
+        "bounces": _bounces,
+        "suppressions": _suppressions,
     }
     return asyncio.run(handlers[command](args, settings))
 
@@ -205,6 +218,25 @@ async def _issue(args: argparse.Namespace, settings: Settings) -> int:
         except (LookupError, ValueError) as exc:
             raise MailerError(str(exc)) from None
         return 0
+
+    return await _with_database(settings, run)
+
+
+async def _bounces(args: argparse.Namespace, settings: Settings) -> int:
+    async def run(pool: asyncpg.Pool) -> int:
+        reports = BounceReports(pool)
+        if args.bounces_command == "show":
+            return await bounce_commands.show_report(args, reports, sys.stdout)
+        return await bounce_commands.list_reports(args, reports, sys.stdout)
+
+    return await _with_database(settings, run)
+
+
+async def _suppressions(args: argparse.Namespace, settings: Settings) -> int:
+    hash_key = derive_key(settings.security.address_secret(), "address")
+
+    async def run(pool: asyncpg.Pool) -> int:
+        return await suppression_commands.run(args, Suppressions(pool), hash_key, sys.stdout)
 
     return await _with_database(settings, run)
 

@@ -19,7 +19,7 @@ import signal
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -40,6 +40,7 @@ from mailer.core.deliveries import RetryPolicy
 from mailer.core.messages import Mailbox, compose, parse_mailbox
 from mailer.core.outcomes import delay_tiers
 from mailer.core.rendering import Renderer
+from mailer.core.return_paths import ReturnPathKeys, return_path
 from mailer.core.signing import DkimKey, NoSigner, OpenSSLSigner, Signer, load_key
 from mailer.core.tokens import TokenKeys, derive_key
 from mailer.errors import ConfigError, TemporaryFailure
@@ -47,6 +48,7 @@ from mailer.health import Heartbeat, RelayHealth
 from mailer.metrics import Metrics
 from mailer.web.app import WebServer
 from mailer.web.pages import RecipientPages
+from mailer.worker.bounces import BounceService
 from mailer.worker.chunks import ChunkRunner
 from mailer.worker.consumers import QueueHandler
 from mailer.worker.newsletters import Dispatcher, IssueIntake
@@ -140,6 +142,7 @@ class Service:
     settings: Settings
     run_worker: bool = True
     run_web: bool = True
+    run_bounces: bool | None = None  # the bounce receiver; None: with the worker, if configured
     metrics: Metrics = field(default_factory=Metrics)
     worker_id: UUID = field(default_factory=uuid4)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
@@ -158,6 +161,7 @@ class Service:
         self.listener: Listener | None = None
         self.dispatcher: Dispatcher | None = None
         self.subscriptions: SubscriptionChanges | None = None
+        self.bounces: BounceService | None = None
         self._consumers: list[Consumer] = []
         self._loops: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -182,6 +186,8 @@ class Service:
         }
         if self.run_worker:
             await self._start_worker(parts, subscribers, lists)
+        if self.run_bounces or (self.run_bounces is None and self.run_worker):
+            await self._start_bounces(parts)
         if self.run_web:
             pages = RecipientPages(
                 subscribers=subscribers,
@@ -201,7 +207,12 @@ class Service:
                 readiness=self.readiness if self.run_worker else None,
             )
             await self.web.start()
-        log.info("mailer started worker=%s web=%s", self.run_worker, self.run_web)
+        log.info(
+            "mailer started worker=%s web=%s bounces=%s",
+            self.run_worker,
+            self.run_web,
+            self.bounces is not None,
+        )
 
     async def _start_worker(
         self, parts: Parts, subscribers: Subscribers, lists: dict[str, MailingList]
@@ -217,6 +228,7 @@ class Service:
         await self.broker.declare(round(t * 1000) for t in parts.tiers)
         retry = RetryPolicy(tiers=parts.tiers, give_up_after=settings.retry.give_up_after)
         return_path = settings.sender.return_path  # else each message's From
+        return_paths = self._return_paths()  # with [bounces]: b-<token>@ per delivery
 
         def attempts(kind: str, relay: Relay, composer: Callable[..., bytes]) -> Attempts:
             sender = Sender(
@@ -226,6 +238,7 @@ class Service:
                 relay=relay,
                 return_path=return_path,
                 metrics=self.metrics,
+                return_paths=return_paths,
             )
             return Attempts(
                 sender=sender,
@@ -279,6 +292,7 @@ class Service:
             policy=retry,
             metrics=self.metrics,
             clock=self.clock,
+            feedback_sender=settings.bounces.feedback_sender,
         )
         self.dispatcher = Dispatcher(
             issues=issues,
@@ -324,6 +338,38 @@ class Service:
             for n in range(DISPATCH_LOOPS)
         ]
         self._tasks.append(asyncio.create_task(self._heartbeat(throttle), name="heartbeat"))
+
+    # ---------------------------------------------------------------- bounces
+
+    def _return_path_keys(self) -> ReturnPathKeys:
+        security = self.settings.security
+        return ReturnPathKeys.from_secrets(security.key(), security.retired())
+
+    def _return_paths(self) -> Callable[[int, date], str] | None:
+        domain = self.settings.bounces.domain
+        if domain is None:
+            return None
+        keys = self._return_path_keys()
+        return lambda delivery_id, day: return_path(keys, delivery_id, day, domain)
+
+    async def _start_bounces(self, parts: Parts) -> None:
+        if self.settings.bounces.domain is None:
+            if self.run_bounces:
+                raise ConfigError(
+                    "config: [bounces] domain (MAILER_BOUNCES_DOMAIN): not set, so there is"
+                    " no bounce address to receive reports for"
+                )
+            return
+        assert self.pool is not None
+        self.bounces = BounceService(
+            self.settings.bounces,
+            pool=self.pool,
+            keys=self._return_path_keys(),
+            hash_key=parts.hash_key,
+            metrics=self.metrics,
+            clock=self.clock,
+        )
+        await self.bounces.start()
 
     async def _relay_config(self) -> SmtpRelay:
         smtp = self.settings.smtp
@@ -426,6 +472,9 @@ class Service:
         if self.receipts is not None:
             self.receipts.stop()
         await asyncio.gather(*(consumer.cancel() for consumer in self._consumers))
+        if self.bounces is not None:
+            await self.bounces.stop()
+            self.bounces = None
         for relay in self.relays:
             await relay.close()
         drain = self.settings.worker.drain_timeout

@@ -20,10 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 
+import asyncpg
+
 from mailer.adapters.bounces import BounceReports, Classification
+from mailer.adapters.inbound import BounceReceiver, SourceLimiter
+from mailer.config import BouncesSettings, listen_address
 from mailer.core.addresses import address_ref
 from mailer.core.bounce_rules import Effect, effect_of
 from mailer.core.bounces import Kind, classify_report, soft_bounce_decision
+from mailer.core.return_paths import ReturnPathKeys
 from mailer.errors import TemporaryFailure
 from mailer.metrics import Metrics
 
@@ -223,3 +228,66 @@ class BounceProcessor:
 
 def today_of(clock: Callable[[], datetime]) -> Callable[[], date]:
     return lambda: clock().date()
+
+
+class BounceService:
+    """The receiver and the classifier together, as `mailer run` and `mailer bounces serve`
+    start them."""
+
+    def __init__(
+        self,
+        settings: BouncesSettings,
+        *,
+        pool: asyncpg.Pool,
+        keys: ReturnPathKeys,
+        hash_key: bytes,
+        metrics: Metrics,
+        clock: Callable[[], datetime],
+    ) -> None:
+        assert settings.domain is not None
+        reports = BounceReports(pool)
+        self.processor = BounceProcessor(
+            reports=reports,
+            hash_key=hash_key,
+            soft=SoftRule(
+                settings.soft_threshold, settings.soft_window_days, settings.soft_expire_days
+            ),
+            complaint_alert_rate=settings.complaint_alert_rate,
+            retention_days=settings.retention_days,
+            metrics=metrics,
+            clock=clock,
+        )
+        host, port = listen_address(settings.listen)
+
+        async def store(peer: str, delivery_id: int, raw: bytes) -> int:
+            return await reports.store(peer=peer, delivery_id=delivery_id, raw=raw)
+
+        self.receiver = BounceReceiver(
+            host=host,
+            port=port,
+            domain=settings.domain,
+            keys=keys,
+            max_age_days=settings.max_age_days,
+            max_bytes=settings.max_report_bytes,
+            limiter=SourceLimiter(settings.rate, settings.burst),
+            store=store,
+            on_stored=self.processor.stored,
+            refused=lambda reason: metrics.bounce_refused.labels(reason).inc(),
+            today=today_of(clock),
+        )
+        self._stopping = asyncio.Event()
+        self._sweeps: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.receiver.start()
+        self._sweeps = asyncio.create_task(
+            self.processor.run_sweeps(self._stopping), name="bounce-sweeps"
+        )
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        await self.receiver.stop()
+        await self.processor.drain()
+        if self._sweeps is not None:
+            await self._sweeps
+            self._sweeps = None
