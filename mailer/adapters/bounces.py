@@ -219,6 +219,16 @@ class BounceReports:
             )
         return [row["id"] for row in rows]
 
+    async def give_up(self, report_id: int, reason: str) -> None:
+        async with unavailable_is_temporary("give up on a bounce report"):
+            await self._pool.execute(
+                "UPDATE bounce_reports SET kind = 'unparseable', reason = $2,"
+                " outcome = 'nothing', classified_at = now()"
+                " WHERE id = $1 AND classified_at IS NULL",
+                report_id,
+                reason,
+            )
+
     @contextlib.asynccontextmanager
     async def classifying(self, report_id: int) -> AsyncIterator[Classification | None]:
         """The report locked for classification, None when it is classified already (or

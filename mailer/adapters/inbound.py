@@ -21,7 +21,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from mailer.core.return_paths import ReturnPathKeys, Verdict, decode
+from mailer.core.return_paths import Decoded, ReturnPathKeys, Verdict, decode
 from mailer.errors import TemporaryFailure
 
 log = logging.getLogger(__name__)
@@ -73,24 +73,19 @@ class _Handler:
         if domain.lower().rstrip(".") != receiver.domain:
             receiver.refused("relay")
             return "550 5.7.1 Relaying denied"
-        decoded = decode(
-            receiver.keys,
-            local,
-            today=receiver.today(),
-            max_age_days=receiver.max_age_days,
-        )
+        decoded = receiver.verify(local)
         if not decoded.valid or decoded.delivery_id is None:
             receiver.refused(str(decoded.verdict))
             if decoded.verdict is Verdict.EXPIRED:
                 return "550 5.1.1 This return path has expired"
             return "550 5.1.1 No such return path"
         envelope.rcpt_tos.append(address)
-        session.delivery_id = decoded.delivery_id  # type: ignore[attr-defined]
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        delivery_id: int | None = getattr(session, "delivery_id", None)
         raw = envelope.original_content
+        decoded = self._receiver.verify(envelope.rcpt_tos[0].rpartition("@")[0])
+        delivery_id = decoded.delivery_id if decoded.valid else None
         if delivery_id is None or raw is None:
             return "554 5.5.1 No valid recipient"
         try:
@@ -136,6 +131,9 @@ class BounceReceiver:
         self.today = today
         self._server: asyncio.Server | None = None
         self._sessions: set[SMTP] = set()
+
+    def verify(self, local_part: str) -> Decoded:
+        return decode(self.keys, local_part, today=self.today(), max_age_days=self.max_age_days)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -28,12 +29,29 @@ from mailer.config import BouncesSettings, listen_address
 from mailer.core.addresses import address_ref
 from mailer.core.bounce_rules import Effect, effect_of
 from mailer.core.bounces import Kind, classify_report, soft_bounce_decision
+from mailer.core.deliveries import clean_reply
 from mailer.core.return_paths import ReturnPathKeys
 from mailer.errors import TemporaryFailure
 from mailer.metrics import Metrics
 
 log = logging.getLogger(__name__)
 SWEEP_INTERVAL = 300.0
+
+
+_DOMAIN = re.compile(r"[a-z0-9.-]{1,255}")
+
+
+def _clean(text: str | None) -> str | None:
+    """Words from a report, fit to store: valid Unicode, no control characters, bounded."""
+    return clean_reply(text) or None if text is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class NotYet:
+    """The report's delivery is still being sent: classify it a little later."""
+
+
+NOT_YET_WAITS = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # then the sweep's turn
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,19 +93,26 @@ class BounceProcessor:
 
     async def _classify_soon(self, report_id: int) -> None:
         try:
-            await self.classify(report_id)
+            for wait in NOT_YET_WAITS:
+                if not isinstance(await self.classify(report_id), NotYet):
+                    return
+                await asyncio.sleep(wait)
         except TemporaryFailure as exc:
             log.warning(
                 "bounce report %d not classified yet (the sweep retries): %s", report_id, exc
             )
-        except Exception:
-            log.exception("bounce report %d: classification failed (the sweep retries)", report_id)
+        except Exception as exc:
+            await self._give_up(report_id, exc)
 
-    async def classify(self, report_id: int) -> Effect | None:
-        """Classify and apply one stored report; None when it was done already."""
+    async def classify(self, report_id: int) -> Effect | NotYet | None:
+        """Classify and apply one stored report; None when it was done already, NotYet when
+        its delivery's outcome is still being recorded."""
         async with self._reports.classifying(report_id) as job:
             if job is None:
                 return None
+            if job.pending.delivery_status == "sending":
+                # A fast relay's DSN can arrive before the 250 that preceded it is recorded.
+                return NotYet()
             report = await asyncio.to_thread(classify_report, job.pending.raw)
             pending = job.pending
             if pending.recipient_key is None:
@@ -103,16 +128,27 @@ class BounceProcessor:
                 outcome = await self._apply(job, effect) if effect.applies else effect.reason
             await job.done(
                 kind=str(effect.kind),
-                reason=report.reason if effect.applies else f"{report.reason}; {effect.reason}",
-                status=effect.status,
-                diagnostic=effect.diagnostic,
-                domain=effect.domain,
-                outcome=outcome,
+                reason=clean_reply(
+                    report.reason if effect.applies else f"{report.reason}; {effect.reason}"
+                ),
+                status=_clean(effect.status),
+                diagnostic=_clean(effect.diagnostic),
+                domain=effect.domain
+                if effect.domain and _DOMAIN.fullmatch(effect.domain)
+                else None,
+                outcome=clean_reply(outcome),
             )
         self._after(pending.delivery_id, pending.job_id, pending.recipient_key, effect, outcome)
         if effect.applies and effect.kind is Kind.COMPLAINT and pending.job_id is not None:
             await self._complaint_rate(pending.job_id)
         return effect
+
+    async def _give_up(self, report_id: int, error: Exception) -> None:
+        """A report whose classification raised (a bug, or input nothing expected): kept, and
+        marked unparseable with the reason, so it is not tried again on every sweep."""
+        log.error("bounce report %d: classification failed", report_id, exc_info=error)
+        with contextlib.suppress(TemporaryFailure):
+            await self._reports.give_up(report_id, f"classification failed: {type(error).__name__}")
 
     async def _apply(self, job: Classification, effect: Effect) -> str:
         kind = effect.kind
@@ -122,7 +158,9 @@ class BounceProcessor:
         if not effect.bounces:
             return "nothing"
         assert kind in (Kind.HARD, Kind.SOFT, Kind.POLICY)
-        bounced = await job.bounce(kind.value, effect.status, effect.diagnostic, effect.reason)
+        bounced = await job.bounce(
+            kind.value, _clean(effect.status), _clean(effect.diagnostic), clean_reply(effect.reason)
+        )
         if not bounced:
             status = job.pending.delivery_status
             return (
@@ -200,7 +238,12 @@ class BounceProcessor:
     async def sweep(self) -> None:
         """Classify what was left unclassified, and apply the retention."""
         for report_id in await self._reports.unclassified():
-            await self.classify(report_id)
+            try:
+                await self.classify(report_id)
+            except TemporaryFailure:
+                raise
+            except Exception as exc:
+                await self._give_up(report_id, exc)
         rule = self._soft
         emptied, lifted = await self._reports.sweep(
             retention_days=self._retention_days,

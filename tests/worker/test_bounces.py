@@ -3,6 +3,7 @@ and what they change in the ledger, the suppression list and the subscriptions."
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -13,6 +14,7 @@ import dkim
 import pytest
 
 from mailer.adapters.bounces import BounceReports
+from mailer.core.bounce_rules import Effect
 from mailer.core.return_paths import ReturnPathKeys, decode, return_path
 from mailer.metrics import Metrics
 from mailer.service import Service
@@ -215,7 +217,7 @@ async def test_a_report_classified_twice_changes_nothing_the_second_time(
     assert await processor.classify(report_id) is None
     await db.execute("UPDATE bounce_reports SET classified_at = NULL WHERE id = $1", report_id)
     again = await processor.classify(report_id)  # as after a crash before the mark
-    assert again is not None
+    assert isinstance(again, Effect)
     assert await db.fetchval("SELECT count(*) FROM soft_bounce_days") == 1
     assert (await delivery(db, delivery_id))["status"] == "bounced"
     assert await db.fetchval("SELECT count(*) FROM suppressions") == 0
@@ -435,7 +437,7 @@ async def soft_bounces(
         raw = dsn(verp, ADDRESS, status="5.2.2", diagnostic="smtp; 552 5.2.2 Mailbox full")
         report_id = await reports.store(peer="127.0.0.1", delivery_id=delivery_id, raw=raw)
         effect = await processor.classify(report_id)
-        assert effect is not None and effect.kind == "soft"
+        assert isinstance(effect, Effect) and effect.kind == "soft"
     return processor
 
 
@@ -535,3 +537,69 @@ async def test_raw_reports_are_deleted_after_the_retention(
     assert emptied == 1
     kept = await db.fetch("SELECT id, raw FROM bounce_reports ORDER BY id")
     assert [(r["id"], r["raw"]) for r in kept] == [(old, None), (new, b"new")]
+
+
+async def test_hostile_words_in_a_report_are_stored_as_clean_text(
+    config: dict[str, Any],
+    start_service: StartService,
+    portal: Any,
+    smtp_server: SmtpServer,
+    db: asyncpg.Connection,
+) -> None:
+    service = await start_with_bounces(config, start_service)
+    delivery_id, verp = await sent_receipt(portal, db, smtp_server)
+    diagnostic = (
+        "smtp; 550 5.1.1 =?utf-8?q?=0D=0ABcc:_evil@example.org?= gone\u2028next \x00 "
+        "skrzynka nie istnieje "
+    )
+    raw = dsn(verp, ADDRESS, diagnostic=diagnostic).replace(
+        b"skrzynka nie istnieje", "skrzynka nie istnieje ąę".encode("iso-8859-2") + b"\xff"
+    )
+    answer = await send_report(port_of(service), verp, raw)
+    assert answer.code == 250, answer
+    report = await classified(db, stored_id(answer.text))
+    assert report["kind"] == "hard"
+    row = await delivery(db, delivery_id)
+    stored = await db.fetchrow(
+        "SELECT reason, diagnostic, outcome, domain FROM bounce_reports WHERE id = $1",
+        stored_id(answer.text),
+    )
+    for text in (row["bounce_diagnostic"], row["detail"], *stored.values()):
+        if text is None:
+            continue
+        assert not any(c in text for c in "\r\n\x00\u2028\u2029"), text
+        assert "evil@example.org" not in text
+    assert stored["domain"] == "example.pl"
+
+
+async def test_a_report_that_overtakes_its_deliverys_outcome_waits_for_it(
+    pool: asyncpg.Pool, db: asyncpg.Connection
+) -> None:
+    """A relay that refuses at once can bounce before mailer has recorded its 250."""
+    (delivery_id,) = await sent_deliveries(db, 1)
+    await db.execute("UPDATE deliveries SET status = 'sending' WHERE id = $1", delivery_id)
+    reports = BounceReports(pool)
+    verp = return_path(KEYS, delivery_id, date.today(), BOUNCE_DOMAIN)
+    report_id = await reports.store(
+        peer="127.0.0.1", delivery_id=delivery_id, raw=dsn(verp, ADDRESS)
+    )
+    processor = BounceProcessor(
+        reports=reports,
+        hash_key=HASH_KEY,
+        soft=SoftRule(),
+        complaint_alert_rate=0.001,
+        retention_days=60,
+        metrics=Metrics(),
+        clock=lambda: datetime.now(UTC),
+    )
+    processor.stored(report_id)
+    await asyncio.sleep(0.3)
+    assert (
+        await db.fetchval("SELECT classified_at FROM bounce_reports WHERE id = $1", report_id)
+        is None
+    )
+    await db.execute("UPDATE deliveries SET status = 'sent' WHERE id = $1", delivery_id)
+    report = await classified(db, report_id)
+    assert report["kind"] == "hard"
+    assert (await delivery(db, delivery_id))["status"] == "bounced"
+    await processor.drain()
