@@ -118,8 +118,9 @@ async def test_postfix_dsns_suppress_a_hard_bounce_and_spare_a_policy_refusal(
     assert await metric(service, "mailer_bounce_reports_total", kind="hard") == 1
     assert await metric(service, "mailer_bounce_reports_total", kind="policy") == 1
 
-    # The next receipt to the unknown address is suppressed; the blocked one still goes.
-    for address, expected in ((UNKNOWN, "suppressed"), (BLOCKED, "sent")):
+    # The next receipt to the unknown address is suppressed; the blocked one still goes (and
+    # Postfix may have bounced it again by now).
+    for address, expected in ((UNKNOWN, ("suppressed",)), (BLOCKED, ("sent", "bounced"))):
         job = receipt(to={"email": address, "name": "Ktoś"})
         await publish(portal, job)
-        assert (await settled(db, job["id"]))["status"] == expected
+        assert (await settled(db, job["id"]))["status"] in expected
