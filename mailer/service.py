@@ -142,7 +142,8 @@ class Service:
     settings: Settings
     run_worker: bool = True
     run_web: bool = True
-    run_bounces: bool | None = None  # the bounce receiver; None: with the worker, if configured
+    # The bounce receiver, when [bounces] domain is set; None: in `mailer run` (worker and web).
+    run_bounces: bool | None = None
     metrics: Metrics = field(default_factory=Metrics)
     worker_id: UUID = field(default_factory=uuid4)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
@@ -186,7 +187,7 @@ class Service:
         }
         if self.run_worker:
             await self._start_worker(parts, subscribers, lists)
-        if self.run_bounces or (self.run_bounces is None and self.run_worker):
+        if self.run_bounces or (self.run_bounces is None and self.run_worker and self.run_web):
             await self._start_bounces(parts)
         if self.run_web:
             pages = RecipientPages(

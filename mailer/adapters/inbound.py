@@ -157,7 +157,11 @@ class BounceReceiver:
             self._sessions.add(session)
             return session
 
-        self._server = await loop.create_server(protocol, self.host, self.port)
+        # Several processes on one host (`mailer run` twice) share the port; the kernel
+        # spreads the connections.
+        self._server = await loop.create_server(
+            protocol, self.host, self.port, reuse_port=self.port != 0
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("bounce receiver listening on %s:%d for @%s", self.host, self.port, self.domain)
 
