@@ -449,7 +449,7 @@ class Service:
             queues.update(self.broker.consumers())
         missing = [queue for queue, live in queues.items() if not live]
         node = self.broker.node if self.broker is not None else None
-        return {
+        checks: dict[str, dict[str, object]] = {
             "broker": {
                 "ok": node is not None,
                 "detail": f"connected to {node}" if node else "not connected",
@@ -462,6 +462,9 @@ class Service:
             "relay": self.relay_health.check(),
             "heartbeat": self.heartbeat.check().as_json(),
         }
+        if self.bounces is not None:
+            checks["bounces"] = self.bounces.readiness()
+        return checks
 
     async def stop(self) -> None:
         """Drain and close; safe to call more than once."""

@@ -165,6 +165,10 @@ class BounceReceiver:
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("bounce receiver listening on %s:%d for @%s", self.host, self.port, self.domain)
 
+    @property
+    def listening(self) -> bool:
+        return self._server is not None and self._server.is_serving()
+
     async def stop(self) -> None:
         if self._server is None:
             return

@@ -327,6 +327,12 @@ class BounceService:
             self.processor.run_sweeps(self._stopping), name="bounce-sweeps"
         )
 
+    def readiness(self) -> dict[str, object]:
+        receiver = self.receiver
+        if receiver.listening:
+            return {"ok": True, "detail": f"receiving on {receiver.host}:{receiver.port}"}
+        return {"ok": False, "detail": "the bounce receiver is not listening"}
+
     async def stop(self) -> None:
         self._stopping.set()
         await self.receiver.stop()

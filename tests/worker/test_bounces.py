@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import aiohttp
 import asyncpg
 import dkim
 import pytest
@@ -21,7 +22,7 @@ from mailer.service import Service
 from mailer.worker.bounces import BounceProcessor, SoftRule
 from tests.conftest import SECRET, DkimKeys, StartService
 from tests.support.bounces import BOUNCE_DOMAIN, arf, bounce_config, dsn, send_report
-from tests.support.http import metric
+from tests.support.http import base_url, metric
 from tests.support.jobs import receipt
 from tests.support.newsletters import HASH_KEY, issue, outcomes, subscribe, until_state
 from tests.support.smtp import SmtpServer
@@ -97,7 +98,14 @@ async def test_a_receipt_goes_out_from_its_own_return_path_asking_for_dsns(
     db: asyncpg.Connection,
 ) -> None:
     smtp_server.dsn = True
-    await start_with_bounces(config, start_service)
+    service = await start_with_bounces(config, start_service)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(base_url(service) + "/readyz") as response,
+    ):
+        assert response.status == 200
+        check = (await response.json())["checks"]["bounces"]
+        assert check == {"ok": True, "detail": f"receiving on 127.0.0.1:{port_of(service)}"}
     delivery_id, mail_from = await sent_receipt(portal, db, smtp_server)
     local, _, domain = mail_from.partition("@")
     assert domain == BOUNCE_DOMAIN
