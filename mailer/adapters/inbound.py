@@ -4,7 +4,8 @@ It takes mail only for `b-<token>@<bounce domain>` whose token verifies now; any
 is refused at RCPT, before any data: unknown, forged or expired tokens (backscatter, forged
 bounces) with 550, other domains (no relaying) with 550 5.7.1. One recipient per
 transaction, a size cap (SIZE, 552 past it), and a token bucket per source address (450 at
-MAIL FROM when a source sends faster). 250 is answered only once the raw report is committed
+MAIL FROM when a source sends faster), at most CONNECTIONS_PER_SOURCE connections open from
+one address (421 past it). 250 is answered only once the raw report is committed
 to PostgreSQL; classification runs afterwards (`on_stored`). aiosmtpd's LMTP mode is not
 used: it answers once after DATA for every recipient.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import Any
@@ -27,6 +28,7 @@ from mailer.errors import TemporaryFailure
 log = logging.getLogger(__name__)
 MAX_SOURCES = 10_000  # source addresses whose rate is remembered
 SESSION_TIMEOUT = 60.0
+CONNECTIONS_PER_SOURCE = 10  # open at once from one address; more are told 421
 
 
 class SourceLimiter:
@@ -47,6 +49,37 @@ class SourceLimiter:
         while len(self._buckets) > MAX_SOURCES:
             self._buckets.popitem(last=False)
         return allowed
+
+
+class _ReceiverSMTP(SMTP):
+    """aiosmtpd's SMTP, with at most `per_source` connections open from one address."""
+
+    def __init__(
+        self, handler: _Handler, *, open_by_source: Counter[str], per_source: int, **options: Any
+    ) -> None:
+        super().__init__(handler, **options)
+        self._open_by_source = open_by_source
+        self._per_source = per_source
+        self._counted: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        source = _peer(self.session) if self.session is not None else "?"
+        if self._open_by_source[source] >= self._per_source:
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(b"421 4.7.0 Too many connections from your address\r\n")
+            transport.close()
+            return
+        self._open_by_source[source] += 1
+        self._counted = source
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._counted is not None:
+            self._open_by_source[self._counted] -= 1
+            if self._open_by_source[self._counted] <= 0:
+                del self._open_by_source[self._counted]
+            self._counted = None
+        super().connection_lost(error)
 
 
 class _Handler:
@@ -131,6 +164,7 @@ class BounceReceiver:
         self.today = today
         self._server: asyncio.Server | None = None
         self._sessions: set[SMTP] = set()
+        self._open_by_source: Counter[str] = Counter()
 
     def verify(self, local_part: str) -> Decoded:
         return decode(self.keys, local_part, today=self.today(), max_age_days=self.max_age_days)
@@ -140,8 +174,10 @@ class BounceReceiver:
         handler = _Handler(self)
 
         def protocol() -> Any:
-            session = SMTP(
+            session = _ReceiverSMTP(
                 handler,
+                open_by_source=self._open_by_source,
+                per_source=CONNECTIONS_PER_SOURCE,
                 hostname=self.domain,
                 data_size_limit=self.max_bytes,
                 enable_SMTPUTF8=False,

@@ -15,6 +15,7 @@ import dkim
 import pytest
 
 from mailer.adapters.bounces import BounceReports
+from mailer.adapters.inbound import CONNECTIONS_PER_SOURCE
 from mailer.core.bounce_rules import Effect
 from mailer.core.return_paths import ReturnPathKeys, decode, return_path
 from mailer.metrics import Metrics
@@ -611,3 +612,33 @@ async def test_a_report_that_overtakes_its_deliverys_outcome_waits_for_it(
     assert report["kind"] == "hard"
     assert (await delivery(db, delivery_id))["status"] == "bounced"
     await processor.drain()
+
+
+async def test_one_source_may_hold_only_a_few_connections_open(
+    config: dict[str, Any], start_service: StartService
+) -> None:
+    service = await start_with_bounces(config, start_service)
+    opened = [
+        await asyncio.open_connection("127.0.0.1", port_of(service))
+        for _ in range(CONNECTIONS_PER_SOURCE)
+    ]
+    for reader, _ in opened:
+        assert (await reader.readline()).startswith(b"220 ")
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(service))
+    assert (await reader.readline()).startswith(b"421 4.7.0")
+    assert await reader.read() == b""  # and closed
+    writer.close()
+    for _, one in opened[:1]:
+        one.close()
+        await one.wait_closed()
+
+    async def room_again() -> bool:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(service))
+        try:
+            return (await reader.readline()).startswith(b"220 ")
+        finally:
+            writer.close()
+
+    await eventually(room_again, timeout=5)
+    for _, one in opened[1:]:
+        one.close()
