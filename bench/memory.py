@@ -64,7 +64,7 @@ def _compose_before_the_slot() -> None:
             *,
             delivery_id: int | None = None,
         ) -> Outcome:
-            message = self._compose_and_sign(draft, int(now.timestamp()))
+            message = self._signer.sign(self._compose(draft), int(now.timestamp()))
             sender = self._return_path or draft.sender.address
             try:
                 reply = await self._relay.send(sender, draft.to.address, message, still_wanted)

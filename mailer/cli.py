@@ -24,10 +24,12 @@ from mailer.adapters.bounces import BounceReports, Suppressions
 from mailer.adapters.broker import ROUTES, Broker, DeadLetters, body_ref
 from mailer.adapters.issues import Issues
 from mailer.adapters.subscribers import Subscribers
+from mailer.adapters.workers import Workers
 from mailer.commands import bounces as bounce_commands
 from mailer.commands import suppressions as suppression_commands
-from mailer.commands.issues import change, describe, watch
+from mailer.commands.issues import change, describe, issue_rows, watch
 from mailer.commands.subscribers import import_file
+from mailer.commands.workers import worker_rows
 from mailer.config import Settings, load_settings
 from mailer.core.signing import generate_key, txt_strings
 from mailer.core.tokens import derive_key
@@ -90,6 +92,12 @@ def _parser() -> argparse.ArgumentParser:
 
     issue = commands.add_parser("issue", help="a newsletter issue being sent")
     issue_commands = issue.add_subparsers(dest="issue_command", required=True, metavar="ACTION")
+    listing = issue_commands.add_parser(
+        "list", help="issues newest first: state, list, subject, times, counts by outcome"
+    )
+    listing.add_argument("--limit", type=int, default=20)
+    listing.add_argument("--state", choices=("scheduled", "sending", "paused", "cancelled", "done"))
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
     status = issue_commands.add_parser("status", help="counts by outcome, rate and ETA")
     status.add_argument("issue_id", type=UUID, metavar="ISSUE_ID")
     status.add_argument("--watch", action="store_true", help="a live progress bar until done")
@@ -100,6 +108,10 @@ def _parser() -> argparse.ArgumentParser:
     ):
         action = issue_commands.add_parser(name, help=text)
         action.add_argument("issue_id", type=UUID, metavar="ISSUE_ID")
+
+    commands.add_parser(
+        "workers", help="worker processes: alive, gone (silent for a lease) or stopped"
+    )
 
     dkim = commands.add_parser("dkim", help="DKIM keys")
     dkim_commands = dkim.add_subparsers(dest="dkim_command", required=True, metavar="ACTION")
@@ -157,6 +169,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         "dlq": _dlq,
         "subscribers": _subscribers,
         "issue": _issue,
+        "workers": _workers,
         "bounces": _bounces,
         "suppressions": _suppressions,
     }
@@ -205,6 +218,12 @@ async def _subscribers(args: argparse.Namespace, settings: Settings) -> int:
 async def _issue(args: argparse.Namespace, settings: Settings) -> int:
     async def run(pool: asyncpg.Pool) -> int:
         issues = Issues(pool)
+        if args.issue_command == "list":
+            found = await issues.newest(limit=args.limit, state=args.state)
+            locales = {slug: lst.default_locale for slug, lst in settings.lists.items()}
+            for line in issue_rows(found, locales, as_json=args.json):
+                print(line)
+            return 0
         if args.issue_command == "status":
             progress = await (
                 watch(issues, args.issue_id) if args.watch else issues.progress(args.issue_id)
@@ -217,6 +236,15 @@ async def _issue(args: argparse.Namespace, settings: Settings) -> int:
             print(await change(issues, args.issue_id, args.issue_command))
         except (LookupError, ValueError) as exc:
             raise MailerError(str(exc)) from None
+        return 0
+
+    return await _with_database(settings, run)
+
+
+async def _workers(args: argparse.Namespace, settings: Settings) -> int:
+    async def run(pool: asyncpg.Pool) -> int:
+        for line in worker_rows(await Workers(pool).list()):
+            print(line)
         return 0
 
     return await _with_database(settings, run)

@@ -7,6 +7,9 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from mailer.core.relay_failures import CLASSES, failure_class
+from mailer.metrics import Metrics
+
 # Sessions in a row that the relay refused (no connection, TLS, AUTH, our sender) before
 # readiness fails: one can be a blip, three with no success between is the relay or us.
 RELAY_FAILURES_NOT_READY = 3
@@ -26,21 +29,31 @@ def _iso(at: datetime | None) -> str | None:
 
 
 class RelayHealth:
-    def __init__(self) -> None:
+    def __init__(self, metrics: Metrics | None = None) -> None:
         self.last_success: datetime | None = None
         self.last_failure: datetime | None = None
         self.last_reason: str | None = None
         self.failures_in_a_row = 0
+        self._metrics = metrics
+        if metrics is not None:
+            metrics.relay_up.set(1)
+            for name in CLASSES:  # every class shown from the start, at 0
+                metrics.relay_failures.labels(name)
 
     def session_worked(self) -> None:
         """The relay answered a transaction (whatever it said of the recipient)."""
         self.last_success = datetime.now(UTC)
         self.failures_in_a_row = 0
+        if self._metrics is not None:
+            self._metrics.relay_up.set(1)
 
     def session_refused(self, reason: str) -> None:
         self.last_failure = datetime.now(UTC)
         self.last_reason = reason
         self.failures_in_a_row += 1
+        if self._metrics is not None:
+            self._metrics.relay_failures.labels(failure_class(reason)).inc()
+            self._metrics.relay_up.set(int(self.failures_in_a_row < RELAY_FAILURES_NOT_READY))
 
     def check(self) -> dict[str, object]:
         ok = self.failures_in_a_row < RELAY_FAILURES_NOT_READY

@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,9 +33,12 @@ from mailer.adapters.deliveries import Deliveries
 from mailer.adapters.issues import ISSUES_CHANNEL, Issues
 from mailer.adapters.jobs import Jobs
 from mailer.adapters.notifications import Listener
+from mailer.adapters.queues import queue_names
 from mailer.adapters.relay import Relay, tls_context
 from mailer.adapters.subscribers import OPTOUT_CHANNEL, Subscribers
 from mailer.adapters.throttle import Throttle
+from mailer.adapters.workers import Workers
+from mailer.build import VERSION
 from mailer.config import Settings, SmtpRelay, read_private_file
 from mailer.core.audience import MailingList
 from mailer.core.deliveries import RetryPolicy
@@ -46,6 +51,7 @@ from mailer.core.tokens import TokenKeys, derive_key
 from mailer.errors import ConfigError, TemporaryFailure
 from mailer.health import Heartbeat, RelayHealth
 from mailer.metrics import Metrics
+from mailer.sampling import SAMPLE_INTERVAL, Sampler
 from mailer.web.app import WebServer
 from mailer.web.pages import RecipientPages
 from mailer.worker.bounces import BounceService
@@ -147,6 +153,7 @@ class Service:
     metrics: Metrics = field(default_factory=Metrics)
     worker_id: UUID = field(default_factory=uuid4)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    sample_interval: float = SAMPLE_INTERVAL  # of the gauges on /metrics measured outside
 
     def __post_init__(self) -> None:
         self.capture: CaptureServer | None = None
@@ -154,7 +161,7 @@ class Service:
         self.broker: Broker | None = None
         self.relays: list[Relay] = []
         self.deliveries: Deliveries | None = None
-        self.relay_health = RelayHealth()
+        self.relay_health = RelayHealth(self.metrics)
         self.heartbeat = Heartbeat(self.settings.worker.lease)
         self.receipts: ReceiptPipeline | None = None
         self.runner: ChunkRunner | None = None
@@ -162,6 +169,7 @@ class Service:
         self.listener: Listener | None = None
         self.dispatcher: Dispatcher | None = None
         self.subscriptions: SubscriptionChanges | None = None
+        self.workers: Workers | None = None
         self.bounces: BounceService | None = None
         self._consumers: list[Consumer] = []
         self._loops: list[asyncio.Task[None]] = []
@@ -177,7 +185,7 @@ class Service:
         self.deliveries = Deliveries(
             self.pool, worker_id=self.worker_id, lease=settings.worker.lease
         )
-        subscribers = Subscribers(self.pool)
+        subscribers = Subscribers(self.pool, self.metrics)
         ids = await subscribers.list_ids(settings.lists)
         lists = {
             slug: MailingList(
@@ -208,6 +216,7 @@ class Service:
                 readiness=self.readiness if self.run_worker else None,
             )
             await self.web.start()
+            self._start_sampling()
         log.info(
             "mailer started worker=%s web=%s bounces=%s",
             self.run_worker,
@@ -338,7 +347,37 @@ class Service:
             asyncio.create_task(self.dispatcher.run(), name=f"dispatch-{n}")
             for n in range(DISPATCH_LOOPS)
         ]
+        await self._register()
         self._tasks.append(asyncio.create_task(self._heartbeat(throttle), name="heartbeat"))
+
+    def _start_sampling(self) -> None:
+        """The gauges of /metrics that are measured, not counted (mailer/sampling.py)."""
+        assert self.pool is not None
+        tiers = retry_tiers(self.settings)
+        sampler = Sampler(
+            metrics=self.metrics,
+            pool=self.pool,
+            broker=self.broker,
+            queues=queue_names(round(t * 1000) for t in tiers),
+            interval=self.sample_interval,
+            connect=lambda: Broker.from_settings(
+                self.settings.broker, name=f"mailer metrics {self.worker_id}"
+            ),
+        )
+        self._tasks.append(asyncio.create_task(sampler.run(self._stopping), name="sampling"))
+
+    async def _register(self) -> None:
+        """This process in the `workers` table, for operators; gone after a lease of silence."""
+        assert self.pool is not None
+        self.workers = Workers(self.pool)
+        await self.workers.register(
+            self.worker_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            version=VERSION,
+            runs=["worker", "web"] if self.run_web else ["worker"],
+            gone_after=self.settings.worker.lease,
+        )
 
     # ---------------------------------------------------------------- bounces
 
@@ -436,6 +475,19 @@ class Service:
             else:
                 self.heartbeat.renewed()
                 wait = interval
+                await self._beat()
+
+    async def _beat(self) -> None:
+        """This process's row in `workers`: operators see it alive while this goes on."""
+        if self.workers is None:
+            return
+        try:
+            if not await self.workers.heartbeat(self.worker_id):
+                await self._register()  # its row was deleted by hand
+        except TemporaryFailure as exc:
+            log.warning("could not record the worker heartbeat: %s", exc)
+        else:
+            self.metrics.heartbeat.set_to_current_time()
 
     def owed(self) -> list[int]:
         """Deliveries whose outcome is known but not yet written."""
@@ -499,6 +551,10 @@ class Service:
             await self.listener.stop()
             self.listener = None
         await self._release_claims()
+        if self.workers is not None:
+            with contextlib.suppress(TemporaryFailure):
+                await self.workers.deregister(self.worker_id)
+            self.workers = None
         if self.capture is not None:
             await self.capture.stop()
             self.capture = None

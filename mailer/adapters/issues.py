@@ -9,7 +9,7 @@ State changes (pause, resume, cancel, new work) are announced on `mailer_issues`
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -18,6 +18,7 @@ from uuid import UUID
 import asyncpg
 
 from mailer.adapters.database import transaction, unavailable_is_temporary
+from mailer.core.progress import RATE_WINDOW, Estimate, LedgerFacts, estimate
 
 ISSUES_CHANNEL = "mailer_issues"
 State = Literal["scheduled", "sending", "paused", "cancelled", "done"]
@@ -34,13 +35,87 @@ class ActiveIssue:
 class Progress:
     issue_id: UUID
     list_slug: str
-    state: State
     send_at: datetime
+    facts: LedgerFacts
+
+    @property
+    def state(self) -> State:
+        return self.facts.state  # type: ignore[return-value]
+
+    @property
+    def total(self) -> int | None:
+        return self.facts.total
+
+    @property
+    def counts(self) -> Mapping[str, int]:
+        return self.facts.counts
+
+    @property
+    def started_at(self) -> datetime | None:
+        return self.facts.started_at
+
+    @property
+    def finished_at(self) -> datetime | None:
+        return self.facts.finished_at
+
+    @property
+    def measured_at(self) -> datetime:
+        return self.facts.measured_at
+
+    @property
+    def estimate(self) -> Estimate:
+        return estimate(self.facts)
+
+    @property
+    def rate(self) -> float:
+        """Messages per second from the ledger; 0 when stalled or not sending (the estimate
+        says which)."""
+        return self.estimate.rate or 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class IssueSummary:
+    id: UUID
+    state: State
+    list_slug: str
+    subject: str | dict[str, str]  # as the job gave it: one, or one per locale
+    created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
     total: int | None
     counts: dict[str, int]
-    rate: float  # messages sent per second, over the last minute (or since it started)
+
+
+# One pass over an issue's rows: counts by status, and what the rate and a stall are read
+# from. Ages are by the database's clock.
+_PROGRESS = """
+SELECT now() AS measured_at,
+       coalesce(jsonb_object_agg(c.status, c.n) FILTER (WHERE c.status IS NOT NULL), '{}')
+           AS counts,
+       coalesce(sum(c.recent), 0)::bigint AS sent_in_window,
+       max(c.last_sent) AS last_sent_at,
+       min(c.next_retry) AS next_retry_at,
+       (SELECT count(*) FROM workers w WHERE w.stopped_at IS NULL
+           AND w.heartbeat_at >= now() - w.gone_after)::int AS workers_alive
+  FROM (SELECT status, count(*) AS n,
+               count(*) FILTER (WHERE status IN ('sent', 'captured')
+                                  AND updated_at > now() - make_interval(secs => $2)) AS recent,
+               max(updated_at) FILTER (WHERE status IN ('sent', 'captured')) AS last_sent,
+               min(not_before) FILTER (WHERE status = 'retrying') AS next_retry
+          FROM deliveries WHERE job_id = $1 GROUP BY status) c
+"""
+
+_LIST = """
+SELECT i.id, i.state, l.slug, i.payload -> 'subject' AS subject, i.created_at, i.started_at,
+       i.finished_at, i.total,
+       (SELECT coalesce(jsonb_object_agg(c.status, c.n), '{}')
+          FROM (SELECT status, count(*) AS n FROM deliveries d WHERE d.job_id = i.id
+                GROUP BY status) c) AS counts
+  FROM issues i JOIN lists l ON l.id = i.list_id
+ WHERE $2::text IS NULL OR i.state = $2
+ ORDER BY i.created_at DESC, i.id
+ LIMIT $1
+"""
 
 
 _MATERIALIZE = """
@@ -174,29 +249,46 @@ class Issues:
             )
             if issue is None:
                 return None
-            counts = await self._pool.fetch(
-                "SELECT status, count(*) AS n FROM deliveries WHERE job_id = $1 GROUP BY status",
-                issue_id,
-            )
-            recent = await self._pool.fetchrow(
-                "WITH span AS (SELECT greatest(now() - interval '60 seconds',"
-                "   coalesce($2, now())) AS since)"
-                " SELECT count(*) AS sent,"
-                "   extract(epoch FROM now() - (SELECT since FROM span)) AS seconds"
-                " FROM deliveries WHERE job_id = $1 AND status IN ('sent', 'captured')"
-                "   AND updated_at > (SELECT since FROM span)",
-                issue_id,
-                issue["started_at"],
-            )
-            assert recent is not None
-        return Progress(
-            issue_id=issue_id,
-            list_slug=issue["slug"],
+            ledger = await self._pool.fetchrow(_PROGRESS, issue_id, RATE_WINDOW)
+            assert ledger is not None
+        facts = LedgerFacts(
             state=issue["state"],
-            send_at=issue["send_at"],
+            total=issue["total"],
+            counts=json.loads(ledger["counts"]),
+            measured_at=ledger["measured_at"],
             started_at=issue["started_at"],
             finished_at=issue["finished_at"],
-            total=issue["total"],
-            counts={r["status"]: r["n"] for r in counts},
-            rate=recent["sent"] / float(recent["seconds"]) if recent["seconds"] else 0.0,
+            sent_in_window=ledger["sent_in_window"],
+            last_sent_at=ledger["last_sent_at"],
+            next_retry_at=ledger["next_retry_at"],
+            workers_alive=ledger["workers_alive"],
         )
+        return Progress(issue_id, issue["slug"], issue["send_at"], facts)
+
+    async def newest(self, *, limit: int = 50, state: State | None = None) -> list[IssueSummary]:
+        """Issues newest first, with their counts by outcome."""
+        async with unavailable_is_temporary("list issues"):
+            rows = await self._pool.fetch(_LIST, limit, state)
+        return [
+            IssueSummary(
+                id=r["id"],
+                state=r["state"],
+                list_slug=r["slug"],
+                subject=json.loads(r["subject"]),
+                created_at=r["created_at"],
+                started_at=r["started_at"],
+                finished_at=r["finished_at"],
+                total=r["total"],
+                counts=json.loads(r["counts"]),
+            )
+            for r in rows
+        ]
+
+    async def active(self) -> list[Progress]:
+        """Every issue sending or paused, with its progress: what operators watch."""
+        async with unavailable_is_temporary("active issues"):
+            ids = await self._pool.fetch(
+                "SELECT id FROM issues WHERE state IN ('sending', 'paused') ORDER BY created_at"
+            )
+        found = [await self.progress(row["id"]) for row in ids]
+        return [progress for progress in found if progress is not None]

@@ -24,6 +24,7 @@ import aiosmtplib
 
 from mailer.config import SmtpRelay
 from mailer.core.outcomes import Reply
+from mailer.core.wire import DataSection, data_section
 from mailer.errors import RelayUnavailable, ShuttingDown, TemporaryFailure, Withdrawn
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ class Relay:
     ) -> Reply:
         """One message already built: session() and Session.send() in one call."""
         async with self.session(still_wanted) as session:
-            return await session.send(sender, recipient, message)
+            return await session.send(sender, recipient, data_section(message))
 
     def _give_back(self, session: Session) -> None:
         client = session.client
@@ -145,10 +146,10 @@ class Relay:
         client: aiosmtplib.SMTP,
         sender: str,
         recipient: str,
-        message: bytes,
+        message: DataSection,
         envelope_id: str | None,
     ) -> Reply:
-        options = [f"SIZE={len(message)}"] if client.supports_extension("size") else []
+        options = [f"SIZE={message.size}"] if client.supports_extension("size") else []
         rcpt_options: list[str] = []
         if envelope_id is not None and client.supports_extension("dsn"):
             # RFC 3461: the DSN names our delivery, reports failures and delays only, and
@@ -166,11 +167,7 @@ class Relay:
             return Reply(exc.code, exc.message, stage="rcpt")
         except aiosmtplib.SMTPServerDisconnected:
             raise _BeforeData() from None
-        try:
-            response = await client.data(message)
-        except aiosmtplib.SMTPDataError as exc:
-            return Reply(exc.code, exc.message)
-        return Reply(response.code, response.message)
+        return await _data(client, message)
 
     async def close(self) -> None:
         """Refuse new sends at once; a send under way finishes on its own connection."""
@@ -208,7 +205,7 @@ class Session:
         return _size_limit(self.client) if self.client is not None else None
 
     async def send(
-        self, sender: str, recipient: str, message: bytes, envelope_id: str | None = None
+        self, sender: str, recipient: str, message: DataSection, envelope_id: str | None = None
     ) -> Reply:
         """The relay's reply to one transaction (the caller classifies it). With an
         `envelope_id` (printable ASCII, no `+` or `=`), a relay that offers DSN is asked for
@@ -230,8 +227,8 @@ class Session:
                 self.client = await relay._connect()
             client = self.client
             limit = _size_limit(client)
-            if limit is not None and len(message) > limit:
-                raise MessageTooLarge(len(message), limit)
+            if limit is not None and message.size > limit:
+                raise MessageTooLarge(message.size, limit)
             self.reusable = False
             try:
                 reply = await relay._transaction(client, sender, recipient, message, envelope_id)
@@ -248,6 +245,20 @@ class Session:
                 raise TemporaryFailure(f"relay connection lost: {_describe(exc)}") from None
             self.reusable = reply.code != 421
             return reply
+
+
+async def _data(client: aiosmtplib.SMTP, message: DataSection) -> Reply:
+    """DATA, then the section as it is. aiosmtplib's `data()` would make the message
+    transparent once more, with two whole-message regular expressions on the event loop."""
+    start = await client.execute_command(b"DATA")
+    if start.code != 354:
+        return Reply(start.code, start.message)
+    protocol = client.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    protocol.write(message.data)
+    response = await protocol.read_response(timeout=client.timeout)
+    return Reply(response.code, response.message)
 
 
 def _size_limit(client: aiosmtplib.SMTP) -> int | None:

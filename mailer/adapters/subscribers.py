@@ -12,13 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, get_args
 
 import asyncpg
 
 from mailer.adapters.database import transaction, unavailable_is_temporary
 from mailer.core.audience import ImportedPerson
 from mailer.core.consent import SubscriptionStatus
+from mailer.metrics import Metrics
 
 OPTOUT_CHANNEL = "mailer_optout"
 Source = Literal["portal", "import", "confirmation", "page", "one-click"]
@@ -50,8 +51,12 @@ class ImportCounts:
 
 
 class Subscribers:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, metrics: Metrics | None = None) -> None:
         self._pool = pool
+        self._metrics = metrics
+        if metrics is not None:
+            for source in get_args(Source):  # every source shown from the start, at 0
+                metrics.unsubscribes.labels(source)
 
     async def list_ids(self, slugs: Iterable[str]) -> dict[str, int]:
         """The numeric id of every list (they go into tokens), made on first use."""
@@ -176,6 +181,8 @@ class Subscribers:
                 await conn.execute(
                     "SELECT pg_notify($1, $2)", OPTOUT_CHANNEL, f"{subscriber_id}:{list_id}"
                 )
+        if status == "unsubscribed" and self._metrics is not None:
+            self._metrics.unsubscribes.labels(source).inc()
         return before
 
     async def standing(self, subscriber_id: int, list_id: int) -> Standing | None:
@@ -235,6 +242,8 @@ class Subscribers:
                 subscriber_id,
                 made_day,
             )
+        if done and self._metrics is not None:
+            self._metrics.confirmations.inc()
         return bool(done)
 
     async def import_rows(self, list_id: int, rows: Iterable[ImportedPerson]) -> ImportCounts:

@@ -1,19 +1,38 @@
-"""`mailer issue status|pause|resume|cancel ISSUE_ID`: what an operator sees and does."""
+"""`mailer issue list|status|pause|resume|cancel`: what an operator sees and does."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Literal, TextIO
 from uuid import UUID
 
 from tqdm import tqdm
 
-from mailer.adapters.issues import Issues, Progress
+from mailer.adapters.issues import Issues, IssueSummary, Progress
+from mailer.core import progress as core
+from mailer.core.terminal import one_line
 
 ORDER = ("sent", "suppressed", "failed", "retrying", "sending", "pending", "cancelled")
-FINISHED = ("sent", "captured", "suppressed", "failed", "cancelled")
 FINAL_STATES = ("done", "cancelled")
+# tqdm's own rate and ETA come from what this viewer saw change, which is everything at once
+# when it starts mid-issue: the bar shows the ledger's rate instead.
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}{postfix}"
+
+
+def _at(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+def _counts(counts: Mapping[str, int]) -> str:
+    return "   ".join(
+        f"{name} {counts.get(name, 0)}"
+        for name in ("captured", *ORDER)
+        if name != "captured" or counts.get(name)
+    )
 
 
 def describe(progress: Progress) -> str:
@@ -22,34 +41,19 @@ def describe(progress: Progress) -> str:
     lines = [f"issue {progress.issue_id} (list {progress.list_slug}): {progress.state}"]
     if progress.state == "scheduled":
         lines.append(f"  starts at {progress.send_at.isoformat(timespec='seconds')}")
-    lines.append(
-        f"  total {total}   "
-        + "   ".join(
-            f"{name} {counts.get(name, 0)}"
-            for name in ("captured", *ORDER)
-            if name != "captured" or counts.get(name)
-        )
-    )
-    remaining = sum(counts.get(name, 0) for name in ("pending", "retrying", "sending"))
+    lines.append(f"  total {total}   {_counts(counts)}")
     if progress.state == "sending":
-        rate = progress.rate
-        eta = _duration(remaining / rate) if rate > 0 else "unknown"
-        lines.append(f"  rate {rate:,.1f}/s over the last minute, ETA {eta}")
+        lines.append(f"  {core.describe(progress.estimate) or 'nothing left to send'}")
     elif progress.finished_at is not None:
         lines.append(f"  finished at {progress.finished_at.isoformat(timespec='seconds')}")
+    lines.append(f"  measured at {_at(progress.measured_at)} UTC")
     return "\n".join(lines)
 
 
-def _duration(seconds: float) -> str:
-    minutes, rest = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours} h {minutes} min"
-    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
-
-
-def done_count(progress: Progress) -> int:
-    return sum(progress.counts.get(name, 0) for name in FINISHED)
+def status_line(progress: Progress) -> str:
+    """The bar's postfix: the state, and the rate or why there is none."""
+    detail = core.describe(progress.estimate) if progress.state == "sending" else ""
+    return f"{progress.state}, {detail}" if detail else progress.state
 
 
 async def watch(
@@ -59,11 +63,20 @@ async def watch(
     progress = await issues.progress(issue_id)
     if progress is None:
         return None
-    with tqdm(total=progress.total or 0, unit="msg", file=out, desc=str(issue_id)[:8]) as bar:
+    first = progress.estimate
+    with tqdm(
+        total=progress.total or 0,
+        initial=first.done,
+        unit="msg",
+        file=out,
+        desc=str(issue_id)[:8],
+        bar_format=BAR_FORMAT,
+    ) as bar:
         while True:
             bar.total = progress.total or 0
-            bar.update(done_count(progress) - bar.n)
-            bar.set_postfix_str(progress.state)
+            bar.n = progress.estimate.done
+            bar.set_postfix_str(status_line(progress), refresh=False)
+            bar.refresh()
             if progress.state in FINAL_STATES:
                 break
             await asyncio.sleep(interval)
@@ -71,6 +84,58 @@ async def watch(
             assert latest is not None
             progress = latest
     return progress
+
+
+def subject_of(summary: IssueSummary, default_locale: str | None) -> str:
+    subject = summary.subject
+    if isinstance(subject, str):
+        return subject
+    if default_locale in subject:
+        return subject[default_locale]
+    return next(iter(subject.values()), "")
+
+
+def issue_rows(
+    summaries: list[IssueSummary], default_locales: Mapping[str, str], *, as_json: bool
+) -> list[str]:
+    """`mailer issue list`: newest first, one line each."""
+    if as_json:
+        return [
+            json.dumps(
+                {
+                    "id": str(s.id),
+                    "state": s.state,
+                    "list": s.list_slug,
+                    "subject": s.subject,
+                    "created_at": s.created_at.isoformat(),
+                    "started_at": s.started_at.isoformat() if s.started_at else None,
+                    "finished_at": s.finished_at.isoformat() if s.finished_at else None,
+                    "total": s.total,
+                    "counts": s.counts,
+                },
+                ensure_ascii=False,
+            )
+            for s in summaries
+        ]
+    header = (
+        f"{'ISSUE':36}  {'STATE':9}  {'LIST':16}  {'CREATED':19}  {'STARTED':19}  "
+        f"{'FINISHED':19}  {'TOTAL':>7}  {'SENT':>7}  {'SUPPR':>6}  {'FAILED':>6}  "
+        f"{'CANCEL':>6}  {'LEFT':>7}  SUBJECT"
+    )
+    lines = [header]
+    for s in summaries:
+        c = s.counts
+        sent = sum(c.get(name, 0) for name in core.SENT)
+        left = sum(c.get(name, 0) for name in core.LEFT)
+        total = "-" if s.total is None else str(s.total)
+        subject = one_line(subject_of(s, default_locales.get(s.list_slug)), 60)
+        lines.append(
+            f"{s.id!s:36}  {s.state:9}  {one_line(s.list_slug, 16):16}  {_at(s.created_at):19}  "
+            f"{_at(s.started_at):19}  {_at(s.finished_at):19}  {total:>7}  {sent:>7}  "
+            f"{c.get('suppressed', 0):>6}  {c.get('failed', 0):>6}  {c.get('cancelled', 0):>6}  "
+            f"{left:>7}  {subject}"
+        )
+    return lines
 
 
 async def change(

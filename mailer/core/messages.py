@@ -12,7 +12,7 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.headerregistry import Address
@@ -181,7 +181,7 @@ def _alternative(draft: Draft, boundary: str) -> list[bytes]:
     ]
 
 
-def _attachment(index: int, attachment: FileAttachment) -> bytes:
+def _attachment(index: int, attachment: FileAttachment) -> list[bytes]:
     where = f"attachments.{index}"
     content_type = attachment.content_type.lower()
     if not CONTENT_TYPE.fullmatch(content_type) or content_type.startswith(STRUCTURED_TYPES):
@@ -201,8 +201,15 @@ def _attachment(index: int, attachment: FileAttachment) -> bytes:
             "Content-Transfer-Encoding: base64\r\n",
         ]
     )
-    body = base64.encodebytes(attachment.content).replace(b"\n", b"\r\n")  # lines of 76
-    return head.encode("ascii") + b"\r\n" + body
+    return [head.encode("ascii"), b"\r\n", *_base64_lines(attachment.content)]
+
+
+def _base64_lines(content: bytes) -> Iterator[bytes]:
+    """Lines of 76, CR LF ended, a block of 1,024 lines at a time: one C call over a 10 MB
+    attachment would hold the GIL for tens of milliseconds."""
+    view, block = memoryview(content), 57 * 1024
+    for start in range(0, len(content), block):
+        yield base64.encodebytes(view[start : start + block]).replace(b"\n", b"\r\n")
 
 
 def compose(draft: Draft) -> bytes:
@@ -224,7 +231,7 @@ def compose(draft: Draft) -> bytes:
         *_alternative(draft, alternative),
     ]
     for index, attachment in enumerate(draft.attachments):
-        parts += [b"\r\n", separator, _attachment(index, attachment)]
+        parts += [b"\r\n", separator, *_attachment(index, attachment)]
     parts.append(f"\r\n--{mixed}--\r\n".encode())
     return b"".join(parts)
 

@@ -29,6 +29,7 @@ from mailer.core.rendering import Renderer
 from mailer.errors import InvalidJob, ShuttingDown, TemporaryFailure
 from mailer.metrics import Metrics
 from mailer.worker.pipeline import Attempts
+from mailer.worker.sending import LARGE_MESSAGE_BYTES
 from mailer.worker.verdicts import Done, Later, Verdict
 
 log = logging.getLogger(__name__)
@@ -64,25 +65,34 @@ class ReceiptPipeline:
         self._stopping = asyncio.Event()
         self._owed: set[int] = set()
         self._writes: set[asyncio.Task[Any]] = set()
+        # One at a time, as on the loop: a decode's transient copies are about five times
+        # the job's size, and several at once would only add them up.
+        self._large_decodes = asyncio.Semaphore(1)
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def _decode(self, body: bytes) -> tuple[ReceiptJob, bytes]:
+        job = decode(body, max_attachment_bytes=self._max_attachment_bytes)
+        if not isinstance(job, ReceiptJob):
+            raise InvalidJob(f"kind: a {job.kind} job does not belong on the receipts queue")
+        return job, payload_digest(job)
 
     def owed(self) -> list[int]:
         """Deliveries whose outcome is known but not yet written."""
         return list(self._owed)
 
     async def deliver(self, body: bytes) -> Verdict:
-        job = decode(body, max_attachment_bytes=self._max_attachment_bytes)
-        if not isinstance(job, ReceiptJob):
-            raise InvalidJob(f"kind: a {job.kind} job does not belong on the receipts queue")
+        if len(body) > LARGE_MESSAGE_BYTES:  # base64 and JSON of megabytes: off the loop
+            async with self._large_decodes:
+                job, digest = await asyncio.to_thread(self._decode, body)
+        else:
+            job, digest = self._decode(body)
         delivery = receipt_delivery(
             job, hash_key=self._hash_key, default_locale=self._default_locale
         )
         content = self._renderer.render(job.template, delivery.locale, _receipt_context(job))
-        claim = await self._deliveries.claim_receipt(
-            job.id, payload_digest(job), delivery.recipient_key
-        )
+        claim = await self._deliveries.claim_receipt(job.id, digest, delivery.recipient_key)
         ref = address_ref(delivery.recipient_key)
         if claim.verdict == "conflict":
             raise InvalidJob(f"id: {job.id} was already used for a different payload")

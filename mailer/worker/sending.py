@@ -2,11 +2,13 @@
 mail shares, with one composer (mailer's own writer). Receipts and newsletters differ only in
 the relay pool they use.
 
-A message is composed and signed only once a relay connection is held, so no more messages
-are built at once than the pools have connections, whatever the prefetch. A large one (its
-attachments and parts over `large_message_bytes`) is built in a thread, so that the tens of
-milliseconds of base64, canonicalization and hashing per megabyte do not stop the event loop,
-and one at a time, so that their transient copies do not add up.
+A message is composed, signed and made transparent for DATA only once a relay connection is
+held, so no more messages are built at once than the pools have connections, whatever the
+prefetch. A large one (its attachments and parts over `large_message_bytes`) is built in a
+thread, so that the tens of milliseconds of base64, canonicalization and hashing per megabyte
+do not stop the event loop, and one at a time, so that their transient copies do not add up.
+Every step of that build works a slice at a time (see core/lines.py), so the thread never
+holds the GIL for long.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from mailer.adapters.relay import MessageTooLarge, Relay
 from mailer.core.messages import Draft
 from mailer.core.outcomes import Failed, Outcome, classify, transport_failure
 from mailer.core.signing import Signer
+from mailer.core.wire import DataSection, data_section
 from mailer.errors import RelayUnavailable, TemporaryFailure
 from mailer.metrics import Metrics
 from mailer.worker.verdicts import Verdict
@@ -101,14 +104,15 @@ class Sender:
             return transport_failure(str(exc))
         return classify(reply)
 
-    async def _build(self, draft: Draft, timestamp: int) -> bytes:
+    async def _build(self, draft: Draft, timestamp: int) -> DataSection:
         if draft_weight(draft) > self._large:
             async with self._large_builds:
-                return await asyncio.to_thread(self._compose_and_sign, draft, timestamp)
-        return self._compose_and_sign(draft, timestamp)
+                return await asyncio.to_thread(self._ready, draft, timestamp)
+        return self._ready(draft, timestamp)
 
-    def _compose_and_sign(self, draft: Draft, timestamp: int) -> bytes:
-        return self._signer.sign(self._compose(draft), timestamp)
+    def _ready(self, draft: Draft, timestamp: int) -> DataSection:
+        """Composed, signed and made transparent for DATA."""
+        return data_section(self._signer.sign(self._compose(draft), timestamp))
 
 
 def few_large_jobs(

@@ -4,9 +4,11 @@ cancelled. Every dispatcher checks these right before each message goes to the r
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from uuid import UUID
 
+log = logging.getLogger(__name__)
 REVOCATION_MEMORY = 600.0  # seconds an opt-out or a halt is remembered
 
 
@@ -33,8 +35,13 @@ class Signals:
         if state in ("paused", "cancelled"):
             self._halted[issue_id] = state
             self._halted_at[issue_id] = time.monotonic()
+            log.info("issue %s %s", issue_id, state)
         else:
-            self._halted.pop(issue_id, None)
+            was = self._halted.pop(issue_id, None)
+            if was == "paused":  # to `scheduled` when it was paused before it started
+                log.info("issue %s resumed: %s", issue_id, state)
+            else:
+                log.info("issue %s %s", issue_id, state)
         self.wake.set()
 
     def on_reconnect(self) -> None:

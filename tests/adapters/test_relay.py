@@ -10,6 +10,7 @@ import pytest
 
 from mailer.adapters.relay import MessageTooLarge, Relay, tls_context
 from mailer.config import parse_smtp_url
+from mailer.core.wire import data_section
 from mailer.errors import ShuttingDown, TemporaryFailure
 from tests.support.smtp import DROP, SmtpServer
 from tests.support.tls import Pki, make_pki
@@ -174,7 +175,7 @@ async def test_a_message_over_the_relays_size_is_refused_before_mail_from() -> N
             MessageTooLarge,
             match="message is 10240001 bytes, the relay accepts at most 10240000",
         ):
-            await session.send("a@lucid.example", "b@example.pl", big)
+            await session.send("a@lucid.example", "b@example.pl", data_section(big))
     assert server.mail_commands == 0
     assert server.received == []
     # The connection stays good for the next message, which fits.
@@ -190,7 +191,8 @@ async def test_a_relay_without_a_size_limit_takes_large_messages() -> None:
     big = MESSAGE + (b"x" * 98 + b"\r\n") * 110_000
     async with relay.session() as session:
         assert session.size_limit is None
-        assert (await session.send("a@lucid.example", "b@example.pl", big)).code == 250
+        reply = await session.send("a@lucid.example", "b@example.pl", data_section(big))
+        assert reply.code == 250
     assert len(server.received) == 1
     await relay.close()
     await server.stop()
@@ -206,7 +208,7 @@ async def test_a_session_holds_a_slot_until_it_ends(plain: SmtpServer) -> None:
         async with relay.session() as session:
             order.append(f"{name} in")
             await asyncio.sleep(0.05)
-            await session.send("a@lucid.example", "b@example.pl", MESSAGE)
+            await session.send("a@lucid.example", "b@example.pl", data_section(MESSAGE))
             order.append(f"{name} out")
 
     await asyncio.gather(hold("a"), hold("b"))

@@ -6,14 +6,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import asyncpg
+import dkim
 import pytest
 
 from mailer.adapters.broker import Broker
@@ -28,8 +31,10 @@ from mailer.core.tokens import derive_key
 from mailer.metrics import Metrics
 from mailer.worker.sending import Sender, few_large_jobs
 from mailer.worker.verdicts import Done, Verdict
-from tests.conftest import SECRET, DkimKeys, StartService
+from tests.conftest import ROOT, SECRET, DkimKeys, StartService
+from tests.support.capture_process import capture_process
 from tests.support.jobs import encode, receipt
+from tests.support.processes import environment
 from tests.support.smtp import SmtpServer
 from tests.support.waiting import eventually
 
@@ -132,6 +137,69 @@ async def test_a_large_message_is_built_while_the_loop_keeps_running(
     assert len(during) >= 3, f"the loop ticked {len(during)} times in {ended - started:.2f} s"
     (received,) = smtp_server.received
     assert len(received.data) > 13_000_000
+
+
+async def test_a_10_mb_receipt_never_stops_the_workers_event_loop_for_long(
+    config: dict[str, Any],
+    start_service: StartService,
+    db: asyncpg.Connection,
+    dkim_keys: DkimKeys,
+    tmp_path: Path,
+) -> None:
+    """A receipt job with a 10 MB attachment, from the queue to an SMTP server in another
+    process: decoded, composed, signed and made transparent off the loop, a slice at a time.
+    The worker's event loop, ticking every 5 ms, never stops for more than 250 ms (about 30 ms
+    on an idle machine; before: 0.65-0.84 s, in whole-message regular expressions, and 0.3 s
+    on a machine busy with other work), and the message arrives whole, with both signatures
+    valid."""
+    outbox = tmp_path / "relay"
+    with capture_process(outbox) as port:
+        config["smtp"]["url"] = f"smtp://127.0.0.1:{port}?tls=none"
+        config["smtp"]["timeout"] = 60
+        await start_service(config)
+        job = small_job(10 * 1024 * 1024)
+        gaps: list[float] = []
+        sending = True
+
+        async def ticker() -> None:
+            last = time.monotonic()
+            while sending:
+                await asyncio.sleep(0.005)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        ticking = asyncio.create_task(ticker())
+        # Published by another process, as the portal would: encoding and framing 14 MB here
+        # would stop this loop too.
+        job_file = tmp_path / "receipt.json"
+        job_file.write_bytes(encode(job))
+        enqueue = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "mailer",
+            "enqueue",
+            str(job_file),
+            env=environment(config),
+            cwd=ROOT,
+        )
+        assert await enqueue.wait() == 0
+
+        async def sent() -> bool:
+            query = "SELECT status FROM deliveries WHERE job_id = $1"
+            status: str | None = await db.fetchval(query, UUID(job["id"]))
+            return status == "sent"
+
+        await eventually(sent, timeout=60)
+        sending = False
+        await ticking
+    (stored,) = outbox.glob("*.eml")
+    message = stored.read_bytes()
+    assert len(message) > 13_000_000
+    verifier = dkim.DKIM(message)
+    assert verifier.verify(idx=0, dnsfunc=dkim_keys.dns)
+    assert verifier.verify(idx=1, dnsfunc=dkim_keys.dns)
+    assert max(gaps) < 0.25, f"the loop stopped for {max(gaps):.3f} s"
 
 
 def small_job(size: int) -> dict[str, Any]:

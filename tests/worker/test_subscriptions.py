@@ -15,6 +15,7 @@ from mailer.adapters.broker import Broker
 from mailer.core.addresses import address_key
 from tests.conftest import StartService
 from tests.support.dead_letters import parked, reasons
+from tests.support.http import metric
 from tests.support.jobs import encode, receipt
 from tests.support.newsletters import HASH_KEY, issue, subscribe, until_state
 from tests.support.outage import database_away
@@ -69,7 +70,7 @@ async def test_changes_for_one_address_apply_in_the_order_published(
     portal: Broker,
     db: asyncpg.Connection,
 ) -> None:
-    await start_service(config)
+    service = await start_service(config)
     first = [
         change("subscribe", confirmed=True),
         change("unsubscribe"),
@@ -82,6 +83,7 @@ async def test_changes_for_one_address_apply_in_the_order_published(
     await publish(portal, *second)
     await applied(db, *second)
     assert await status(db) == "unsubscribed"
+    assert await metric(service, "mailer_unsubscribes_total", source="portal") == 3
 
 
 async def test_the_order_holds_through_a_database_outage(
@@ -154,10 +156,12 @@ async def test_double_opt_in(
         assert await status(db) == "pending"
         async with session.get(url) as page:
             assert "Potwierdzam zapis" in await page.text()
+        assert await metric(service, "mailer_confirmations_total") == 0
         async with session.post(url, allow_redirects=False) as page:
             assert page.status == 200
             assert "Zapis potwierdzony" in await page.text()
     assert await status(db) == "subscribed"
+    assert await metric(service, "mailer_confirmations_total") == 1
     await publish(portal, change("subscribe", confirmed=False))  # already in: no second mail
     marker = change("subscribe", email="someone.else@example.pl", confirmed=True)
     await publish(portal, marker)

@@ -1,0 +1,125 @@
+"""The worker processes in PostgreSQL: each registers at start, heartbeats while it runs and
+deregisters on a clean stop; one that falls silent for longer than its `gone_after` is gone.
+
+Ages are measured by the database's clock (`now()`), so that processes on hosts whose clocks
+differ are judged alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+from uuid import UUID
+
+import asyncpg
+
+from mailer.adapters.database import unavailable_is_temporary
+
+Presence = Literal["alive", "gone", "stopped"]
+FORGET_AFTER = timedelta(days=1)  # stopped or gone processes are listed for this long
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerProcess:
+    id: UUID
+    host: str
+    pid: int
+    version: str
+    runs: tuple[str, ...]
+    started_at: datetime
+    heartbeat_at: datetime
+    stopped_at: datetime | None
+    presence: Presence
+    silent_for: float  # seconds since its last heartbeat, by the database's clock
+    measured_at: datetime
+
+
+_LIST = """
+SELECT w.*, now() AS measured_at,
+       extract(epoch FROM now() - w.heartbeat_at)::float8 AS silent_for,
+       CASE WHEN w.stopped_at IS NOT NULL THEN 'stopped'
+            WHEN w.heartbeat_at < now() - w.gone_after THEN 'gone'
+            ELSE 'alive' END AS presence
+  FROM workers w
+ WHERE coalesce(w.stopped_at, w.heartbeat_at) > now() - $1::interval
+ ORDER BY w.stopped_at IS NOT NULL, w.heartbeat_at < now() - w.gone_after, w.started_at DESC
+"""
+
+
+class Workers:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def register(
+        self,
+        worker_id: UUID,
+        *,
+        host: str,
+        pid: int,
+        version: str,
+        runs: Sequence[str],
+        gone_after: float,
+    ) -> None:
+        async with unavailable_is_temporary("register worker"):
+            await self._pool.execute(
+                "INSERT INTO workers (id, host, pid, version, runs, gone_after)"
+                " VALUES ($1, $2, $3, $4, $5, make_interval(secs => $6))"
+                " ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), stopped_at = NULL",
+                worker_id,
+                host,
+                pid,
+                version,
+                list(runs),
+                gone_after,
+            )
+            await self._pool.execute(
+                "DELETE FROM workers"
+                " WHERE coalesce(stopped_at, heartbeat_at) < now() - $1::interval",
+                FORGET_AFTER,
+            )
+
+    async def heartbeat(self, worker_id: UUID) -> bool:
+        """False when the row is missing (deleted by hand): the caller registers again."""
+        async with unavailable_is_temporary("worker heartbeat"):
+            found = await self._pool.fetchval(
+                "UPDATE workers SET heartbeat_at = now() WHERE id = $1 RETURNING true", worker_id
+            )
+        return bool(found)
+
+    async def deregister(self, worker_id: UUID) -> None:
+        async with unavailable_is_temporary("deregister worker"):
+            await self._pool.execute(
+                "UPDATE workers SET stopped_at = now() WHERE id = $1", worker_id
+            )
+
+    async def list(self, *, within: timedelta = FORGET_AFTER) -> list[WorkerProcess]:
+        """Alive first, then gone, then stopped; those silent or stopped for longer than
+        `within` are left out."""
+        async with unavailable_is_temporary("list workers"):
+            rows = await self._pool.fetch(_LIST, within)
+        return [
+            WorkerProcess(
+                id=r["id"],
+                host=r["host"],
+                pid=r["pid"],
+                version=r["version"],
+                runs=tuple(r["runs"]),
+                started_at=r["started_at"],
+                heartbeat_at=r["heartbeat_at"],
+                stopped_at=r["stopped_at"],
+                presence=r["presence"],
+                silent_for=r["silent_for"],
+                measured_at=r["measured_at"],
+            )
+            for r in rows
+        ]
+
+    async def alive(self) -> int:
+        async with unavailable_is_temporary("count workers"):
+            count: int = await self._pool.fetchval(
+                "SELECT count(*) FROM workers"
+                " WHERE stopped_at IS NULL AND heartbeat_at >= now() - gone_after"
+            )
+        return count

@@ -1,0 +1,183 @@
+"""The gauges /metrics shows of things outside this process, measured every few seconds:
+the database and the broker, the depth of every mailer.* queue, the worker processes, and
+the progress of active issues. `mailer_metrics_sampled_timestamp_seconds{part}` says when
+each part was last measured."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import asyncpg
+from prometheus_client import Gauge
+
+from mailer.adapters import database
+from mailer.adapters.broker import Broker
+from mailer.adapters.issues import Issues
+from mailer.adapters.queues import queue_depths
+from mailer.adapters.workers import Workers
+from mailer.core.progress import LEFT, SENT
+from mailer.errors import MailerError, TemporaryFailure
+from mailer.metrics import Metrics
+
+log = logging.getLogger(__name__)
+SAMPLE_INTERVAL = 10.0  # seconds
+# Reading an issue's progress is one pass over its ledger rows (about 0.5 s for a million
+# recipients, bench/progress.py): issues are read again only after 50 times as long as the
+# last reading took, so that this costs the database at most 2% of one core per process.
+ISSUE_READ_SHARE = 50
+STATUSES = (*SENT, "suppressed", "failed", "cancelled", *LEFT)
+
+
+class _Series:
+    """Label sets set in the last sample, so that those no longer true are removed."""
+
+    def __init__(self, gauge: Gauge) -> None:
+        self.gauge = gauge
+        self._now: set[tuple[str, ...]] = set()
+        self._before: set[tuple[str, ...]] = set()
+
+    def set(self, labels: tuple[str, ...], value: float) -> None:
+        self.gauge.labels(*labels).set(value)
+        self._now.add(labels)
+
+    def sweep(self) -> None:
+        for labels in self._before - self._now:
+            with contextlib.suppress(KeyError):
+                self.gauge.remove(*labels)
+        self._before, self._now = self._now, set()
+
+
+class Sampler:
+    def __init__(
+        self,
+        *,
+        metrics: Metrics,
+        pool: asyncpg.Pool,
+        broker: Broker | None,
+        queues: Sequence[str],
+        interval: float = SAMPLE_INTERVAL,
+        connect: Callable[[], Broker] | None = None,
+    ) -> None:
+        """`broker`: this process's connection; without one (the web service alone),
+        `connect` makes one of the sampler's own, to read the queues."""
+        self._metrics = metrics
+        self._pool = pool
+        self._broker = broker
+        self._connect = connect
+        self._own: Broker | None = None
+        self._unreachable = False  # logged once, until the broker answers again
+        self._issues_due = 0.0  # time.monotonic() of the next reading of active issues
+        self._queues = queues
+        self._interval = interval
+        self._issues = Issues(pool)
+        self._workers = Workers(pool)
+        self._series = {
+            name: _Series(gauge)
+            for name, gauge in (
+                ("messages", metrics.queue_messages),
+                ("consumers", metrics.queue_consumers),
+                ("deliveries", metrics.issue_deliveries),
+                ("rate", metrics.issue_rate),
+                ("stalled", metrics.issue_stalled),
+                ("last_send", metrics.issue_last_send),
+            )
+        }
+        for presence in ("alive", "gone", "stopped"):
+            metrics.workers.labels(presence)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        try:
+            while not stopping.is_set():
+                try:
+                    await self.sample()
+                except Exception:  # a bug here must not take the service down
+                    log.exception("metrics sample failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), timeout=self._interval)
+        finally:
+            if self._own is not None:
+                await self._own.close()
+                self._own = None
+
+    async def _reach_broker(self) -> Broker | None:
+        if self._broker is not None or self._connect is None:
+            return self._broker
+        if self._own is None:
+            broker = self._connect()
+            try:
+                await broker.connect()
+            except MailerError as exc:
+                if not self._unreachable:
+                    log.warning("metrics sample: %s (trying again every sample)", exc)
+                self._unreachable = True
+                return None
+            self._unreachable = False
+            self._own = broker
+        return self._own
+
+    async def sample(self) -> None:
+        metrics = self._metrics
+        up = await database.ping(self._pool)
+        metrics.database_up.set(int(up))
+        metrics.sampled.labels("database").set_to_current_time()
+        broker = await self._reach_broker()
+        connected = broker is not None and broker.is_connected
+        metrics.broker_up.set(int(connected))
+        if broker is not None and connected:
+            await self._sample_queues(broker)
+        issues_read = False
+        if up:
+            try:
+                await self._sample_workers()
+                metrics.sampled.labels("workers").set_to_current_time()
+                if time.monotonic() >= self._issues_due:
+                    started = time.monotonic()
+                    await self._sample_issues()
+                    took = time.monotonic() - started
+                    self._issues_due = started + max(self._interval, took * ISSUE_READ_SHARE)
+                    issues_read = True
+                    metrics.sampled.labels("issues").set_to_current_time()
+            except TemporaryFailure as exc:
+                log.warning("metrics sample: %s", exc)
+        for name, series in self._series.items():
+            if issues_read or name in ("messages", "consumers"):
+                series.sweep()
+
+    async def _sample_queues(self, broker: Broker) -> None:
+        try:
+            depths = await queue_depths(broker, self._queues)
+        except TemporaryFailure as exc:
+            log.warning("metrics sample: %s", exc)
+            return
+        for depth in depths:
+            if depth.ready is None or depth.consumers is None:
+                continue  # not declared (yet): no series rather than a false zero
+            self._series["messages"].set((depth.name,), depth.ready)
+            self._series["consumers"].set((depth.name,), depth.consumers)
+        self._metrics.sampled.labels("queues").set_to_current_time()
+
+    async def _sample_workers(self) -> None:
+        counts = dict.fromkeys(("alive", "gone", "stopped"), 0)
+        for process in await self._workers.list():
+            counts[process.presence] += 1
+        for presence, count in counts.items():
+            self._metrics.workers.labels(presence).set(count)
+
+    async def _sample_issues(self) -> None:
+        for progress in await self._issues.active():
+            labels = (str(progress.issue_id), progress.list_slug)
+            for status in STATUSES:
+                self._series["deliveries"].set((*labels, status), progress.counts.get(status, 0))
+            estimate = progress.estimate
+            facts = progress.facts
+            last = facts.last_sent_at or facts.started_at
+            if last is not None:
+                age = (facts.measured_at - last).total_seconds()
+                self._series["last_send"].set(labels, max(0.0, age))
+            sending = progress.state == "sending"
+            self._series["rate"].set(labels, estimate.rate or 0.0)
+            self._series["stalled"].set(labels, int(sending and estimate.stalled is not None))
