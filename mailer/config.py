@@ -445,6 +445,7 @@ class BouncesSettings(_Section):
     soft_expire_days: int = Field(90, ge=1, le=3650)
     complaint_alert_rate: float = Field(0.001, gt=0, le=1)
     feedback_sender: str = Field("mailer", pattern=r"^[A-Za-z0-9._-]{1,40}$")
+    feedback_address: str | None = Field("fbl", pattern=r"^[a-z0-9._-]{1,40}$")
 
     @field_validator("domain")
     @classmethod

@@ -168,8 +168,8 @@ class Metrics:
         )
         self.bounce_refused = Counter(
             "mailer_bounce_reports_refused_total",
-            "Reports refused by the bounce receiver before their data, by reason (malformed,"
-            " forged, expired, relay, rate).",
+            "Reports refused by the bounce receiver, by reason (malformed, forged, expired,"
+            " relay, rate; unmatched: a feedback report returning no message of ours).",
             ["reason"],
             registry=registry,
         )

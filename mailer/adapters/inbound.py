@@ -2,7 +2,10 @@
 
 It takes mail only for `b-<token>@<bounce domain>` whose token verifies now; anything else
 is refused at RCPT, before any data: unknown, forged or expired tokens (backscatter, forged
-bounces) with 550, other domains (no relaying) with 550 5.7.1. One recipient per
+bounces) with 550, other domains (no relaying) with 550 5.7.1. The one exception is the
+feedback-loop address (`fbl@`, registered with mailbox providers for their ARF reports): it
+takes a report only if the message it returns carries a return path of ours that verifies,
+else 550 after the data. One recipient per
 transaction, a size cap (SIZE, 552 past it), and a token bucket per source address (450 at
 MAIL FROM when a source sends faster), at most CONNECTIONS_PER_SOURCE connections open from
 one address (421 past it). 250 is answered only once the raw report is committed
@@ -13,6 +16,7 @@ used: it answers once after DATA for every recipient.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import Counter, OrderedDict
@@ -22,12 +26,14 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from mailer.core.return_paths import Decoded, ReturnPathKeys, Verdict, decode
+from mailer.core.return_paths import Decoded, ReturnPathKeys, Verdict, decode, find_tokens
 from mailer.errors import TemporaryFailure
 
 log = logging.getLogger(__name__)
 MAX_SOURCES = 10_000  # source addresses whose rate is remembered
 SESSION_TIMEOUT = 60.0
+MAX_SCANNED = 256 * 1024  # bytes of a feedback report searched for our return paths
+MAX_TOKENS = 20  # candidate return paths verified per feedback report
 CONNECTIONS_PER_SOURCE = 10  # open at once from one address; more are told 421
 
 
@@ -106,6 +112,9 @@ class _Handler:
         if domain.lower().rstrip(".") != receiver.domain:
             receiver.refused("relay")
             return "550 5.7.1 Relaying denied"
+        if receiver.feedback_local is not None and local.lower() == receiver.feedback_local:
+            envelope.rcpt_tos.append(address)  # a feedback loop's: its report names the delivery
+            return "250 2.1.5 OK"
         decoded = receiver.verify(local)
         if not decoded.valid or decoded.delivery_id is None:
             receiver.refused(str(decoded.verdict))
@@ -116,11 +125,21 @@ class _Handler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        receiver = self._receiver
         raw = envelope.original_content
-        decoded = self._receiver.verify(envelope.rcpt_tos[0].rpartition("@")[0])
-        delivery_id = decoded.delivery_id if decoded.valid else None
-        if delivery_id is None or raw is None:
-            return "554 5.5.1 No valid recipient"
+        local = envelope.rcpt_tos[0].rpartition("@")[0]
+        if raw is None:
+            return "554 5.5.1 No message"
+        if receiver.feedback_local is not None and local.lower() == receiver.feedback_local:
+            delivery_id = receiver.delivery_in(raw)
+            if delivery_id is None:
+                receiver.refused("unmatched")
+                return "550 5.7.1 This report returns no message of ours"
+        else:
+            decoded = receiver.verify(local)
+            if not decoded.valid or decoded.delivery_id is None:
+                return "554 5.5.1 No valid recipient"
+            delivery_id = decoded.delivery_id
         try:
             report_id = await self._receiver.store(_peer(session), delivery_id, raw)
         except TemporaryFailure as exc:
@@ -150,6 +169,7 @@ class BounceReceiver:
         on_stored: Callable[[int], None],
         refused: Callable[[str], None],
         today: Callable[[], date],
+        feedback_local: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -162,9 +182,20 @@ class BounceReceiver:
         self.on_stored = on_stored
         self.refused = refused
         self.today = today
+        self.feedback_local = feedback_local.lower() if feedback_local else None
         self._server: asyncio.Server | None = None
         self._sessions: set[SMTP] = set()
         self._open_by_source: Counter[str] = Counter()
+
+    def delivery_in(self, raw: bytes) -> int | None:
+        """The delivery whose return path a feedback loop's report quotes (the returned
+        message's Return-Path or Original-Mail-From): the first that verifies."""
+        text = raw[:MAX_SCANNED].decode("latin-1")
+        for token in itertools.islice(dict.fromkeys(find_tokens(text)), MAX_TOKENS):
+            decoded = self.verify(token)
+            if decoded.valid:
+                return decoded.delivery_id
+        return None
 
     def verify(self, local_part: str) -> Decoded:
         return decode(self.keys, local_part, today=self.today(), max_age_days=self.max_age_days)

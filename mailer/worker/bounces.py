@@ -317,6 +317,7 @@ class BounceService:
             on_stored=self.processor.stored,
             refused=lambda reason: metrics.bounce_refused.labels(reason).inc(),
             today=today_of(clock),
+            feedback_local=settings.feedback_address,
         )
         self._stopping = asyncio.Event()
         self._sweeps: asyncio.Task[None] | None = None

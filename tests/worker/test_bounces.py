@@ -642,3 +642,35 @@ async def test_one_source_may_hold_only_a_few_connections_open(
     await eventually(room_again, timeout=5)
     for _, one in opened[1:]:
         one.close()
+
+
+async def test_a_feedback_loop_report_to_fbl_is_tied_by_the_return_path_it_quotes(
+    config: dict[str, Any],
+    start_service: StartService,
+    portal: Any,
+    smtp_server: SmtpServer,
+    db: asyncpg.Connection,
+    database_url: str,
+) -> None:
+    """Mailbox providers send complaints to the one address registered with them, not to a
+    return path; the message they return still carries its return path."""
+    service = await start_with_bounces(config, start_service)
+    await subscribe(database_url, [(ADDRESS, "Jan", "pl")])
+    job = issue()
+    await portal.publish(json_bytes(job), routing_key="newsletter")
+    await until_state(db, job["id"], "done")
+    (sent,) = smtp_server.to(ADDRESS)
+    fbl = f"fbl@{BOUNCE_DOMAIN}"
+    forged = "b-" + "a" * 37 + f"@{BOUNCE_DOMAIN}"
+    for quoted in (forged, f"someone@{BOUNCE_DOMAIN}"):
+        answer = await send_report(port_of(service), fbl, arf(quoted, ADDRESS))
+        assert (answer.stage, answer.code) == ("data", 550), answer
+    assert await db.fetchval("SELECT count(*) FROM bounce_reports") == 0
+    assert await metric(service, "mailer_bounce_reports_refused_total", reason="unmatched") == 2
+
+    answer = await send_report(port_of(service), fbl, arf(sent.mail_from, ADDRESS))
+    assert answer.code == 250, answer
+    report = await classified(db, stored_id(answer.text))
+    assert report["kind"] == "complaint"
+    status = await db.fetchval("SELECT status FROM subscriptions")
+    assert status == "unsubscribed"
