@@ -13,15 +13,12 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Literal
 
 import asyncpg
 
 from mailer.adapters.database import transaction, unavailable_is_temporary
 from mailer.adapters.deliveries import record_bounce
 from mailer.adapters.subscribers import OPTOUT_CHANNEL
-
-BounceKind = Literal["hard", "soft", "policy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +95,11 @@ class Classification:
     async def bounce(
         self, kind: str, status: str | None, diagnostic: str | None, reason: str
     ) -> bool:
-        assert kind in ("hard", "soft", "policy")
+        """The delivery recorded bounced (kind: hard, soft or policy)."""
         return await record_bounce(
             self._conn,
             self.pending.delivery_id,
-            kind=kind,  # type: ignore[arg-type]
+            kind=kind,
             status=status,
             diagnostic=diagnostic,
             reason=reason,

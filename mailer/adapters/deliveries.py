@@ -250,7 +250,7 @@ async def record_bounce(
     conn: asyncpg.Connection,
     delivery_id: int,
     *,
-    kind: Literal["hard", "soft", "policy"],
+    kind: str,  # hard, soft or policy (the column's CHECK holds it to them)
     status: str | None,
     diagnostic: str | None,
     reason: str,
