@@ -57,7 +57,12 @@ def _compose_before_the_slot() -> None:
 
     class EagerSender(Sender):
         async def send(
-            self, draft: Draft, now: datetime, still_wanted: Callable[[], bool] | None = None
+            self,
+            draft: Draft,
+            now: datetime,
+            still_wanted: Callable[[], bool] | None = None,
+            *,
+            delivery_id: int | None = None,
         ) -> Outcome:
             message = self._signer.sign(self._compose(draft), int(now.timestamp()))
             sender = self._return_path or draft.sender.address

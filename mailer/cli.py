@@ -21,11 +21,14 @@ import asyncpg
 
 from mailer import logs
 from mailer.adapters import database
+from mailer.adapters.bounces import BounceReports, Suppressions
 from mailer.adapters.broker import ROUTES, Broker, DeadLetters, body_ref
 from mailer.adapters.issues import Issues
 from mailer.adapters.subscribers import Subscribers
 from mailer.adapters.workers import Workers
+from mailer.commands import bounces as bounce_commands
 from mailer.commands import previews
+from mailer.commands import suppressions as suppression_commands
 from mailer.commands.checks import check_job
 from mailer.commands.issues import change, describe, issue_rows, watch
 from mailer.commands.subscribers import BadFile, import_file
@@ -141,6 +144,9 @@ def _parser() -> argparse.ArgumentParser:
     keygen.add_argument(
         "--force", action="store_true", help="overwrite an existing file (with --out only)"
     )
+    # Bounces and suppressions: mailer/commands/bounces.py and suppressions.py.
+    bounce_commands.add_parser(commands)
+    suppression_commands.add_parser(commands)
     return parser
 
 
@@ -174,6 +180,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return previews.preview(args, settings)
     if command == "issue" and args.issue_command == "test":
         return asyncio.run(previews.send_test(args, settings, load_signer(settings)))
+    if command == "bounces" and args.bounces_command == "serve":
+        service = Service(settings, run_worker=False, run_web=False, run_bounces=True)
+        asyncio.run(service.run_until_signalled())
+        return 0
     handlers: dict[str, Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]] = {
         "migrate": _migrate,
         "enqueue": _enqueue,
@@ -181,6 +191,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         "subscribers": _subscribers,
         "issue": _issue,
         "workers": _workers,
+        "bounces": _bounces,
+        "suppressions": _suppressions,
     }
     return asyncio.run(handlers[command](args, settings))
 
@@ -266,6 +278,25 @@ async def _workers(args: argparse.Namespace, settings: Settings) -> int:
         for line in worker_rows(await Workers(pool).list()):
             print(line)
         return 0
+
+    return await _with_database(settings, run)
+
+
+async def _bounces(args: argparse.Namespace, settings: Settings) -> int:
+    async def run(pool: asyncpg.Pool) -> int:
+        reports = BounceReports(pool)
+        if args.bounces_command == "show":
+            return await bounce_commands.show_report(args, reports, sys.stdout)
+        return await bounce_commands.list_reports(args, reports, sys.stdout)
+
+    return await _with_database(settings, run)
+
+
+async def _suppressions(args: argparse.Namespace, settings: Settings) -> int:
+    hash_key = derive_key(settings.security.address_secret(), "address")
+
+    async def run(pool: asyncpg.Pool) -> int:
+        return await suppression_commands.run(args, Suppressions(pool), hash_key, sys.stdout)
 
     return await _with_database(settings, run)
 

@@ -428,6 +428,52 @@ class ListSettings(_Section):
     default_locale: Locale = "pl"
 
 
+class BouncesSettings(_Section):
+    """Return paths and the inbound bounce receiver. Without `domain` (no [bounces] section)
+    envelope senders stay as they were ([sender] return_path, else each message's From)
+    and no receiver runs."""
+
+    domain: str | None = None
+    listen: str = "127.0.0.1:2525"
+    max_age_days: int = Field(30, ge=1, le=365)
+    max_report_bytes: int = Field(1024 * 1024, ge=16 * 1024, le=64 * 1024 * 1024)
+    rate: float = Field(1.0, gt=0)
+    burst: int = Field(30, ge=1)
+    retention_days: int = Field(60, ge=1, le=3650)
+    soft_threshold: int = Field(5, ge=1)
+    soft_window_days: int = Field(30, ge=1, le=3650)
+    soft_expire_days: int = Field(90, ge=1, le=3650)
+    complaint_alert_rate: float = Field(0.001, gt=0, le=1)
+    feedback_sender: str = Field("mailer", pattern=r"^[A-Za-z0-9._-]{1,40}$")
+    feedback_address: str | None = Field("fbl", pattern=r"^[a-z0-9._-]{1,40}$")
+
+    @field_validator("domain")
+    @classmethod
+    def _hostname(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().lower().rstrip(".")
+        if not re.fullmatch(r"(?=.{1,200}$)([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z]{2,63}", value):
+            raise ValueError("must be a domain name such as bounces.lucid.example")
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        listen_address(value)
+        return value
+
+
+def listen_address(value: str) -> tuple[str, int]:
+    """`host:port` (`[v6]:port`; port 0: any free port) → (host, port); ValueError when it
+    is not one."""
+    host, _, port = value.strip().rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError("must be host:port, e.g. 127.0.0.1:2525")
+    return host, int(port)
+
+
 class Settings(_Section):
     broker: BrokerSettings = BrokerSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -440,6 +486,7 @@ class Settings(_Section):
     worker: WorkerSettings = WorkerSettings()
     newsletter: NewsletterSettings = NewsletterSettings()
     log: LogSettings = LogSettings()
+    bounces: BouncesSettings = BouncesSettings()
     lists: dict[str, ListSettings] = {}
 
     @field_validator("lists")

@@ -51,6 +51,7 @@ class Metrics:
             registry=self.registry,
         )
         self._add_operations()
+        self._add_bounces()
 
     def _add_operations(self) -> None:
         """What operators watch and alert on (deploy/prometheus/alerts.yml). Gauges marked
@@ -153,5 +154,35 @@ class Metrics:
             "When the sampled gauges were last measured, by part (database, queues, workers,"
             " issues).",
             ["part"],
+            registry=registry,
+        )
+
+    def _add_bounces(self) -> None:
+        """Bounces and complaints (mailer/worker/bounces.py); labels are a handful of fixed
+        values each."""
+        registry = self.registry
+        self.bounce_reports = Counter(
+            "mailer_bounce_reports_total",
+            "Bounce reports classified, by kind (hard, soft, policy, complaint, ignored,"
+            " unparseable; mismatched: about another delivery or recipient).",
+            ["kind"],
+            registry=registry,
+        )
+        self.complaints = Counter(
+            "mailer_complaints_total",
+            "Spam or fraud complaints applied (the person unsubscribed from every list).",
+            registry=registry,
+        )
+        self.bounce_refused = Counter(
+            "mailer_bounce_reports_refused_total",
+            "Reports refused by the bounce receiver, by reason (malformed, forged, expired,"
+            " relay, rate; unmatched: a feedback report returning no message of ours).",
+            ["reason"],
+            registry=registry,
+        )
+        self.bounce_alerts = Counter(
+            "mailer_bounce_alerts_total",
+            "Alerts raised: policy bounces, an issue's complaint rate over the limit.",
+            ["alert"],
             registry=registry,
         )

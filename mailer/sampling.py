@@ -29,7 +29,7 @@ SAMPLE_INTERVAL = 10.0  # seconds
 # recipients, bench/progress.py): issues are read again only after 50 times as long as the
 # last reading took, so that this costs the database at most 2% of one core per process.
 ISSUE_READ_SHARE = 50
-STATUSES = (*SENT, "suppressed", "failed", "cancelled", *LEFT)
+STATUSES = (*SENT, "bounced", "suppressed", "failed", "cancelled", *LEFT)
 
 
 class _Series:

@@ -21,7 +21,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -45,6 +45,7 @@ from mailer.core.deliveries import RetryPolicy
 from mailer.core.messages import Mailbox, compose, parse_mailbox
 from mailer.core.outcomes import delay_tiers
 from mailer.core.rendering import Renderer
+from mailer.core.return_paths import ReturnPathKeys, return_path
 from mailer.core.signing import DkimKey, NoSigner, OpenSSLSigner, Signer, load_key
 from mailer.core.tokens import TokenKeys, derive_key
 from mailer.errors import ConfigError, TemporaryFailure
@@ -54,6 +55,7 @@ from mailer.metrics import Metrics
 from mailer.sampling import SAMPLE_INTERVAL, Sampler
 from mailer.web.app import WebServer
 from mailer.web.pages import RecipientPages
+from mailer.worker.bounces import BounceService
 from mailer.worker.chunks import ChunkRunner
 from mailer.worker.consumers import QueueHandler
 from mailer.worker.newsletters import Dispatcher, IssueIntake
@@ -148,6 +150,8 @@ class Service:
     settings: Settings
     run_worker: bool = True
     run_web: bool = True
+    # The bounce receiver, when [bounces] domain is set; None: in `mailer run` (worker and web).
+    run_bounces: bool | None = None
     metrics: Metrics = field(default_factory=Metrics)
     worker_id: UUID = field(default_factory=uuid4)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
@@ -169,6 +173,7 @@ class Service:
         self.subscriptions: SubscriptionChanges | None = None
         self.workers: Workers | None = None
         self.unacked = UnackedReport(lambda: self.workers, self.worker_id, self._unacked)
+        self.bounces: BounceService | None = None
         self._consumers: list[Consumer] = []
         self._loops: list[asyncio.Task[None]] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -193,6 +198,8 @@ class Service:
         }
         if self.run_worker:
             await self._start_worker(parts, subscribers, lists)
+        if self.run_bounces or (self.run_bounces is None and self.run_worker and self.run_web):
+            await self._start_bounces(parts)
         if self.run_web:
             pages = RecipientPages(
                 subscribers=subscribers,
@@ -214,7 +221,12 @@ class Service:
             with listening("http", settings.http.host, settings.http.port):
                 await self.web.start()
             self._start_sampling()
-        log.info("mailer started worker=%s web=%s", self.run_worker, self.run_web)
+        log.info(
+            "mailer started worker=%s web=%s bounces=%s",
+            self.run_worker,
+            self.run_web,
+            self.bounces is not None,
+        )
 
     async def _start_worker(
         self, parts: Parts, subscribers: Subscribers, lists: dict[str, MailingList]
@@ -230,6 +242,7 @@ class Service:
         await self.broker.declare(round(t * 1000) for t in parts.tiers)
         retry = RetryPolicy(tiers=parts.tiers, give_up_after=settings.retry.give_up_after)
         return_path = settings.sender.return_path  # else each message's From
+        return_paths = self._return_paths()  # with [bounces]: b-<token>@ per delivery
 
         def attempts(kind: str, relay: Relay, composer: Callable[..., bytes]) -> Attempts:
             sender = Sender(
@@ -239,6 +252,7 @@ class Service:
                 relay=relay,
                 return_path=return_path,
                 metrics=self.metrics,
+                return_paths=return_paths,
             )
             return Attempts(
                 sender=sender,
@@ -292,6 +306,7 @@ class Service:
             policy=retry,
             metrics=self.metrics,
             clock=self.clock,
+            feedback_sender=settings.bounces.feedback_sender,
         )
         self.dispatcher = Dispatcher(
             issues=issues,
@@ -368,6 +383,38 @@ class Service:
             runs=["worker", "web"] if self.run_web else ["worker"],
             gone_after=self.settings.worker.lease,
         )
+
+    # ---------------------------------------------------------------- bounces
+
+    def _return_path_keys(self) -> ReturnPathKeys:
+        security = self.settings.security
+        return ReturnPathKeys.from_secrets(security.key(), security.retired())
+
+    def _return_paths(self) -> Callable[[int, date], str] | None:
+        domain = self.settings.bounces.domain
+        if domain is None:
+            return None
+        keys = self._return_path_keys()
+        return lambda delivery_id, day: return_path(keys, delivery_id, day, domain)
+
+    async def _start_bounces(self, parts: Parts) -> None:
+        if self.settings.bounces.domain is None:
+            if self.run_bounces:
+                raise ConfigError(
+                    "config: [bounces] domain (MAILER_BOUNCES_DOMAIN): not set, so there is"
+                    " no bounce address to receive reports for"
+                )
+            return
+        assert self.pool is not None
+        self.bounces = BounceService(
+            self.settings.bounces,
+            pool=self.pool,
+            keys=self._return_path_keys(),
+            hash_key=parts.hash_key,
+            metrics=self.metrics,
+            clock=self.clock,
+        )
+        await self.bounces.start()
 
     async def _relay_config(self) -> SmtpRelay:
         smtp = self.settings.smtp
@@ -462,7 +509,7 @@ class Service:
             queues.update(self.broker.consumers())
         missing = [queue for queue, live in queues.items() if not live]
         node = self.broker.node if self.broker is not None else None
-        return {
+        checks: dict[str, dict[str, object]] = {
             "broker": {
                 "ok": node is not None,
                 "detail": f"connected to {node}" if node else "not connected",
@@ -475,6 +522,9 @@ class Service:
             "relay": self.relay_health.check(),
             "heartbeat": self.heartbeat.check().as_json(),
         }
+        if self.bounces is not None:
+            checks["bounces"] = self.bounces.readiness()
+        return checks
 
     async def stop(self) -> None:
         """Drain and close; safe to call more than once."""
@@ -486,6 +536,9 @@ class Service:
         if self.receipts is not None:
             self.receipts.stop()
         await asyncio.gather(*(consumer.cancel() for consumer in self._consumers))
+        if self.bounces is not None:
+            await self.bounces.stop()
+            self.bounces = None
         for relay in self.relays:
             await relay.close()
         drain = self.settings.worker.drain_timeout

@@ -174,6 +174,10 @@ async def schema_version(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations"))
 
 
+async def _applied_versions(conn: asyncpg.Connection) -> set[int]:
+    return {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
+
+
 async def migrate(dsn: str) -> list[Migration]:
     """Bring the schema up to date; returns the migrations applied now."""
     conn = await _ensure_database(dsn)
@@ -193,8 +197,11 @@ async def migrate(dsn: str) -> list[Migration]:
                 f"({LATEST_VERSION}); upgrade mailer instead"
             )
         await _check_applied(conn)
+        # Every migration not yet applied, in order, also one numbered below the newest
+        # applied (work merged from a branch numbered earlier).
+        done = await _applied_versions(conn)
         for migration in migrations():
-            if migration.version <= current:
+            if migration.version in done:
                 continue
             async with conn.transaction():
                 await conn.execute(migration.sql)
@@ -281,11 +288,20 @@ async def open_pool(dsn: str, *, size: int) -> asyncpg.Pool:
     watch.pool = pool
     async with pool.acquire() as conn:
         current = await schema_version(conn)
-    if current != LATEST_VERSION:
+        applied = await _applied_versions(conn) if current else set()
+    missing = sorted({m.version for m in migrations()} - applied)
+    if current > LATEST_VERSION:
         await pool.close()
-        hint = "run `mailer migrate`" if current < LATEST_VERSION else "upgrade mailer"
         raise SchemaMismatch(
-            f"database schema is at version {current}, this mailer needs {LATEST_VERSION}: {hint}"
+            f"database schema is at version {current}, this mailer needs {LATEST_VERSION}:"
+            " upgrade mailer"
+        )
+    if missing:
+        await pool.close()
+        names = ", ".join(f"{version:04d}" for version in missing)
+        raise SchemaMismatch(
+            f"database schema is at version {current}, this mailer needs {LATEST_VERSION}"
+            f" (not applied: {names}): run `mailer migrate`"
         )
     return pool
 

@@ -59,6 +59,7 @@ SELECT p.id, p.attempts, p.created_at, s.id AS subscriber_id, s.email, s.name, s
   LEFT JOIN subscribers s ON s.id = p.subscriber_id
   LEFT JOIN subscriptions sub ON sub.subscriber_id = s.id AND sub.list_id = $5
   LEFT JOIN suppressions x ON x.address_key = p.recipient_key
+        AND (x.expires_at IS NULL OR x.expires_at > now())
  ORDER BY p.id
 """
 
@@ -243,3 +244,29 @@ class Deliveries:
                 list(self.held),
             )
         return _count(result)
+
+
+async def record_bounce(
+    conn: asyncpg.Connection,
+    delivery_id: int,
+    *,
+    kind: str,  # hard, soft or policy (the column's CHECK holds it to them)
+    status: str | None,
+    diagnostic: str | None,
+    reason: str,
+) -> bool:
+    """A delivery that went out bounced later, as a bounce report says; written in the
+    caller's transaction (the report's classification). Only a delivery that went out (sent
+    or captured) becomes bounced: one already bounced keeps its first report, so a report
+    applied twice changes nothing the second time. False when nothing was written."""
+    result: str = await conn.execute(
+        "UPDATE deliveries SET status = 'bounced', bounce_kind = $2, bounce_status = $3,"
+        " bounce_diagnostic = $4, detail = $5, updated_at = now()"
+        " WHERE id = $1 AND status IN ('sent', 'captured')",
+        delivery_id,
+        kind,
+        status,
+        diagnostic,
+        reason[:1000],
+    )
+    return _count(result) == 1

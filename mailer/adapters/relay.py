@@ -142,12 +142,23 @@ class Relay:
         return client
 
     async def _transaction(
-        self, client: aiosmtplib.SMTP, sender: str, recipient: str, message: DataSection
+        self,
+        client: aiosmtplib.SMTP,
+        sender: str,
+        recipient: str,
+        message: DataSection,
+        envelope_id: str | None,
     ) -> Reply:
         options = [f"SIZE={message.size}"] if client.supports_extension("size") else []
+        rcpt_options: list[str] = []
+        if envelope_id is not None and client.supports_extension("dsn"):
+            # RFC 3461: the DSN names our delivery, reports failures and delays only, and
+            # returns the headers, not the whole message.
+            options += ["RET=HDRS", f"ENVID={envelope_id}"]
+            rcpt_options.append("NOTIFY=FAILURE,DELAY")
         try:
             await client.mail(sender, options=options)
-            await client.rcpt(recipient)
+            await client.rcpt(recipient, options=rcpt_options)
         except aiosmtplib.SMTPSenderRefused as exc:
             await _reset(client)
             return Reply(exc.code, exc.message, stage="mail")
@@ -193,8 +204,12 @@ class Session:
         """The relay's advertised SIZE, or None when it gave none (or 0: no fixed limit)."""
         return _size_limit(self.client) if self.client is not None else None
 
-    async def send(self, sender: str, recipient: str, message: DataSection) -> Reply:
-        """The relay's reply to one transaction (the caller classifies it).
+    async def send(
+        self, sender: str, recipient: str, message: DataSection, envelope_id: str | None = None
+    ) -> Reply:
+        """The relay's reply to one transaction (the caller classifies it). With an
+        `envelope_id` (printable ASCII, no `+` or `=`), a relay that offers DSN is asked for
+        failure and delay notices naming it.
 
         Asks `still_wanted` and checks the relay's SIZE once more before MAIL FROM: a message
         called off raises Withdrawn, one too large MessageTooLarge, a pool closing meanwhile
@@ -216,7 +231,7 @@ class Session:
                 raise MessageTooLarge(message.size, limit)
             self.reusable = False
             try:
-                reply = await relay._transaction(client, sender, recipient, message)
+                reply = await relay._transaction(client, sender, recipient, message, envelope_id)
             except _BeforeData:
                 client.close()
                 self.client = None

@@ -30,8 +30,8 @@ def _at(moment: datetime | None) -> str:
 def _counts(counts: Mapping[str, int]) -> str:
     return "   ".join(
         f"{name} {counts.get(name, 0)}"
-        for name in ("captured", *ORDER)
-        if name != "captured" or counts.get(name)
+        for name in ("captured", "bounced", *ORDER)
+        if name not in ("captured", "bounced") or counts.get(name)
     )
 
 

@@ -42,6 +42,7 @@ class Kind(StrEnum):
 
 # A report's kind is the gravest of its recipients', in this order.
 _GRAVITY = (Kind.COMPLAINT, Kind.HARD, Kind.SOFT, Kind.POLICY, Kind.IGNORED, Kind.UNPARSEABLE)
+GRAVITY = _GRAVITY
 HARD_CODES = frozenset({(1, 1), (1, 2), (1, 3), (1, 6), (1, 10)})
 
 Source = Literal["dsn", "arf", "auto-reply", "non-standard", "none"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-SuppressionReason = Literal["hard_bounce", "complaint", "erased"]
+SuppressionReason = Literal["hard_bounce", "complaint", "erased", "soft_bounce", "manual"]
 SubscriptionStatus = Literal["pending", "subscribed", "unsubscribed"]
 
 
@@ -24,8 +24,9 @@ Decision = Send | Suppress
 
 def decide_receipt(suppression: SuppressionReason | None) -> Decision:
     """Receipts are part of a purchase: newsletter opt-outs do not apply, and neither does an
-    erasure (a new purchase is a new request), but a hard bounce or a complaint does."""
-    if suppression in ("hard_bounce", "complaint"):
+    erasure (a new purchase is a new request), nor soft bounces (they suppress newsletters
+    only), but a hard bounce, an operator's suppression or a complaint does."""
+    if suppression in ("hard_bounce", "complaint", "manual"):
         return Suppress(suppression)
     return Send()
 

@@ -1,6 +1,7 @@
 """A delivery's life: its statuses, the one write model, and the port that stores them.
 
     pending ─claim─► sending ─write─► sent | failed | suppressed | cancelled   (final)
+                        │                  └─ a bounce report ─► bounced        (final)
                         │       └───► retrying (not before a time) ─claim─► sending …
                         └ hand back (never reached the relay) ─► pending | retrying
 
@@ -34,6 +35,7 @@ class DeliveryStatus(StrEnum):
     FAILED = "failed"
     SUPPRESSED = "suppressed"
     CANCELLED = "cancelled"
+    BOUNCED = "bounced"  # went out, then a bounce report came back for it
 
     @property
     def final(self) -> bool:
@@ -47,6 +49,7 @@ _FINAL = frozenset(
         DeliveryStatus.FAILED,
         DeliveryStatus.SUPPRESSED,
         DeliveryStatus.CANCELLED,
+        DeliveryStatus.BOUNCED,
     }
 )
 

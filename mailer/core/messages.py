@@ -76,6 +76,9 @@ class ListHeaders:
 
     list_id: str
     unsubscribe_url: str
+    # For the mailbox providers' aggregate complaint reports (Gmail's Feedback Loop):
+    # `campaign:list:type:sender`, printable ASCII.
+    feedback_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +120,19 @@ def _list_lines(lists: ListHeaders) -> list[str]:
         headers.fold("List-Id", [*name_tokens, f"<{found['id']}>"]),
         f"List-Unsubscribe: <{url}>\r\n",  # whole on one line: a folded URL breaks RFC 8058
         "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+        *_feedback_line(lists.feedback_id),
     ]
+
+
+_FEEDBACK_ID = re.compile(r"[\x21-\x7e]{1,200}")
+
+
+def _feedback_line(value: str | None) -> list[str]:
+    if value is None:
+        return []
+    if not _FEEDBACK_ID.fullmatch(value):
+        raise InvalidJob("Feedback-ID: must be printable ASCII within one line")
+    return [f"Feedback-ID: {value}\r\n"]
 
 
 def _head(draft: Draft) -> list[str]:

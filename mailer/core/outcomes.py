@@ -1,10 +1,11 @@
 """⑦ Classify: what the relay answered (or failed to) decides the outcome of one delivery.
 
 250 → sent. 4xx, a dropped connection or a timeout → retry later, with growing delays.
-5xx → failed with the reply stored; a 5.1.x reply (no such recipient) also suppresses the
-address, so it is not tried again. A refusal of our sender (MAIL FROM), or a session that
-cannot be opened, secured or authenticated, is the relay's problem or ours and never the
-recipient's: it is held and retried, whatever the code.
+5xx → failed with the reply stored; a hard bounce (no such recipient: 5.1.1, 5.1.2, 5.1.3,
+5.1.6, 5.1.10, as the bounce classifier reads it) also suppresses the address. A refusal
+of our sender (MAIL FROM, X.1.7, X.1.8, relaying denied), or a session that cannot be
+opened, secured or authenticated, is the relay's problem or ours and never the recipient's:
+it is held and retried, whatever the code.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Literal
+
+from mailer.core.bounces import ReplyKind, classify_reply
 
 Stage = Literal["mail", "rcpt", "data"]
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -61,17 +64,17 @@ def scrub(text: str, address: str) -> str:
 
 
 def classify(reply: Reply) -> Outcome:
+    """The bounce classifier's verdict on a reply in session (`bounces.classify_reply`):
+    only a hard bounce (5.1.1, 5.1.2, 5.1.3, 5.1.6, 5.1.10) suppresses; our sender or
+    relaying refused is held and retried."""
     if 200 <= reply.code < 300:
         return Sent(reply)
-    enhanced = reply.enhanced
-    # Our sender refused: at MAIL FROM, or at RCPT by relays that delay the verdict (Postfix's
-    # smtpd_delay_reject); X.1.7 and X.1.8 are about the sender's address.
-    if reply.stage == "mail" or (enhanced is not None and enhanced[1:] in ((1, 7), (1, 8))):
+    verdict = classify_reply(reply.code, None, reply.text, reply.stage)
+    if verdict.kind is ReplyKind.SENDER:
         return Retry(str(reply), relay_fault=True)
-    if 400 <= reply.code < 500:
+    if verdict.temporary:
         return Retry(str(reply), deferred=True)
-    # X.1.x is about the addressee: bad mailbox, bad system, bad syntax, moved, null MX.
-    return Failed(str(reply), suppress=enhanced is not None and enhanced[:2] == (5, 1))
+    return Failed(str(reply), suppress=verdict.kind is ReplyKind.HARD)
 
 
 def transport_failure(description: str, *, relay_fault: bool = False) -> Retry:

@@ -17,7 +17,7 @@ RATE_WINDOW = 60.0  # seconds of the ledger the rate is measured over
 STALL_AFTER = 60.0  # seconds without a send before an issue sending counts as stalled
 SENT = ("sent", "captured")
 LEFT = ("pending", "sending", "retrying")
-FINISHED = (*SENT, "suppressed", "failed", "cancelled")
+FINISHED = (*SENT, "bounced", "suppressed", "failed", "cancelled")  # "bounced": sent, then returned
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,7 @@ OVERSIGNED_HEADERS = frozenset(
         "list-id",
         "list-unsubscribe",
         "list-unsubscribe-post",
+        "feedback-id",
     }
 )
 _CANON = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")

@@ -78,7 +78,9 @@ class ChunkRunner:
         policy: RetryPolicy,
         metrics: Metrics,
         clock: Callable[[], datetime],
+        feedback_sender: str = "mailer",
     ) -> None:
+        self._feedback_sender = feedback_sender
         self._deliveries = deliveries
         self._throttle = throttle
         self._attempts = attempts
@@ -242,7 +244,13 @@ class ChunkRunner:
             message_id=newsletter_message_id(issue.id, row.subscriber_id, mailing_list),
             date=self._clock(),
             content=chunk.prepared.personalize(locale, row.name, url),
-            list_headers=ListHeaders(mailing_list.list_id(), url),
+            list_headers=ListHeaders(
+                mailing_list.list_id(),
+                url,
+                feedback_id=(
+                    f"{issue.id.hex}:{mailing_list.slug}:newsletter:{self._feedback_sender}"
+                ),
+            ),
         )
         try:
             write, outcome = await self._attempts.attempt(

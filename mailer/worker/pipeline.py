@@ -48,7 +48,7 @@ class Attempts:
         """Raises ShuttingDown or Withdrawn before anything is sent, and ValueError when the
         draft cannot be made into a message."""
         now = self._clock()
-        outcome = await self._sender.send(draft, now, still_wanted)
+        outcome = await self._sender.send(draft, now, still_wanted, delivery_id=delivery_id)
         if isinstance(outcome, Retry) and outcome.relay_fault:
             self._health.session_refused(outcome.reason)
             log.error("relay refused our session or sender (held, retried): %s", outcome.reason)

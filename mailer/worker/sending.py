@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import date, datetime
 
 from mailer.adapters.relay import MessageTooLarge, Relay
 from mailer.core.messages import Draft
@@ -27,6 +27,8 @@ from mailer.metrics import Metrics
 from mailer.worker.verdicts import Verdict
 
 Composer = Callable[[Draft], bytes]
+# The envelope sender (VERP return path) of one delivery sent on a day.
+ReturnPaths = Callable[[int, date], str]
 LARGE_MESSAGE_BYTES = 256 * 1024
 
 
@@ -51,12 +53,14 @@ class Sender:
         return_path: str | None,
         metrics: Metrics,
         large_message_bytes: int = LARGE_MESSAGE_BYTES,
+        return_paths: ReturnPaths | None = None,
     ) -> None:
         self._kind = kind
         self._compose = composer
         self._signer = signer
         self._relay = relay
         self._return_path = return_path
+        self._return_paths = return_paths
         self._metrics = metrics
         self._large = large_message_bytes
         # One large message built at a time: the build holds the GIL for most of its time, so
@@ -65,17 +69,33 @@ class Sender:
         self._large_builds = asyncio.Semaphore(1)
 
     async def send(
-        self, draft: Draft, now: datetime, still_wanted: Callable[[], bool] | None = None
+        self,
+        draft: Draft,
+        now: datetime,
+        still_wanted: Callable[[], bool] | None = None,
+        *,
+        delivery_id: int | None = None,
     ) -> Outcome:
         """Raises ShuttingDown once the relay is closing, and Withdrawn when `still_wanted`
         says no at the last moment: both before anything is sent. A message over the relay's
-        SIZE is a permanent failure that says so (not the recipient's fault: no suppression)."""
-        envelope_sender = self._return_path or draft.sender.address
+        SIZE is a permanent failure that says so (not the recipient's fault: no suppression).
+
+        With return paths configured, the envelope sender is the delivery's own signed
+        return path and the delivery id its DSN envelope id; else [sender] return_path or
+        the From address."""
+        envelope_id: str | None = None
+        if self._return_paths is not None and delivery_id is not None:
+            envelope_sender = self._return_paths(delivery_id, now.date())
+            envelope_id = str(delivery_id)
+        else:
+            envelope_sender = self._return_path or draft.sender.address
         try:
             async with self._relay.session(still_wanted) as session:
                 message = await self._build(draft, int(now.timestamp()))
                 with self._metrics.smtp_seconds.labels(self._kind).time():
-                    reply = await session.send(envelope_sender, draft.to.address, message)
+                    reply = await session.send(
+                        envelope_sender, draft.to.address, message, envelope_id
+                    )
         except MessageTooLarge as exc:
             return Failed(str(exc), suppress=False)
         except RelayUnavailable as exc:

@@ -29,9 +29,11 @@ async def applied_versions(dsn: str) -> list[int]:
 
 async def test_migrate_creates_the_database_and_is_idempotent(empty_database_url: str) -> None:
     first = await database.migrate(empty_database_url)
-    assert [m.version for m in first] == list(range(1, LATEST_VERSION + 1))
+    versions = [m.version for m in database.migrations()]  # numbers are handed out ahead
+    assert versions[-1] == LATEST_VERSION
+    assert [m.version for m in first] == versions
     assert await database.migrate(empty_database_url) == []
-    assert await applied_versions(empty_database_url) == list(range(1, LATEST_VERSION + 1))
+    assert await applied_versions(empty_database_url) == versions
 
 
 async def test_concurrent_migrations_apply_each_file_once(empty_database_url: str) -> None:
@@ -40,8 +42,9 @@ async def test_concurrent_migrations_apply_each_file_once(empty_database_url: st
     await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
     await conn.close()
     results = await asyncio.gather(*(database.migrate(empty_database_url) for _ in range(4)))
-    assert sorted(len(applied) for applied in results) == [0, 0, 0, LATEST_VERSION]
-    assert await applied_versions(empty_database_url) == list(range(1, LATEST_VERSION + 1))
+    versions = [m.version for m in database.migrations()]
+    assert sorted(len(applied) for applied in results) == [0, 0, 0, len(versions)]
+    assert await applied_versions(empty_database_url) == versions
 
 
 async def test_a_newer_schema_is_refused(database_url: str) -> None:

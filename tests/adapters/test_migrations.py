@@ -46,3 +46,22 @@ async def test_functions_are_reapplied_on_every_migrate(database_url: str) -> No
     finally:
         await conn.close()
     assert (found, superseded) == (5, 0)
+
+
+async def test_a_migration_numbered_below_the_newest_applied_is_still_applied(
+    database_url: str,
+) -> None:
+    """A database that got 0007 from code that lacked 0006 (work merged from a branch
+    numbered earlier): the service refuses it, naming 0006, and `migrate` applies 0006."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("DROP TABLE workers; DELETE FROM schema_migrations WHERE version = 6")
+        with pytest.raises(SchemaMismatch, match=r"\(not applied: 0006\): run `mailer migrate`"):
+            await database.open_pool(database_url, size=1)
+        applied = await database.migrate(database_url)
+        assert await conn.fetchval("SELECT to_regclass('workers') IS NOT NULL")
+    finally:
+        await conn.close()
+    assert [m.version for m in applied] == [6]
+    pool = await database.open_pool(database_url, size=1)
+    await pool.close()

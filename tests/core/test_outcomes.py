@@ -104,3 +104,42 @@ def test_a_refused_sender_is_held_never_the_recipients_fault(reply: Reply) -> No
 def test_a_session_that_cannot_be_had_is_the_relays_fault() -> None:
     assert transport_failure("relay unavailable", relay_fault=True).relay_fault
     assert not transport_failure("connection lost").relay_fault
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        # Our relaying or sender refused at RCPT: the relay's problem, never the recipient's.
+        (
+            Reply(554, "5.7.1 <x>: Relay access denied", stage="rcpt"),
+            Retry("554 5.7.1 <x>: Relay access denied", relay_fault=True),
+        ),
+        (
+            Reply(553, "5.1.8 <no-reply@lucid.example>: Sender address rejected", stage="rcpt"),
+            Retry("553 5.1.8 <no-reply@lucid.example>: Sender address rejected", relay_fault=True),
+        ),
+        (
+            Reply(550, "5.1.1 sender unknown", stage="mail"),
+            Retry("550 5.1.1 sender unknown", relay_fault=True),
+        ),
+        # Only the hard codes suppress: 5.1.0 and 5.1.4 say too little about the mailbox.
+        (Reply(550, "5.1.0 Address rejected", stage="rcpt"), Failed("550 5.1.0 Address rejected")),
+        (Reply(550, "5.1.4 Ambiguous", stage="rcpt"), Failed("550 5.1.4 Ambiguous")),
+        (
+            Reply(550, "5.1.10 Recipient has null MX", stage="rcpt"),
+            Failed("550 5.1.10 Recipient has null MX", suppress=True),
+        ),
+        (
+            Reply(550, "5.1.1 User unknown", stage="data"),
+            Failed("550 5.1.1 User unknown", suppress=True),
+        ),
+    ],
+)
+def test_the_session_path_uses_the_bounce_classifier(reply: Reply, expected: object) -> None:
+    assert classify(reply) == expected
+
+
+def test_soft_bounces_hold_newsletters_only_and_an_operators_suppression_holds_all() -> None:
+    assert decide_receipt("soft_bounce") == Send()
+    assert decide_newsletter("subscribed", "soft_bounce") == Suppress("soft_bounce")
+    assert decide_receipt("manual") == Suppress("manual")

@@ -152,3 +152,8 @@ def test_text_from_a_job_cannot_act_on_the_terminal() -> None:
     assert shown == "Nowości\\x1b[2J\\r\\nBcc: x@example.pl\\u2028\\u202etxe.exe\\x00"
     assert one_line("Zażółć gęślą jaźń 👍") == "Zażółć gęślą jaźń 👍"
     assert one_line("a" * 10, 5) == "aaaa…"
+
+
+def test_a_bounced_delivery_counts_as_done() -> None:
+    found = estimate(facts(counts={"sent": 590_000, "bounced": 10_000, "pending": 400_000}))
+    assert (found.done, found.remaining) == (600_000, 400_000)

@@ -26,11 +26,42 @@ class Received:
     data: bytes
     at: float = 0.0  # time.monotonic() when the data arrived
     helo: str | None = None  # the name the client gave in EHLO
+    mail_options: tuple[str, ...] = ()  # DSN parameters of MAIL FROM (with `dsn`)
+    rcpt_options: tuple[str, ...] = ()  # DSN parameters of RCPT TO (with `dsn`)
 
     def parsed(self) -> EmailMessage:
         message = message_from_bytes(self.data, policy=policy.default)
         assert isinstance(message, EmailMessage)
         return message
+
+
+_DSN_MAIL = frozenset({"RET", "ENVID"})
+_DSN_RCPT = frozenset({"NOTIFY", "ORCPT"})
+
+
+def _strip(arg: str | None, names: frozenset[str]) -> tuple[str | None, list[str]]:
+    if arg is None:
+        return arg, []
+    words = arg.split(" ")
+    found = [word for word in words if word.split("=", 1)[0].upper() in names]
+    return " ".join(word for word in words if word not in found), found
+
+
+class _DsnSMTP(SMTP):
+    """Offers DSN (RFC 3461), which aiosmtpd does not, and keeps the parameters given."""
+
+    dsn_mail: list[str]
+    dsn_rcpt: list[str]
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        arg, self.dsn_mail = _strip(arg, _DSN_MAIL)
+        self.dsn_rcpt = []
+        await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        arg, found = _strip(arg, _DSN_RCPT)
+        self.dsn_rcpt.extend(found)
+        await super().smtp_RCPT(arg)
 
 
 @dataclass
@@ -64,6 +95,7 @@ class SmtpServer:
     in_flight: Counter[str] = field(default_factory=Counter)
     most_in_flight: Counter[str] = field(default_factory=Counter)  # per recipient domain
     connections: int = 0
+    dsn: bool = False  # offer DSN in EHLO and record its parameters
     port: int = 0
     _server: asyncio.Server | None = None
     _sessions: list[SMTP] = field(default_factory=list)
@@ -73,7 +105,7 @@ class SmtpServer:
 
         def protocol() -> Any:
             self.connections += 1
-            session = SMTP(
+            session = (_DsnSMTP if self.dsn else SMTP)(
                 self,
                 hostname="test-relay",
                 loop=loop,
@@ -110,6 +142,19 @@ class SmtpServer:
             and (data.login.decode(), data.password.decode()) == self.credentials
         )
         return AuthResult(success=ok, handled=False)
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.dsn:
+            responses.insert(len(responses) - 1, "250-DSN")
+        return responses
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
@@ -160,6 +205,8 @@ class SmtpServer:
             envelope.original_content,
             time.monotonic(),
             session.host_name,
+            tuple(getattr(server, "dsn_mail", ())),
+            tuple(getattr(server, "dsn_rcpt", ())),
         )
         self.received.append(received)
         if reply == LOST:

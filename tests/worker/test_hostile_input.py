@@ -52,7 +52,7 @@ RECEIPT_HEADERS = Counter(
     | {"MIME-Version": 1, "Content-Type": 1}
 )
 NEWSLETTER_HEADERS = RECEIPT_HEADERS + Counter(
-    {"List-Id": 1, "List-Unsubscribe": 1, "List-Unsubscribe-Post": 1}
+    {"List-Id": 1, "List-Unsubscribe": 1, "List-Unsubscribe-Post": 1, "Feedback-ID": 1}
 )
 
 

@@ -31,7 +31,8 @@ BEGIN
     END IF;
     INSERT INTO deliveries (job_id, recipient_key) VALUES (p_job, p_recipient)
     ON CONFLICT (job_id, recipient_key) DO NOTHING;
-    SELECT s.reason INTO suppression FROM suppressions s WHERE s.address_key = p_recipient;
+    SELECT s.reason INTO suppression FROM suppressions s WHERE s.address_key = p_recipient
+       AND (s.expires_at IS NULL OR s.expires_at > now());
     UPDATE deliveries d
        SET status = 'sending', claimed_by = p_worker, claimed_until = now() + p_lease,
            updated_at = now()
@@ -94,7 +95,10 @@ BEGIN
     ), bounced AS (
         INSERT INTO suppressions (address_key, reason, detail)
         SELECT recipient_key, 'hard_bounce', reply FROM done WHERE suppress
-        ON CONFLICT (address_key) DO NOTHING
+        ON CONFLICT (address_key) DO UPDATE
+            SET reason = 'hard_bounce', detail = excluded.detail, expires_at = NULL,
+                report_id = NULL, created_at = now()
+            WHERE suppressions.reason = 'soft_bounce'    -- a hard bounce outranks a soft one
     )
     SELECT coalesce(array_agg(id), '{}'), array_agg(DISTINCT job_id) INTO recorded, v_jobs
       FROM done;

@@ -1,0 +1,248 @@
+"""The bounce receiver: an SMTP server (aiosmtpd, SMTP mode) for the bounce domain's MX.
+
+It takes mail only for `b-<token>@<bounce domain>` whose token verifies now; anything else
+is refused at RCPT, before any data: unknown, forged or expired tokens (backscatter, forged
+bounces) with 550, other domains (no relaying) with 550 5.7.1. The one exception is the
+feedback-loop address (`fbl@`, registered with mailbox providers for their ARF reports): it
+takes a report only if the message it returns carries a return path of ours that verifies,
+else 550 after the data. One recipient per
+transaction, a size cap (SIZE, 552 past it), and a token bucket per source address (450 at
+MAIL FROM when a source sends faster), at most CONNECTIONS_PER_SOURCE connections open from
+one address (421 past it). 250 is answered only once the raw report is committed
+to PostgreSQL; classification runs afterwards (`on_stored`). aiosmtpd's LMTP mode is not
+used: it answers once after DATA for every recipient.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Awaitable, Callable
+from datetime import date
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from mailer.core.return_paths import Decoded, ReturnPathKeys, Verdict, decode, find_tokens
+from mailer.errors import TemporaryFailure
+
+log = logging.getLogger(__name__)
+MAX_SOURCES = 10_000  # source addresses whose rate is remembered
+SESSION_TIMEOUT = 60.0
+MAX_SCANNED = 256 * 1024  # bytes of a feedback report searched for our return paths
+MAX_TOKENS = 20  # candidate return paths verified per feedback report
+CONNECTIONS_PER_SOURCE = 10  # open at once from one address; more are told 421
+
+
+class SourceLimiter:
+    """A token bucket per source address: `burst` at once, then `rate` a second."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic):
+        self._rate = rate
+        self._burst = float(burst)
+        self._clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def allow(self, source: str) -> bool:
+        now = self._clock()
+        tokens, then = self._buckets.pop(source, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - then) * self._rate)
+        allowed = tokens >= 1
+        self._buckets[source] = (tokens - 1 if allowed else tokens, now)
+        while len(self._buckets) > MAX_SOURCES:
+            self._buckets.popitem(last=False)
+        return allowed
+
+
+class _ReceiverSMTP(SMTP):
+    """aiosmtpd's SMTP, with at most `per_source` connections open from one address."""
+
+    def __init__(
+        self, handler: _Handler, *, open_by_source: Counter[str], per_source: int, **options: Any
+    ) -> None:
+        super().__init__(handler, **options)
+        self._open_by_source = open_by_source
+        self._per_source = per_source
+        self._counted: str | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        source = _peer(self.session) if self.session is not None else "?"
+        if self._open_by_source[source] >= self._per_source:
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(b"421 4.7.0 Too many connections from your address\r\n")
+            transport.close()
+            return
+        self._open_by_source[source] += 1
+        self._counted = source
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._counted is not None:
+            self._open_by_source[self._counted] -= 1
+            if self._open_by_source[self._counted] <= 0:
+                del self._open_by_source[self._counted]
+            self._counted = None
+        super().connection_lost(error)
+
+
+class _Handler:
+    def __init__(self, receiver: BounceReceiver) -> None:
+        self._receiver = receiver
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if not self._receiver.limiter.allow(_peer(session)):
+            self._receiver.refused("rate")
+            return "450 4.7.1 Too many reports from your address, try again later"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        receiver = self._receiver
+        if envelope.rcpt_tos:
+            return "452 4.5.3 One recipient per message, please"
+        local, _, domain = address.rpartition("@")
+        if domain.lower().rstrip(".") != receiver.domain:
+            receiver.refused("relay")
+            return "550 5.7.1 Relaying denied"
+        if receiver.feedback_local is not None and local.lower() == receiver.feedback_local:
+            envelope.rcpt_tos.append(address)  # a feedback loop's: its report names the delivery
+            return "250 2.1.5 OK"
+        decoded = receiver.verify(local)
+        if not decoded.valid or decoded.delivery_id is None:
+            receiver.refused(str(decoded.verdict))
+            if decoded.verdict is Verdict.EXPIRED:
+                return "550 5.1.1 This return path has expired"
+            return "550 5.1.1 No such return path"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        receiver = self._receiver
+        raw = envelope.original_content
+        local = envelope.rcpt_tos[0].rpartition("@")[0]
+        if raw is None:
+            return "554 5.5.1 No message"
+        if receiver.feedback_local is not None and local.lower() == receiver.feedback_local:
+            delivery_id = receiver.delivery_in(raw)
+            if delivery_id is None:
+                receiver.refused("unmatched")
+                return "550 5.7.1 This report returns no message of ours"
+        else:
+            decoded = receiver.verify(local)
+            if not decoded.valid or decoded.delivery_id is None:
+                return "554 5.5.1 No valid recipient"
+            delivery_id = decoded.delivery_id
+        try:
+            report_id = await self._receiver.store(_peer(session), delivery_id, raw)
+        except TemporaryFailure as exc:
+            log.warning("bounce report not stored, the sender will retry: %s", exc)
+            return "451 4.3.0 Cannot store the report now, try again later"
+        self._receiver.on_stored(report_id)
+        return f"250 2.0.0 Report stored as {report_id}"
+
+
+def _peer(session: Session) -> str:
+    peer = session.peer
+    return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
+
+
+class BounceReceiver:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        domain: str,
+        keys: ReturnPathKeys,
+        max_age_days: int,
+        max_bytes: int,
+        limiter: SourceLimiter,
+        store: Callable[[str, int, bytes], Awaitable[int]],
+        on_stored: Callable[[int], None],
+        refused: Callable[[str], None],
+        today: Callable[[], date],
+        feedback_local: str | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.domain = domain.lower()
+        self.keys = keys
+        self.max_age_days = max_age_days
+        self.max_bytes = max_bytes
+        self.limiter = limiter
+        self.store = store
+        self.on_stored = on_stored
+        self.refused = refused
+        self.today = today
+        self.feedback_local = feedback_local.lower() if feedback_local else None
+        self._server: asyncio.Server | None = None
+        self._sessions: set[SMTP] = set()
+        self._open_by_source: Counter[str] = Counter()
+
+    def delivery_in(self, raw: bytes) -> int | None:
+        """The delivery whose return path a feedback loop's report quotes (the returned
+        message's Return-Path or Original-Mail-From): the first that verifies."""
+        text = raw[:MAX_SCANNED].decode("latin-1")
+        for token in itertools.islice(dict.fromkeys(find_tokens(text)), MAX_TOKENS):
+            decoded = self.verify(token)
+            if decoded.valid:
+                return decoded.delivery_id
+        return None
+
+    def verify(self, local_part: str) -> Decoded:
+        return decode(self.keys, local_part, today=self.today(), max_age_days=self.max_age_days)
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        handler = _Handler(self)
+
+        def protocol() -> Any:
+            session = _ReceiverSMTP(
+                handler,
+                open_by_source=self._open_by_source,
+                per_source=CONNECTIONS_PER_SOURCE,
+                hostname=self.domain,
+                data_size_limit=self.max_bytes,
+                enable_SMTPUTF8=False,
+                decode_data=False,
+                timeout=SESSION_TIMEOUT,
+                loop=loop,
+            )
+            self._sessions = {
+                one
+                for one in self._sessions
+                if one.transport is None or not one.transport.is_closing()
+            }
+            self._sessions.add(session)
+            return session
+
+        # Several processes on one host (`mailer run` twice) share the port; the kernel
+        # spreads the connections.
+        self._server = await loop.create_server(
+            protocol, self.host, self.port, reuse_port=self.port != 0
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("bounce receiver listening on %s:%d for @%s", self.host, self.port, self.domain)
+
+    @property
+    def listening(self) -> bool:
+        return self._server is not None and self._server.is_serving()
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        for session in self._sessions:
+            if session.transport is not None:
+                session.transport.close()
+        self._sessions.clear()
+        await self._server.wait_closed()
+        self._server = None

@@ -1,0 +1,94 @@
+"""`mailer suppressions list|show|lift|add`: the addresses mail no longer goes to.
+
+Addresses are stored as keyed hashes only, so an operator names one by typing it (it is
+hashed with the same key, never stored or printed) or by the reference the logs and lists
+show (`#1a2b3c4d`). Erasures are listed but never lifted: the person asked to be forgotten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TextIO
+
+from mailer.adapters.bounces import Suppression, Suppressions
+from mailer.core.addresses import InvalidAddress, address_key, address_ref, normalize_address
+from mailer.errors import MailerError
+
+REASONS = ("hard_bounce", "soft_bounce", "complaint", "manual", "erased")
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    suppressions = commands.add_parser("suppressions", help="the suppression list")
+    actions = suppressions.add_subparsers(
+        dest="suppressions_command", required=True, metavar="ACTION"
+    )
+    listing = actions.add_parser("list", help="suppressions in force, newest first")
+    listing.add_argument("--reason", choices=REASONS)
+    listing.add_argument("--limit", type=int, default=100)
+    for name, text in (
+        ("show", "one address's suppression: reason, source report, dates"),
+        ("lift", "mail the address again (bounces, complaints, operators' suppressions)"),
+        ("add", "suppress an address for everything, receipts included"),
+    ):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("address", metavar="ADDRESS", help="an e-mail address or #ref")
+        if name == "add":
+            action.add_argument("--note", default="added by an operator")
+
+
+def _line(one: Suppression) -> str:
+    until = one.expires_at.strftime("%Y-%m-%d") if one.expires_at else "-"
+    return (
+        f"{address_ref(one.address_key)}  {one.reason:12}  "
+        f"{one.created_at.strftime('%Y-%m-%d %H:%M')}  until {until:10}  "
+        f"report {one.report_id or '-':<8}  {one.detail or '-'}"
+    )
+
+
+async def _key(typed: str, suppressions: Suppressions, hash_key: bytes) -> bytes:
+    """The keyed hash an operator means: of a typed address, or the one a #ref names."""
+    if typed.startswith("#"):
+        try:
+            prefix = bytes.fromhex(typed[1:])
+        except ValueError:
+            raise MailerError(f"{typed}: a reference is # and hex digits") from None
+        found = await suppressions.find(prefix)
+        if len(found) != 1:
+            raise MailerError(f"{typed}: {'no' if not found else 'more than one'} suppression")
+        return found[0].address_key
+    try:
+        return address_key(hash_key, normalize_address(typed))
+    except InvalidAddress as exc:
+        raise MailerError(str(exc)) from None
+
+
+async def run(
+    args: argparse.Namespace, suppressions: Suppressions, hash_key: bytes, out: TextIO
+) -> int:
+    command = args.suppressions_command
+    if command == "list":
+        found = await suppressions.active(reason=args.reason, limit=args.limit)
+        for one in found:
+            print(_line(one), file=out)
+        print(f"{len(found)} suppression(s) shown", file=sys.stderr)
+        return 0
+    key = await _key(args.address, suppressions, hash_key)
+    ref = address_ref(key)
+    if command == "show":
+        shown = await suppressions.show(key)
+        if shown is None:
+            print(f"{ref}: not suppressed", file=out)
+            return 1
+        print(_line(shown), file=out)
+        return 0
+    if command == "lift":
+        lifted = await suppressions.lift(key)
+        if lifted is None:
+            print(f"{ref}: nothing to lift (not suppressed, or erased)", file=out)
+            return 1
+        print(f"{ref}: {lifted} suppression lifted", file=out)
+        return 0
+    added = await suppressions.add(key, args.note)
+    print(f"{ref}: {'suppressed' if added else 'already suppressed'}", file=out)
+    return 0

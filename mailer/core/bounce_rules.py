@@ -1,0 +1,67 @@
+"""What a classified bounce report may change, for the one delivery its return path names.
+
+The return path is signed, so the delivery is known; what the report says of it is checked
+against that delivery before anything changes: a report whose DSN envelope id names another
+delivery, or whose recipients are all someone else, changes nobody's standing. Then:
+
+- hard: the delivery is bounced and the address suppressed for everything, receipts too;
+- soft: the delivery is bounced and the address gets its point for the day (newsletters
+  are suppressed only after enough bounce days: `soft_bounce_decision`);
+- policy: the delivery is bounced, but nothing counts against the recipient; it is counted
+  for the destination domain and alerted;
+- complaint: the person is unsubscribed from every list and flagged for operators;
+- ignored, unparseable: nothing changes.
+
+Pure: values in, an Effect out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mailer.core.addresses import address_key
+from mailer.core.bounces import GRAVITY, Kind, Recipient, Report
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    kind: Kind
+    reason: str
+    status: str | None = None
+    diagnostic: str | None = None
+    domain: str | None = None  # the recipient's domain, where the report names them
+    applies: bool = True  # False: the report does not speak of this delivery's recipient
+
+    @property
+    def bounces(self) -> bool:
+        """Whether the delivery is recorded bounced."""
+        return self.applies and self.kind in (Kind.HARD, Kind.SOFT, Kind.POLICY)
+
+
+def effect_of(report: Report, *, delivery_id: int, recipient_key: bytes, hash_key: bytes) -> Effect:
+    """What `report`, sent to the return path of `delivery_id`, says of that delivery, whose
+    recipient's keyed hash is `recipient_key`."""
+    if report.envelope_id is not None and report.envelope_id.strip() != str(delivery_id):
+        return Effect(
+            report.kind,
+            "changes nothing: its envelope id names another delivery",
+            applies=False,
+        )
+    named = [one for one in report.recipients if one.address]
+    ours = [one for one in named if address_key(hash_key, one.address or "") == recipient_key]
+    if named and not ours:
+        return Effect(report.kind, "changes nothing: it names another recipient", applies=False)
+    if not ours:  # no address given (a redacted complaint): the signed token alone names it
+        unnamed = report.recipients[0] if report.recipients else None
+        return _effect(report.kind, report.reason, unnamed)
+    grave = min(ours, key=lambda one: GRAVITY.index(one.kind))
+    return _effect(grave.kind, grave.reason, grave)
+
+
+def _effect(kind: Kind, reason: str, recipient: Recipient | None) -> Effect:
+    if recipient is None:
+        return Effect(kind, reason)
+    domain = None
+    if recipient.address and "@" in recipient.address:
+        domain = recipient.address.rpartition("@")[2].lower()[:255] or None
+    return Effect(kind, reason, recipient.status, recipient.diagnostic, domain)

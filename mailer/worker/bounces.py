@@ -1,0 +1,343 @@
+"""Bounce reports, from the receiver's commit to what they change:
+
+    stored report ─► classify (core.bounces) ─► check it speaks of its delivery (core.bounce_rules)
+        ─► hard: bounced + suppressed for everything │ soft: bounced + a point for the day,
+           newsletters suppressed past the threshold │ policy: bounced, counted per domain,
+           alerted │ complaint: unsubscribed from every list, flagged │ else nothing
+        ─► the report marked classified, in the same transaction
+
+A report is classified once: a second pass finds it classified (or locked) and does nothing.
+Reports whose classification was cut off (a crash, the database away) are picked up again by
+the sweep, which also applies the retention.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import asyncpg
+
+from mailer.adapters.bounces import BounceReports, Classification
+from mailer.adapters.inbound import BounceReceiver, SourceLimiter
+from mailer.config import BouncesSettings, listen_address
+from mailer.core.addresses import address_ref
+from mailer.core.bounce_rules import Effect, effect_of
+from mailer.core.bounces import Kind, classify_report, soft_bounce_decision
+from mailer.core.deliveries import clean_reply
+from mailer.core.return_paths import ReturnPathKeys
+from mailer.errors import TemporaryFailure
+from mailer.metrics import Metrics
+
+log = logging.getLogger(__name__)
+SWEEP_INTERVAL = 300.0
+
+
+_DOMAIN = re.compile(r"[a-z0-9.-]{1,255}")
+
+
+def _clean(text: str | None) -> str | None:
+    """Words from a report, fit to store: valid Unicode, no control characters, bounded."""
+    return clean_reply(text) or None if text is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class NotYet:
+    """The report's delivery is still being sent: classify it a little later."""
+
+
+NOT_YET_WAITS = (0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  # then the sweep's turn
+
+
+@dataclass(frozen=True, slots=True)
+class SoftRule:
+    threshold: int = 5
+    window_days: int = 30
+    expire_after_days: int = 90
+
+
+class BounceProcessor:
+    def __init__(
+        self,
+        *,
+        reports: BounceReports,
+        hash_key: bytes,
+        soft: SoftRule,
+        complaint_alert_rate: float,
+        retention_days: int,
+        metrics: Metrics,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._reports = reports
+        self._hash_key = hash_key
+        self._soft = soft
+        self._complaint_alert_rate = complaint_alert_rate
+        self._retention_days = retention_days
+        self._metrics = metrics
+        self._clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()
+        # flufl.bounce logs a traceback at ERROR for some messages it cannot read; the
+        # classifier handles those (a retry, then `unparseable`): nothing an operator needs.
+        logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
+
+    def stored(self, report_id: int) -> None:
+        """The receiver committed a report: classify it soon, off the SMTP session."""
+        task = asyncio.create_task(self._classify_soon(report_id), name=f"bounce-{report_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _classify_soon(self, report_id: int) -> None:
+        try:
+            for wait in NOT_YET_WAITS:
+                if not isinstance(await self.classify(report_id), NotYet):
+                    return
+                await asyncio.sleep(wait)
+        except TemporaryFailure as exc:
+            log.warning(
+                "bounce report %d not classified yet (the sweep retries): %s", report_id, exc
+            )
+        except Exception as exc:
+            await self._give_up(report_id, exc)
+
+    async def classify(self, report_id: int) -> Effect | NotYet | None:
+        """Classify and apply one stored report; None when it was done already, NotYet when
+        its delivery's outcome is still being recorded."""
+        async with self._reports.classifying(report_id) as job:
+            if job is None:
+                return None
+            if job.pending.delivery_status == "sending":
+                # A fast relay's DSN can arrive before the 250 that preceded it is recorded.
+                return NotYet()
+            report = await asyncio.to_thread(classify_report, job.pending.raw)
+            pending = job.pending
+            if pending.recipient_key is None:
+                effect = Effect(report.kind, report.reason, applies=False)
+                outcome = "nothing: its delivery no longer exists"
+            else:
+                effect = effect_of(
+                    report,
+                    delivery_id=pending.delivery_id,
+                    recipient_key=pending.recipient_key,
+                    hash_key=self._hash_key,
+                )
+                outcome = await self._apply(job, effect) if effect.applies else effect.reason
+            await job.done(
+                kind=str(effect.kind),
+                reason=clean_reply(
+                    report.reason if effect.applies else f"{report.reason}; {effect.reason}"
+                ),
+                status=_clean(effect.status),
+                diagnostic=_clean(effect.diagnostic),
+                domain=effect.domain
+                if effect.domain and _DOMAIN.fullmatch(effect.domain)
+                else None,
+                outcome=clean_reply(outcome),
+            )
+        self._after(pending.delivery_id, pending.job_id, pending.recipient_key, effect, outcome)
+        if effect.applies and effect.kind is Kind.COMPLAINT and pending.job_id is not None:
+            await self._complaint_rate(pending.job_id)
+        return effect
+
+    async def _give_up(self, report_id: int, error: Exception) -> None:
+        """A report whose classification raised (a bug, or input nothing expected): kept, and
+        marked unparseable with the reason, so it is not tried again on every sweep."""
+        log.error("bounce report %d: classification failed", report_id, exc_info=error)
+        with contextlib.suppress(TemporaryFailure):
+            await self._reports.give_up(report_id, f"classification failed: {type(error).__name__}")
+
+    async def _apply(self, job: Classification, effect: Effect) -> str:
+        kind = effect.kind
+        if kind is Kind.COMPLAINT:
+            left = await job.unsubscribe_everywhere()
+            return f"complaint flagged; unsubscribed from {left} list(s)"
+        if not effect.bounces:
+            return "nothing"
+        assert kind in (Kind.HARD, Kind.SOFT, Kind.POLICY)
+        bounced = await job.bounce(
+            kind.value, _clean(effect.status), _clean(effect.diagnostic), clean_reply(effect.reason)
+        )
+        if not bounced:
+            status = job.pending.delivery_status
+            return (
+                "nothing more: the delivery had bounced already"
+                if status == "bounced"
+                else f"nothing: the delivery is {status}, not sent"
+            )
+        if kind is Kind.HARD:
+            await job.suppress_hard(effect.reason)
+            return "bounced; address suppressed for everything"
+        if kind is Kind.POLICY:
+            return f"bounced; counted for {effect.domain or 'an unknown domain'}, not the recipient"
+        return await self._soft_point(job)
+
+    async def _soft_point(self, job: Classification) -> str:
+        today = self._clock().date()
+        rule = self._soft
+        days = await job.soft_point(today, keep_days=rule.window_days + rule.expire_after_days)
+        decision = soft_bounce_decision(
+            days,
+            today,
+            threshold=rule.threshold,
+            window_days=rule.window_days,
+            expire_after_days=rule.expire_after_days,
+        )
+        if decision.suppressed and decision.until is not None:
+            await job.suppress_soft(decision.until, decision.reason)
+            return f"bounced; newsletters suppressed until {decision.until}: {decision.reason}"
+        return f"bounced; {decision.reason}"
+
+    def _after(
+        self,
+        delivery_id: int,
+        job_id: object,
+        recipient_key: bytes | None,
+        effect: Effect,
+        outcome: str,
+    ) -> None:
+        ref = address_ref(recipient_key) if recipient_key else "-"
+        kind = str(effect.kind) if effect.applies else "mismatched"
+        self._metrics.bounce_reports.labels(kind).inc()
+        log.info(
+            "bounce report kind=%s delivery=%d rcpt=%s outcome=%r", kind, delivery_id, ref, outcome
+        )
+        if not effect.applies:
+            return
+        if effect.kind is Kind.COMPLAINT:
+            self._metrics.complaints.inc()
+            log.warning("complaint from rcpt=%s about job=%s: flagged for operators", ref, job_id)
+        if effect.kind is Kind.POLICY:
+            self._metrics.bounce_alerts.labels("policy").inc()
+            log.warning(
+                "alert: policy bounce from %s (our sender or content refused, not the"
+                " recipient): %s",
+                effect.domain or "an unknown domain",
+                effect.reason,
+            )
+
+    async def _complaint_rate(self, job_id: object) -> None:
+        rate = await self._reports.complaint_rate(job_id)
+        if rate is None:
+            return
+        complaints, total = rate
+        if complaints / total > self._complaint_alert_rate:
+            self._metrics.bounce_alerts.labels("complaint_rate").inc()
+            log.error(
+                "alert: issue %s has %d complaint(s) in %d deliveries (%.2f%%), over %.2f%%",
+                job_id,
+                complaints,
+                total,
+                100 * complaints / total,
+                100 * self._complaint_alert_rate,
+            )
+
+    async def sweep(self) -> None:
+        """Classify what was left unclassified, and apply the retention."""
+        for report_id in await self._reports.unclassified():
+            try:
+                await self.classify(report_id)
+            except TemporaryFailure:
+                raise
+            except Exception as exc:
+                await self._give_up(report_id, exc)
+        rule = self._soft
+        emptied, lifted = await self._reports.sweep(
+            retention_days=self._retention_days,
+            keep_soft_days=rule.window_days + rule.expire_after_days,
+        )
+        if emptied or lifted:
+            log.info("bounce retention: %d raw report(s) deleted, %d lifted", emptied, lifted)
+
+    async def run_sweeps(self, stopping: asyncio.Event, interval: float = SWEEP_INTERVAL) -> None:
+        while not stopping.is_set():
+            try:
+                await self.sweep()
+            except TemporaryFailure as exc:
+                log.warning("bounce sweep postponed: %s", exc)
+            except Exception:
+                log.exception("bounce sweep failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=interval)
+
+    async def drain(self) -> None:
+        """Let the classifications under way finish (what is cut off, the sweep redoes)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=10)
+
+
+def today_of(clock: Callable[[], datetime]) -> Callable[[], date]:
+    return lambda: clock().date()
+
+
+class BounceService:
+    """The receiver and the classifier together, as `mailer run` and `mailer bounces serve`
+    start them."""
+
+    def __init__(
+        self,
+        settings: BouncesSettings,
+        *,
+        pool: asyncpg.Pool,
+        keys: ReturnPathKeys,
+        hash_key: bytes,
+        metrics: Metrics,
+        clock: Callable[[], datetime],
+    ) -> None:
+        assert settings.domain is not None
+        reports = BounceReports(pool)
+        self.processor = BounceProcessor(
+            reports=reports,
+            hash_key=hash_key,
+            soft=SoftRule(
+                settings.soft_threshold, settings.soft_window_days, settings.soft_expire_days
+            ),
+            complaint_alert_rate=settings.complaint_alert_rate,
+            retention_days=settings.retention_days,
+            metrics=metrics,
+            clock=clock,
+        )
+        host, port = listen_address(settings.listen)
+
+        async def store(peer: str, delivery_id: int, raw: bytes) -> int:
+            return await reports.store(peer=peer, delivery_id=delivery_id, raw=raw)
+
+        self.receiver = BounceReceiver(
+            host=host,
+            port=port,
+            domain=settings.domain,
+            keys=keys,
+            max_age_days=settings.max_age_days,
+            max_bytes=settings.max_report_bytes,
+            limiter=SourceLimiter(settings.rate, settings.burst),
+            store=store,
+            on_stored=self.processor.stored,
+            refused=lambda reason: metrics.bounce_refused.labels(reason).inc(),
+            today=today_of(clock),
+            feedback_local=settings.feedback_address,
+        )
+        self._stopping = asyncio.Event()
+        self._sweeps: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.receiver.start()
+        self._sweeps = asyncio.create_task(
+            self.processor.run_sweeps(self._stopping), name="bounce-sweeps"
+        )
+
+    def readiness(self) -> dict[str, object]:
+        receiver = self.receiver
+        if receiver.listening:
+            return {"ok": True, "detail": f"receiving on {receiver.host}:{receiver.port}"}
+        return {"ok": False, "detail": "the bounce receiver is not listening"}
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        await self.receiver.stop()
+        await self.processor.drain()
+        if self._sweeps is not None:
+            await self._sweeps
+            self._sweeps = None

@@ -1,0 +1,52 @@
+"""Whether a classified report speaks of the delivery its return path names."""
+
+from __future__ import annotations
+
+from mailer.core.addresses import address_key
+from mailer.core.bounce_rules import effect_of
+from mailer.core.bounces import Kind, Recipient, Report
+
+HASH_KEY = b"k" * 32
+OURS = address_key(HASH_KEY, "jan@example.pl")
+
+
+def report(*recipients: Recipient, envelope_id: str | None = None) -> Report:
+    return Report(Kind.HARD, "why", "dsn", recipients, envelope_id=envelope_id)
+
+
+def test_the_named_recipient_must_be_the_deliverys_whatever_the_case() -> None:
+    hard = Recipient("Jan@Example.PL", Kind.HARD, "5.1.1", "5.1.1", "failed", "550 gone")
+    effect = effect_of(report(hard), delivery_id=7, recipient_key=OURS, hash_key=HASH_KEY)
+    assert effect.applies and effect.bounces
+    assert (effect.kind, effect.status, effect.domain) == (Kind.HARD, "5.1.1", "example.pl")
+    other = Recipient("ola@example.pl", Kind.HARD, "5.1.1")
+    effect = effect_of(report(other), delivery_id=7, recipient_key=OURS, hash_key=HASH_KEY)
+    assert not effect.applies and not effect.bounces
+    assert effect.reason == "changes nothing: it names another recipient"
+
+
+def test_of_several_recipients_only_ours_count() -> None:
+    mine = Recipient("jan@example.pl", Kind.SOFT, "mailbox full", "4.2.2")
+    other = Recipient("ola@example.pl", Kind.HARD, "gone", "5.1.1")
+    effect = effect_of(report(other, mine), delivery_id=7, recipient_key=OURS, hash_key=HASH_KEY)
+    assert (effect.kind, effect.status) == (Kind.SOFT, "4.2.2")
+
+
+def test_an_envelope_id_of_another_delivery_changes_nothing() -> None:
+    hard = Recipient("jan@example.pl", Kind.HARD, "gone")
+    for envid, applies in (("7", True), (" 7 ", True), ("8", False)):
+        effect = effect_of(
+            report(hard, envelope_id=envid), delivery_id=7, recipient_key=OURS, hash_key=HASH_KEY
+        )
+        assert effect.applies is applies
+
+
+def test_a_report_naming_nobody_is_tied_by_its_token_alone() -> None:
+    complaint = Report(
+        Kind.COMPLAINT, "ARF abuse", "arf", (Recipient(None, Kind.COMPLAINT, "ARF abuse"),)
+    )
+    effect = effect_of(complaint, delivery_id=7, recipient_key=OURS, hash_key=HASH_KEY)
+    assert effect.applies and effect.kind is Kind.COMPLAINT and not effect.bounces
+    bare = Report(Kind.UNPARSEABLE, "junk", "none")
+    effect = effect_of(bare, delivery_id=7, recipient_key=OURS, hash_key=HASH_KEY)
+    assert effect.applies and effect.kind is Kind.UNPARSEABLE and not effect.bounces
