@@ -258,15 +258,35 @@ async def record_bounce(
     """A delivery that went out bounced later, as a bounce report says; written in the
     caller's transaction (the report's classification). Only a delivery that went out (sent
     or captured) becomes bounced: one already bounced keeps its first report, so a report
-    applied twice changes nothing the second time. False when nothing was written."""
-    result: str = await conn.execute(
-        "UPDATE deliveries SET status = 'bounced', bounce_kind = $2, bounce_status = $3,"
+    applied twice changes nothing the second time. False when nothing was written.
+
+    A finished issue's stored counts move the delivery from sent (or captured) to bounced.
+    Its issue row is locked first, as issues_done locks it before it counts: so either the
+    count sees this bounce or this bounce sees the stored counts."""
+    await conn.execute(
+        "SELECT 1 FROM issues WHERE id = (SELECT job_id FROM deliveries WHERE id = $1) FOR UPDATE",
+        delivery_id,
+    )
+    row = await conn.fetchrow(
+        "WITH before AS (SELECT id, job_id, status FROM deliveries"
+        "                 WHERE id = $1 AND status IN ('sent', 'captured') FOR UPDATE)"
+        " UPDATE deliveries d SET status = 'bounced', bounce_kind = $2, bounce_status = $3,"
         " bounce_diagnostic = $4, detail = $5, updated_at = now()"
-        " WHERE id = $1 AND status IN ('sent', 'captured')",
+        " FROM before WHERE d.id = before.id RETURNING before.job_id, before.status",
         delivery_id,
         kind,
         status,
         diagnostic,
         reason[:1000],
     )
-    return _count(result) == 1
+    if row is None:
+        return False
+    await conn.execute(
+        "UPDATE issues SET final_counts = final_counts"
+        " || jsonb_build_object($2::text, (final_counts ->> $2)::bigint - 1,"
+        "                       'bounced', coalesce((final_counts ->> 'bounced')::bigint, 0) + 1)"
+        " WHERE id = $1 AND final_counts IS NOT NULL AND (final_counts ->> $2)::bigint > 0",
+        row["job_id"],
+        row["status"],
+    )
+    return True

@@ -1,6 +1,7 @@
 """A finished issue keeps its counts by outcome on its row, so that the issue list does not
-count a million ledger rows again: stored when it is done, or cancelled and settled; active
-issues are counted live. Real worker, real relay, real broker; and the migration's backfill."""
+count a million ledger rows again: stored when it is done, or cancelled and settled (a bounce
+that comes back later moves one to bounced); active issues are counted live. Real worker,
+real relay, real broker; and the migration's backfill."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from mailer.adapters import database
+from mailer.adapters.deliveries import record_bounce
 from mailer.adapters.issues import Issues
 from tests.conftest import StartService
 from tests.support.jobs import encode
@@ -52,6 +54,19 @@ async def test_an_issue_done_keeps_its_counts_and_an_active_one_is_counted_live(
     await until_state(db, done["id"], "done")
     assert await outcomes(db, done["id"]) == {"sent": 11, "failed": 1}
     assert await stored(db, done["id"]) == {"sent": 11, "failed": 1}
+    # A bounce report that comes back later moves one from sent to bounced, once.
+    delivery_id = await db.fetchval(
+        "SELECT min(id) FROM deliveries WHERE job_id = $1 AND status = 'sent'",
+        uuid.UUID(done["id"]),
+    )
+    for applied in (True, False):
+        async with db.transaction():
+            bounced = await record_bounce(
+                db, delivery_id, kind="hard", status="5.1.1", diagnostic=None, reason="gone"
+            )
+        assert bounced is applied
+    assert await outcomes(db, done["id"]) == {"sent": 10, "failed": 1, "bounced": 1}
+    assert await stored(db, done["id"]) == {"sent": 10, "failed": 1, "bounced": 1}
 
     paused = issue()
     await service.broker.publish(encode(paused), routing_key="newsletter")
@@ -71,11 +86,11 @@ async def test_an_issue_done_keeps_its_counts_and_an_active_one_is_counted_live(
     counts = await listed(database_url)
     assert counts[paused["id"]] == await outcomes(db, paused["id"])
     assert counts[paused["id"]]["pending"] > 0
-    assert counts[done["id"]] == {"sent": 11, "failed": 1}
+    assert counts[done["id"]] == {"sent": 10, "failed": 1, "bounced": 1}
     shown = mailer("issue", "list", "--json", env=env)
     assert shown.returncode == 0, shown.stderr
     by_id = {row["id"]: row for row in map(json.loads, shown.stdout.splitlines())}
-    assert by_id[done["id"]]["counts"] == {"sent": 11, "failed": 1}
+    assert by_id[done["id"]]["counts"] == {"sent": 10, "failed": 1, "bounced": 1}
     assert by_id[paused["id"]]["counts"] == counts[paused["id"]]
 
     # Cancelled: what was left is cancelled, and the counts are final at once.

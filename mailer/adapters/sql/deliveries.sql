@@ -113,6 +113,13 @@ $$;
 -- a SQL function's generic plan for "job_id = $1" may scan the whole table.)
 CREATE OR REPLACE FUNCTION issues_done(p_ids uuid[]) RETURNS SETOF uuid
 LANGUAGE sql AS $$
+    -- Those about to get their final counts, locked first: a bounce being recorded for one
+    -- (record_bounce locks it too) is then committed, and seen by the counts below.
+    SELECT 1 FROM issues i
+     WHERE i.id = ANY (p_ids) AND i.state IN ('sending', 'cancelled') AND i.final_counts IS NULL
+       AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_id = i.id
+                       AND d.status IN ('pending', 'sending', 'retrying'))
+       FOR UPDATE;
     UPDATE issues i
        SET final_counts = (SELECT coalesce(jsonb_object_agg(c.status, c.n), '{}')
                            FROM (SELECT d.status, count(*) AS n FROM deliveries d
