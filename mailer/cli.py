@@ -22,7 +22,9 @@ from mailer import logs
 from mailer.adapters import database
 from mailer.adapters.broker import ROUTES, Broker, DeadLetters, body_ref
 from mailer.adapters.issues import Issues
+from mailer.adapters.operators import Operators
 from mailer.adapters.subscribers import Subscribers
+from mailer.commands import operators
 from mailer.commands.issues import change, describe, watch
 from mailer.commands.subscribers import import_file
 from mailer.config import Settings, load_settings
@@ -98,6 +100,18 @@ def _parser() -> argparse.ArgumentParser:
         action = issue_commands.add_parser(name, help=text)
         action.add_argument("issue_id", type=UUID, metavar="ISSUE_ID")
 
+    operator = commands.add_parser("operator", help="operator accounts for the console")
+    operator_commands = operator.add_subparsers(
+        dest="operator_command", required=True, metavar="ACTION"
+    )
+    operator_add = operator_commands.add_parser(
+        "add", help="a new account; the password is read from a prompt or standard input"
+    )
+    operator_add.add_argument("name", metavar="NAME")
+    operator_add.add_argument("--role", choices=("viewer", "operator"), required=True)
+    operator_commands.add_parser("passwd", help="a new password").add_argument("name")
+    operator_commands.add_parser("remove", help="delete the account").add_argument("name")
+
     dkim = commands.add_parser("dkim", help="DKIM keys")
     dkim_commands = dkim.add_subparsers(dest="dkim_command", required=True, metavar="ACTION")
     keygen = dkim_commands.add_parser("keygen", help="make a key and print its DNS TXT record")
@@ -146,6 +160,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         "dlq": _dlq,
         "subscribers": _subscribers,
         "issue": _issue,
+        "operator": _operator,
     }
     return asyncio.run(handlers[command](args, settings))
 
@@ -204,6 +219,24 @@ async def _issue(args: argparse.Namespace, settings: Settings) -> int:
             print(await change(issues, args.issue_id, args.issue_command))
         except (LookupError, ValueError) as exc:
             raise MailerError(str(exc)) from None
+        return 0
+
+    return await _with_database(settings, run)
+
+
+async def _operator(args: argparse.Namespace, settings: Settings) -> int:
+    password = None if args.operator_command == "remove" else operators.read_password()
+
+    async def run(pool: asyncpg.Pool) -> int:
+        accounts = Operators(pool)
+        if args.operator_command == "add":
+            assert password is not None
+            print(await operators.add(accounts, args.name, args.role, password))
+        elif args.operator_command == "passwd":
+            assert password is not None
+            print(await operators.passwd(accounts, args.name, password))
+        else:
+            print(await operators.remove(accounts, args.name))
         return 0
 
     return await _with_database(settings, run)

@@ -45,8 +45,10 @@ from mailer.core.tokens import TokenKeys, derive_key
 from mailer.errors import ConfigError, TemporaryFailure
 from mailer.health import Heartbeat, RelayHealth
 from mailer.metrics import Metrics
-from mailer.web.app import WebServer
-from mailer.web.pages import RecipientPages
+from mailer.web.console.app import AdminServer
+from mailer.web.console.setup import build_console
+from mailer.web.public.app import WebServer
+from mailer.web.public.pages import RecipientPages
 from mailer.worker.chunks import ChunkRunner
 from mailer.worker.consumers import QueueHandler
 from mailer.worker.newsletters import Dispatcher, IssueIntake
@@ -155,6 +157,8 @@ class Service:
         self.receipts: ReceiptPipeline | None = None
         self.runner: ChunkRunner | None = None
         self.web: WebServer | None = None
+        self.admin: AdminServer | None = None
+        self._console_broker: Broker | None = None
         self.listener: Listener | None = None
         self.dispatcher: Dispatcher | None = None
         self.subscriptions: SubscriptionChanges | None = None
@@ -196,12 +200,40 @@ class Service:
                 settings.http,
                 pool=self.pool,
                 broker=self.broker,
-                metrics=self.metrics,
                 pages=pages,
                 readiness=self.readiness if self.run_worker else None,
             )
             await self.web.start()
+            await self._start_console(parts)
         log.info("mailer started worker=%s web=%s", self.run_worker, self.run_web)
+
+    async def _start_console(self, parts: Parts) -> None:
+        """The [admin] listener: the operators' console, its API and /metrics."""
+        assert self.pool is not None
+
+        async def broker() -> Broker:
+            if self.broker is not None:
+                return self.broker
+            if self._console_broker is None:  # `mailer web` alone: a connection of its own
+                console_broker = Broker.from_settings(self.settings.broker, name="mailer console")
+                await console_broker.connect()
+                self._console_broker = console_broker
+            return self._console_broker
+
+        self.admin = AdminServer(
+            build_console(
+                self.settings,
+                self.pool,
+                broker=broker,
+                tiers=parts.tiers,
+                hash_key=parts.hash_key,
+                readiness=self.readiness if self.run_worker else None,
+            ),
+            http=self.settings.http,
+            metrics=self.metrics,
+            templates_dir=self.settings.worker.templates_dir,
+        )
+        await self.admin.start()
 
     async def _start_worker(
         self, parts: Parts, subscribers: Subscribers, lists: dict[str, MailingList]
@@ -442,6 +474,12 @@ class Service:
         if self.web is not None:
             await self.web.stop()
             self.web = None
+        if self.admin is not None:
+            await self.admin.stop()
+            self.admin = None
+        if self._console_broker is not None:
+            await self._console_broker.close()
+            self._console_broker = None
         if self.listener is not None:
             await self.listener.stop()
             self.listener = None

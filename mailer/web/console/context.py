@@ -1,0 +1,26 @@
+"""What the console's pages read from and act on, built once by the service."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from mailer.adapters.broker import Broker
+from mailer.adapters.issues import Issues
+from mailer.adapters.ledger_views import LedgerViews
+from mailer.adapters.operators import Operators
+from mailer.config import AdminSettings
+
+Readiness = Callable[[], Awaitable[dict[str, dict[str, object]]]]
+
+
+@dataclass
+class Console:
+    settings: AdminSettings
+    operators: Operators
+    views: LedgerViews
+    issues: Issues
+    broker: Callable[[], Awaitable[Broker]]  # connected on first use, if the worker has none
+    queue_names: list[str]
+    hash_key: bytes
+    readiness: Readiness | None  # the worker's own checks (relay, consumers), when it runs here
