@@ -63,10 +63,15 @@ class Pace:
     sent_last_minute: int
     last_recorded: datetime | None
     measured_at: datetime
+    started_at: datetime | None = None
 
     @property
     def rate(self) -> float:
-        return self.sent_last_minute / 60.0
+        """Per second over the last minute, or since it started if that is less."""
+        span = 60.0
+        if self.started_at is not None:
+            span = min(span, max(1.0, (self.measured_at - self.started_at).total_seconds()))
+        return self.sent_last_minute / span
 
     def stalled(self, state: str) -> timedelta | None:
         """How long nothing was recorded, while the issue should be sending."""
@@ -215,7 +220,7 @@ class LedgerViews:
             counts=counts.get(issue_id, {}),
         )
 
-    async def pace(self, job_id: UUID) -> Pace:
+    async def pace(self, job_id: UUID, started_at: datetime | None = None) -> Pace:
         async with unavailable_is_temporary("pace"):
             r = await self._pool.fetchrow(
                 "SELECT count(*) FILTER (WHERE updated_at > clock_timestamp() - interval '1 minute'"
@@ -226,7 +231,7 @@ class LedgerViews:
                 list(OPEN),
             )
         assert r is not None
-        return Pace(r["sent"], r["last"], r["at"])
+        return Pace(r["sent"], r["last"], r["at"], started_at)
 
     async def domains(self, issue_id: UUID, limit: int = 50) -> list[DomainRow]:
         """Outcomes by recipient domain (largest first) and each domain's throttle."""
@@ -363,25 +368,3 @@ class LedgerViews:
                 address_key,
             )
         return [(r["slug"], r["status"], r["changed_at"]) for r in rows]
-
-    async def lift_suppression(self, address_key: bytes) -> str | None:
-        """Remove a bounce or complaint suppression; returns its reason. An erasure stays:
-        it is what keeps a forgotten person from being mailed again."""
-        async with unavailable_is_temporary("lift suppression"):
-            reason: str | None = await self._pool.fetchval(
-                "DELETE FROM suppressions WHERE address_key = $1 AND reason <> 'erased'"
-                " RETURNING reason",
-                address_key,
-            )
-        return reason
-
-    async def add_suppression(self, address_key: bytes, reason: str, detail: str) -> bool:
-        async with unavailable_is_temporary("add suppression"):
-            added = await self._pool.fetchval(
-                "INSERT INTO suppressions (address_key, reason, detail) VALUES ($1, $2, $3)"
-                " ON CONFLICT (address_key) DO NOTHING RETURNING true",
-                address_key,
-                reason,
-                detail,
-            )
-        return bool(added)

@@ -84,8 +84,9 @@ def sends_chart(
                 f"<title>{minute:%H:%M} {escape(name)}: {n}</title></rect>"
             )
         if i % 10 == 0 or i == minutes - 1:
+            anchor = "end" if i == minutes - 1 else "middle"
             parts.append(
-                f'<text x="{x + bar_w / 2:.1f}" y="{HEIGHT - 6}" text-anchor="middle"'
+                f'<text x="{x + bar_w:.1f}" y="{HEIGHT - 6}" text-anchor="{anchor}"'
                 f' font-size="11">{minute:%H:%M}</text>'
             )
     parts.append("</svg>")

@@ -9,6 +9,7 @@ from mailer.adapters.broker import Broker
 from mailer.adapters.issues import Issues
 from mailer.adapters.ledger_views import LedgerViews
 from mailer.adapters.operators import Operators
+from mailer.adapters.suppression_list import SuppressionList
 from mailer.config import AdminSettings
 
 Readiness = Callable[[], Awaitable[dict[str, dict[str, object]]]]
@@ -20,6 +21,7 @@ class Console:
     operators: Operators
     views: LedgerViews
     issues: Issues
+    suppressions: SuppressionList
     broker: Callable[[], Awaitable[Broker]]  # connected on first use, if the worker has none
     queue_names: list[str]
     hash_key: bytes

@@ -11,6 +11,7 @@ from mailer.adapters.issues import Issues
 from mailer.adapters.ledger_views import LedgerViews
 from mailer.adapters.operators import Operators
 from mailer.adapters.queues import mailer_queues
+from mailer.adapters.suppression_list import SuppressionList
 from mailer.config import Settings
 from mailer.web.console.context import Console, Readiness
 
@@ -29,6 +30,7 @@ def build_console(
         operators=Operators(pool),
         views=LedgerViews(pool),
         issues=Issues(pool),
+        suppressions=SuppressionList(pool),
         broker=broker,
         queue_names=mailer_queues(round(t * 1000) for t in tiers),
         hash_key=hash_key,

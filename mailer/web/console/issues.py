@@ -1,0 +1,110 @@
+"""Newsletter issues: the list, one issue's progress, domains and failures; pause,
+resume and cancel behind a confirmation."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Literal
+from uuid import UUID
+
+from aiohttp import web
+
+from mailer.adapters.ledger_views import OUTCOMES
+from mailer.web.console.auth import require_operator
+from mailer.web.console.kit import Pages, json_response
+
+ISSUE_ACTIONS = ("pause", "resume", "cancel")
+
+
+class IssuePages(Pages):
+    def add_routes(self, app: web.Application) -> None:
+        r = app.router
+        r.add_get("/issues", self._issues)
+        r.add_get("/api/issues", self._issues)
+        r.add_get("/issues/{id}", self._issue)
+        r.add_get("/api/issues/{id}", self._issue)
+        r.add_post("/issues/{id}/{action}", self._issue_action)
+        r.add_post("/api/issues/{id}/{action}", self._issue_action)
+
+    async def _issues(self, request: web.Request) -> web.Response:
+        issues = await self._c.views.issues(limit=200)
+        now = await self._c.views.now()
+        if self._api(request):
+            return json_response({"measured_at": now, "issues": issues})
+        return self._render(
+            request, "issues.html.j2", issues=issues, measured_at=now, outcomes=OUTCOMES
+        )
+
+    def _issue_id(self, request: web.Request) -> UUID:
+        try:
+            return UUID(request.match_info["id"])
+        except ValueError:
+            raise web.HTTPNotFound(text="no such issue") from None
+
+    async def _issue(self, request: web.Request) -> web.Response:
+        issue_id = self._issue_id(request)
+        views = self._c.views
+        issue = await views.issue(issue_id)
+        if issue is None:
+            raise web.HTTPNotFound(text="no such issue")
+        pace, domains, failures = await asyncio.gather(
+            views.pace(issue_id, issue.started_at),
+            views.domains(issue_id),
+            views.failures(issue_id),
+        )
+        data: dict[str, Any] = {
+            "measured_at": pace.measured_at,
+            "issue": issue,
+            "pace": pace,
+            "stalled": pace.stalled(issue.state),
+            "domains": domains,
+            "failures": failures,
+        }
+        if self._api(request):
+            return json_response(data)
+        return self._render(request, "issue.html.j2", outcomes=OUTCOMES, **data)
+
+    async def _issue_action(self, request: web.Request) -> web.Response:
+        issue_id = self._issue_id(request)
+        action = request.match_info["action"]
+        if action not in ISSUE_ACTIONS:
+            raise web.HTTPNotFound(text="no such action")
+        form = await self._form(request)
+        api = self._api(request)
+        if not api and form.get("confirm") != "yes":
+            require_operator(request)
+            issue = await self._c.views.issue(issue_id)
+            if issue is None:
+                raise web.HTTPNotFound(text="no such issue")
+            return self._render(
+                request,
+                "confirm.html.j2",
+                question=f"{action.capitalize()} issue “{issue.subject}” ({issue.state})?",
+                action_url=request.path,
+                fields={},
+                button=action,
+                back=f"/issues/{issue_id}",
+            )
+        literal: Literal["pause", "resume", "cancel"] = action  # type: ignore[assignment]
+
+        async def run() -> str:
+            before, after = await self._c.issues.set_state(issue_id, literal)
+            if before is None:
+                raise LookupError(f"no issue {issue_id}")
+            if after is None:
+                raise ValueError(f"issue is {before}: cannot {action} it")
+            return f"{before} → {after}"
+
+        done, outcome = await self._act(request, f"issue {action}", str(issue_id), run)
+        if api:
+            return json_response({"done": done, "result": outcome}, status=200 if done else 409)
+        if not done:
+            return self._render(
+                request,
+                "result.html.j2",
+                http_status=409,
+                ok=False,
+                text=outcome,
+                back=f"/issues/{issue_id}",
+            )
+        raise web.HTTPSeeOther(f"/issues/{issue_id}")

@@ -1,0 +1,60 @@
+"""The overview: outcomes per minute as a chart, active issues, queues, services."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from mailer.adapters.queues import QueueDepth, depths
+from mailer.errors import MailerError
+from mailer.web.console.charts import sends_chart
+from mailer.web.console.kit import Pages, json_response
+
+
+class OverviewPages(Pages):
+    def add_routes(self, app: web.Application) -> None:
+        r = app.router
+        r.add_get("/", self._overview)
+        r.add_get("/api/overview", self._overview)
+
+    async def _queues(self) -> tuple[list[QueueDepth], str | None]:
+        try:
+            broker = await self._c.broker()
+            return await depths(broker, self._c.queue_names), None
+        except (MailerError, OSError, TimeoutError, RuntimeError) as exc:
+            return [], f"broker unreachable: {exc}"
+
+    async def _overview_data(self) -> dict[str, Any]:
+        views = self._c.views
+        now = await views.now()
+        counts, active, (queues, broker_error), worker = await asyncio.gather(
+            views.sends_per_minute(60),
+            views.issues(active_only=True, limit=20),
+            self._queues(),
+            self._c.readiness() if self._c.readiness is not None else _none(),
+        )
+        paces = await asyncio.gather(*(views.pace(i.id, i.started_at) for i in active))
+        return {
+            "measured_at": now,
+            "minutes": counts,
+            "active_issues": [
+                {"issue": issue, "pace": pace} for issue, pace in zip(active, paces, strict=True)
+            ],
+            "queues": queues,
+            "broker_error": broker_error,
+            "worker": worker,
+            "database": {"ok": True, "detail": "reachable", "measured_at": now},
+        }
+
+    async def _overview(self, request: web.Request) -> web.Response:
+        data = await self._overview_data()
+        if self._api(request):
+            return json_response(data)
+        chart, legend = sends_chart(data["minutes"], now=data["measured_at"])
+        return self._render(request, "overview.html.j2", chart=chart, legend=legend, **data)
+
+
+async def _none() -> None:
+    return None
