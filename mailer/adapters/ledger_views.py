@@ -77,9 +77,10 @@ class Pace:
         """How long nothing was recorded, while the issue should be sending."""
         if state != "sending":
             return None
-        if self.last_recorded is None:
+        since = self.last_recorded or self.started_at  # nothing recorded yet: since it started
+        if since is None:
             return None
-        quiet = self.measured_at - self.last_recorded
+        quiet = self.measured_at - since
         return quiet if quiet >= STALLED_AFTER else None
 
 

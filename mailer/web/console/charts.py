@@ -46,6 +46,8 @@ def sends_chart(
     for c in counts:
         name = f"{c.kind} {c.status}"
         minute = c.minute.replace(second=0, microsecond=0)
+        if not start <= minute <= end:
+            continue
         by_minute.setdefault(minute, {})[name] = by_minute.get(minute, {}).get(name, 0) + c.count
         totals[name] = totals.get(name, 0) + c.count
     order = [name for name in COLOURS if name in totals] + sorted(

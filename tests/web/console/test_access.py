@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from typing import Any
 
 import aiohttp
 import asyncpg
 
+from mailer.adapters.broker import Broker
 from mailer.core.passwords import hash_password, verify_password
-from tests.support.http import base_url
-from tests.web.console.conftest import PASSWORD, Console, log_in
+from tests.conftest import StartService
+from tests.support.http import admin_url, base_url
+from tests.web.console.conftest import PASSWORD, Console, add_operators, log_in
 
 
 async def test_logged_out_requests_are_refused(
@@ -150,3 +153,28 @@ async def test_a_new_password_ends_sessions_and_hashes_are_argon2(
     await db.execute("DELETE FROM console_sessions")  # what `mailer operator passwd` does
     async with http.get(console.url + "/api/overview") as response:
         assert response.status == 401
+
+
+async def test_the_console_of_mailer_web_alone_reads_the_broker_itself(
+    config: dict[str, Any],
+    start_service: StartService,
+    database_url: str,
+    portal: Broker,
+    http: aiohttp.ClientSession,
+) -> None:
+    await add_operators(database_url)
+    await portal.declare([200])
+    service = await start_service(config, run_worker=False)
+    console = Console(service, admin_url(service))
+    await log_in(http, console, "victor")
+    async with http.get(console.url + "/api/overview") as response:
+        body = await response.json()
+    depths = {q["name"]: q for q in body["queues"]}
+    assert depths["mailer.receipts"]["ready"] == 0
+    assert depths["mailer.receipts"]["consumers"] == 0  # no worker anywhere
+    assert depths["mailer.delay.400ms"]["ready"] is None  # not declared: said, not guessed
+    assert "not declared" in depths["mailer.delay.400ms"]["error"]
+    assert depths["mailer.dead"]["ready"] == 0  # asked again on a new channel after that
+    assert body["worker"] is None
+    async with http.get(console.url + "/") as response:
+        assert "not running in this process" in await response.text()
