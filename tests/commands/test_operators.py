@@ -62,7 +62,8 @@ async def test_bad_names_passwords_and_unknown_accounts_get_one_line(
         (
             ("operator", "add", "Bob Smith", "--role", "operator"),
             b"a long enough password\n",
-            "mailer: operator name 'Bob Smith': lowercase letters, digits, '.', '_' and '-', up to 63",
+            "mailer: operator name 'Bob Smith': lowercase letters, digits, '.', '_' and '-',"
+            " up to 63",
         ),
         (
             ("operator", "add", "bob", "--role", "operator"),
