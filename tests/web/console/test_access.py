@@ -178,3 +178,19 @@ async def test_the_console_of_mailer_web_alone_reads_the_broker_itself(
     assert body["worker"] is None
     async with http.get(console.url + "/") as response:
         assert "not running in this process" in await response.text()
+
+
+async def test_logging_out_ends_the_session(
+    console: Console, http: aiohttp.ClientSession, db: asyncpg.Connection
+) -> None:
+    csrf = await log_in(http, console, "victor")
+    async with http.post(
+        console.url + "/logout", data={"csrf": csrf}, headers=console.origin, allow_redirects=False
+    ) as response:
+        assert response.status == 303
+        assert response.headers["Location"] == "/login"
+    assert await db.fetchval("SELECT count(*) FROM console_sessions") == 0
+    async with http.get(console.url + "/api/overview") as response:
+        assert response.status == 401
+    actions = await db.fetch("SELECT action FROM console_audit ORDER BY id")
+    assert [r["action"] for r in actions] == ["login", "logout"]

@@ -239,3 +239,29 @@ async def test_receipt_and_suppression_lookups_by_typed_address(
     targets = await db.fetch("SELECT target FROM console_audit WHERE action LIKE 'supp%'")
     assert all(address not in (r["target"] or "") for r in targets)
     assert len(targets) == 2
+
+
+async def test_a_retrying_receipt_shows_its_next_attempt(
+    console: Console,
+    http: aiohttp.ClientSession,
+    portal: Broker,
+    smtp_server: SmtpServer,
+) -> None:
+    job = receipt()
+    smtp_server.rcpt_replies[job["to"]["email"]] = "451 4.7.1 greylisted, try again later"
+    await log_in(http, console, "victor")
+    await portal.publish(encode(job), routing_key="receipt")
+
+    async def retrying() -> list[dict[str, object]] | None:
+        async with http.get(console.url + "/api/receipts") as response:
+            found = [r for r in (await response.json())["retrying"] if r["job_id"] == job["id"]]
+        return found or None
+
+    (row,) = await eventually(retrying)
+    assert row["status"] == "retrying"
+    assert row["next_attempt"] is not None
+    assert "451 4.7.1 greylisted" in str(row["reply"])
+    async with http.get(console.url + "/receipts") as response:
+        page = await response.text()
+    assert job["id"] in page
+    assert "greylisted" in page
