@@ -159,6 +159,7 @@ class Service:
         self.web: WebServer | None = None
         self.admin: AdminServer | None = None
         self._console_broker: Broker | None = None
+        self._console_pool: asyncpg.Pool | None = None
         self.listener: Listener | None = None
         self.dispatcher: Dispatcher | None = None
         self.subscriptions: SubscriptionChanges | None = None
@@ -208,8 +209,11 @@ class Service:
         log.info("mailer started worker=%s web=%s", self.run_worker, self.run_web)
 
     async def _start_console(self, parts: Parts) -> None:
-        """The [admin] listener: the operators' console, its API and /metrics."""
-        assert self.pool is not None
+        """The [admin] listener: the operators' console, its API and /metrics. Its reads
+        go through a small pool of their own, never taking the worker's connections."""
+        self._console_pool = await database.open_pool(
+            self.settings.database.url.get_secret_value(), size=2
+        )
 
         async def broker() -> Broker:
             if self.broker is not None:
@@ -223,7 +227,7 @@ class Service:
         self.admin = AdminServer(
             build_console(
                 self.settings,
-                self.pool,
+                self._console_pool,
                 broker=broker,
                 tiers=parts.tiers,
                 hash_key=parts.hash_key,
@@ -480,6 +484,9 @@ class Service:
         if self._console_broker is not None:
             await self._console_broker.close()
             self._console_broker = None
+        if self._console_pool is not None:
+            await self._console_pool.close()
+            self._console_pool = None
         if self.listener is not None:
             await self.listener.stop()
             self.listener = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mailer.adapters.broker import Broker
 from mailer.adapters.issues import Issues
@@ -11,6 +11,7 @@ from mailer.adapters.ledger_views import LedgerViews
 from mailer.adapters.operators import Operators
 from mailer.adapters.suppression_list import SuppressionList
 from mailer.config import AdminSettings
+from mailer.web.console.cache import Fresh
 
 Readiness = Callable[[], Awaitable[dict[str, dict[str, object]]]]
 
@@ -26,3 +27,4 @@ class Console:
     queue_names: list[str]
     hash_key: bytes
     readiness: Readiness | None  # the worker's own checks (relay, consumers), when it runs here
+    fresh: Fresh = field(default_factory=Fresh)

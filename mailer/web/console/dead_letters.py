@@ -116,6 +116,7 @@ class DeadLetterPages(Pages):
             head = self._env.get_template("stream_head.html.j2")
             await response.write(head.render(action=action).encode())
         summary = await self._settle(response, action, None if every else refs, api=api)
+        self._c.fresh.forget()
         await self._c.operators.audit(
             session.operator.name,
             f"dead {action}",

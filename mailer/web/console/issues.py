@@ -4,13 +4,15 @@ resume and cancel behind a confirmation."""
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
 from aiohttp import web
 
-from mailer.adapters.ledger_views import OUTCOMES
+from mailer.adapters.ledger_views import OUTCOMES, DomainRow, IssueSummary
 from mailer.web.console.auth import require_operator
+from mailer.web.console.cache import LIVE_SECONDS, SLOW_SECONDS
 from mailer.web.console.kit import Pages, json_response
 
 ISSUE_ACTIONS = ("pause", "resume", "cancel")
@@ -27,13 +29,15 @@ class IssuePages(Pages):
         r.add_post("/api/issues/{id}/{action}", self._issue_action)
 
     async def _issues(self, request: web.Request) -> web.Response:
-        issues = await self._c.views.issues(limit=200)
-        now = await self._c.views.now()
+        now, issues = await self._c.fresh.get("issues", LIVE_SECONDS, self._issue_list)
         if self._api(request):
             return json_response({"measured_at": now, "issues": issues})
         return self._render(
             request, "issues.html.j2", issues=issues, measured_at=now, outcomes=OUTCOMES
         )
+
+    async def _issue_list(self) -> tuple[datetime, list[IssueSummary]]:
+        return await self._c.views.now(), await self._c.views.issues(limit=200)
 
     def _issue_id(self, request: web.Request) -> UUID:
         try:
@@ -41,25 +45,37 @@ class IssuePages(Pages):
         except ValueError:
             raise web.HTTPNotFound(text="no such issue") from None
 
-    async def _issue(self, request: web.Request) -> web.Response:
-        issue_id = self._issue_id(request)
+    async def _issue_data(self, issue_id: UUID) -> dict[str, Any] | None:
         views = self._c.views
         issue = await views.issue(issue_id)
         if issue is None:
-            raise web.HTTPNotFound(text="no such issue")
-        pace, domains, failures = await asyncio.gather(
+            return None
+
+        async def domains() -> tuple[datetime, list[DomainRow]]:
+            return await views.now(), await views.domains(issue_id)
+
+        pace, (domains_at, by_domain), failures = await asyncio.gather(
             views.pace(issue_id, issue.started_at),
-            views.domains(issue_id),
+            self._c.fresh.get(f"domains {issue_id}", SLOW_SECONDS, domains),
             views.failures(issue_id),
         )
-        data: dict[str, Any] = {
+        return {
             "measured_at": pace.measured_at,
             "issue": issue,
             "pace": pace,
             "stalled": pace.stalled(issue.state),
-            "domains": domains,
+            "domains_measured_at": domains_at,
+            "domains": by_domain,
             "failures": failures,
         }
+
+    async def _issue(self, request: web.Request) -> web.Response:
+        issue_id = self._issue_id(request)
+        data = await self._c.fresh.get(
+            f"issue {issue_id}", LIVE_SECONDS, lambda: self._issue_data(issue_id)
+        )
+        if data is None:
+            raise web.HTTPNotFound(text="no such issue")
         if self._api(request):
             return json_response(data)
         return self._render(request, "issue.html.j2", outcomes=OUTCOMES, **data)

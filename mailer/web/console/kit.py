@@ -145,6 +145,7 @@ class Pages:
                 name, action, target=target, result="failed", detail=str(exc), source=source
             )
             return False, str(exc)
+        self._c.fresh.forget()
         await self._c.operators.audit(
             name, action, target=target, result="done", detail=outcome, source=source
         )

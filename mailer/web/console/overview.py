@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
+from mailer.adapters.ledger_views import MinuteCount
 from mailer.adapters.queues import QueueDepth, depths
 from mailer.errors import MailerError
+from mailer.web.console.cache import LIVE_SECONDS, SLOW_SECONDS
 from mailer.web.console.charts import sends_chart
 from mailer.web.console.kit import Pages, json_response
 
@@ -26,11 +29,14 @@ class OverviewPages(Pages):
         except (MailerError, OSError, TimeoutError, RuntimeError) as exc:
             return [], f"broker unreachable: {exc}"
 
+    async def _chart_data(self) -> tuple[datetime, list[MinuteCount]]:
+        return await self._c.views.now(), await self._c.views.sends_per_minute(60)
+
     async def _overview_data(self) -> dict[str, Any]:
         views = self._c.views
         now = await views.now()
-        counts, active, (queues, broker_error), worker = await asyncio.gather(
-            views.sends_per_minute(60),
+        (chart_at, counts), active, (queues, broker_error), worker = await asyncio.gather(
+            self._c.fresh.get("chart", SLOW_SECONDS, self._chart_data),
             views.issues(active_only=True, limit=20),
             self._queues(),
             self._c.readiness() if self._c.readiness is not None else _none(),
@@ -38,6 +44,7 @@ class OverviewPages(Pages):
         paces = await asyncio.gather(*(views.pace(i.id, i.started_at) for i in active))
         return {
             "measured_at": now,
+            "chart_measured_at": chart_at,
             "minutes": counts,
             "active_issues": [
                 {"issue": issue, "pace": pace} for issue, pace in zip(active, paces, strict=True)
@@ -49,10 +56,10 @@ class OverviewPages(Pages):
         }
 
     async def _overview(self, request: web.Request) -> web.Response:
-        data = await self._overview_data()
+        data = await self._c.fresh.get("overview", LIVE_SECONDS, self._overview_data)
         if self._api(request):
             return json_response(data)
-        chart, legend = sends_chart(data["minutes"], now=data["measured_at"])
+        chart, legend = sends_chart(data["minutes"], now=data["chart_measured_at"])
         return self._render(request, "overview.html.j2", chart=chart, legend=legend, **data)
 
 

@@ -47,6 +47,7 @@ async def console(
 ) -> Console:
     config["newsletter"] = {"rate": 40, "chunk_size": 20, "poll_interval": 0.2}
     config["admin"]["login_attempts"] = 3
+    config["admin"]["refresh_seconds"] = 1  # the pages refresh themselves this often
     await add_operators(database_url)
     service = await start_service(config)
     return Console(service, admin_url(service))
