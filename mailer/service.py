@@ -239,6 +239,17 @@ class Service:
         )
         await self.admin.start()
 
+    async def _stop_console(self) -> None:
+        if self.admin is not None:
+            await self.admin.stop()
+            self.admin = None
+        if self._console_broker is not None:
+            await self._console_broker.close()
+            self._console_broker = None
+        if self._console_pool is not None:
+            await self._console_pool.close()
+            self._console_pool = None
+
     async def _start_worker(
         self, parts: Parts, subscribers: Subscribers, lists: dict[str, MailingList]
     ) -> None:
@@ -478,15 +489,7 @@ class Service:
         if self.web is not None:
             await self.web.stop()
             self.web = None
-        if self.admin is not None:
-            await self.admin.stop()
-            self.admin = None
-        if self._console_broker is not None:
-            await self._console_broker.close()
-            self._console_broker = None
-        if self._console_pool is not None:
-            await self._console_pool.close()
-            self._console_pool = None
+        await self._stop_console()
         if self.listener is not None:
             await self.listener.stop()
             self.listener = None
