@@ -165,7 +165,8 @@ async def main() -> None:
             capture_output=True,
         )
         for interval in INTERVALS:
-            print(f"sending, pages loaded every {interval} s…", file=sys.stderr)
+            what = "nobody looking" if interval is None else f"pages loaded every {interval:g} s"
+            print(f"sending, {what}…", file=sys.stderr)
             results.append(await send(dsn, env, watch=interval is not None, interval=interval or 0))
     finally:
         sink.terminate()

@@ -60,6 +60,7 @@ class AdminServer:
         await self._listener.start()
 
     async def stop(self) -> None:
+        await self._console.fresh.close()
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None
