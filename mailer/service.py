@@ -232,6 +232,7 @@ class Service:
                 tiers=parts.tiers,
                 hash_key=parts.hash_key,
                 readiness=self.readiness if self.run_worker else None,
+                relay=self.relay_health if self.run_worker else None,
             ),
             http=self.settings.http,
             metrics=self.metrics,

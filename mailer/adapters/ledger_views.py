@@ -161,7 +161,10 @@ class LedgerViews:
             )
         return [MinuteCount(r["minute"], r["kind"], r["status"], r["n"]) for r in rows]
 
-    async def issues(self, *, active_only: bool = False, limit: int = 100) -> list[IssueSummary]:
+    async def issues(
+        self, *, active_only: bool = False, limit: int = 100, counted: bool = True
+    ) -> list[IssueSummary]:
+        """Newest first; `counted=False` leaves the counts out (see `counts`)."""
         where = "WHERE i.state IN ('scheduled', 'sending', 'paused')" if active_only else ""
         async with unavailable_is_temporary("issues"):
             rows = await self._pool.fetch(
@@ -170,7 +173,7 @@ class LedgerViews:
                 f"{where} ORDER BY i.created_at DESC LIMIT $1",
                 limit,
             )
-            counts = await self._counts([r["id"] for r in rows])
+            counts = await self.counts([r["id"] for r in rows]) if counted else {}
         return [
             IssueSummary(
                 id=r["id"],
@@ -186,20 +189,22 @@ class LedgerViews:
             for r in rows
         ]
 
-    async def _counts(self, job_ids: list[UUID]) -> dict[UUID, dict[str, int]]:
+    async def counts(self, job_ids: list[UUID]) -> dict[UUID, dict[str, int]]:
+        """Deliveries by status, per job: a scan of each job's rows."""
         found: dict[UUID, dict[str, int]] = {}
         if not job_ids:
             return found
-        rows = await self._pool.fetch(
-            "SELECT job_id, status, count(*) AS n FROM deliveries WHERE job_id = ANY($1)"
-            " GROUP BY job_id, status",
-            job_ids,
-        )
+        async with unavailable_is_temporary("counts"):
+            rows = await self._pool.fetch(
+                "SELECT job_id, status, count(*) AS n FROM deliveries WHERE job_id = ANY($1)"
+                " GROUP BY job_id, status",
+                job_ids,
+            )
         for r in rows:
             found.setdefault(r["job_id"], {})[r["status"]] = r["n"]
         return found
 
-    async def issue(self, issue_id: UUID) -> IssueSummary | None:
+    async def issue(self, issue_id: UUID, *, counted: bool = True) -> IssueSummary | None:
         async with unavailable_is_temporary("issue"):
             r = await self._pool.fetchrow(
                 "SELECT i.id, l.slug, i.state, i.payload, i.total, i.created_at, i.started_at,"
@@ -208,7 +213,7 @@ class LedgerViews:
             )
             if r is None:
                 return None
-            counts = await self._counts([issue_id])
+            counts = await self.counts([issue_id]) if counted else {}
         return IssueSummary(
             id=r["id"],
             list_slug=r["slug"],

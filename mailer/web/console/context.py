@@ -11,6 +11,7 @@ from mailer.adapters.ledger_views import LedgerViews
 from mailer.adapters.operators import Operators
 from mailer.adapters.suppression_list import SuppressionList
 from mailer.config import AdminSettings
+from mailer.health import RelayHealth
 from mailer.web.console.cache import Fresh
 
 Readiness = Callable[[], Awaitable[dict[str, dict[str, object]]]]
@@ -27,4 +28,5 @@ class Console:
     queue_names: list[str]
     hash_key: bytes
     readiness: Readiness | None  # the worker's own checks (relay, consumers), when it runs here
+    relay: RelayHealth | None = None  # this process's relay sessions, when the worker runs here
     fresh: Fresh = field(default_factory=Fresh)

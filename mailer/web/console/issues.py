@@ -14,6 +14,7 @@ from mailer.adapters.ledger_views import OUTCOMES, DomainRow, IssueSummary
 from mailer.web.console.auth import require_operator
 from mailer.web.console.cache import LIVE_SECONDS, SLOW_SECONDS
 from mailer.web.console.kit import Pages, json_response
+from mailer.web.console.progress import with_counts
 
 ISSUE_ACTIONS = ("pause", "resume", "cancel")
 
@@ -37,7 +38,11 @@ class IssuePages(Pages):
         )
 
     async def _issue_list(self) -> tuple[datetime, list[IssueSummary]]:
-        return await self._c.views.now(), await self._c.views.issues(limit=200)
+        now = await self._c.views.now()
+        issues, counted_at = await with_counts(
+            self._c, await self._c.views.issues(limit=200, counted=False)
+        )
+        return min(now, counted_at or now), issues
 
     def _issue_id(self, request: web.Request) -> UUID:
         try:
@@ -47,9 +52,10 @@ class IssuePages(Pages):
 
     async def _issue_data(self, issue_id: UUID) -> dict[str, Any] | None:
         views = self._c.views
-        issue = await views.issue(issue_id)
-        if issue is None:
+        found = await views.issue(issue_id, counted=False)
+        if found is None:
             return None
+        (issue,), counted_at = await with_counts(self._c, [found])
 
         async def domains() -> tuple[datetime, list[DomainRow]]:
             return await views.now(), await views.domains(issue_id)
@@ -60,7 +66,7 @@ class IssuePages(Pages):
             views.failures(issue_id),
         )
         return {
-            "measured_at": pace.measured_at,
+            "measured_at": min(pace.measured_at, counted_at or pace.measured_at),
             "issue": issue,
             "pace": pace,
             "stalled": pace.stalled(issue.state),
@@ -89,7 +95,7 @@ class IssuePages(Pages):
         api = self._api(request)
         if not api and form.get("confirm") != "yes":
             require_operator(request)
-            issue = await self._c.views.issue(issue_id)
+            issue = await self._c.views.issue(issue_id, counted=False)
             if issue is None:
                 raise web.HTTPNotFound(text="no such issue")
             return self._render(

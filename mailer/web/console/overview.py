@@ -14,6 +14,7 @@ from mailer.errors import MailerError
 from mailer.web.console.cache import LIVE_SECONDS, SLOW_SECONDS
 from mailer.web.console.charts import sends_chart
 from mailer.web.console.kit import Pages, json_response
+from mailer.web.console.progress import with_counts
 
 
 class OverviewPages(Pages):
@@ -37,13 +38,16 @@ class OverviewPages(Pages):
         now = await views.now()
         (chart_at, counts), active, (queues, broker_error), worker = await asyncio.gather(
             self._c.fresh.get("chart", SLOW_SECONDS, self._chart_data),
-            views.issues(active_only=True, limit=20),
+            views.issues(active_only=True, limit=20, counted=False),
             self._queues(),
             self._c.readiness() if self._c.readiness is not None else _none(),
         )
-        paces = await asyncio.gather(*(views.pace(i.id, i.started_at) for i in active))
+        (active, counted_at), paces = await asyncio.gather(
+            with_counts(self._c, active),
+            asyncio.gather(*(views.pace(i.id, i.started_at) for i in active)),
+        )
         return {
-            "measured_at": now,
+            "measured_at": min(now, counted_at or now),
             "chart_measured_at": chart_at,
             "minutes": counts,
             "active_issues": [
@@ -52,6 +56,7 @@ class OverviewPages(Pages):
             "queues": queues,
             "broker_error": broker_error,
             "worker": worker,
+            "relay_reason": self._c.relay.last_reason if self._c.relay is not None else None,
             "database": {"ok": True, "detail": "reachable", "measured_at": now},
         }
 

@@ -13,6 +13,7 @@ from mailer.adapters.operators import Operators
 from mailer.adapters.queues import mailer_queues
 from mailer.adapters.suppression_list import SuppressionList
 from mailer.config import Settings
+from mailer.health import RelayHealth
 from mailer.web.console.context import Console, Readiness
 
 
@@ -24,6 +25,7 @@ def build_console(
     tiers: Sequence[float],
     hash_key: bytes,
     readiness: Readiness | None,
+    relay: RelayHealth | None = None,
 ) -> Console:
     return Console(
         settings=settings.admin,
@@ -35,4 +37,5 @@ def build_console(
         queue_names=mailer_queues(round(t * 1000) for t in tiers),
         hash_key=hash_key,
         readiness=readiness,
+        relay=relay,
     )

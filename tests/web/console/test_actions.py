@@ -265,3 +265,22 @@ async def test_a_retrying_receipt_shows_its_next_attempt(
         page = await response.text()
     assert job["id"] in page
     assert "greylisted" in page
+
+
+async def test_the_overview_shows_the_relay_refusing_us_with_its_reply(
+    console: Console,
+    http: aiohttp.ClientSession,
+    portal: Broker,
+    smtp_server: SmtpServer,
+) -> None:
+    smtp_server.mail_reply = "553 5.7.1 sender address rejected: not owned by you"
+    await log_in(http, console, "victor")
+    await portal.publish(encode(receipt()), routing_key="receipt")
+
+    async def refused() -> str | None:
+        async with http.get(console.url + "/") as response:
+            page = await response.text()
+        return page if "sender address rejected" in page else None
+
+    page = await eventually(refused, timeout=30)
+    assert "last failure 20" in page  # when, as well as what
