@@ -54,6 +54,14 @@ def ago(at: datetime | None, now: datetime) -> str:
     return f"{seconds // 3600} h ago"
 
 
+def duration(seconds: float) -> str:
+    whole = max(0, round(seconds))
+    if whole < 90:
+        return f"{whole} s"
+    minutes = whole // 60
+    return f"{minutes} min" if minutes < 90 else f"{minutes // 60} h {minutes % 60} min"
+
+
 def when(at: datetime | None) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if at else "—"
 
@@ -77,6 +85,7 @@ def templates(templates_dir: Path) -> jinja2.Environment:
     )
     environment.filters["ago"] = ago
     environment.filters["when"] = when
+    environment.filters["duration"] = duration
     return environment
 
 

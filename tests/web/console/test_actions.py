@@ -7,6 +7,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aio_pika
 import aiohttp
@@ -14,11 +15,13 @@ import asyncpg
 
 from mailer.adapters.broker import Broker
 from mailer.core.addresses import address_key
+from tests.conftest import StartService
+from tests.support.http import admin_url
 from tests.support.jobs import encode, receipt
 from tests.support.newsletters import HASH_KEY, issue, people, subscribe, until_state
 from tests.support.smtp import Received, SmtpServer
 from tests.support.waiting import eventually
-from tests.web.console.conftest import Console, log_in
+from tests.web.console.conftest import Console, add_operators, log_in
 
 
 def arrived(smtp: SmtpServer, address: str) -> Callable[[], Awaitable[list[Received]]]:
@@ -284,3 +287,41 @@ async def test_the_overview_shows_the_relay_refusing_us_with_its_reply(
 
     page = await eventually(refused, timeout=30)
     assert "last failure 20" in page  # when, as well as what
+
+
+async def test_an_issue_nobody_sends_shows_as_stalled_not_with_a_stale_rate(
+    config: dict[str, Any],
+    start_service: StartService,
+    database_url: str,
+    db: asyncpg.Connection,
+    http: aiohttp.ClientSession,
+) -> None:
+    """No worker runs: the ledger says an issue is sending, its last outcome 3 minutes ago."""
+    await subscribe(database_url, people(3))
+    issue_id = uuid.uuid4()
+    await db.execute("INSERT INTO jobs (id, kind, digest) VALUES ($1, 'newsletter', 'x')", issue_id)
+    await db.execute(
+        "INSERT INTO issues (id, list_id, payload, state, send_at, total, started_at)"
+        " SELECT $1, id, $2::jsonb, 'sending', now() - interval '5 minutes', 3,"
+        " now() - interval '5 minutes' FROM lists WHERE slug = 'lucid-news'",
+        issue_id,
+        json.dumps(issue(id=str(issue_id))),
+    )
+    await db.execute(
+        "INSERT INTO deliveries (job_id, recipient_key, subscriber_id, status, updated_at)"
+        " SELECT $1, address_key, id, CASE WHEN id = (SELECT min(id) FROM subscribers)"
+        " THEN 'sent' ELSE 'pending' END, now() - interval '3 minutes' FROM subscribers",
+        issue_id,
+    )
+    await add_operators(database_url)
+    service = await start_service(config, run_worker=False)
+    console = Console(service, admin_url(service))
+    await log_in(http, console, "victor")
+    async with http.get(f"{console.url}/issues/{issue_id}") as response:
+        page = await response.text()
+    assert "stalled: no worker has recorded anything for 3 min" in page
+    assert "/s over the last minute" not in page
+    async with http.get(f"{console.url}/api/issues/{issue_id}") as response:
+        body = await response.json()
+    assert body["stalled"] >= 180
+    assert body["issue"]["counts"] == {"sent": 1, "pending": 2}
