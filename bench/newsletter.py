@@ -139,6 +139,7 @@ async def send_issue(dsn: str, amqp: str, env: dict[str, str], workers: int) -> 
                 env={
                     **env,
                     "MAILER_HTTP_PORT": str(free_port()),
+                    "MAILER_ADMIN_PORT": str(free_port()),
                     "MAILER_SMTP_HELO_NAME": f"bench-{n}",
                 },
                 stdout=subprocess.DEVNULL,

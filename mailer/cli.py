@@ -24,10 +24,11 @@ from mailer.adapters import database
 from mailer.adapters.bounces import BounceReports, Suppressions
 from mailer.adapters.broker import ROUTES, Broker, DeadLetters, body_ref
 from mailer.adapters.issues import Issues
+from mailer.adapters.operators import Operators
 from mailer.adapters.subscribers import Subscribers
 from mailer.adapters.workers import Workers
 from mailer.commands import bounces as bounce_commands
-from mailer.commands import previews
+from mailer.commands import operators, previews
 from mailer.commands import suppressions as suppression_commands
 from mailer.commands.checks import check_job
 from mailer.commands.issues import change, describe, issue_rows, watch
@@ -127,6 +128,8 @@ def _parser() -> argparse.ArgumentParser:
         "workers", help="worker processes: alive, gone (silent for a lease) or stopped"
     )
 
+    operators.add_parser(commands)
+
     dkim = commands.add_parser("dkim", help="DKIM keys")
     dkim_commands = dkim.add_subparsers(dest="dkim_command", required=True, metavar="ACTION")
     keygen = dkim_commands.add_parser("keygen", help="make a key and print its DNS TXT record")
@@ -193,6 +196,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         "workers": _workers,
         "bounces": _bounces,
         "suppressions": _suppressions,
+        "operator": _operator,
     }
     return asyncio.run(handlers[command](args, settings))
 
@@ -277,6 +281,24 @@ async def _workers(args: argparse.Namespace, settings: Settings) -> int:
     async def run(pool: asyncpg.Pool) -> int:
         for line in worker_rows(await Workers(pool).list()):
             print(line)
+        return 0
+
+    return await _with_database(settings, run)
+
+
+async def _operator(args: argparse.Namespace, settings: Settings) -> int:
+    password = None if args.operator_command == "remove" else operators.read_password()
+
+    async def run(pool: asyncpg.Pool) -> int:
+        accounts = Operators(pool)
+        if args.operator_command == "add":
+            assert password is not None
+            print(await operators.add(accounts, args.name, args.role, password))
+        elif args.operator_command == "passwd":
+            assert password is not None
+            print(await operators.passwd(accounts, args.name, password))
+        else:
+            print(await operators.remove(accounts, args.name))
         return 0
 
     return await _with_database(settings, run)

@@ -326,6 +326,31 @@ class HttpSettings(_Section):
         return f"{parts.scheme}://{host}{port}"
 
 
+class AdminSettings(_Section):
+    """[admin]: the operators' console, its API and /metrics, on a listener of their own."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8081, ge=0, le=65535)
+    # The console's address as browsers reach it; state-changing requests must come from
+    # this origin, and https:// marks the session cookie Secure. Default: the request's Host.
+    origin: str | None = None
+    session_hours: float = Field(12.0, gt=0, le=24 * 30)
+    login_attempts: int = Field(
+        5, ge=1, le=1000
+    )  # failed logins per 15 min, per account and per source
+    refresh_seconds: int = Field(5, ge=1, le=3600)
+
+    @field_validator("origin")
+    @classmethod
+    def _origin(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+            raise ValueError("must be an origin: http(s)://host[:port]")
+        return value.rstrip("/")
+
+
 class SecuritySettings(_Section):
     secret_key: SecretStr | None = None
     secret_key_file: Path | None = None
@@ -480,6 +505,7 @@ class Settings(_Section):
     smtp: SmtpSettings = SmtpSettings()
     dkim: DkimSettings = DkimSettings()
     http: HttpSettings = HttpSettings()
+    admin: AdminSettings = AdminSettings()
     security: SecuritySettings = SecuritySettings()
     sender: SenderSettings = SenderSettings()
     retry: RetrySettings = RetrySettings()

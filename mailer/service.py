@@ -53,8 +53,10 @@ from mailer.health import Heartbeat, RelayHealth
 from mailer.listening import listening
 from mailer.metrics import Metrics
 from mailer.sampling import SAMPLE_INTERVAL, Sampler
-from mailer.web.app import WebServer
-from mailer.web.pages import RecipientPages
+from mailer.web.console.app import AdminServer
+from mailer.web.console.setup import build_console
+from mailer.web.public.app import WebServer
+from mailer.web.public.pages import RecipientPages
 from mailer.worker.bounces import BounceService
 from mailer.worker.chunks import ChunkRunner
 from mailer.worker.consumers import QueueHandler
@@ -168,6 +170,9 @@ class Service:
         self.receipts: ReceiptPipeline | None = None
         self.runner: ChunkRunner | None = None
         self.web: WebServer | None = None
+        self.admin: AdminServer | None = None
+        self._console_broker: Broker | None = None
+        self._console_pool: asyncpg.Pool | None = None
         self.listener: Listener | None = None
         self.dispatcher: Dispatcher | None = None
         self.subscriptions: SubscriptionChanges | None = None
@@ -214,12 +219,12 @@ class Service:
                 settings.http,
                 pool=self.pool,
                 broker=self.broker,
-                metrics=self.metrics,
                 pages=pages,
                 readiness=self.readiness if self.run_worker else None,
             )
             with listening("http", settings.http.host, settings.http.port):
                 await self.web.start()
+            await self._start_console(parts)
             self._start_sampling()
         log.info(
             "mailer started worker=%s web=%s bounces=%s",
@@ -227,6 +232,49 @@ class Service:
             self.run_web,
             self.bounces is not None,
         )
+
+    async def _start_console(self, parts: Parts) -> None:
+        """The [admin] listener: the operators' console, its API and /metrics. Its reads
+        go through a small pool of their own, never taking the worker's connections."""
+        self._console_pool = await database.open_pool(
+            self.settings.database.url.get_secret_value(), size=2
+        )
+
+        async def broker() -> Broker:
+            if self.broker is not None:
+                return self.broker
+            if self._console_broker is None:  # `mailer web` alone: a connection of its own
+                console_broker = Broker.from_settings(self.settings.broker, name="mailer console")
+                await console_broker.connect()
+                self._console_broker = console_broker
+            return self._console_broker
+
+        self.admin = AdminServer(
+            build_console(
+                self.settings,
+                self._console_pool,
+                broker=broker,
+                tiers=parts.tiers,
+                hash_key=parts.hash_key,
+                readiness=self.readiness if self.run_worker else None,
+                relay=self.relay_health if self.run_worker else None,
+            ),
+            http=self.settings.http,
+            metrics=self.metrics,
+            templates_dir=self.settings.worker.templates_dir,
+        )
+        await self.admin.start()
+
+    async def _stop_console(self) -> None:
+        if self.admin is not None:
+            await self.admin.stop()
+            self.admin = None
+        if self._console_broker is not None:
+            await self._console_broker.close()
+            self._console_broker = None
+        if self._console_pool is not None:
+            await self._console_pool.close()
+            self._console_pool = None
 
     async def _start_worker(
         self, parts: Parts, subscribers: Subscribers, lists: dict[str, MailingList]
@@ -555,6 +603,7 @@ class Service:
         if self.web is not None:
             await self.web.stop()
             self.web = None
+        await self._stop_console()
         if self.listener is not None:
             await self.listener.stop()
             self.listener = None

@@ -177,6 +177,7 @@ def config(
             "ed25519_key_file": str(dkim_keys.ed25519_file),
         },
         "http": {"host": "127.0.0.1", "port": 0, "public_url": "https://mail.lucid.example"},
+        "admin": {"host": "127.0.0.1", "port": 0},
         "security": {"secret_key": SECRET},
         "sender": {"from": "LucidOffice <no-reply@lucid.example>", "default_locale": "pl"},
         "retry": {"first_delay": 0.2, "max_delay": 0.4, "multiplier": 2, "give_up_after": 600},

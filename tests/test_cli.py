@@ -218,8 +218,9 @@ async def test_run_with_the_embedded_capture_then_sigterm(
 ) -> None:
     """The quick start: no relay configured, messages land as .eml files."""
     del config["smtp"]["url"]
-    port = free_port()
+    port, admin_port = free_port(), free_port()
     config["http"]["port"] = port
+    config["admin"]["port"] = admin_port
     outbox = tmp_path / "outbox"
     env = environment(config, MAILER_SMTP_CAPTURE_DIR=str(outbox), MAILER_SMTP_CAPTURE="true")
     assert mailer("migrate", env=env).returncode == 0
@@ -259,9 +260,14 @@ async def test_run_with_the_embedded_capture_then_sigterm(
         assert await eventually(recorded) == "captured"  # never passes for delivery
         async with (
             aiohttp.ClientSession() as session,
-            session.get(f"http://127.0.0.1:{port}/metrics") as response,
+            session.get(f"http://127.0.0.1:{admin_port}/metrics") as response,
         ):
             metrics = await response.text()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/metrics") as response,
+        ):
+            assert response.status == 404  # only on the [admin] listener
         assert 'mailer_deliveries_total{kind="receipt",outcome="captured"} 1.0' in metrics
         assert 'outcome="sent"' not in metrics
     finally:

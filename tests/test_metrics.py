@@ -16,7 +16,7 @@ from mailer.adapters.broker import Broker
 from mailer.build import VERSION
 from mailer.service import Service
 from tests.conftest import StartService
-from tests.support.http import base_url
+from tests.support.http import admin_url, base_url
 from tests.support.jobs import encode, receipt
 from tests.support.newsletters import issue, people, subscribe, until_state
 from tests.support.processes import environment, free_port, mailer
@@ -31,7 +31,7 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 async def scrape(service: Service) -> tuple[str, Samples]:
     async with (
         aiohttp.ClientSession() as session,
-        session.get(base_url(service) + "/metrics") as response,
+        session.get(admin_url(service) + "/metrics") as response,
     ):
         assert response.status == 200
         text = await response.text()

@@ -18,7 +18,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -619,44 +619,53 @@ class DeadLetters:
 
     async def requeue(self, refs: set[str] | None) -> list[ParkedMessage]:
         """Send parked messages back to their origin queue; refs None means all."""
-        done = []
-        async with await self._broker.open_channel() as channel:
-            for message in await self._take_all(channel, None):
-                view = parked_view(message)
-                if not _selected(view, refs):
-                    continue
-                if view.origin not in QUEUE_ROUTES:
-                    log.warning(
-                        "parked message %s has no known origin queue; left in place",
-                        body_ref(view.body),
-                    )
-                    continue
-                await self._broker.republish(
-                    message,
-                    routing_key=view.origin,
-                    drop_headers=(
-                        ORIGIN_HEADER,
-                        REASON_HEADER,
-                        PARKED_AT_HEADER,
-                        "x-death",
-                        "x-delivery-count",
-                        ATTEMPT_HEADER,
-                        FAILURES_HEADER,
-                    ),
-                )
-                await message.ack()
-                done.append(view)
-        return done
+        return [view async for view, done in self.settle("requeue", refs) if done]
 
     async def purge(self, refs: set[str] | None) -> list[ParkedMessage]:
-        done = []
+        return [view async for view, done in self.settle("purge", refs) if done]
+
+    async def settle(
+        self, action: str, refs: set[str] | None
+    ) -> AsyncIterator[tuple[ParkedMessage, bool]]:
+        """Requeue or purge one message at a time, yielding each selected one as it is done
+        (True) or left in place (False: no known origin). Nothing selected is held: only the
+        messages passed over stay unacknowledged until the end, and a selection stops as
+        soon as every ref asked for was seen."""
+        wanted = set(refs) if refs is not None else None
         async with await self._broker.open_channel() as channel:
-            for message in await self._take_all(channel, None):
+            queue = await channel.get_queue(DEAD_QUEUE, ensure=False)
+            while wanted is None or wanted:
+                message = await queue.get(no_ack=False, fail=False, timeout=10)
+                if message is None:
+                    break
                 view = parked_view(message)
-                if _selected(view, refs):
-                    await message.ack()
-                    done.append(view)
-        return done
+                if not _selected(view, wanted):
+                    continue
+                if wanted is not None:
+                    wanted -= {body_ref(view.body), view.job_id or ""}
+                if action == "requeue":
+                    if view.origin not in QUEUE_ROUTES:
+                        log.warning(
+                            "parked message %s has no known origin queue; left in place",
+                            body_ref(view.body),
+                        )
+                        yield view, False
+                        continue
+                    await self._broker.republish(
+                        message,
+                        routing_key=view.origin,
+                        drop_headers=(
+                            ORIGIN_HEADER,
+                            REASON_HEADER,
+                            PARKED_AT_HEADER,
+                            "x-death",
+                            "x-delivery-count",
+                            ATTEMPT_HEADER,
+                            FAILURES_HEADER,
+                        ),
+                    )
+                await message.ack()
+                yield view, True
 
 
 def _selected(view: ParkedMessage, refs: set[str] | None) -> bool:

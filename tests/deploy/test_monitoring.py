@@ -17,7 +17,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ROOT, StartService
-from tests.support.http import base_url
+from tests.support.http import admin_url
 
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "mailer.json"
@@ -85,7 +85,7 @@ async def test_every_metric_named_by_a_rule_or_a_panel_is_on_the_metrics_page(
     service = await start_service(config, sample_interval=0.2)
     async with (
         aiohttp.ClientSession() as session,
-        session.get(base_url(service) + "/metrics") as response,
+        session.get(admin_url(service) + "/metrics") as response,
     ):
         assert response.status == 200
         page = await response.text()

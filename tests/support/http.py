@@ -13,11 +13,17 @@ def base_url(service: Service) -> str:
     return f"http://127.0.0.1:{service.web.port}"
 
 
+def admin_url(service: Service) -> str:
+    """The [admin] listener: the console, its API and /metrics."""
+    assert service.admin is not None and service.admin.port is not None
+    return f"http://127.0.0.1:{service.admin.port}"
+
+
 async def metric(service: Service, name: str, **labels: str) -> float:
     """The value of one sample on /metrics (0 when absent)."""
     async with (
         aiohttp.ClientSession() as session,
-        session.get(base_url(service) + "/metrics") as response,
+        session.get(admin_url(service) + "/metrics") as response,
     ):
         assert response.status == 200
         text = await response.text()

@@ -10,7 +10,18 @@ from typing import Any
 
 from tests.conftest import ROOT
 
-SECTIONS = ("broker", "database", "smtp", "dkim", "http", "security", "sender", "retry", "worker")
+SECTIONS = (
+    "broker",
+    "database",
+    "smtp",
+    "dkim",
+    "http",
+    "admin",
+    "security",
+    "sender",
+    "retry",
+    "worker",
+)
 
 
 def environment(config: dict[str, Any], **extra: str) -> dict[str, str]:

@@ -7,7 +7,7 @@ from typing import Any
 import aiohttp
 
 from tests.conftest import StartService
-from tests.support.http import base_url
+from tests.support.http import admin_url, base_url
 from tests.support.outage import database_away
 
 
@@ -60,6 +60,11 @@ async def test_the_web_service_alone_needs_only_the_database(
     async with (
         aiohttp.ClientSession() as session,
         session.get(base_url(service) + "/metrics") as response,
+    ):
+        assert response.status == 404  # the public listener has no /metrics
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(admin_url(service) + "/metrics") as response,
     ):
         assert response.status == 200
         assert response.content_type == "text/plain"

@@ -43,7 +43,7 @@ from mailer.core.tokens import (
     undo_token,
 )
 from mailer.web.limits import ClientAddresses, InvalidAttempts, source_of
-from mailer.web.strings import STRINGS, Locale
+from mailer.web.public.strings import STRINGS, Locale
 
 log = logging.getLogger(__name__)
 Action = Literal["unsubscribe", "resubscribe", "confirm"]

@@ -1,0 +1,380 @@
+"""What the operators' console reads from the ledger: read-only queries, each answer with the
+database's own time of measurement.
+
+Issue progress here (rate over the last minute, "stalled" when nothing was recorded for two
+minutes) is computed from the deliveries alone; it is kept in this one module so that a
+worker-process registry can replace it without touching the pages.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from mailer.adapters.database import unavailable_is_temporary
+
+OUTCOMES = ("sent", "captured", "suppressed", "failed", "retrying", "cancelled")
+OPEN = ("pending", "sending", "retrying")
+STALLED_AFTER = timedelta(minutes=2)
+
+
+@dataclass(frozen=True, slots=True)
+class MinuteCount:
+    minute: datetime
+    kind: str
+    status: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class IssueSummary:
+    id: UUID
+    list_slug: str
+    state: str
+    subject: str
+    total: int | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def done(self) -> int:
+        return sum(n for status, n in self.counts.items() if status not in OPEN)
+
+    @property
+    def size(self) -> int:
+        return self.total if self.total is not None else sum(self.counts.values())
+
+    @property
+    def remaining(self) -> int:
+        return sum(self.counts.get(status, 0) for status in OPEN)
+
+
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """Sending speed from what was recorded; honest when nothing moves."""
+
+    sent_last_minute: int
+    last_recorded: datetime | None
+    measured_at: datetime
+    started_at: datetime | None = None
+
+    @property
+    def rate(self) -> float:
+        """Per second over the last minute, or since it started if that is less."""
+        span = 60.0
+        if self.started_at is not None:
+            span = min(span, max(1.0, (self.measured_at - self.started_at).total_seconds()))
+        return self.sent_last_minute / span
+
+    def stalled(self, state: str) -> timedelta | None:
+        """How long nothing was recorded, while the issue should be sending."""
+        if state != "sending":
+            return None
+        since = self.last_recorded or self.started_at  # nothing recorded yet: since it started
+        if since is None:
+            return None
+        quiet = self.measured_at - since
+        return quiet if quiet >= STALLED_AFTER else None
+
+
+@dataclass(frozen=True, slots=True)
+class DomainRow:
+    domain: str
+    counts: dict[str, int]
+    rate: float | None  # configured messages per second, None: not limited
+    factor: float | None  # below 1 while the domain is slowed down after 4xx
+    concurrency: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class FailureRow:
+    delivery_id: int
+    domain: str | None
+    status: str
+    attempts: int
+    reply: str | None
+    detail: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptRow:
+    delivery_id: int
+    job_id: UUID
+    status: str
+    attempts: int
+    reply: str | None
+    detail: str | None
+    created_at: datetime
+    updated_at: datetime
+    next_attempt: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ListCounts:
+    slug: str
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class SuppressionRow:
+    reason: str
+    detail: str | None
+    created_at: datetime
+
+
+def _subject(payload: Any) -> str:
+    if isinstance(payload, str):
+        payload = json.loads(payload)
+    subject = payload.get("subject") if isinstance(payload, dict) else None
+    if isinstance(subject, dict):
+        subject = next((v for v in subject.values() if isinstance(v, str)), "")
+    return subject if isinstance(subject, str) else ""
+
+
+class LedgerViews:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def now(self) -> datetime:
+        async with unavailable_is_temporary("clock"):
+            at: datetime = await self._pool.fetchval("SELECT clock_timestamp()")
+        return at
+
+    async def sends_per_minute(self, minutes: int = 60) -> list[MinuteCount]:
+        """Outcomes recorded per minute, by job kind, over the last `minutes`."""
+        async with unavailable_is_temporary("sends per minute"):
+            rows = await self._pool.fetch(
+                "SELECT date_trunc('minute', d.updated_at) AS minute, j.kind, d.status,"
+                " count(*) AS n FROM deliveries d JOIN jobs j ON j.id = d.job_id"
+                " WHERE d.updated_at > now() - make_interval(mins => $1)"
+                " AND d.status = ANY($2) GROUP BY 1, 2, 3 ORDER BY 1",
+                minutes,
+                list(OUTCOMES),
+            )
+        return [MinuteCount(r["minute"], r["kind"], r["status"], r["n"]) for r in rows]
+
+    async def issues(
+        self, *, active_only: bool = False, limit: int = 100, counted: bool = True
+    ) -> list[IssueSummary]:
+        """Newest first; `counted=False` leaves the counts out (see `counts`)."""
+        where = "WHERE i.state IN ('scheduled', 'sending', 'paused')" if active_only else ""
+        async with unavailable_is_temporary("issues"):
+            rows = await self._pool.fetch(
+                "SELECT i.id, l.slug, i.state, i.payload, i.total, i.created_at, i.started_at,"
+                " i.finished_at FROM issues i JOIN lists l ON l.id = i.list_id "
+                f"{where} ORDER BY i.created_at DESC LIMIT $1",
+                limit,
+            )
+            counts = await self.counts([r["id"] for r in rows]) if counted else {}
+        return [
+            IssueSummary(
+                id=r["id"],
+                list_slug=r["slug"],
+                state=r["state"],
+                subject=_subject(r["payload"]),
+                total=r["total"],
+                created_at=r["created_at"],
+                started_at=r["started_at"],
+                finished_at=r["finished_at"],
+                counts=counts.get(r["id"], {}),
+            )
+            for r in rows
+        ]
+
+    async def counts(self, job_ids: list[UUID]) -> dict[UUID, dict[str, int]]:
+        """Deliveries by status, per job: a scan of each job's rows."""
+        found: dict[UUID, dict[str, int]] = {}
+        if not job_ids:
+            return found
+        async with unavailable_is_temporary("counts"):
+            rows = await self._pool.fetch(
+                "SELECT job_id, status, count(*) AS n FROM deliveries WHERE job_id = ANY($1)"
+                " GROUP BY job_id, status",
+                job_ids,
+            )
+        for r in rows:
+            found.setdefault(r["job_id"], {})[r["status"]] = r["n"]
+        return found
+
+    async def issue(self, issue_id: UUID, *, counted: bool = True) -> IssueSummary | None:
+        async with unavailable_is_temporary("issue"):
+            r = await self._pool.fetchrow(
+                "SELECT i.id, l.slug, i.state, i.payload, i.total, i.created_at, i.started_at,"
+                " i.finished_at FROM issues i JOIN lists l ON l.id = i.list_id WHERE i.id = $1",
+                issue_id,
+            )
+            if r is None:
+                return None
+            counts = await self.counts([issue_id]) if counted else {}
+        return IssueSummary(
+            id=r["id"],
+            list_slug=r["slug"],
+            state=r["state"],
+            subject=_subject(r["payload"]),
+            total=r["total"],
+            created_at=r["created_at"],
+            started_at=r["started_at"],
+            finished_at=r["finished_at"],
+            counts=counts.get(issue_id, {}),
+        )
+
+    async def pace(self, job_id: UUID, started_at: datetime | None = None) -> Pace:
+        """Both through the index on updated_at: the last minute's rows, and the newest
+        outcome, never the whole issue."""
+        async with unavailable_is_temporary("pace"):
+            r = await self._pool.fetchrow(
+                "SELECT (SELECT count(*) FROM deliveries WHERE job_id = $1"
+                "   AND updated_at > now() - interval '1 minute'"
+                "   AND status IN ('sent', 'captured')) AS sent,"
+                " (SELECT updated_at FROM deliveries WHERE job_id = $1 AND status <> ALL($2)"
+                "   ORDER BY updated_at DESC LIMIT 1) AS last,"
+                " clock_timestamp() AS at",
+                job_id,
+                list(OPEN),
+            )
+        assert r is not None
+        return Pace(r["sent"], r["last"], r["at"], started_at)
+
+    async def domains(self, issue_id: UUID, limit: int = 50) -> list[DomainRow]:
+        """Outcomes by recipient domain (largest first) and each domain's throttle."""
+        async with unavailable_is_temporary("domains"):
+            rows = await self._pool.fetch(
+                "WITH d AS (SELECT lower(split_part(s.email, '@', 2)) AS domain, d.status"
+                "   FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id"
+                "   WHERE d.job_id = $1),"
+                " top AS (SELECT domain, count(*) AS n FROM d GROUP BY domain"
+                "   ORDER BY n DESC LIMIT $2)"
+                " SELECT d.domain, d.status, count(*) AS n, t.rate, t.factor, t.concurrency"
+                " FROM d JOIN top USING (domain) LEFT JOIN throttle t ON t.key = d.domain"
+                " GROUP BY d.domain, d.status, t.rate, t.factor, t.concurrency, top.n"
+                " ORDER BY top.n DESC, d.domain",
+                issue_id,
+                limit,
+            )
+        found: dict[str, DomainRow] = {}
+        for r in rows:
+            domain = r["domain"] or "(erased)"
+            row = found.setdefault(
+                domain,
+                DomainRow(
+                    domain,
+                    {},
+                    r["rate"] if r["rate"] else None,
+                    r["factor"],
+                    r["concurrency"],
+                ),
+            )
+            row.counts[r["status"]] = r["n"]
+        return list(found.values())
+
+    async def failures(self, job_id: UUID, limit: int = 50) -> list[FailureRow]:
+        async with unavailable_is_temporary("failures"):
+            rows = await self._pool.fetch(
+                "SELECT d.id, lower(split_part(s.email, '@', 2)) AS domain, d.status,"
+                " d.attempts, d.reply, d.detail, d.updated_at FROM deliveries d"
+                " LEFT JOIN subscribers s ON s.id = d.subscriber_id"
+                " WHERE d.job_id = $1 AND d.status IN ('failed', 'retrying')"
+                " ORDER BY d.updated_at DESC LIMIT $2",
+                job_id,
+                limit,
+            )
+        return [
+            FailureRow(
+                r["id"],
+                r["domain"],
+                r["status"],
+                r["attempts"],
+                r["reply"],
+                r["detail"],
+                r["updated_at"],
+            )
+            for r in rows
+        ]
+
+    async def receipts(
+        self,
+        *,
+        status: str | None = None,
+        job_id: UUID | None = None,
+        recipient_key: bytes | None = None,
+        limit: int = 50,
+    ) -> list[ReceiptRow]:
+        """Receipt deliveries, newest first, filtered by any of the given."""
+        async with unavailable_is_temporary("receipts"):
+            rows = await self._pool.fetch(
+                "SELECT d.id, d.job_id, d.status, d.attempts, d.reply, d.detail, d.created_at,"
+                " d.updated_at, d.not_before FROM deliveries d JOIN jobs j ON j.id = d.job_id"
+                " WHERE j.kind = 'receipt' AND ($1::text IS NULL OR d.status = $1)"
+                " AND ($2::uuid IS NULL OR d.job_id = $2)"
+                " AND ($3::bytea IS NULL OR d.recipient_key = $3)"
+                " ORDER BY d.updated_at DESC LIMIT $4",
+                status,
+                job_id,
+                recipient_key,
+                limit,
+            )
+        return [
+            ReceiptRow(
+                r["id"],
+                r["job_id"],
+                r["status"],
+                r["attempts"],
+                r["reply"],
+                r["detail"],
+                r["created_at"],
+                r["updated_at"],
+                r["not_before"],
+            )
+            for r in rows
+        ]
+
+    async def receipt_counts(self, hours: int = 24) -> dict[str, int]:
+        async with unavailable_is_temporary("receipt counts"):
+            rows = await self._pool.fetch(
+                "SELECT d.status, count(*) AS n FROM deliveries d JOIN jobs j ON j.id = d.job_id"
+                " WHERE j.kind = 'receipt' AND d.updated_at > now() - make_interval(hours => $1)"
+                " GROUP BY d.status",
+                hours,
+            )
+        return {r["status"]: r["n"] for r in rows}
+
+    async def lists(self) -> list[ListCounts]:
+        async with unavailable_is_temporary("lists"):
+            rows = await self._pool.fetch(
+                "SELECT l.slug, sub.status, count(sub.*) AS n FROM lists l"
+                " LEFT JOIN subscriptions sub ON sub.list_id = l.id"
+                " GROUP BY l.slug, sub.status ORDER BY l.slug"
+            )
+        found: dict[str, ListCounts] = {}
+        for r in rows:
+            entry = found.setdefault(r["slug"], ListCounts(r["slug"], {}))
+            if r["status"] is not None:
+                entry.counts[r["status"]] = r["n"]
+        return list(found.values())
+
+    async def suppression(self, address_key: bytes) -> SuppressionRow | None:
+        async with unavailable_is_temporary("suppression"):
+            r = await self._pool.fetchrow(
+                "SELECT reason, detail, created_at FROM suppressions WHERE address_key = $1",
+                address_key,
+            )
+        return SuppressionRow(r["reason"], r["detail"], r["created_at"]) if r else None
+
+    async def subscriptions_of(self, address_key: bytes) -> list[tuple[str, str, datetime]]:
+        """(list, status, since) for the person with this address, if subscribed anywhere."""
+        async with unavailable_is_temporary("subscriptions"):
+            rows = await self._pool.fetch(
+                "SELECT l.slug, sub.status, sub.changed_at FROM subscribers s"
+                " JOIN subscriptions sub ON sub.subscriber_id = s.id"
+                " JOIN lists l ON l.id = sub.list_id WHERE s.address_key = $1 ORDER BY l.slug",
+                address_key,
+            )
+        return [(r["slug"], r["status"], r["changed_at"]) for r in rows]

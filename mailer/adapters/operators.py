@@ -1,0 +1,185 @@
+"""Operator accounts, their console sessions and the audit log, in PostgreSQL.
+
+A session cookie is a random token; only its SHA-256 is stored. Failed logins are audit rows,
+and they are what paces further attempts, per account and per source, across processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+import asyncpg
+
+from mailer.adapters.database import transaction, unavailable_is_temporary
+
+Role = Literal["viewer", "operator"]
+ROLES: tuple[Role, ...] = ("viewer", "operator")
+LOGIN_WINDOW = timedelta(minutes=15)
+
+
+@dataclass(frozen=True, slots=True)
+class Operator:
+    id: int
+    name: str
+    role: Role
+    password_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    operator: Operator
+    csrf_token: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    at: datetime
+    operator: str
+    action: str
+    target: str | None
+    result: str
+    detail: str | None
+    source: str | None
+
+
+def _token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _operator(row: asyncpg.Record) -> Operator:
+    return Operator(row["id"], row["name"], row["role"], row["password_hash"])
+
+
+class Operators:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    # Accounts -------------------------------------------------------------------------
+
+    async def add(self, name: str, role: Role, password_hash: str) -> bool:
+        """False when the name is taken."""
+        async with unavailable_is_temporary("add operator"):
+            added = await self._pool.fetchval(
+                "INSERT INTO operators (name, role, password_hash) VALUES ($1, $2, $3)"
+                " ON CONFLICT (name) DO NOTHING RETURNING true",
+                name,
+                role,
+                password_hash,
+            )
+        return bool(added)
+
+    async def set_password(self, name: str, password_hash: str) -> bool:
+        """A new password ends every session of the account. False: no such operator."""
+        async with transaction(self._pool, "set password") as conn:
+            found = await conn.fetchval(
+                "UPDATE operators SET password_hash = $2, updated_at = now() WHERE name = $1"
+                " RETURNING id",
+                name,
+                password_hash,
+            )
+            if found is None:
+                return False
+            await conn.execute("DELETE FROM console_sessions WHERE operator_id = $1", found)
+        return True
+
+    async def remove(self, name: str) -> bool:
+        async with unavailable_is_temporary("remove operator"):
+            removed = await self._pool.fetchval(
+                "DELETE FROM operators WHERE name = $1 RETURNING true", name
+            )
+        return bool(removed)
+
+    async def find(self, name: str) -> Operator | None:
+        async with unavailable_is_temporary("find operator"):
+            row = await self._pool.fetchrow("SELECT * FROM operators WHERE name = $1", name)
+        return _operator(row) if row is not None else None
+
+    # Sessions -------------------------------------------------------------------------
+
+    async def open_session(
+        self, operator: Operator, *, lifetime: timedelta, source: str | None
+    ) -> str:
+        """A new session; returns the cookie's token (never stored as such)."""
+        token = secrets.token_urlsafe(32)
+        async with unavailable_is_temporary("open session"):
+            await self._pool.execute(
+                "INSERT INTO console_sessions (token_hash, operator_id, csrf_token, source,"
+                " expires_at) VALUES ($1, $2, $3, $4, now() + $5)",
+                _token_hash(token),
+                operator.id,
+                secrets.token_urlsafe(32),
+                source,
+                lifetime,
+            )
+            await self._pool.execute("DELETE FROM console_sessions WHERE expires_at < now()")
+        return token
+
+    async def session(self, token: str) -> Session | None:
+        async with unavailable_is_temporary("session"):
+            row = await self._pool.fetchrow(
+                "SELECT o.*, s.csrf_token, s.expires_at FROM console_sessions s"
+                " JOIN operators o ON o.id = s.operator_id"
+                " WHERE s.token_hash = $1 AND s.expires_at > now()",
+                _token_hash(token),
+            )
+        if row is None:
+            return None
+        return Session(_operator(row), row["csrf_token"], row["expires_at"])
+
+    async def close_session(self, token: str) -> None:
+        async with unavailable_is_temporary("close session"):
+            await self._pool.execute(
+                "DELETE FROM console_sessions WHERE token_hash = $1", _token_hash(token)
+            )
+
+    # Audit ----------------------------------------------------------------------------
+
+    async def audit(
+        self,
+        operator: str,
+        action: str,
+        *,
+        target: str | None = None,
+        result: str,
+        detail: str | None = None,
+        source: str | None = None,
+    ) -> None:
+        async with unavailable_is_temporary("audit"):
+            await self._pool.execute(
+                "INSERT INTO console_audit (operator, action, target, result, detail, source)"
+                " VALUES ($1, $2, $3, $4, $5, $6)",
+                operator[:64],
+                action,
+                target,
+                result,
+                detail,
+                source,
+            )
+
+    async def recent_audit(self, limit: int = 200) -> list[AuditEntry]:
+        async with unavailable_is_temporary("audit log"):
+            rows = await self._pool.fetch(
+                "SELECT at, operator, action, target, result, detail, source FROM console_audit"
+                " ORDER BY id DESC LIMIT $1",
+                limit,
+            )
+        return [AuditEntry(**dict(row)) for row in rows]
+
+    async def failed_logins(self, name: str, source: str | None) -> tuple[int, int]:
+        """Refused logins over the last 15 minutes: (for this account, from this source)."""
+        async with unavailable_is_temporary("failed logins"):
+            row = await self._pool.fetchrow(
+                "SELECT count(*) FILTER (WHERE operator = $1) AS account,"
+                " count(*) FILTER (WHERE source = $2) AS source FROM console_audit"
+                " WHERE action = 'login' AND result = 'refused' AND at > now() - $3::interval",
+                name,
+                source,
+                LOGIN_WINDOW,
+            )
+        assert row is not None
+        return row["account"], row["source"]

@@ -1,0 +1,34 @@
+"""What the console's pages read from and act on, built once by the service."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from mailer.adapters.broker import Broker
+from mailer.adapters.issues import Issues
+from mailer.adapters.ledger_views import LedgerViews
+from mailer.adapters.operators import Operators
+from mailer.adapters.suppression_list import SuppressionList
+from mailer.adapters.workers import Workers
+from mailer.config import AdminSettings
+from mailer.health import RelayHealth
+from mailer.web.console.cache import Fresh
+
+Readiness = Callable[[], Awaitable[dict[str, dict[str, object]]]]
+
+
+@dataclass
+class Console:
+    settings: AdminSettings
+    operators: Operators
+    views: LedgerViews
+    issues: Issues
+    suppressions: SuppressionList
+    broker: Callable[[], Awaitable[Broker]]  # connected on first use, if the worker has none
+    queue_names: list[str]
+    workers: Workers  # the worker processes report what they hold unacknowledged
+    hash_key: bytes
+    readiness: Readiness | None  # the worker's own checks (relay, consumers), when it runs here
+    relay: RelayHealth | None = None  # this process's relay sessions, when the worker runs here
+    fresh: Fresh = field(default_factory=Fresh)

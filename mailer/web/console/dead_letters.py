@@ -1,0 +1,162 @@
+"""Dead letters (mailer.dead): list, inspect with addresses masked, requeue or purge
+one, a selection or all, streamed one message at a time."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from aio_pika.exceptions import AMQPException
+from aiohttp import web
+
+from mailer.adapters.broker import DeadLetters, body_ref
+from mailer.errors import TemporaryFailure
+from mailer.web.console.auth import SESSION_KEY, require_operator, source_of
+from mailer.web.console.kit import Pages, json_response, stream_headers
+from mailer.web.console.masking import masked_headers, pretty_body
+
+DEAD_ACTIONS = ("requeue", "purge")
+DEAD_SHOWN = 200
+
+
+class DeadLetterPages(Pages):
+    def add_routes(self, app: web.Application) -> None:
+        r = app.router
+        r.add_get("/dead", self._dead)
+        r.add_get("/api/dead", self._dead)
+        r.add_get("/dead/{ref}", self._dead_one)
+        r.add_post("/dead/{action}", self._dead_action)
+        r.add_post("/api/dead/{action}", self._dead_action)
+
+    async def _dead_letters(self) -> DeadLetters:
+        return DeadLetters(await self._c.broker())
+
+    async def _dead(self, request: web.Request) -> web.Response:
+        dead = await self._dead_letters()
+        parked = await dead.show(DEAD_SHOWN)
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "ref": body_ref(view.body),
+                "job_id": view.job_id,
+                "origin": view.origin,
+                "reason": view.reason,
+                "parked_at": view.parked_at,
+                "delivery_count": view.headers.get("x-delivery-count"),
+                "size": len(view.body),
+            }
+            for view in parked
+        ]
+        if self._api(request):
+            return json_response({"measured_at": now, "parked": rows, "shown_at_most": DEAD_SHOWN})
+        return self._render(request, "dead.html.j2", parked=rows, measured_at=now, limit=DEAD_SHOWN)
+
+    async def _dead_one(self, request: web.Request) -> web.Response:
+        ref = request.match_info["ref"]
+        dead = await self._dead_letters()
+        for view in await dead.show(DEAD_SHOWN):
+            if ref in (body_ref(view.body), view.job_id):
+                return self._render(
+                    request,
+                    "dead_one.html.j2",
+                    ref=body_ref(view.body),
+                    view=view,
+                    headers=masked_headers(view.headers),
+                    body=pretty_body(view.body),
+                )
+        raise web.HTTPNotFound(text="no such parked job (among the first 200)")
+
+    async def _dead_action(self, request: web.Request) -> web.StreamResponse:
+        action = request.match_info["action"]
+        if action not in DEAD_ACTIONS:
+            raise web.HTTPNotFound(text="no such action")
+        form = await self._form(request)
+        api = self._api(request)
+        every = form.get("all") in ("yes", True)
+        raw = form.get("refs") or []
+        refs = {str(r) for r in raw} if isinstance(raw, list) else set()
+        if not every and not refs:
+            raise web.HTTPBadRequest(text="choose parked jobs, or all")
+        if not api and form.get("confirm") != "yes":
+            require_operator(request)
+            what = "every parked job" if every else f"{len(refs)} parked job(s)"
+            verb = "Send back to its origin queue" if action == "requeue" else "Delete for good"
+            return self._render(
+                request,
+                "confirm.html.j2",
+                question=f"{verb}: {what}?",
+                action_url=request.path,
+                fields={"all": "yes"} if every else {},
+                refs=sorted(refs),
+                button=action,
+                back="/dead",
+            )
+        target = "all" if every else ",".join(sorted(refs))[:500]
+        session = request[SESSION_KEY]
+        try:
+            require_operator(request)
+        except web.HTTPForbidden:
+            await self._c.operators.audit(
+                session.operator.name,
+                f"dead {action}",
+                target=target,
+                result="refused",
+                detail="viewer",
+                source=source_of(request),
+            )
+            raise
+        response = web.StreamResponse(
+            headers={"Content-Type": "application/x-ndjson" if api else "text/html"}
+        )
+        if not api:
+            response.headers.update(stream_headers())
+        await response.prepare(request)
+        if not api:
+            head = self._env.get_template("stream_head.html.j2")
+            await response.write(head.render(action=action).encode())
+        summary = await self._settle(response, action, None if every else refs, api=api)
+        self._c.fresh.forget()
+        await self._c.operators.audit(
+            session.operator.name,
+            f"dead {action}",
+            target=target,
+            result=summary["result"],
+            detail=summary["detail"],
+            source=source_of(request),
+        )
+        if api:
+            await response.write((json.dumps(summary) + "\n").encode())
+        else:
+            tail = self._env.get_template("stream_tail.html.j2")
+            await response.write(tail.render(**summary).encode())
+        await response.write_eof()
+        return response
+
+    async def _settle(
+        self, response: web.StreamResponse, action: str, refs: set[str] | None, *, api: bool
+    ) -> dict[str, Any]:
+        """Settle one message at a time, writing a line for each as it is done."""
+        dead = await self._dead_letters()
+        row = self._env.get_template("stream_row.html.j2")
+        done = left = 0
+        try:
+            async for view, settled in dead.settle(action, refs):
+                done += settled
+                left += not settled
+                line = {
+                    "ref": body_ref(view.body),
+                    "job_id": view.job_id,
+                    "origin": view.origin,
+                    "done": settled,
+                }
+                text = json.dumps(line) + "\n" if api else row.render(**line)
+                await response.write(text.encode())
+        except (TemporaryFailure, AMQPException, OSError, RuntimeError) as exc:
+            result, detail = "failed", f"{done} {action}d, then: {exc}"
+        else:
+            result, detail = (
+                "done",
+                f"{done} {action}d" + (f", {left} left in place (no known origin)" if left else ""),
+            )
+        return {"done": done, "left": left, "result": result, "detail": detail}

@@ -1,0 +1,132 @@
+"""Newsletter issues: the list, one issue's progress, domains and failures; pause,
+resume and cancel behind a confirmation."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from aiohttp import web
+
+from mailer.adapters.ledger_views import OUTCOMES, DomainRow, IssueSummary
+from mailer.web.console.auth import require_operator
+from mailer.web.console.cache import LIVE_SECONDS, SLOW_SECONDS
+from mailer.web.console.kit import Pages, json_response
+from mailer.web.console.progress import with_counts
+
+ISSUE_ACTIONS = ("pause", "resume", "cancel")
+
+
+class IssuePages(Pages):
+    def add_routes(self, app: web.Application) -> None:
+        r = app.router
+        r.add_get("/issues", self._issues)
+        r.add_get("/api/issues", self._issues)
+        r.add_get("/issues/{id}", self._issue)
+        r.add_get("/api/issues/{id}", self._issue)
+        r.add_post("/issues/{id}/{action}", self._issue_action)
+        r.add_post("/api/issues/{id}/{action}", self._issue_action)
+
+    async def _issues(self, request: web.Request) -> web.Response:
+        now, issues = await self._c.fresh.get("issues", LIVE_SECONDS, self._issue_list)
+        if self._api(request):
+            return json_response({"measured_at": now, "issues": issues})
+        return self._render(
+            request, "issues.html.j2", issues=issues, measured_at=now, outcomes=OUTCOMES
+        )
+
+    async def _issue_list(self) -> tuple[datetime, list[IssueSummary]]:
+        now = await self._c.views.now()
+        issues, counted_at = await with_counts(
+            self._c, await self._c.views.issues(limit=200, counted=False)
+        )
+        return min(now, counted_at or now), issues
+
+    def _issue_id(self, request: web.Request) -> UUID:
+        try:
+            return UUID(request.match_info["id"])
+        except ValueError:
+            raise web.HTTPNotFound(text="no such issue") from None
+
+    async def _issue_data(self, issue_id: UUID) -> dict[str, Any] | None:
+        views = self._c.views
+        found = await views.issue(issue_id, counted=False)
+        if found is None:
+            return None
+        (issue,), counted_at = await with_counts(self._c, [found])
+
+        async def domains() -> tuple[datetime, list[DomainRow]]:
+            return await views.now(), await views.domains(issue_id)
+
+        pace, (domains_at, by_domain), failures = await asyncio.gather(
+            views.pace(issue_id, issue.started_at),
+            self._c.fresh.get(f"domains {issue_id}", SLOW_SECONDS, domains),
+            views.failures(issue_id),
+        )
+        return {
+            "measured_at": min(pace.measured_at, counted_at or pace.measured_at),
+            "issue": issue,
+            "pace": pace,
+            "stalled": pace.stalled(issue.state),
+            "domains_measured_at": domains_at,
+            "domains": by_domain,
+            "failures": failures,
+        }
+
+    async def _issue(self, request: web.Request) -> web.Response:
+        issue_id = self._issue_id(request)
+        data = await self._c.fresh.get(
+            f"issue {issue_id}", LIVE_SECONDS, lambda: self._issue_data(issue_id)
+        )
+        if data is None:
+            raise web.HTTPNotFound(text="no such issue")
+        if self._api(request):
+            return json_response(data)
+        return self._render(request, "issue.html.j2", outcomes=OUTCOMES, **data)
+
+    async def _issue_action(self, request: web.Request) -> web.Response:
+        issue_id = self._issue_id(request)
+        action = request.match_info["action"]
+        if action not in ISSUE_ACTIONS:
+            raise web.HTTPNotFound(text="no such action")
+        form = await self._form(request)
+        api = self._api(request)
+        if not api and form.get("confirm") != "yes":
+            require_operator(request)
+            issue = await self._c.views.issue(issue_id, counted=False)
+            if issue is None:
+                raise web.HTTPNotFound(text="no such issue")
+            return self._render(
+                request,
+                "confirm.html.j2",
+                question=f"{action.capitalize()} issue “{issue.subject}” ({issue.state})?",
+                action_url=request.path,
+                fields={},
+                button=action,
+                back=f"/issues/{issue_id}",
+            )
+        literal: Literal["pause", "resume", "cancel"] = action  # type: ignore[assignment]
+
+        async def run() -> str:
+            before, after = await self._c.issues.set_state(issue_id, literal)
+            if before is None:
+                raise LookupError(f"no issue {issue_id}")
+            if after is None:
+                raise ValueError(f"issue is {before}: cannot {action} it")
+            return f"{before} → {after}"
+
+        done, outcome = await self._act(request, f"issue {action}", str(issue_id), run)
+        if api:
+            return json_response({"done": done, "result": outcome}, status=200 if done else 409)
+        if not done:
+            return self._render(
+                request,
+                "result.html.j2",
+                http_status=409,
+                ok=False,
+                text=outcome,
+                back=f"/issues/{issue_id}",
+            )
+        raise web.HTTPSeeOther(f"/issues/{issue_id}")

@@ -1,0 +1,162 @@
+"""What every console page shares: templates, the session's values, forms (urlencoded or
+JSON), JSON answers, and the audited running of an action."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import jinja2
+from aiohttp import web
+
+from mailer.errors import MailerError
+from mailer.web.console.auth import SESSION_KEY, Guard, require_operator, source_of
+from mailer.web.console.context import Console
+from mailer.web.listener import CONSOLE_POLICY, SECURITY_HEADERS
+
+log = logging.getLogger(__name__)
+
+
+def _default(value: object) -> object:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(type(value).__name__)
+
+
+def json_response(data: object, status: int = 200) -> web.Response:
+    return web.json_response(
+        data, status=status, dumps=lambda v: json.dumps(v, default=_default, ensure_ascii=False)
+    )
+
+
+def ago(at: datetime | None, now: datetime) -> str:
+    if at is None:
+        return "never"
+    seconds = max(0, int((now - at).total_seconds()))
+    if seconds < 90:
+        return f"{seconds} s ago"
+    if seconds < 5400:
+        return f"{seconds // 60} min ago"
+    return f"{seconds // 3600} h ago"
+
+
+def duration(seconds: float) -> str:
+    whole = max(0, round(seconds))
+    if whole < 90:
+        return f"{whole} s"
+    minutes = whole // 60
+    return f"{minutes} min" if minutes < 90 else f"{minutes // 60} h {minutes % 60} min"
+
+
+def when(at: datetime | None) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if at else "—"
+
+
+def stream_headers() -> dict[str, str]:
+    """For a streamed page, whose headers go out before any middleware could add them."""
+    return {
+        **SECURITY_HEADERS,
+        "Content-Security-Policy": CONSOLE_POLICY,
+        "Cache-Control": "no-store",
+        "Server": "mailer",
+    }
+
+
+def templates(templates_dir: Path) -> jinja2.Environment:
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir / "_console")),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        auto_reload=False,
+    )
+    environment.filters["ago"] = ago
+    environment.filters["when"] = when
+    environment.filters["duration"] = duration
+    return environment
+
+
+class Pages:
+    """Base of each area's pages."""
+
+    def __init__(self, console: Console, guard: Guard, env: jinja2.Environment) -> None:
+        self._c = console
+        self._guard = guard
+        self._env = env
+
+    def add_routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    def _render(
+        self, request: web.Request, template: str, http_status: int = 200, **values: Any
+    ) -> web.Response:
+        session = request.get(SESSION_KEY)
+        html = self._env.get_template(template).render(
+            operator=session.operator if session else None,
+            csrf=session.csrf_token if session else "",
+            refresh=self._c.settings.refresh_seconds,
+            path=request.path,
+            **values,
+        )
+        return web.Response(text=html, status=http_status, content_type="text/html")
+
+    @staticmethod
+    def _api(request: web.Request) -> bool:
+        return request.path.startswith("/api/")
+
+    async def _form(self, request: web.Request) -> Mapping[str, Any]:
+        if request.content_type == "application/json":
+            try:
+                body = await request.json()
+            except (ValueError, RecursionError):
+                raise web.HTTPBadRequest(text="the body is not JSON") from None
+            if not isinstance(body, dict):
+                raise web.HTTPBadRequest(text="the body is not a JSON object")
+            return body
+        form = await request.post()
+        return {"refs": form.getall("ref", []), **{k: v for k, v in form.items() if k != "ref"}}
+
+    async def _act(
+        self,
+        request: web.Request,
+        action: str,
+        target: str,
+        run: Callable[[], Awaitable[str]],
+    ) -> tuple[bool, str]:
+        """Check the role, run, audit; (done, what happened)."""
+        session = request[SESSION_KEY]
+        source = source_of(request)
+        name = session.operator.name
+        try:
+            require_operator(request)
+        except web.HTTPForbidden:
+            await self._c.operators.audit(
+                name, action, target=target, result="refused", detail="viewer", source=source
+            )
+            raise
+        try:
+            outcome = await run()
+        except (LookupError, ValueError, MailerError) as exc:
+            await self._c.operators.audit(
+                name, action, target=target, result="failed", detail=str(exc), source=source
+            )
+            return False, str(exc)
+        self._c.fresh.forget()
+        await self._c.operators.audit(
+            name, action, target=target, result="done", detail=outcome, source=source
+        )
+        log.info("console: %s %s by %s: %s", action, target, name, outcome)
+        return True, outcome

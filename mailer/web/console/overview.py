@@ -1,0 +1,72 @@
+"""The overview: outcomes per minute as a chart, active issues, queues, services."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+
+from mailer.adapters.ledger_views import MinuteCount
+from mailer.adapters.queues import QueueState, queue_states
+from mailer.errors import MailerError
+from mailer.web.console.cache import LIVE_SECONDS, SLOW_SECONDS
+from mailer.web.console.charts import sends_chart
+from mailer.web.console.kit import Pages, json_response
+from mailer.web.console.progress import with_counts
+
+
+class OverviewPages(Pages):
+    def add_routes(self, app: web.Application) -> None:
+        r = app.router
+        r.add_get("/", self._overview)
+        r.add_get("/api/overview", self._overview)
+
+    async def _queues(self) -> tuple[list[QueueState], str | None]:
+        try:
+            broker = await self._c.broker()
+            return await queue_states(broker, self._c.workers, self._c.queue_names), None
+        except (MailerError, OSError, TimeoutError, RuntimeError) as exc:
+            return [], f"broker unreachable: {exc}"
+
+    async def _chart_data(self) -> tuple[datetime, list[MinuteCount]]:
+        return await self._c.views.now(), await self._c.views.sends_per_minute(60)
+
+    async def _overview_data(self) -> dict[str, Any]:
+        views = self._c.views
+        now = await views.now()
+        (chart_at, counts), active, (queues, broker_error), worker = await asyncio.gather(
+            self._c.fresh.get("chart", SLOW_SECONDS, self._chart_data),
+            views.issues(active_only=True, limit=20, counted=False),
+            self._queues(),
+            self._c.readiness() if self._c.readiness is not None else _none(),
+        )
+        (active, counted_at), paces = await asyncio.gather(
+            with_counts(self._c, active),
+            asyncio.gather(*(views.pace(i.id, i.started_at) for i in active)),
+        )
+        return {
+            "measured_at": min(now, counted_at or now),
+            "chart_measured_at": chart_at,
+            "minutes": counts,
+            "active_issues": [
+                {"issue": issue, "pace": pace} for issue, pace in zip(active, paces, strict=True)
+            ],
+            "queues": queues,
+            "broker_error": broker_error,
+            "worker": worker,
+            "relay_reason": self._c.relay.last_reason if self._c.relay is not None else None,
+            "database": {"ok": True, "detail": "reachable", "measured_at": now},
+        }
+
+    async def _overview(self, request: web.Request) -> web.Response:
+        data = await self._c.fresh.get("overview", LIVE_SECONDS, self._overview_data)
+        if self._api(request):
+            return json_response(data)
+        chart, legend = sends_chart(data["minutes"], now=data["chart_measured_at"])
+        return self._render(request, "overview.html.j2", chart=chart, legend=legend, **data)
+
+
+async def _none() -> None:
+    return None

@@ -1,0 +1,53 @@
+"""Counts by outcome for the issues a page shows, shared by every page: an issue still
+going is counted again at most every LIVE_SECONDS, a finished one once (its counts no longer
+change). Each count says when it was taken; a page's time is that of its oldest part."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from mailer.adapters.ledger_views import IssueSummary
+from mailer.web.console.cache import LIVE_SECONDS
+from mailer.web.console.context import Console
+
+FINISHED = ("done", "cancelled")
+FINISHED_SECONDS = 24 * 3600.0
+Counted = tuple[datetime, dict[str, int]]
+
+
+async def with_counts(
+    console: Console, issues: list[IssueSummary]
+) -> tuple[list[IssueSummary], datetime | None]:
+    """The issues with their counts, and when the oldest count of an unfinished one was taken."""
+
+    def reader(issue: IssueSummary) -> Callable[[], Awaitable[Counted]]:
+        async def read() -> Counted:
+            counts = await console.views.counts([issue.id])
+            return datetime.now(UTC), counts.get(issue.id, {})
+
+        return read
+
+    found = await asyncio.gather(
+        *(
+            console.fresh.get(
+                f"counts {issue.id}",
+                FINISHED_SECONDS
+                if issue.state in FINISHED and issue.finished_at is not None
+                else LIVE_SECONDS,
+                reader(issue),
+            )
+            for issue in issues
+        )
+    )
+    oldest = min(
+        (at for issue, (at, _) in zip(issues, found, strict=True) if issue.state not in FINISHED),
+        default=None,
+    )
+    counted = [
+        dataclasses.replace(issue, counts=counts)
+        for issue, (_, counts) in zip(issues, found, strict=True)
+    ]
+    return counted, oldest

@@ -1,0 +1,72 @@
+"""Receipts: recent by outcome, those retrying, a job id or a typed address looked up
+(hashed with the ledger key, never stored or echoed)."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from aiohttp import web
+
+from mailer.adapters.ledger_views import OUTCOMES
+from mailer.core.addresses import InvalidAddress, address_key, normalize_address
+from mailer.web.console.kit import Pages, json_response
+
+
+class ReceiptPages(Pages):
+    def add_routes(self, app: web.Application) -> None:
+        r = app.router
+        r.add_get("/receipts", self._receipts)
+        r.add_get("/api/receipts", self._receipts)
+        r.add_post("/receipts", self._receipts)  # a typed address travels in the body only
+
+    async def _receipts(self, request: web.Request) -> web.Response:
+        views = self._c.views
+        query = request.query
+        job: UUID | None = None
+        error = None
+        recipient_key = None
+        looked_up = None
+        if query.get("job"):
+            try:
+                job = UUID(query["job"].strip())
+            except ValueError:
+                error = "not a job id (a UUID)"
+        if request.method == "POST":
+            form = await self._form(request)
+            typed = form.get("address")
+            if isinstance(typed, str) and typed.strip():
+                try:
+                    normalized = normalize_address(typed.strip())
+                except (InvalidAddress, ValueError):
+                    error = "not an e-mail address"
+                else:
+                    recipient_key = address_key(self._c.hash_key, normalized)
+                    looked_up = "the address typed"  # never echoed back, never stored
+        status = query.get("status") if query.get("status") in (*OUTCOMES, "sending") else None
+        now = await views.now()
+        if job is not None or recipient_key is not None:
+            found = await views.receipts(job_id=job, recipient_key=recipient_key, limit=100)
+            retrying = []
+        else:
+            found = await views.receipts(status=status, limit=50)
+            retrying = await views.receipts(status="retrying", limit=50)
+        counts = await views.receipt_counts(24)
+        data: dict[str, Any] = {
+            "measured_at": now,
+            "counts": counts,
+            "receipts": found,
+            "retrying": retrying,
+            "job": job,
+            "status": status,
+        }
+        if self._api(request):
+            return json_response(data)
+        return self._render(
+            request,
+            "receipts.html.j2",
+            error=error,
+            looked_up=looked_up,
+            outcomes=OUTCOMES,
+            **data,
+        )

@@ -1,0 +1,43 @@
+"""Build the console's parts from the settings and the service's pool."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+import asyncpg
+
+from mailer.adapters.broker import Broker
+from mailer.adapters.issues import Issues
+from mailer.adapters.ledger_views import LedgerViews
+from mailer.adapters.operators import Operators
+from mailer.adapters.queues import queue_names
+from mailer.adapters.suppression_list import SuppressionList
+from mailer.adapters.workers import Workers
+from mailer.config import Settings
+from mailer.health import RelayHealth
+from mailer.web.console.context import Console, Readiness
+
+
+def build_console(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    *,
+    broker: Callable[[], Awaitable[Broker]],
+    tiers: Sequence[float],
+    hash_key: bytes,
+    readiness: Readiness | None,
+    relay: RelayHealth | None = None,
+) -> Console:
+    return Console(
+        settings=settings.admin,
+        operators=Operators(pool),
+        views=LedgerViews(pool),
+        issues=Issues(pool),
+        suppressions=SuppressionList(pool),
+        broker=broker,
+        queue_names=queue_names(round(t * 1000) for t in tiers),
+        workers=Workers(pool),
+        hash_key=hash_key,
+        readiness=readiness,
+        relay=relay,
+    )

@@ -1,0 +1,82 @@
+"""The public listener: the recipients' pages, /healthz and /readyz. Nothing else: the
+operators' console and /metrics are on the [admin] listener (mailer/web/console)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+from aiohttp import web
+
+from mailer.adapters import database
+from mailer.adapters.broker import Broker
+from mailer.config import HttpSettings
+from mailer.web.listener import Listener, security_headers
+from mailer.web.public.pages import RecipientPages
+
+Readiness = Callable[[], Awaitable[dict[str, dict[str, object]]]]
+
+
+class WebServer:
+    def __init__(
+        self,
+        settings: HttpSettings,
+        *,
+        pool: asyncpg.Pool,
+        broker: Broker | None,
+        pages: RecipientPages | None = None,
+        readiness: Readiness | None = None,
+    ) -> None:
+        self._settings = settings
+        self._readiness = readiness
+        self._pages = pages
+        self._pool = pool
+        self._broker = broker
+        self._listener: Listener | None = None
+
+    @property
+    def port(self) -> int | None:
+        return self._listener.port if self._listener is not None else None
+
+    def application(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024, middlewares=[security_headers()])
+        if self._pages is not None:
+            self._pages.add_routes(app)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        return app
+
+    async def start(self) -> None:
+        http = self._settings
+        self._listener = Listener(
+            self.application(), host=http.host, port=http.port, http=http, name="HTTP service"
+        )
+        await self._listener.start()
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            await self._listener.stop()
+            self._listener = None
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        """Ready to do its work: each check says what is wrong, if anything."""
+        reachable = await database.ping(self._pool)
+        checks: dict[str, dict[str, object]] = {
+            "database": {"ok": reachable, "detail": "reachable" if reachable else "unreachable"}
+        }
+        if self._readiness is not None:
+            checks.update(await self._readiness())
+        elif self._broker is not None:
+            connected = self._broker.is_connected
+            checks["broker"] = {
+                "ok": connected,
+                "detail": "connected" if connected else "not connected",
+            }
+        ready = all(check["ok"] for check in checks.values())
+        return web.json_response(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status=200 if ready else 503,
+        )
