@@ -70,6 +70,7 @@ from mailer.worker.unacked import UnackedReport
 
 log = logging.getLogger(__name__)
 DISPATCH_LOOPS = 2  # chunks in hand at once per process: one sends while the other records
+TASKS_GRACE = 2.0  # seconds for the background loops to end by themselves at a stop
 
 
 def retry_tiers(settings: Settings) -> tuple[float, ...]:
@@ -574,6 +575,17 @@ class Service:
             checks["bounces"] = self.bounces.readiness()
         return checks
 
+    async def _end_tasks(self) -> None:
+        """The loops end on their own once `_stopping` is set: a moment first, so that one in
+        the middle of opening or closing a connection is not cut off halfway (which leaves
+        that connection's tasks behind), then the rest are cancelled."""
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=TASKS_GRACE)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
     async def stop(self) -> None:
         """Drain and close; safe to call more than once."""
         self._stopping.set()
@@ -596,10 +608,7 @@ class Service:
         )
         self._consumers.clear()
         self._loops.clear()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        await self._end_tasks()
         if self.web is not None:
             await self.web.stop()
             self.web = None

@@ -68,7 +68,7 @@ async def test_a_login_makes_a_strict_http_only_session_and_audits_it(
     async with http.get(console.url + "/api/overview") as response:
         assert response.status == 200
         body = await response.json()
-    names = [q["name"] for q in body["queues"]]
+    names = [q["queue"] for q in body["queues"]]
     assert names[:3] == ["mailer.receipts", "mailer.newsletters", "mailer.subscriptions"]
     assert "mailer.dead" in names
     assert any(name.startswith("mailer.delay.") for name in names)
