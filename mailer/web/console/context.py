@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from mailer.adapters.bounces import BounceReports, Suppressions
 from mailer.adapters.broker import Broker
 from mailer.adapters.issues import Issues
 from mailer.adapters.ledger_views import LedgerViews
 from mailer.adapters.operators import Operators
-from mailer.adapters.suppression_list import SuppressionList
 from mailer.adapters.workers import Workers
 from mailer.config import AdminSettings
 from mailer.health import RelayHealth
@@ -24,7 +24,8 @@ class Console:
     operators: Operators
     views: LedgerViews
     issues: Issues
-    suppressions: SuppressionList
+    suppressions: Suppressions
+    bounces: BounceReports
     broker: Callable[[], Awaitable[Broker]]  # connected on first use, if the worker has none
     queue_names: list[str]
     workers: Workers  # the worker processes report what they hold unacknowledged

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from mailer.web.console.audit import AuditPages
 from mailer.web.console.auth import Guard
+from mailer.web.console.bounces import BouncePages
 from mailer.web.console.context import Console
 from mailer.web.console.dead_letters import DeadLetterPages
 from mailer.web.console.issues import IssuePages
@@ -31,6 +32,7 @@ AREAS = (
     ReceiptPages,
     DeadLetterPages,
     SuppressionPages,
+    BouncePages,
     AuditPages,
 )
 

@@ -6,12 +6,12 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
+from mailer.adapters.bounces import BounceReports, Suppressions
 from mailer.adapters.broker import Broker
 from mailer.adapters.issues import Issues
 from mailer.adapters.ledger_views import LedgerViews
 from mailer.adapters.operators import Operators
 from mailer.adapters.queues import queue_names
-from mailer.adapters.suppression_list import SuppressionList
 from mailer.adapters.workers import Workers
 from mailer.config import Settings
 from mailer.health import RelayHealth
@@ -33,7 +33,8 @@ def build_console(
         operators=Operators(pool),
         views=LedgerViews(pool),
         issues=Issues(pool),
-        suppressions=SuppressionList(pool),
+        suppressions=Suppressions(pool),
+        bounces=BounceReports(pool),
         broker=broker,
         queue_names=queue_names(round(t * 1000) for t in tiers),
         workers=Workers(pool),
