@@ -72,6 +72,9 @@ class OverviewPages(Pages):
             "workers_measured_at": processes[0].measured_at if processes else now,
             "worker": worker,
             "relay_reason": self._c.relay.last_reason if self._c.relay is not None else None,
+            "relay_failures": (
+                self._c.relay.recent_failures() if self._c.relay is not None else None
+            ),
             "database": {"ok": True, "detail": "reachable", "measured_at": now},
         }
 

@@ -290,6 +290,10 @@ async def test_the_overview_shows_the_relay_refusing_us_with_its_reply(
 
     page = await eventually(refused, timeout=30)
     assert "last failure 20" in page  # when, as well as what
+    shown = re.search(r'id="relay-failures"[^>]*>(.*?)</td>', page)
+    assert shown is not None
+    assert re.search(r"sender: [1-9]", shown.group(1))  # 553 to MAIL FROM: our sender refused
+    assert "auth: 0" in shown.group(1)
 
 
 async def test_an_issue_nobody_sends_shows_as_stalled_not_with_a_stale_rate(
