@@ -21,6 +21,7 @@ from mailer.web.console.issues import IssuePages
 from mailer.web.console.kit import templates
 from mailer.web.console.login import LoginPages
 from mailer.web.console.overview import OverviewPages
+from mailer.web.console.previews import PreviewPages
 from mailer.web.console.receipts import ReceiptPages
 from mailer.web.console.suppressions import SuppressionPages
 
@@ -33,6 +34,7 @@ AREAS = (
     DeadLetterPages,
     SuppressionPages,
     BouncePages,
+    PreviewPages,
     AuditPages,
 )
 

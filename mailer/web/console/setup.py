@@ -15,7 +15,7 @@ from mailer.adapters.queues import queue_names
 from mailer.adapters.workers import Workers
 from mailer.config import Settings
 from mailer.health import RelayHealth
-from mailer.web.console.context import Console, Readiness
+from mailer.web.console.context import Console, Previewer, Readiness
 
 
 def build_console(
@@ -27,6 +27,7 @@ def build_console(
     hash_key: bytes,
     readiness: Readiness | None,
     relay: RelayHealth | None = None,
+    preview: Previewer | None = None,
 ) -> Console:
     return Console(
         settings=settings.admin,
@@ -41,4 +42,5 @@ def build_console(
         hash_key=hash_key,
         readiness=readiness,
         relay=relay,
+        preview=preview,
     )
