@@ -4,15 +4,19 @@ sessions and the lease heartbeat. Updated by the worker, read by the HTTP servic
 from __future__ import annotations
 
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from mailer.core.relay_failures import CLASSES, failure_class
+from mailer.core.relay_failures import CLASSES, FailureClass, failure_class
 from mailer.metrics import Metrics
 
 # Sessions in a row that the relay refused (no connection, TLS, AUTH, our sender) before
 # readiness fails: one can be a blip, three with no success between is the relay or us.
 RELAY_FAILURES_NOT_READY = 3
+RECENT_SECONDS = 15 * 60.0  # refusals by class over this window, for the console
+RECENT_KEPT = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +33,11 @@ def _iso(at: datetime | None) -> str | None:
 
 
 class RelayHealth:
-    def __init__(self, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, metrics: Metrics | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._clock = clock
+        self._refused: deque[tuple[float, FailureClass]] = deque(maxlen=RECENT_KEPT)
         self.last_success: datetime | None = None
         self.last_failure: datetime | None = None
         self.last_reason: str | None = None
@@ -51,9 +59,21 @@ class RelayHealth:
         self.last_failure = datetime.now(UTC)
         self.last_reason = reason
         self.failures_in_a_row += 1
+        kind = failure_class(reason)
+        self._refused.append((self._clock(), kind))
         if self._metrics is not None:
-            self._metrics.relay_failures.labels(failure_class(reason)).inc()
+            self._metrics.relay_failures.labels(kind).inc()
             self._metrics.relay_up.set(int(self.failures_in_a_row < RELAY_FAILURES_NOT_READY))
+
+    def recent_failures(self, seconds: float = RECENT_SECONDS) -> dict[str, int]:
+        """Sessions refused within the last `seconds`, by class (every class, 0 too)."""
+        since = self._clock() - seconds
+        while self._refused and self._refused[0][0] < since:
+            self._refused.popleft()
+        counts: dict[str, int] = dict.fromkeys(CLASSES, 0)
+        for _, kind in self._refused:
+            counts[kind] += 1
+        return counts
 
     def check(self) -> dict[str, object]:
         ok = self.failures_in_a_row < RELAY_FAILURES_NOT_READY

@@ -62,6 +62,7 @@ from mailer.worker.chunks import ChunkRunner
 from mailer.worker.consumers import QueueHandler
 from mailer.worker.newsletters import Dispatcher, IssueIntake
 from mailer.worker.pipeline import Attempts
+from mailer.worker.previews import Previewer, previewer
 from mailer.worker.receipts import ReceiptPipeline
 from mailer.worker.sending import LARGE_MESSAGE_BYTES, Sender, few_large_jobs
 from mailer.worker.signals import Signals
@@ -259,6 +260,7 @@ class Service:
                 hash_key=parts.hash_key,
                 readiness=self.readiness if self.run_worker else None,
                 relay=self.relay_health if self.run_worker else None,
+                preview=self._previewer(parts),
             ),
             http=self.settings.http,
             metrics=self.metrics,
@@ -419,6 +421,20 @@ class Service:
             ),
         )
         self._tasks.append(asyncio.create_task(sampler.run(self._stopping), name="sampling"))
+
+    def _previewer(self, parts: Parts) -> Previewer:
+        """The console's issue preview: the lists by their senders (no database id: a
+        preview carries no unsubscribe token)."""
+        lists = {
+            slug: MailingList(0, slug, lst.name, parts.list_senders[slug], lst.default_locale)
+            for slug, lst in self.settings.lists.items()
+        }
+        return previewer(
+            lists,
+            parts.renderer,
+            max_attachment_bytes=self.settings.worker.max_attachment_bytes,
+            public_url=self.settings.http.public_url,
+        )
 
     async def _register(self) -> None:
         """This process in the `workers` table, for operators; gone after a lease of silence."""

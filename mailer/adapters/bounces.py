@@ -341,6 +341,11 @@ class BounceReports:
         return [(row["id"], row["total"], row["bounced"], row["complaints"]) for row in rows]
 
 
+# What an operator may add by hand: every reason the schema allows but an erasure, which
+# only a person's erasure request makes, together with forgetting them (and never lifted).
+OPERATOR_REASONS = ("manual", "hard_bounce", "complaint", "soft_bounce")
+
+
 class Suppressions:
     """The suppression list, as operators see and change it."""
 
@@ -388,13 +393,26 @@ class Suppressions:
             await conn.execute("DELETE FROM soft_bounce_days WHERE address_key = $1", address_key)
         return reason
 
-    async def add(self, address_key: bytes, detail: str) -> bool:
-        """An operator's suppression, for everything; False when one is there already."""
+    async def add(
+        self,
+        address_key: bytes,
+        detail: str,
+        *,
+        reason: str = "manual",
+        expires_at: datetime | None = None,
+    ) -> bool:
+        """An operator's suppression (for everything; a soft bounce's for newsletters, until
+        it expires); False when one is there already."""
+        if reason not in OPERATOR_REASONS:
+            raise ValueError(f"reason: one of {', '.join(OPERATOR_REASONS)}")
         async with unavailable_is_temporary("add suppression"):
             added: int | None = await self._pool.fetchval(
-                "INSERT INTO suppressions (address_key, reason, detail) VALUES ($1, 'manual', $2)"
+                "INSERT INTO suppressions (address_key, reason, detail, expires_at)"
+                " VALUES ($1, $2, $3, $4)"
                 " ON CONFLICT (address_key) DO NOTHING RETURNING 1",
                 address_key,
+                reason,
                 detail[:1000],
+                expires_at,
             )
         return added is not None

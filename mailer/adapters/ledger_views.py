@@ -1,26 +1,36 @@
 """What the operators' console reads from the ledger: read-only queries, each answer with the
 database's own time of measurement.
 
-Issue progress here (rate over the last minute, "stalled" when nothing was recorded for two
-minutes) is computed from the deliveries alone; it is kept in this one module so that a
-worker-process registry can replace it without touching the pages.
+An issue's rate, ETA and stall are estimated by mailer/core/progress.py, as for
+`mailer issue status`; `facts` reads what that estimate needs.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
 from mailer.adapters.database import unavailable_is_temporary
+from mailer.core.progress import RATE_WINDOW, LedgerFacts
 
-OUTCOMES = ("sent", "captured", "suppressed", "failed", "retrying", "cancelled")
+OUTCOMES = ("sent", "captured", "bounced", "suppressed", "failed", "retrying", "cancelled")
 OPEN = ("pending", "sending", "retrying")
-STALLED_AFTER = timedelta(minutes=2)
+_FACTS = """
+SELECT now() AS at,
+       (SELECT count(*) FROM deliveries WHERE job_id = $1 AND status IN ('sent', 'captured')
+           AND updated_at > now() - make_interval(secs => $2)) AS sent,
+       (SELECT updated_at FROM deliveries WHERE job_id = $1 AND status IN ('sent', 'captured')
+         ORDER BY updated_at DESC LIMIT 1) AS last_sent,
+       CASE WHEN $3 THEN (SELECT min(not_before) FROM deliveries
+                           WHERE job_id = $1 AND status = 'retrying') END AS next_retry,
+       (SELECT count(*) FROM workers WHERE stopped_at IS NULL
+           AND heartbeat_at >= now() - gone_after)::int AS alive
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,34 +64,6 @@ class IssueSummary:
     @property
     def remaining(self) -> int:
         return sum(self.counts.get(status, 0) for status in OPEN)
-
-
-@dataclass(frozen=True, slots=True)
-class Pace:
-    """Sending speed from what was recorded; honest when nothing moves."""
-
-    sent_last_minute: int
-    last_recorded: datetime | None
-    measured_at: datetime
-    started_at: datetime | None = None
-
-    @property
-    def rate(self) -> float:
-        """Per second over the last minute, or since it started if that is less."""
-        span = 60.0
-        if self.started_at is not None:
-            span = min(span, max(1.0, (self.measured_at - self.started_at).total_seconds()))
-        return self.sent_last_minute / span
-
-    def stalled(self, state: str) -> timedelta | None:
-        """How long nothing was recorded, while the issue should be sending."""
-        if state != "sending":
-            return None
-        since = self.last_recorded or self.started_at  # nothing recorded yet: since it started
-        if since is None:
-            return None
-        quiet = self.measured_at - since
-        return quiet if quiet >= STALLED_AFTER else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,13 +103,6 @@ class ReceiptRow:
 class ListCounts:
     slug: str
     counts: dict[str, int]
-
-
-@dataclass(frozen=True, slots=True)
-class SuppressionRow:
-    reason: str
-    detail: str | None
-    created_at: datetime
 
 
 def _subject(payload: Any) -> str:
@@ -226,22 +201,32 @@ class LedgerViews:
             counts=counts.get(issue_id, {}),
         )
 
-    async def pace(self, job_id: UUID, started_at: datetime | None = None) -> Pace:
-        """Both through the index on updated_at: the last minute's rows, and the newest
-        outcome, never the whole issue."""
-        async with unavailable_is_temporary("pace"):
-            r = await self._pool.fetchrow(
-                "SELECT (SELECT count(*) FROM deliveries WHERE job_id = $1"
-                "   AND updated_at > now() - interval '1 minute'"
-                "   AND status IN ('sent', 'captured')) AS sent,"
-                " (SELECT updated_at FROM deliveries WHERE job_id = $1 AND status <> ALL($2)"
-                "   ORDER BY updated_at DESC LIMIT 1) AS last,"
-                " clock_timestamp() AS at",
-                job_id,
-                list(OPEN),
-            )
+    async def facts(self, issue: IssueSummary) -> LedgerFacts:
+        """What an issue's rate and ETA are estimated from (mailer/core/progress.py), with
+        the counts already read: only the rate window's rows and the newest send, both
+        through the index on updated_at, never the whole issue; the next retry only when
+        nothing else is left to send."""
+        counts = issue.counts
+        only_retries = (
+            counts.get("retrying", 0) > 0
+            and counts.get("pending", 0) == 0
+            and counts.get("sending", 0) == 0
+        )
+        async with unavailable_is_temporary("issue rate"):
+            r = await self._pool.fetchrow(_FACTS, issue.id, RATE_WINDOW, only_retries)
         assert r is not None
-        return Pace(r["sent"], r["last"], r["at"], started_at)
+        return LedgerFacts(
+            state=issue.state,
+            total=issue.total,
+            counts=counts,
+            measured_at=r["at"],
+            started_at=issue.started_at,
+            finished_at=issue.finished_at,
+            sent_in_window=r["sent"],
+            last_sent_at=r["last_sent"],
+            next_retry_at=r["next_retry"],
+            workers_alive=r["alive"],
+        )
 
     async def domains(self, issue_id: UUID, limit: int = 50) -> list[DomainRow]:
         """Outcomes by recipient domain (largest first) and each domain's throttle."""
@@ -359,14 +344,6 @@ class LedgerViews:
             if r["status"] is not None:
                 entry.counts[r["status"]] = r["n"]
         return list(found.values())
-
-    async def suppression(self, address_key: bytes) -> SuppressionRow | None:
-        async with unavailable_is_temporary("suppression"):
-            r = await self._pool.fetchrow(
-                "SELECT reason, detail, created_at FROM suppressions WHERE address_key = $1",
-                address_key,
-            )
-        return SuppressionRow(r["reason"], r["detail"], r["created_at"]) if r else None
 
     async def subscriptions_of(self, address_key: bytes) -> list[tuple[str, str, datetime]]:
         """(list, status, since) for the person with this address, if subscribed anywhere."""

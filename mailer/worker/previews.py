@@ -31,6 +31,7 @@ __all__ = [
     "Issue",
     "SendResult",
     "marked_draft",
+    "previewer",
     "read_issue",
     "render_preview",
     "send_tests",
@@ -150,3 +151,24 @@ async def send_tests(
         SendResult(draft.to.address, chosen, draft.message_id, outcome)
         for draft, outcome in zip(drafts, outcomes, strict=True)
     ]
+
+
+Previewer = Callable[[bytes, Locale, str | None], Rendered]
+
+
+def previewer(
+    lists: Mapping[str, MailingList],
+    renderer: Renderer,
+    *,
+    max_attachment_bytes: int,
+    public_url: str,
+) -> Previewer:
+    """What the console previews a pasted issue job with: checked as the worker checks it,
+    rendered as `render_preview` does (InvalidJob when it is not a valid issue)."""
+    url = public_url.rstrip("/") + TEST_UNSUBSCRIBE_PATH
+
+    def preview(body: bytes, locale: Locale, name: str | None) -> Rendered:
+        issue = read_issue(body, lists, max_attachment_bytes=max_attachment_bytes)
+        return render_preview(issue, renderer, locale=locale, name=name, unsubscribe_url=url)
+
+    return preview

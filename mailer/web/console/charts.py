@@ -24,6 +24,8 @@ COLOURS = {
     "newsletter suppressed": "#a1887f",
     "newsletter cancelled": "#9e9e9e",
     "receipt cancelled": "#bdbdbd",
+    "newsletter bounced": "#8e24aa",
+    "receipt bounced": "#ba68c8",
 }
 WIDTH, HEIGHT, LEFT, BOTTOM = 720, 200, 44, 22
 

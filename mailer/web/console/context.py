@@ -5,17 +5,20 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from mailer.adapters.bounces import BounceReports, Suppressions
 from mailer.adapters.broker import Broker
 from mailer.adapters.issues import Issues
 from mailer.adapters.ledger_views import LedgerViews
 from mailer.adapters.operators import Operators
-from mailer.adapters.suppression_list import SuppressionList
 from mailer.adapters.workers import Workers
 from mailer.config import AdminSettings
+from mailer.core.rendering import Locale, Rendered
 from mailer.health import RelayHealth
 from mailer.web.console.cache import Fresh
 
 Readiness = Callable[[], Awaitable[dict[str, dict[str, object]]]]
+# A pasted issue job → what a subscriber in that locale gets (InvalidJob when it is not one)
+Previewer = Callable[[bytes, Locale, str | None], Rendered]
 
 
 @dataclass
@@ -24,11 +27,13 @@ class Console:
     operators: Operators
     views: LedgerViews
     issues: Issues
-    suppressions: SuppressionList
+    suppressions: Suppressions
+    bounces: BounceReports
     broker: Callable[[], Awaitable[Broker]]  # connected on first use, if the worker has none
     queue_names: list[str]
     workers: Workers  # the worker processes report what they hold unacknowledged
     hash_key: bytes
     readiness: Readiness | None  # the worker's own checks (relay, consumers), when it runs here
     relay: RelayHealth | None = None  # this process's relay sessions, when the worker runs here
+    preview: Previewer | None = None
     fresh: Fresh = field(default_factory=Fresh)

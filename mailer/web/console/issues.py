@@ -4,17 +4,19 @@ resume and cancel behind a confirmation."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
 from aiohttp import web
 
-from mailer.adapters.ledger_views import OUTCOMES, DomainRow, IssueSummary
+from mailer.adapters.ledger_views import OUTCOMES, DomainRow
 from mailer.web.console.auth import require_operator
+from mailer.web.console.bounces import rate as rate_of
 from mailer.web.console.cache import LIVE_SECONDS, SLOW_SECONDS
 from mailer.web.console.kit import Pages, json_response
-from mailer.web.console.progress import with_counts
+from mailer.web.console.progress import Rated, rated, with_counts
 
 ISSUE_ACTIONS = ("pause", "resume", "cancel")
 
@@ -30,19 +32,23 @@ class IssuePages(Pages):
         r.add_post("/api/issues/{id}/{action}", self._issue_action)
 
     async def _issues(self, request: web.Request) -> web.Response:
-        now, issues = await self._c.fresh.get("issues", LIVE_SECONDS, self._issue_list)
+        now, rates = await self._c.fresh.get("issues", LIVE_SECONDS, self._issue_list)
         if self._api(request):
+            issues = [
+                {**dataclasses.asdict(r.issue), "estimate": r.estimate, "rate": r.said}
+                for r in rates
+            ]
             return json_response({"measured_at": now, "issues": issues})
         return self._render(
-            request, "issues.html.j2", issues=issues, measured_at=now, outcomes=OUTCOMES
+            request, "issues.html.j2", rates=rates, measured_at=now, outcomes=OUTCOMES
         )
 
-    async def _issue_list(self) -> tuple[datetime, list[IssueSummary]]:
+    async def _issue_list(self) -> tuple[datetime, list[Rated]]:
         now = await self._c.views.now()
         issues, counted_at = await with_counts(
             self._c, await self._c.views.issues(limit=200, counted=False)
         )
-        return min(now, counted_at or now), issues
+        return min(now, counted_at or now), await rated(self._c, issues, now)
 
     def _issue_id(self, request: web.Request) -> UUID:
         try:
@@ -60,19 +66,31 @@ class IssuePages(Pages):
         async def domains() -> tuple[datetime, list[DomainRow]]:
             return await views.now(), await views.domains(issue_id)
 
-        pace, (domains_at, by_domain), failures = await asyncio.gather(
-            views.pace(issue_id, issue.started_at),
+        (rate,), (domains_at, by_domain), failures, complained = await asyncio.gather(
+            rated(self._c, [issue], await views.now()),
             self._c.fresh.get(f"domains {issue_id}", SLOW_SECONDS, domains),
             views.failures(issue_id),
+            self._c.bounces.complaint_rate(issue_id),
         )
+        complaints, deliveries = complained or (0, issue.size)
+        bounced = issue.counts.get("bounced", 0)
         return {
-            "measured_at": min(pace.measured_at, counted_at or pace.measured_at),
+            "measured_at": min(rate.measured_at, counted_at or rate.measured_at),
             "issue": issue,
-            "pace": pace,
-            "stalled": pace.stalled(issue.state),
+            "estimate": rate.estimate,
+            "rate": rate.said,
+            "stalled": rate.estimate.stalled,
+            "last_sent_at": rate.last_sent_at,
             "domains_measured_at": domains_at,
             "domains": by_domain,
             "failures": failures,
+            "bounces": {
+                "deliveries": deliveries,
+                "bounced": bounced,
+                "bounce_rate": rate_of(bounced, deliveries),
+                "complaints": complaints,
+                "complaint_rate": rate_of(complaints, deliveries),
+            },
         }
 
     async def _issue(self, request: web.Request) -> web.Response:

@@ -10,11 +10,12 @@ from aiohttp import web
 
 from mailer.adapters.ledger_views import MinuteCount
 from mailer.adapters.queues import QueueState, queue_states
+from mailer.adapters.workers import WorkerProcess
 from mailer.errors import MailerError
 from mailer.web.console.cache import LIVE_SECONDS, SLOW_SECONDS
 from mailer.web.console.charts import sends_chart
 from mailer.web.console.kit import Pages, json_response
-from mailer.web.console.progress import with_counts
+from mailer.web.console.progress import rated, with_counts
 
 
 class OverviewPages(Pages):
@@ -30,33 +31,50 @@ class OverviewPages(Pages):
         except (MailerError, OSError, TimeoutError, RuntimeError) as exc:
             return [], f"broker unreachable: {exc}"
 
+    async def _workers(self) -> tuple[list[WorkerProcess], str | None]:
+        try:
+            return await self._c.workers.list(), None
+        except MailerError as exc:
+            return [], f"worker processes unknown: {exc}"
+
     async def _chart_data(self) -> tuple[datetime, list[MinuteCount]]:
         return await self._c.views.now(), await self._c.views.sends_per_minute(60)
 
     async def _overview_data(self) -> dict[str, Any]:
         views = self._c.views
         now = await views.now()
-        (chart_at, counts), active, (queues, broker_error), worker = await asyncio.gather(
+        (
+            (chart_at, counts),
+            active,
+            (queues, broker_error),
+            (processes, workers_error),
+            worker,
+        ) = await asyncio.gather(
             self._c.fresh.get("chart", SLOW_SECONDS, self._chart_data),
             views.issues(active_only=True, limit=20, counted=False),
             self._queues(),
+            self._workers(),
             self._c.readiness() if self._c.readiness is not None else _none(),
         )
-        (active, counted_at), paces = await asyncio.gather(
-            with_counts(self._c, active),
-            asyncio.gather(*(views.pace(i.id, i.started_at) for i in active)),
-        )
+        active, counted_at = await with_counts(self._c, active)
+        rates = await rated(self._c, active, now)
         return {
             "measured_at": min(now, counted_at or now),
             "chart_measured_at": chart_at,
             "minutes": counts,
             "active_issues": [
-                {"issue": issue, "pace": pace} for issue, pace in zip(active, paces, strict=True)
+                {"issue": r.issue, "estimate": r.estimate, "rate": r.said} for r in rates
             ],
             "queues": queues,
             "broker_error": broker_error,
+            "workers": processes,
+            "workers_error": workers_error,
+            "workers_measured_at": processes[0].measured_at if processes else now,
             "worker": worker,
             "relay_reason": self._c.relay.last_reason if self._c.relay is not None else None,
+            "relay_failures": (
+                self._c.relay.recent_failures() if self._c.relay is not None else None
+            ),
             "database": {"ok": True, "detail": "reachable", "measured_at": now},
         }
 

@@ -14,12 +14,14 @@ from aiohttp import web
 
 from mailer.web.console.audit import AuditPages
 from mailer.web.console.auth import Guard
+from mailer.web.console.bounces import BouncePages
 from mailer.web.console.context import Console
 from mailer.web.console.dead_letters import DeadLetterPages
 from mailer.web.console.issues import IssuePages
 from mailer.web.console.kit import templates
 from mailer.web.console.login import LoginPages
 from mailer.web.console.overview import OverviewPages
+from mailer.web.console.previews import PreviewPages
 from mailer.web.console.receipts import ReceiptPages
 from mailer.web.console.suppressions import SuppressionPages
 
@@ -31,6 +33,8 @@ AREAS = (
     ReceiptPages,
     DeadLetterPages,
     SuppressionPages,
+    BouncePages,
+    PreviewPages,
     AuditPages,
 )
 

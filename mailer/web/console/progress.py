@@ -1,6 +1,8 @@
 """Counts by outcome for the issues a page shows, shared by every page: an issue still
 going is counted again at most every LIVE_SECONDS, a finished one once (its counts no longer
-change). Each count says when it was taken; a page's time is that of its oldest part."""
+change). Each count says when it was taken; a page's time is that of its oldest part.
+
+Rates and ETAs are those of mailer/core/progress.py, in the words of `mailer issue status`."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from mailer.adapters.ledger_views import IssueSummary
+from mailer.core.progress import Estimate, LedgerFacts, describe, estimate
 from mailer.web.console.cache import LIVE_SECONDS
 from mailer.web.console.context import Console
 
@@ -51,3 +54,42 @@ async def with_counts(
         for issue, (_, counts) in zip(issues, found, strict=True)
     ]
     return counted, oldest
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Rated:
+    """An issue with its rate and ETA, as `mailer issue status` tells them."""
+
+    issue: IssueSummary
+    estimate: Estimate
+    last_sent_at: datetime | None
+    measured_at: datetime
+
+    @property
+    def said(self) -> str:
+        return describe(self.estimate)
+
+
+async def rated(console: Console, issues: list[IssueSummary], now: datetime) -> list[Rated]:
+    """Each issue's estimate from the ledger; only the issues sending are read again (the
+    others have no rate to tell)."""
+
+    async def one(issue: IssueSummary) -> Rated:
+        if issue.state == "sending":
+            facts = await console.views.facts(issue)
+        else:
+            facts = LedgerFacts(
+                state=issue.state,
+                total=issue.total,
+                counts=issue.counts,
+                measured_at=now,
+                started_at=issue.started_at,
+                finished_at=issue.finished_at,
+                sent_in_window=0,
+                last_sent_at=None,
+                next_retry_at=None,
+                workers_alive=None,
+            )
+        return Rated(issue, estimate(facts), facts.last_sent_at, facts.measured_at)
+
+    return list(await asyncio.gather(*(one(issue) for issue in issues)))

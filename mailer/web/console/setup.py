@@ -6,16 +6,16 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
+from mailer.adapters.bounces import BounceReports, Suppressions
 from mailer.adapters.broker import Broker
 from mailer.adapters.issues import Issues
 from mailer.adapters.ledger_views import LedgerViews
 from mailer.adapters.operators import Operators
 from mailer.adapters.queues import queue_names
-from mailer.adapters.suppression_list import SuppressionList
 from mailer.adapters.workers import Workers
 from mailer.config import Settings
 from mailer.health import RelayHealth
-from mailer.web.console.context import Console, Readiness
+from mailer.web.console.context import Console, Previewer, Readiness
 
 
 def build_console(
@@ -27,17 +27,20 @@ def build_console(
     hash_key: bytes,
     readiness: Readiness | None,
     relay: RelayHealth | None = None,
+    preview: Previewer | None = None,
 ) -> Console:
     return Console(
         settings=settings.admin,
         operators=Operators(pool),
         views=LedgerViews(pool),
         issues=Issues(pool),
-        suppressions=SuppressionList(pool),
+        suppressions=Suppressions(pool),
+        bounces=BounceReports(pool),
         broker=broker,
         queue_names=queue_names(round(t * 1000) for t in tiers),
         workers=Workers(pool),
         hash_key=hash_key,
         readiness=readiness,
         relay=relay,
+        preview=preview,
     )

@@ -1,21 +1,30 @@
-"""Suppressions and lists: subscribers per list by status, an address's suppression
-and lists, lifting or adding a suppression (audited by the address's hash reference)."""
+"""Suppressions and lists: subscribers per list by status, the suppressions in force (with
+the bounce report that made each and when it expires), an address's suppression and lists,
+lifting or adding a suppression (audited by the address's hash reference). The suppression
+list is read and changed through its one owner, mailer/adapters/bounces.py."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 from aiohttp import web
 
-from mailer.adapters.suppression_list import MANUAL_REASONS
+from mailer.adapters.bounces import OPERATOR_REASONS, Suppression
 from mailer.core.addresses import InvalidAddress, address_key, address_ref, normalize_address
 from mailer.web.console.auth import SESSION_KEY, require_operator
-from mailer.web.console.kit import Pages
+from mailer.web.console.kit import Pages, json_response
+
+REASONS = ("hard_bounce", "soft_bounce", "complaint", "manual", "erased")  # as the schema allows
+MAX_DAYS = 3650
 
 
 class SuppressionPages(Pages):
     def add_routes(self, app: web.Application) -> None:
         r = app.router
         r.add_get("/suppressions", self._suppressions)
-        r.add_post("/suppressions", self._suppressions)
+        r.add_get("/api/suppressions", self._suppressions)
+        r.add_post("/suppressions", self._suppressions)  # a typed address travels in the body
         r.add_post("/suppressions/{action}", self._suppression_action)
 
     def _key(self, typed: object) -> bytes | None:
@@ -28,8 +37,12 @@ class SuppressionPages(Pages):
 
     async def _suppressions(self, request: web.Request) -> web.Response:
         views = self._c.views
+        reason = request.query.get("reason")
+        if reason not in REASONS:
+            reason = None
         lists = await views.lists()
         now = await views.now()
+        in_force = await self._c.suppressions.active(reason=reason, limit=100)
         lookup = None
         error = None
         typed = ""
@@ -41,17 +54,29 @@ class SuppressionPages(Pages):
                 error = "not an e-mail address"
             else:
                 lookup = {
-                    "suppression": await views.suppression(key),
+                    "ref": address_ref(key),
+                    "suppression": await self._c.suppressions.show(key),
                     "subscriptions": await views.subscriptions_of(key),
                 }
+        data: dict[str, Any] = {
+            "measured_at": now,
+            "reason": reason,
+            "suppressions": [
+                {**_shown(one), "ref": address_ref(one.address_key)} for one in in_force
+            ],
+        }
+        if self._api(request):
+            return json_response(data)
         return self._render(
             request,
             "suppressions.html.j2",
             lists=lists,
-            measured_at=now,
             lookup=lookup,
             error=error,
             typed=typed,
+            reasons=REASONS,
+            operator_reasons=OPERATOR_REASONS,
+            **data,
         )
 
     async def _suppression_action(self, request: web.Request) -> web.Response:
@@ -63,21 +88,31 @@ class SuppressionPages(Pages):
         key = self._key(typed)
         if key is None:
             raise web.HTTPBadRequest(text="not an e-mail address")
-        reason = str(form.get("reason", "hard_bounce"))
-        if action == "add" and reason not in MANUAL_REASONS:
-            raise web.HTTPBadRequest(text="reason: hard_bounce or complaint")
+        reason = str(form.get("reason", "manual"))
+        days_typed = str(form.get("days", "")).strip()
+        days: int | None = None
+        if action == "add":
+            if reason not in OPERATOR_REASONS:
+                raise web.HTTPBadRequest(text=f"reason: one of {', '.join(OPERATOR_REASONS)}")
+            if days_typed:
+                if not days_typed.isdigit() or not 1 <= int(days_typed) <= MAX_DAYS:
+                    raise web.HTTPBadRequest(text=f"days: a whole number from 1 to {MAX_DAYS}")
+                days = int(days_typed)
+            if reason == "soft_bounce" and days is None:
+                raise web.HTTPBadRequest(text="a soft bounce's suppression expires: give days")
         if form.get("confirm") != "yes":
             require_operator(request)
+            until = f", for {days} days" if days is not None else ", for good"
             return self._render(
                 request,
                 "confirm.html.j2",
                 question=(
                     "Lift the suppression of the address typed?"
                     if action == "lift"
-                    else f"Suppress the address typed ({reason})?"
+                    else f"Suppress the address typed ({reason}{until})?"
                 ),
                 action_url=request.path,
-                fields={"address": typed, "reason": reason},
+                fields={"address": typed, "reason": reason, "days": days_typed},
                 button=action,
                 back="/suppressions",
             )
@@ -89,11 +124,19 @@ class SuppressionPages(Pages):
                 if lifted is None:
                     raise LookupError("no suppression to lift (an erasure is never lifted)")
                 return f"lifted {lifted}"
+            expires_at = None
+            if days is not None:
+                expires_at = await self._c.views.now() + timedelta(days=days)
             if not await self._c.suppressions.add(
-                key, reason, f"added in the console by {session.operator.name}"
+                key,
+                f"added in the console by {session.operator.name}",
+                reason=reason,
+                expires_at=expires_at,
             ):
                 raise ValueError("the address is suppressed already")
-            return f"added {reason}"
+            return f"added {reason}" + (
+                f" until {expires_at:%Y-%m-%d %H:%M UTC}" if expires_at else ""
+            )
 
         # the audit names the address by its hash reference, never in clear
         done, outcome = await self._act(request, f"suppression {action}", address_ref(key), run)
@@ -105,3 +148,14 @@ class SuppressionPages(Pages):
             text=outcome,
             back="/suppressions",
         )
+
+
+def _shown(one: Suppression) -> dict[str, Any]:
+    """A suppression without its key (the page shows the key's reference instead)."""
+    return {
+        "reason": one.reason,
+        "detail": one.detail,
+        "created_at": one.created_at,
+        "expires_at": one.expires_at,
+        "report_id": one.report_id,
+    }

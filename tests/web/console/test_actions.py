@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -60,6 +61,8 @@ async def test_an_operator_pauses_and_resumes_an_issue_a_viewer_cannot(
             seen = await response.json()
         assert seen["issue"]["state"] == "sending"
         assert seen["issue"]["total"] == 300
+        assert re.fullmatch(r"rate [\d,.]+/s over the last (minute|\d+ s), ETA .+", seen["rate"])
+        assert seen["estimate"]["eta"] > 0
         async with viewer.post(
             f"{console.url}/api/issues/{job['id']}/pause",
             headers={**console.origin, "X-CSRF-Token": viewer_csrf},
@@ -287,6 +290,10 @@ async def test_the_overview_shows_the_relay_refusing_us_with_its_reply(
 
     page = await eventually(refused, timeout=30)
     assert "last failure 20" in page  # when, as well as what
+    shown = re.search(r'id="relay-failures"[^>]*>(.*?)</td>', page)
+    assert shown is not None
+    assert re.search(r"sender: [1-9]", shown.group(1))  # 553 to MAIL FROM: our sender refused
+    assert "auth: 0" in shown.group(1)
 
 
 async def test_an_issue_nobody_sends_shows_as_stalled_not_with_a_stale_rate(
@@ -319,9 +326,27 @@ async def test_an_issue_nobody_sends_shows_as_stalled_not_with_a_stale_rate(
     await log_in(http, console, "victor")
     async with http.get(f"{console.url}/issues/{issue_id}") as response:
         page = await response.text()
-    assert "stalled: no worker has recorded anything for 3 min" in page
-    assert "/s over the last minute" not in page
+    # the words of `mailer issue status`
+    assert "stalled: no worker process is alive; the last send was 3 min" in page
+    assert "/s over the last" not in page
     async with http.get(f"{console.url}/api/issues/{issue_id}") as response:
         body = await response.json()
-    assert body["stalled"] >= 180
+    assert body["stalled"].startswith("stalled: no worker process is alive")
+    assert body["estimate"]["rate"] is None and body["estimate"]["eta"] is None
     assert body["issue"]["counts"] == {"sent": 1, "pending": 2}
+
+    # a worker process alive that sends nothing of it: still stalled, and said why
+    await db.execute(
+        "INSERT INTO workers (id, host, pid, version, runs, gone_after)"
+        " VALUES ($1, 'mx1', 1, '1', '{worker}', interval '1 hour')",
+        uuid.uuid4(),
+    )
+
+    for path in (f"/issues/{issue_id}", "/", "/issues"):
+
+        async def says_no_send(path: str = path) -> str | None:
+            async with http.get(console.url + path) as response:
+                page = await response.text()
+            return page if "stalled: no worker has sent anything for 3 min" in page else None
+
+        await eventually(says_no_send, interval=0.5)  # pages are kept for a few seconds
