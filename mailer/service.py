@@ -266,7 +266,8 @@ class Service:
             metrics=self.metrics,
             templates_dir=self.settings.worker.templates_dir,
         )
-        await self.admin.start()
+        with listening("admin", self.settings.admin.host, self.settings.admin.port):
+            await self.admin.start()
 
     async def _stop_console(self) -> None:
         if self.admin is not None:

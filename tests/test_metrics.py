@@ -4,6 +4,7 @@ database and the broker, the worker processes, subscriptions, process and build 
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -72,6 +73,7 @@ async def test_metrics_show_queues_issues_subscriptions_and_the_process(
     await eventually(some_sent, timeout=30)
     env = environment(config)
     assert mailer("issue", "pause", job["id"], env=env).returncode == 0
+    paused_at = time.time()
     newsletter = next(m for m in smtp_server.received if UNSUBSCRIBE.search(m.data))
     found = UNSUBSCRIBE.search(newsletter.data)
     assert found is not None
@@ -93,7 +95,10 @@ async def test_metrics_show_queues_issues_subscriptions_and_the_process(
         shown = value(samples, "mailer_issue_deliveries", issue=issue_id, list="lucid-news",
                       status="sent")  # fmt: skip
         dead = value(samples, "mailer_queue_messages", queue="mailer.dead")
-        return samples if shown == sent and dead == 1 else None
+        # Read after the pause: one from before it could show the same counts, and a rate.
+        read_at = value(samples, "mailer_metrics_sampled_timestamp_seconds", part="issues")
+        fresh = read_at is not None and read_at > paused_at
+        return samples if shown == sent and dead == 1 and fresh else None
 
     samples = await eventually(sampled_paused, timeout=20)
     text, _ = await scrape(service)

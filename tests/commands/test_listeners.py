@@ -43,3 +43,22 @@ def test_a_port_already_in_use_is_one_line_naming_it(config: dict[str, Any]) -> 
     assert result.stderr.splitlines()[-1].startswith(
         "mailer: [http] cannot listen on 192.0.2.1:0: that address is not one of this machine's"
     )
+
+
+def test_the_admin_port_in_use_is_one_line_naming_it_too(config: dict[str, Any]) -> None:
+    env = environment(config)
+    assert mailer("migrate", env=env).returncode == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env["MAILER_HTTP_PORT"] = "0"
+        env["MAILER_ADMIN_PORT"] = str(port)
+        result = mailer("web", env=env)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"mailer: [admin] cannot listen on 127.0.0.1:{port}: the port is already in use"
+        " (another mailer, or another program); choose another [admin] host or port"
+        " (MAILER_ADMIN_PORT)"
+    )
