@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -89,7 +90,7 @@ def templates(templates_dir: Path) -> jinja2.Environment:
     return environment
 
 
-class Pages:
+class Pages(ABC):
     """Base of each area's pages."""
 
     def __init__(self, console: Console, guard: Guard, env: jinja2.Environment) -> None:
@@ -97,8 +98,8 @@ class Pages:
         self._guard = guard
         self._env = env
 
-    def add_routes(self, app: web.Application) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def add_routes(self, app: web.Application) -> None: ...
 
     def _render(
         self, request: web.Request, template: str, http_status: int = 200, **values: Any
