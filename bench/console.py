@@ -3,10 +3,11 @@
     .venv/bin/python -m bench.console [--recipients 100000]
 
 One `mailer run` process sends an issue to a local Postfix smtp-sink (as bench.newsletter
-does), three times: with nobody looking; with an operator's browser loading the overview,
-the issue's page and the issues list every 5 s (the pages' own refresh); and every second.
+does), three times (repeated, interleaved, with --rounds): with nobody looking; with an
+operator's browser loading the overview, the issue's page and the issues list every 5 s (the
+pages' own refresh); and every second.
 Prints the issue's throughput in each run side by side, and each page's p50, p95 and worst
-load time in the two watched runs.
+load time in the watched runs. Ratios are against the mean of the unwatched runs.
 """
 
 from __future__ import annotations
@@ -129,7 +130,11 @@ def quantile(values: list[float], q: float) -> float:
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--recipients", type=int, default=100_000)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat the three runs, interleaved, this often"
+    )
     args = parser.parse_args()
+    intervals = INTERVALS * args.rounds
     port = free_port()
     sink = start_sink(port)
     dsn = (
@@ -171,7 +176,7 @@ async def main() -> None:
             check=True,
             capture_output=True,
         )
-        for interval in INTERVALS:
+        for interval in intervals:
             what = "nobody looking" if interval is None else f"pages loaded every {interval:g} s"
             print(f"sending, {what}…", file=sys.stderr)
             results.append(await send(dsn, env, watch=interval is not None, interval=interval or 0))
@@ -179,7 +184,9 @@ async def main() -> None:
         sink.terminate()
         subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
         shutil.rmtree(keys)
-    idle_s, idle_n, _, idle_cpu = results[0]
+    idle = [result for interval, result in zip(intervals, results, strict=True) if interval is None]
+    idle_rate = statistics.mean(sent / seconds for seconds, sent, _, _ in idle)
+    idle_cpu = statistics.mean(cpu for _, _, _, cpu in idle)
     print_table(
         f"An issue to {args.recipients:,} recipients, one `mailer run` (2 cores, local smtp-sink)",
         [
@@ -197,11 +204,11 @@ async def main() -> None:
                 f"{seconds:.1f}",
                 f"{sent:,}",
                 f"{sent / seconds:,.0f}",
-                f"{(sent / seconds) / (idle_n / idle_s):.0%}",
+                f"{(sent / seconds) / idle_rate:.1%}",
                 f"{cpu:.1f}",
-                f"{cpu / idle_cpu:.0%}",
+                f"{cpu / idle_cpu:.1%}",
             )
-            for interval, (seconds, sent, _, cpu) in zip(INTERVALS, results, strict=True)
+            for interval, (seconds, sent, _, cpu) in zip(intervals, results, strict=True)
         ],
     )
     print_table(
@@ -216,7 +223,7 @@ async def main() -> None:
                 f"{quantile(found, 0.95) * 1000:.0f}",
                 f"{max(found) * 1000:.0f}",
             )
-            for interval, (_, _, times, _) in zip(INTERVALS, results, strict=True)
+            for interval, (_, _, times, _) in zip(intervals, results, strict=True)
             if interval is not None
             for path, found in times.items()
             if len(found) > 1

@@ -48,6 +48,7 @@ from mailer.core.rendering import Renderer
 from mailer.core.return_paths import ReturnPathKeys, return_path
 from mailer.core.signing import DkimKey, NoSigner, OpenSSLSigner, Signer, load_key
 from mailer.core.tokens import TokenKeys, derive_key
+from mailer.core.trials import Previewer, TestSend
 from mailer.errors import ConfigError, TemporaryFailure
 from mailer.health import Heartbeat, RelayHealth
 from mailer.listening import listening
@@ -62,7 +63,7 @@ from mailer.worker.chunks import ChunkRunner
 from mailer.worker.consumers import QueueHandler
 from mailer.worker.newsletters import Dispatcher, IssueIntake
 from mailer.worker.pipeline import Attempts
-from mailer.worker.previews import Previewer, previewer
+from mailer.worker.previews import previewer, test_sender
 from mailer.worker.receipts import ReceiptPipeline
 from mailer.worker.sending import LARGE_MESSAGE_BYTES, Sender, few_large_jobs
 from mailer.worker.signals import Signals
@@ -72,6 +73,7 @@ from mailer.worker.unacked import UnackedReport
 log = logging.getLogger(__name__)
 DISPATCH_LOOPS = 2  # chunks in hand at once per process: one sends while the other records
 TASKS_GRACE = 2.0  # seconds for the background loops to end by themselves at a stop
+TEST_POOL_SIZE = 2  # connections for the console's test sends
 
 
 def retry_tiers(settings: Settings) -> tuple[float, ...]:
@@ -166,6 +168,7 @@ class Service:
         self.pool: asyncpg.Pool | None = None
         self.broker: Broker | None = None
         self.relays: list[Relay] = []
+        self._test_relay: Relay | None = None  # the console's test sends, apart from the work
         self.deliveries: Deliveries | None = None
         self.relay_health = RelayHealth(self.metrics)
         self.heartbeat = Heartbeat(self.settings.worker.lease)
@@ -261,6 +264,7 @@ class Service:
                 readiness=self.readiness if self.run_worker else None,
                 relay=self.relay_health if self.run_worker else None,
                 preview=self._previewer(parts),
+                test_send=self._test_sender(parts),
             ),
             http=self.settings.http,
             metrics=self.metrics,
@@ -289,6 +293,7 @@ class Service:
         context = tls_context(settings.smtp.ca_file)  # one for every connection of both pools
         receipt_relay = self._relay(relay_config, settings.smtp.pool_size, context)
         newsletter_relay = self._relay(relay_config, settings.newsletter.pool_size, context)
+        self._test_relay = self._relay(relay_config, TEST_POOL_SIZE, context)
         self.broker = Broker.from_settings(settings.broker, name=f"mailer worker {self.worker_id}")
         await self.broker.connect()
         await self.broker.declare(round(t * 1000) for t in parts.tiers)
@@ -423,18 +428,48 @@ class Service:
         )
         self._tasks.append(asyncio.create_task(sampler.run(self._stopping), name="sampling"))
 
-    def _previewer(self, parts: Parts) -> Previewer:
-        """The console's issue preview: the lists by their senders (no database id: a
-        preview carries no unsubscribe token)."""
-        lists = {
+    def _preview_lists(self, parts: Parts) -> dict[str, MailingList]:
+        """The lists by their senders, with no database id: a preview or a test send carries
+        no unsubscribe token."""
+        return {
             slug: MailingList(0, slug, lst.name, parts.list_senders[slug], lst.default_locale)
             for slug, lst in self.settings.lists.items()
         }
+
+    def _previewer(self, parts: Parts) -> Previewer:
         return previewer(
-            lists,
+            self._preview_lists(parts),
             parts.renderer,
             max_attachment_bytes=self.settings.worker.max_attachment_bytes,
             public_url=self.settings.http.public_url,
+        )
+
+    def _test_sender(self, parts: Parts) -> TestSend | None:
+        """The console's test send: through the worker's relay settings (the embedded capture
+        included), or in `mailer web` alone the configured relay; None without either.
+        Signed like the real send; counted in no metric, recorded nowhere."""
+        if self._test_relay is None:
+            config = self.settings.smtp.relay()
+            if config is None:
+                return None
+            self._test_relay = self._relay(
+                config, TEST_POOL_SIZE, tls_context(self.settings.smtp.ca_file)
+            )
+        sender = Sender(
+            kind="test",
+            composer=compose,
+            signer=parts.signer,
+            relay=self._test_relay,
+            return_path=self.settings.sender.return_path,
+            metrics=Metrics(),
+        )
+        return test_sender(
+            self._preview_lists(parts),
+            parts.renderer,
+            sender,
+            max_attachment_bytes=self.settings.worker.max_attachment_bytes,
+            public_url=self.settings.http.public_url,
+            clock=self.clock,
         )
 
     async def _register(self) -> None:

@@ -21,7 +21,7 @@ from mailer.adapters.capture import CaptureServer
 from mailer.adapters.relay import Relay, tls_context
 from mailer.commands.checks import mailing_lists, templates
 from mailer.config import Settings, SmtpRelay
-from mailer.core.messages import Mailbox, compose, parse_mailbox
+from mailer.core.messages import Mailbox, compose
 from mailer.core.outcomes import Sent
 from mailer.core.rendering import LOCALES, Locale
 from mailer.core.signing import Signer
@@ -33,6 +33,7 @@ from mailer.worker.previews import (
     read_issue,
     render_preview,
     send_tests,
+    test_addresses,
 )
 from mailer.worker.sending import Sender
 
@@ -108,13 +109,10 @@ def preview(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _recipients(addresses: list[str]) -> list[Mailbox]:
-    found = []
-    for text in addresses:
-        try:
-            found.append(parse_mailbox(text))
-        except ValueError as exc:
-            raise ConfigError(f"--to: {exc}") from None
-    return found
+    try:
+        return test_addresses(addresses)
+    except ValueError as exc:
+        raise ConfigError(f"--to: {exc}") from None
 
 
 @contextlib.asynccontextmanager

@@ -17,9 +17,9 @@ from uuid import UUID, uuid4
 
 from mailer.core.audience import MailingList, newsletter_locale
 from mailer.core.jobs import NewsletterJob, decode
-from mailer.core.messages import TEST_HEADER, Draft, ListHeaders, Mailbox
-from mailer.core.outcomes import Outcome
+from mailer.core.messages import TEST_HEADER, Draft, ListHeaders, Mailbox, parse_mailbox
 from mailer.core.rendering import Locale, Rendered, Renderer
+from mailer.core.trials import Previewer, TestSend, TrialResult
 from mailer.errors import InvalidJob
 from mailer.worker.newsletters import prepare
 from mailer.worker.sending import Sender
@@ -29,12 +29,13 @@ __all__ = [
     "TEST_PREFIX",
     "TEST_UNSUBSCRIBE_PATH",
     "Issue",
-    "SendResult",
     "marked_draft",
     "previewer",
     "read_issue",
     "render_preview",
     "send_tests",
+    "test_addresses",
+    "test_sender",
 ]
 
 TEST_PREFIX = "[TEST] "
@@ -51,12 +52,17 @@ class Issue:
     mailing_list: MailingList
 
 
-@dataclass(frozen=True, slots=True)
-class SendResult:
-    address: str
-    locale: Locale
-    message_id: str
-    outcome: Outcome
+def test_addresses(texts: Sequence[str]) -> list[Mailbox]:
+    """Typed test addresses ('Name <user@example.org>' or bare) → mailboxes; ValueError
+    naming the first that is not one, by its position (never the text: it is an address)."""
+    found = []
+    for number, text in enumerate(texts, 1):
+        try:
+            found.append(parse_mailbox(text.strip()))
+        except ValueError as exc:
+            reason = str(exc) if "line break" in str(exc) else "is not one mailbox"
+            raise ValueError(f"test address {number} {reason}") from None
+    return found
 
 
 def read_issue(
@@ -126,7 +132,7 @@ async def send_tests(
     locale: Locale | None,
     public_url: str,
     clock: Callable[[], datetime],
-) -> list[SendResult]:
+) -> list[TrialResult]:
     """Send the issue to each test address (in `locale`, else the list's default), all at
     once through `sender`; nothing is recorded. The outcome of each is returned."""
     if not recipients:
@@ -148,12 +154,9 @@ async def send_tests(
     ]
     outcomes = await asyncio.gather(*(sender.send(draft, clock()) for draft in drafts))
     return [
-        SendResult(draft.to.address, chosen, draft.message_id, outcome)
+        TrialResult(draft.to.address, chosen, draft.message_id, outcome)
         for draft, outcome in zip(drafts, outcomes, strict=True)
     ]
-
-
-Previewer = Callable[[bytes, Locale, str | None], Rendered]
 
 
 def previewer(
@@ -172,3 +175,29 @@ def previewer(
         return render_preview(issue, renderer, locale=locale, name=name, unsubscribe_url=url)
 
     return preview
+
+
+def test_sender(
+    lists: Mapping[str, MailingList],
+    renderer: Renderer,
+    sender: Sender,
+    *,
+    max_attachment_bytes: int,
+    public_url: str,
+    clock: Callable[[], datetime],
+) -> TestSend:
+    """The console's test send: the job read as `previewer` reads it, sent by `send_tests`."""
+
+    async def send(body: bytes, texts: Sequence[str], locale: Locale | None) -> list[TrialResult]:
+        issue = read_issue(body, lists, max_attachment_bytes=max_attachment_bytes)
+        return await send_tests(
+            issue,
+            renderer,
+            sender,
+            test_addresses(texts),
+            locale=locale,
+            public_url=public_url,
+            clock=clock,
+        )
+
+    return send

@@ -12,13 +12,11 @@ from mailer.adapters.ledger_views import LedgerViews
 from mailer.adapters.operators import Operators
 from mailer.adapters.workers import Workers
 from mailer.config import AdminSettings
-from mailer.core.rendering import Locale, Rendered
+from mailer.core.trials import Previewer, TestSend
 from mailer.health import RelayHealth
 from mailer.web.console.cache import Fresh
 
 Readiness = Callable[[], Awaitable[dict[str, dict[str, object]]]]
-# A pasted issue job → what a subscriber in that locale gets (InvalidJob when it is not one)
-Previewer = Callable[[bytes, Locale, str | None], Rendered]
 
 
 @dataclass
@@ -36,4 +34,5 @@ class Console:
     readiness: Readiness | None  # the worker's own checks (relay, consumers), when it runs here
     relay: RelayHealth | None = None  # this process's relay sessions, when the worker runs here
     preview: Previewer | None = None
+    test_send: TestSend | None = None  # None: no relay in this process
     fresh: Fresh = field(default_factory=Fresh)

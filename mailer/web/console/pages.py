@@ -2,8 +2,9 @@
 autoescaped); a small script of our own refreshes the live parts, and every page works
 without it.
 
-Every action (pause, resume, cancel, requeue, purge, lift or add a suppression) asks for a
-confirmation first, needs the operator role, and is audited with its result, refusals too.
+Every action (pause, resume, cancel, requeue, purge, lift or add a suppression, test send)
+needs the operator role and is audited with its result, refusals too; each asks for a
+confirmation first, but a test send, whose form names the few addresses it goes to.
 """
 
 from __future__ import annotations

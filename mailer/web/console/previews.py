@@ -4,20 +4,28 @@ rendered as mailer/worker/previews.py renders them for `mailer issue preview`.
 The HTML is shown in an iframe with no sandbox permissions (no script, no form, no same
 origin), served on its own with a policy that lets it load nothing from anywhere (remote
 images included: the operator's browser fetches no tracking pixel), and kept in memory a
-few minutes only."""
+few minutes only.
+
+A test send (operators only, audited) goes to the few addresses typed in its form and marked
+as a test (mailer/worker/previews.py): the form itself is the confirmation."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
+from mailer.core.addresses import mask_address
+from mailer.core.outcomes import Sent
 from mailer.core.rendering import LOCALES, Locale, Rendered
+from mailer.core.trials import TrialResult
 from mailer.errors import InvalidJob
-from mailer.web.console.kit import Pages, stream_headers
+from mailer.web.console.kit import Pages, json_response, stream_headers
 from mailer.web.listener import CONSOLE_POLICY
 
 KEPT_SECONDS = 600.0
@@ -47,6 +55,8 @@ class PreviewPages(Pages):
         r.add_get("/preview", self._preview)
         r.add_post("/preview", self._preview)
         r.add_get("/preview/{id}/{locale}", self._frame)
+        r.add_post("/preview/test", self._test)
+        r.add_post("/api/preview/test", self._test)
 
     def _forget_old(self) -> None:
         now = time.monotonic()
@@ -56,40 +66,98 @@ class PreviewPages(Pages):
         while len(self._kept) >= MAX_KEPT:
             del self._kept[next(iter(self._kept))]
 
-    async def _preview(self, request: web.Request) -> web.StreamResponse:
-        error = None
-        shown_id = None
+    def _show(
+        self, pasted: str, name: str
+    ) -> tuple[str | None, str | None, dict[Locale, Rendered]]:
+        """(error, the id its frames are kept under, the rendering in each locale)."""
+        if self._c.preview is None:
+            return "previews are not available in this process", None, {}
+        if len(pasted.encode()) > MAX_PASTE:
+            return f"the job is over {MAX_PASTE // 1024} KiB", None, {}
         rendered: dict[Locale, Rendered] = {}
-        pasted = ""
-        name = ""
+        try:
+            for locale in LOCALES:
+                rendered[locale] = self._c.preview(pasted.encode(), locale, name or None)
+        except InvalidJob as exc:
+            return f"not a valid issue: {exc.reason}", None, {}
+        self._forget_old()
+        shown_id = secrets.token_urlsafe(16)
+        self._kept[shown_id] = Shown(time.monotonic(), rendered)
+        return None, shown_id, rendered
+
+    async def _preview(self, request: web.Request) -> web.StreamResponse:
+        error = shown_id = None
+        rendered: dict[Locale, Rendered] = {}
+        pasted = name = ""
         if request.method == "POST":
             form = await self._form(request)
             pasted = str(form.get("job", ""))
             name = str(form.get("name", "")).strip()[:200]
-            if self._c.preview is None:
-                error = "previews are not available in this process"
-            elif len(pasted.encode()) > MAX_PASTE:
-                error = f"the job is over {MAX_PASTE // 1024} KiB"
-            else:
-                try:
-                    for locale in LOCALES:
-                        rendered[locale] = self._c.preview(pasted.encode(), locale, name or None)
-                except InvalidJob as exc:
-                    error = f"not a valid issue: {exc.reason}"
-                    rendered = {}
-            if rendered:
-                self._forget_old()
-                shown_id = secrets.token_urlsafe(16)
-                self._kept[shown_id] = Shown(time.monotonic(), rendered)
-        response = self._render(
+            error, shown_id, rendered = self._show(pasted, name)
+        return await self._page(
             request,
-            "preview.html.j2",
             http_status=400 if error else 200,
             error=error,
             pasted=pasted,
             name=name,
             shown_id=shown_id,
             rendered=rendered,
+        )
+
+    async def _test(self, request: web.Request) -> web.StreamResponse:
+        form = await self._form(request)
+        job = form.get("job", "")
+        pasted = job if isinstance(job, str) else json.dumps(job)
+        addresses = _addresses(form.get("to", ""))
+        locale = form.get("locale") or None
+        results: list[TrialResult] = []
+
+        async def run() -> str:
+            if locale is not None and locale not in LOCALES:
+                raise ValueError(f"locale: one of {', '.join(LOCALES)}, or the list's default")
+            if self._c.test_send is None:
+                raise ValueError("test sends need a relay: none is configured in this process")
+            if len(pasted.encode()) > MAX_PASTE:
+                raise ValueError(f"the job is over {MAX_PASTE // 1024} KiB")
+            results.extend(await self._c.test_send(pasted.encode(), addresses, locale))
+            sent = sum(isinstance(r.outcome, Sent) for r in results)
+            masked = ", ".join(mask_address(r.address) for r in results)
+            return f"{sent} of {len(results)} test message(s) sent ({masked})"
+
+        ok, text = await self._act(request, "test send", _target(pasted), run)
+        if self._api(request):
+            return json_response(
+                {"ok": ok, "detail": text, "results": [_result(r) for r in results]},
+                status=200 if ok else 400,
+            )
+        name = str(form.get("name", "")).strip()[:200]
+        error, shown_id, rendered = self._show(pasted, name)
+        return await self._page(
+            request,
+            http_status=200 if ok else 400,
+            error=error,
+            pasted=pasted,
+            name=name,
+            shown_id=shown_id,
+            rendered=rendered,
+            test={"ok": ok, "text": text, "results": [_result(r) for r in results]},
+            to="\n".join(addresses),
+            chosen_locale=locale or "",
+        )
+
+    async def _page(
+        self, request: web.Request, http_status: int, **values: Any
+    ) -> web.StreamResponse:
+        values.setdefault("test", None)
+        values.setdefault("to", "")
+        values.setdefault("chosen_locale", "")
+        response = self._render(
+            request,
+            "preview.html.j2",
+            http_status=http_status,
+            locales=LOCALES,
+            can_test=self._c.test_send is not None,
+            **values,
         )
         # its own policy (frames from itself), so sent as it is: the middleware's would replace it
         streamed = web.StreamResponse(
@@ -126,3 +194,41 @@ class PreviewPages(Pages):
         await streamed.write(body)
         await streamed.write_eof()
         return streamed
+
+
+def _addresses(value: object) -> list[str]:
+    """One address a line (the form), or a list of them (the API)."""
+    # split at LF alone: splitlines() would also cut at U+2028 and hide it from the check
+    items = value.split("\n") if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise web.HTTPBadRequest(text="to: one address a line, or a JSON list of them")
+    return [str(item).strip() for item in items if str(item).strip()][:100]
+
+
+def _target(pasted: str) -> str:
+    """The audit log's name for a pasted job: its issue id when it has one."""
+    try:
+        found = json.loads(pasted)
+    except (ValueError, RecursionError):
+        return "issue (not JSON)"
+    job_id = found.get("id") if isinstance(found, Mapping) else None
+    return f"issue {job_id}"[:80] if isinstance(job_id, str) else "issue (no id)"
+
+
+def _result(result: TrialResult) -> dict[str, str]:
+    outcome = result.outcome
+    if isinstance(outcome, Sent):
+        return {
+            "address": result.address,
+            "locale": result.locale,
+            "sent": "yes",
+            "said": str(outcome.reply),
+            "message_id": result.message_id,
+        }
+    return {
+        "address": result.address,
+        "locale": result.locale,
+        "sent": "no",
+        "said": outcome.reason,
+        "message_id": result.message_id,
+    }

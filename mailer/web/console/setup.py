@@ -14,8 +14,9 @@ from mailer.adapters.operators import Operators
 from mailer.adapters.queues import queue_names
 from mailer.adapters.workers import Workers
 from mailer.config import Settings
+from mailer.core.trials import Previewer, TestSend
 from mailer.health import RelayHealth
-from mailer.web.console.context import Console, Previewer, Readiness
+from mailer.web.console.context import Console, Readiness
 
 
 def build_console(
@@ -28,6 +29,7 @@ def build_console(
     readiness: Readiness | None,
     relay: RelayHealth | None = None,
     preview: Previewer | None = None,
+    test_send: TestSend | None = None,
 ) -> Console:
     return Console(
         settings=settings.admin,
@@ -43,4 +45,5 @@ def build_console(
         readiness=readiness,
         relay=relay,
         preview=preview,
+        test_send=test_send,
     )

@@ -8,7 +8,9 @@ import re
 
 import aiohttp
 import asyncpg
+import dkim
 
+from tests.conftest import DkimKeys
 from tests.support.newsletters import issue
 from tests.support.smtp import SmtpServer
 from tests.web.console.conftest import Console, log_in
@@ -73,3 +75,110 @@ async def test_a_pasted_issue_is_rendered_per_locale_in_a_sandboxed_frame(
         stranger.get(console.url + frames[1], allow_redirects=False) as response,
     ):
         assert response.status in (302, 303, 401)
+
+
+async def test_an_operator_sends_a_test_that_arrives_marked_signed_and_counted_nowhere(
+    console: Console,
+    http: aiohttp.ClientSession,
+    db: asyncpg.Connection,
+    smtp_server: SmtpServer,
+    dkim_keys: DkimKeys,
+) -> None:
+    job = issue()
+    csrf = await log_in(http, console, "alice")
+    async with http.post(
+        console.url + "/preview/test",
+        data={
+            "csrf": csrf,
+            "job": json.dumps(job),
+            "to": "Jan Tester <jan@lucid.example>\r\n\r\nqa@lucid.example\r\n",
+            "locale": "en",
+        },
+        headers=console.origin,
+    ) as response:
+        page = await response.text()
+        assert response.status == 200, re.findall(r'class="error"[^<]*', page)
+    assert "2 of 2 test message(s) sent (j***n@l***d.example, q***@l***d.example)" in page
+    assert page.count('<td class="ok">yes</td>') == 2
+    assert "<iframe sandbox" in page  # the preview shown again beside the result
+
+    received = sorted(smtp_server.received, key=lambda r: r.rcpt_tos[0])
+    assert [r.rcpt_tos for r in received] == [("jan@lucid.example",), ("qa@lucid.example",)]
+    for message in received:
+        assert dkim.DKIM(message.data).verify(dnsfunc=dkim_keys.dns)
+        parsed = message.parsed()
+        assert parsed["Subject"] == "[TEST] What's new in LucidCRM — November 2026"
+        assert parsed["X-Mailer-Test"] == job["id"]
+        assert "/u/test-message-no-unsubscribe" in parsed["List-Unsubscribe"]
+    assert await db.fetchval("SELECT count(*) FROM deliveries") == 0
+    assert await db.fetchval("SELECT count(*) FROM issues") == 0
+    audit = await db.fetchrow(
+        "SELECT operator, target, result, detail FROM console_audit WHERE action = 'test send'"
+    )
+    assert audit is not None
+    assert dict(audit) == {
+        "operator": "alice",
+        "target": f"issue {job['id']}",
+        "result": "done",
+        "detail": "2 of 2 test message(s) sent (j***n@l***d.example, q***@l***d.example)",
+    }
+
+    # The API, with the job as a JSON object; the list's default locale (pl).
+    async with http.post(
+        console.url + "/api/preview/test",
+        json={"job": job, "to": ["api@lucid.example"]},
+        headers={**console.origin, "X-CSRF-Token": csrf},
+    ) as response:
+        assert response.status == 200
+        answer = await response.json()
+    assert answer["ok"] is True
+    [result] = answer["results"]
+    assert result["address"] == "api@lucid.example" and result["locale"] == "pl"
+    assert result["sent"] == "yes" and result["said"].startswith("250 ")
+    [api_message] = smtp_server.to("api@lucid.example")
+    assert api_message.parsed()["Subject"] == "[TEST] Nowości w LucidCRM — listopad 2026"
+    assert api_message.parsed()["Message-ID"] == result["message_id"]
+
+    # Refused: bad input told in one line, nothing sent, every try audited.
+    for fields, status, told in (
+        ({"to": "ok@lucid.example\nnot an address"}, 400, "test address 2 is not one mailbox"),
+        ({"to": "x@lucid.example\n=?utf-8?q?a=0D=0ABcc:_b@c.d?= <e@f.g>"}, 400, "address 2"),
+        ({"to": "Ann\u2028Bcc: b@c.d <x@lucid.example>"}, 400, "address 1 contains a line"),
+        ({"to": "\n".join(f"t{n}@lucid.example" for n in range(11))}, 400, "at most 10"),
+        ({"to": ""}, 400, "no test address given"),
+        ({"to": "x@lucid.example", "locale": "de"}, 400, "locale: one of pl, en"),
+        ({"to": "x@lucid.example", "job": "{not json"}, 400, "body is not JSON"),
+    ):
+        async with http.post(
+            console.url + "/preview/test",
+            data={"csrf": csrf, "job": json.dumps(job), "locale": "", **fields},
+            headers=console.origin,
+        ) as response:
+            assert response.status == status
+            page = await response.text()
+        assert told in page, (told, re.findall(r'class="error"[^<]*', page))
+    assert len(smtp_server.received) == 3
+    failed = await db.fetchval(
+        "SELECT count(*) FROM console_audit WHERE action = 'test send' AND result = 'failed'"
+    )
+    assert failed == 7
+
+    viewer = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    async with viewer:
+        viewer_csrf = await log_in(viewer, console, "victor")
+        async with viewer.post(
+            console.url + "/preview/test",
+            data={"csrf": viewer_csrf, "job": json.dumps(job), "to": "v@lucid.example"},
+            headers=console.origin,
+        ) as response:
+            assert response.status == 403
+    assert len(smtp_server.received) == 3
+    refused = await db.fetchval(
+        "SELECT count(*) FROM console_audit WHERE action = 'test send' AND result = 'refused'"
+        " AND operator = 'victor'"
+    )
+    assert refused == 1
+    everything = "\n".join(
+        r["detail"] or "" for r in await db.fetch("SELECT detail FROM console_audit")
+    )
+    assert "@lucid.example" not in everything  # the audit log masks every address

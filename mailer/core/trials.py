@@ -1,0 +1,28 @@
+"""An issue tried before it is sent: what the console asks of the worker's side for it (a
+preview, a test send), so that the pages need not know how either is done."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from mailer.core.outcomes import Outcome
+from mailer.core.rendering import Locale, Rendered
+
+
+@dataclass(frozen=True, slots=True)
+class TrialResult:
+    """One address of a test send (recorded nowhere): what the relay said."""
+
+    address: str
+    locale: Locale
+    message_id: str
+    outcome: Outcome
+
+
+# The bytes of an issue job, a locale and a name to greet → what a subscriber gets;
+# InvalidJob when it is not a valid issue.
+Previewer = Callable[[bytes, Locale, str | None], Rendered]
+# The job, typed addresses and a locale (None: the list's default) → the relay's answer for
+# each; InvalidJob for the job, ValueError for the addresses.
+TestSend = Callable[[bytes, Sequence[str], Locale | None], Awaitable[list[TrialResult]]]
