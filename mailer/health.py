@@ -75,6 +75,15 @@ class RelayHealth:
             counts[kind] += 1
         return counts
 
+    def report(self) -> dict[str, object]:
+        """What the process reports of its relay to its `workers` row, for the console."""
+        return {
+            **self.check(),
+            "last_reason": self.last_reason,
+            "failures_in_a_row": self.failures_in_a_row,
+            "recent": self.recent_failures(),
+        }
+
     def check(self) -> dict[str, object]:
         ok = self.failures_in_a_row < RELAY_FAILURES_NOT_READY
         if ok:

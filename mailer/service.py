@@ -65,10 +65,10 @@ from mailer.worker.newsletters import Dispatcher, IssueIntake
 from mailer.worker.pipeline import Attempts
 from mailer.worker.previews import previewer, test_sender
 from mailer.worker.receipts import ReceiptPipeline
+from mailer.worker.reports import ProcessReport
 from mailer.worker.sending import LARGE_MESSAGE_BYTES, Sender, few_large_jobs
 from mailer.worker.signals import Signals
 from mailer.worker.subscriptions import SubscriptionChanges
-from mailer.worker.unacked import UnackedReport
 
 log = logging.getLogger(__name__)
 DISPATCH_LOOPS = 2  # chunks in hand at once per process: one sends while the other records
@@ -182,7 +182,12 @@ class Service:
         self.dispatcher: Dispatcher | None = None
         self.subscriptions: SubscriptionChanges | None = None
         self.workers: Workers | None = None
-        self.unacked = UnackedReport(lambda: self.workers, self.worker_id, self._unacked)
+        self.report = ProcessReport(
+            lambda: self.workers,
+            self.worker_id,
+            self._unacked,
+            lambda: self.relay_health.report() if self.run_worker else None,
+        )
         self.bounces: BounceService | None = None
         self._consumers: list[Consumer] = []
         self._loops: list[asyncio.Task[None]] = []
@@ -262,7 +267,6 @@ class Service:
                 tiers=parts.tiers,
                 hash_key=parts.hash_key,
                 readiness=self.readiness if self.run_worker else None,
-                relay=self.relay_health if self.run_worker else None,
                 preview=self._previewer(parts),
                 test_send=self._test_sender(parts),
             ),
@@ -410,7 +414,9 @@ class Service:
         ]
         await self._register()
         self._tasks.append(asyncio.create_task(self._heartbeat(throttle), name="heartbeat"))
-        self._tasks.append(asyncio.create_task(self.unacked.run(self._stopping), name="unacked"))
+        self._tasks.append(
+            asyncio.create_task(self.report.run(self._stopping), name="process report")
+        )
 
     def _start_sampling(self) -> None:
         """The gauges of /metrics that are measured, not counted (mailer/sampling.py)."""
@@ -588,7 +594,7 @@ class Service:
         if self.workers is None:
             return
         try:
-            if not await self.workers.heartbeat(self.worker_id, self.unacked.now()):
+            if not await self.workers.heartbeat(self.worker_id, *self.report.now()):
                 await self._register()  # its row was deleted by hand
         except TemporaryFailure as exc:
             log.warning("could not record the worker heartbeat: %s", exc)

@@ -7,7 +7,8 @@ differ are judged alike.
 Each process also reports how many deliveries it holds unacknowledged per queue: summed over
 the processes alive, that is a queue's unacked count, which plain AMQP does not tell. A
 process that died is still counted until it is gone, though the broker has already put its
-deliveries back as ready.
+deliveries back as ready. And what its relay sessions last did (RelayHealth.report), so that
+the console shows the relay as every worker sees it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 import asyncpg
@@ -42,6 +43,8 @@ class WorkerProcess:
     measured_at: datetime
     unacked: Mapping[str, int]  # deliveries it held unacknowledged, per queue
     unacked_at: datetime | None  # when it counted them
+    relay: Mapping[str, Any] | None  # its relay sessions (RelayHealth.report); None: no worker
+    relay_at: datetime | None  # when it reported them
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,18 @@ SELECT now() AS measured_at,
 """
 
 
+_STATE = """
+     unacked = coalesce($2::jsonb, unacked),
+     unacked_at = CASE WHEN $2::jsonb IS NULL THEN unacked_at ELSE now() END,
+     relay = coalesce($3::jsonb, relay),
+     relay_at = CASE WHEN $3::jsonb IS NULL THEN relay_at ELSE now() END
+"""
+
+
+def _json(value: Mapping[str, Any] | None) -> str | None:
+    return None if value is None else json.dumps(dict(value))
+
+
 class Workers:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -110,26 +125,39 @@ class Workers:
                 FORGET_AFTER,
             )
 
-    async def heartbeat(self, worker_id: UUID, unacked: Mapping[str, int] | None = None) -> bool:
+    async def heartbeat(
+        self,
+        worker_id: UUID,
+        unacked: Mapping[str, int] | None = None,
+        relay: Mapping[str, Any] | None = None,
+    ) -> bool:
         """False when the row is missing (deleted by hand): the caller registers again."""
         async with unavailable_is_temporary("worker heartbeat"):
             found = await self._pool.fetchval(
                 "UPDATE workers SET heartbeat_at = now(),"
-                " unacked = coalesce($2::jsonb, unacked),"
-                " unacked_at = CASE WHEN $2::jsonb IS NULL THEN unacked_at ELSE now() END"
-                " WHERE id = $1 RETURNING true",
+                + _STATE
+                + " WHERE id = $1 RETURNING true",
                 worker_id,
-                None if unacked is None else json.dumps(dict(unacked)),
+                _json(unacked),
+                _json(relay),
             )
         return bool(found)
 
-    async def report_unacked(self, worker_id: UUID, unacked: Mapping[str, int]) -> None:
-        """The deliveries this process holds unacknowledged now, between heartbeats."""
-        async with unavailable_is_temporary("report unacked"):
+    async def report(
+        self,
+        worker_id: UUID,
+        *,
+        unacked: Mapping[str, int] | None = None,
+        relay: Mapping[str, Any] | None = None,
+    ) -> None:
+        """What this process holds unacknowledged, and what its relay did, between
+        heartbeats; a None is left as it was."""
+        async with unavailable_is_temporary("report worker state"):
             await self._pool.execute(
-                "UPDATE workers SET unacked = $2::jsonb, unacked_at = now() WHERE id = $1",
+                "UPDATE workers SET" + _STATE + " WHERE id = $1",
                 worker_id,
-                json.dumps(dict(unacked)),
+                _json(unacked),
+                _json(relay),
             )
 
     async def deregister(self, worker_id: UUID) -> None:
@@ -160,6 +188,8 @@ class Workers:
                 measured_at=r["measured_at"],
                 unacked=json.loads(r["unacked"]),
                 unacked_at=r["unacked_at"],
+                relay=json.loads(r["relay"]) if r["relay"] is not None else None,
+                relay_at=r["relay_at"],
             )
             for r in rows
         ]

@@ -13,7 +13,6 @@ from mailer.adapters.operators import Operators
 from mailer.adapters.workers import Workers
 from mailer.config import AdminSettings
 from mailer.core.trials import Previewer, TestSend
-from mailer.health import RelayHealth
 from mailer.web.console.cache import Fresh
 
 Readiness = Callable[[], Awaitable[dict[str, dict[str, object]]]]
@@ -32,7 +31,6 @@ class Console:
     workers: Workers  # the worker processes report what they hold unacknowledged
     hash_key: bytes
     readiness: Readiness | None  # the worker's own checks (relay, consumers), when it runs here
-    relay: RelayHealth | None = None  # this process's relay sessions, when the worker runs here
     preview: Previewer | None = None
     test_send: TestSend | None = None  # None: no relay in this process
     fresh: Fresh = field(default_factory=Fresh)

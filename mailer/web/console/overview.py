@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -71,10 +72,7 @@ class OverviewPages(Pages):
             "workers_error": workers_error,
             "workers_measured_at": processes[0].measured_at if processes else now,
             "worker": worker,
-            "relay_reason": self._c.relay.last_reason if self._c.relay is not None else None,
-            "relay_failures": (
-                self._c.relay.recent_failures() if self._c.relay is not None else None
-            ),
+            "relay": relay_summary(processes),
             "database": {"ok": True, "detail": "reachable", "measured_at": now},
         }
 
@@ -84,6 +82,34 @@ class OverviewPages(Pages):
             return json_response(data)
         chart, legend = sends_chart(data["minutes"], now=data["chart_measured_at"])
         return self._render(request, "overview.html.j2", chart=chart, legend=legend, **data)
+
+
+def relay_summary(processes: Sequence[WorkerProcess]) -> dict[str, Any] | None:
+    """The relay as every live worker process reported it: None when none runs a worker."""
+    reports = [(w, w.relay) for w in processes if w.presence == "alive" and w.relay is not None]
+    if not reports:
+        return None
+    failing = [w for w, relay in reports if not relay.get("ok", True)]
+    successes = [str(r["last_success"]) for _, r in reports if r.get("last_success")]
+    failures = [r for _, r in reports if r.get("last_failure")]
+    latest = max(failures, key=lambda r: str(r["last_failure"]), default=None)
+    recent: dict[str, int] = {}
+    for _, relay in reports:
+        for kind, n in dict(relay.get("recent") or {}).items():
+            recent[str(kind)] = recent.get(str(kind), 0) + int(n)
+    return {
+        "ok": not failing,
+        "processes": len(reports),
+        "failing": [
+            {"host": w.host, "pid": w.pid, "detail": str((w.relay or {}).get("detail", ""))}
+            for w in failing
+        ],
+        "last_success": max(successes, default=None),
+        "last_failure": str(latest["last_failure"]) if latest else None,
+        "last_reason": latest.get("last_reason") if latest else None,
+        "recent": recent,
+        "as_of": min(w.relay_at or w.heartbeat_at for w, _ in reports),
+    }
 
 
 async def _none() -> None:

@@ -15,7 +15,6 @@ from mailer.adapters.queues import queue_names
 from mailer.adapters.workers import Workers
 from mailer.config import Settings
 from mailer.core.trials import Previewer, TestSend
-from mailer.health import RelayHealth
 from mailer.web.console.context import Console, Readiness
 
 
@@ -27,7 +26,6 @@ def build_console(
     tiers: Sequence[float],
     hash_key: bytes,
     readiness: Readiness | None,
-    relay: RelayHealth | None = None,
     preview: Previewer | None = None,
     test_send: TestSend | None = None,
 ) -> Console:
@@ -43,7 +41,6 @@ def build_console(
         workers=Workers(pool),
         hash_key=hash_key,
         readiness=readiness,
-        relay=relay,
         preview=preview,
         test_send=test_send,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -350,3 +351,64 @@ async def test_an_issue_nobody_sends_shows_as_stalled_not_with_a_stale_rate(
             return page if "stalled: no worker has sent anything for 3 min" in page else None
 
         await eventually(says_no_send, interval=0.5)  # pages are kept for a few seconds
+
+
+async def test_a_console_without_the_worker_shows_the_relay_as_the_worker_processes_report_it(
+    config: dict[str, Any],
+    start_service: StartService,
+    database_url: str,
+    db: asyncpg.Connection,
+    portal: Broker,
+    smtp_server: SmtpServer,
+    http: aiohttp.ClientSession,
+) -> None:
+    """`mailer web` and `mailer worker` apart: the worker's relay refusals reach the console
+    through the `workers` table; a gone process's old report counts for nothing."""
+    await add_operators(database_url)
+    await db.execute(
+        "INSERT INTO workers (id, host, pid, version, runs, heartbeat_at, gone_after,"
+        " relay, relay_at) VALUES ($1, 'old-host', 4242, '0.1', '{worker}',"
+        " now() - interval '1 hour', interval '30 seconds', $2::jsonb, now() - interval '1 hour')",
+        uuid.uuid4(),
+        json.dumps({"ok": False, "detail": "3 sessions refused in a row: stale", "recent": {}}),
+    )
+    worker = await start_service(config, run_web=False)
+    web = await start_service(config, run_worker=False)
+    console = Console(web, admin_url(web))
+    await log_in(http, console, "victor")
+    smtp_server.mail_reply = "553 5.7.1 sender address rejected: not owned by you"
+    for _ in range(3):
+        await portal.publish(encode(receipt()), routing_key="receipt")
+
+    async def refusing() -> dict[str, Any] | None:
+        async with http.get(console.url + "/api/overview") as response:
+            relay: dict[str, Any] | None = (await response.json())["relay"]
+        return relay if relay and not relay["ok"] else None
+
+    relay = await eventually(refusing, timeout=30)
+    assert relay["processes"] == 1  # the gone process is not counted
+    [failing] = relay["failing"]
+    assert failing["pid"] == os.getpid()
+    assert "sessions refused in a row: 553 5.7.1 sender address rejected" in failing["detail"]
+    assert "sender address rejected" in relay["last_reason"]
+    assert relay["recent"]["sender"] >= 3 and relay["recent"]["auth"] == 0
+    assert relay["last_success"] is None
+    async with http.get(console.url + "/") as response:
+        page = await response.text()
+    shown = re.search(r'id="relay" class="ok-False">([^<]*)<', page)
+    assert shown is not None
+    assert re.search(f"pid {os.getpid()}: [0-9]+ sessions refused in a row: 553 ", shown.group(1))
+    assert "stale" not in page.split('id="relay"')[1].split("</tr>")[0]
+
+    smtp_server.mail_reply = None  # the relay takes our sender again
+    await portal.publish(encode(receipt()), routing_key="receipt")
+
+    async def accepting() -> dict[str, Any] | None:
+        async with http.get(console.url + "/api/overview") as response:
+            relay: dict[str, Any] | None = (await response.json())["relay"]
+        return relay if relay and relay["ok"] and relay["last_success"] else None
+
+    relay = await eventually(accepting, timeout=30)
+    assert relay["failing"] == []
+    assert "sender address rejected" in relay["last_reason"]  # the last failure, still told
+    assert worker.workers is not None
