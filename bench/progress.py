@@ -4,9 +4,12 @@ metrics sampler (every 10 s, per process serving /metrics) do it.
     .venv/bin/python -m bench.progress [RECIPIENTS ...]
 
 Makes a scratch database, and in it two issues per size given (default 10,000 and 100,000
-recipients): one sending (60% sent over the last hour, the rest pending) and one done (its
-final counts stored by `issues_done`, as when its last outcome is recorded). Then times
-`Issues.progress` of the one sending (one pass over its ledger rows), `Issues.newest` (the
+recipients): one sending (60% sent over the last hour, the rest pending), one alike whose
+last send was two hours ago (stalled), and one done (its final counts stored by
+`issues_done`, as when its last outcome is recorded). Then times `Issues.progress` of the one
+sending (one pass over its ledger rows) and of the one done (its stored counts),
+`LedgerViews.facts` (the console's rate and newest send) of the sending and the stalled one,
+`Issues.newest` (the
 `issue list` page of 20: active issues counted live, finished ones read from their row),
 the finished issues listed with their counts stored and, side by side, counted live as
 before migration 0007, and `Workers.list`.
@@ -25,6 +28,7 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from functools import partial
 
 import asyncpg
@@ -32,6 +36,7 @@ import asyncpg
 from bench.table import print_table
 from mailer.adapters import database
 from mailer.adapters.issues import _LIST, Issues
+from mailer.adapters.ledger_views import LedgerViews
 from mailer.adapters.workers import Workers
 
 ADMIN = os.environ.get("MAILER_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -46,7 +51,9 @@ async def timed(call: Callable[[], Awaitable[object]], rounds: int = 10) -> floa
     return (time.perf_counter() - started) / rounds
 
 
-async def make_issue(pool: asyncpg.Pool, recipients: int, *, done: bool) -> uuid.UUID:
+async def make_issue(
+    pool: asyncpg.Pool, recipients: int, *, done: bool, quiet_for: timedelta = timedelta(0)
+) -> uuid.UUID:
     issue_id = uuid.uuid4()
     async with pool.acquire() as conn:
         list_id = await conn.fetchval(
@@ -68,11 +75,12 @@ async def make_issue(pool: asyncpg.Pool, recipients: int, *, done: bool) -> uuid
             "INSERT INTO deliveries (job_id, recipient_key, status, updated_at)"
             " SELECT $1::uuid, decode(md5($1::uuid::text || n::text), 'hex'),"
             "   CASE WHEN n % 10 < 6 OR $3 THEN 'sent' ELSE 'pending' END,"
-            "   now() - (n % 3600) * interval '1 second'"
+            "   now() - $4::interval - (n % 3600) * interval '1 second'"
             " FROM generate_series(1, $2) AS n",
             issue_id,
             recipients,
             done,
+            quiet_for,
         )
         if done:
             assert await conn.fetchval("SELECT issues_done($1)", [issue_id]) == issue_id
@@ -139,11 +147,18 @@ async def main(sizes: list[int]) -> None:
     pool = await asyncpg.create_pool(f"{base}/{NAME}", min_size=1, max_size=2)
     rows = []
     try:
-        issues, workers = Issues(pool), Workers(pool)
+        issues, workers, views = Issues(pool), Workers(pool), LedgerViews(pool)
         for size in sizes:
+            stalled_id = await make_issue(pool, size, done=False, quiet_for=timedelta(hours=2))
             issue_id = await make_issue(pool, size, done=False)
-            await make_issue(pool, size, done=True)
+            done_id = await make_issue(pool, size, done=True)
             progress = await timed(partial(issues.progress, issue_id))
+            progress_done = await timed(partial(issues.progress, done_id))
+            facts = []
+            for shown in (issue_id, stalled_id):
+                summary = await views.issue(shown)
+                assert summary is not None
+                facts.append(await timed(partial(views.facts, summary)))
             newest = await timed(lambda: issues.newest(limit=20))
             stored, live = await finished_listing(pool, issues)
             listed = await timed(workers.list)
@@ -151,6 +166,9 @@ async def main(sizes: list[int]) -> None:
                 (
                     f"{size:,}",
                     f"{progress * 1000:.1f}",
+                    f"{progress_done * 1000:.2f}",
+                    f"{facts[0] * 1000:.2f}",
+                    f"{facts[1] * 1000:.2f}",
                     f"{newest * 1000:.1f}",
                     f"{live * 1000:.1f}",
                     f"{stored * 1000:.2f}",
@@ -167,10 +185,13 @@ async def main(sizes: list[int]) -> None:
         await admin.close()
     print_table(
         "Reading progress (ms per call; issues accumulate: a list covers all made so far,"
-        " one sending and one done per size)",
+        " per size one sending, one whose last send was 2 h ago and one done)",
         (
             "recipients of each issue",
-            "Issues.progress",
+            "Issues.progress, sending",
+            "Issues.progress, done",
+            "console facts, sending",
+            "console facts, stalled 2 h",
             "Issues.newest(20)",
             "done listed, counted live",
             "done listed, stored",

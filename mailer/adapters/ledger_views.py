@@ -24,8 +24,16 @@ _FACTS = """
 SELECT now() AS at,
        (SELECT count(*) FROM deliveries WHERE job_id = $1 AND status IN ('sent', 'captured')
            AND updated_at > now() - make_interval(secs => $2)) AS sent,
-       (SELECT updated_at FROM deliveries WHERE job_id = $1 AND status IN ('sent', 'captured')
-         ORDER BY updated_at DESC LIMIT 1) AS last_sent,
+       coalesce(
+           (SELECT max(updated_at) FROM deliveries WHERE job_id = $1
+               AND status IN ('sent', 'captured')
+               AND updated_at > now() - make_interval(secs => $2)),
+           -- none in the window (stalled): one pass over this issue's rows. OFFSET 0 keeps
+           -- max() from becoming a walk down the updated_at index, which would read every
+           -- newer row of every other job first (115 ms for a 100,000 issue 2 h quiet).
+           (SELECT max(s.updated_at) FROM (SELECT updated_at FROM deliveries
+               WHERE job_id = $1 AND status IN ('sent', 'captured') OFFSET 0) s)
+       ) AS last_sent,
        CASE WHEN $3 THEN (SELECT min(not_before) FROM deliveries
                            WHERE job_id = $1 AND status = 'retrying') END AS next_retry,
        (SELECT count(*) FROM workers WHERE stopped_at IS NULL
@@ -203,9 +211,9 @@ class LedgerViews:
 
     async def facts(self, issue: IssueSummary) -> LedgerFacts:
         """What an issue's rate and ETA are estimated from (mailer/core/progress.py), with
-        the counts already read: only the rate window's rows and the newest send, both
-        through the index on updated_at, never the whole issue; the next retry only when
-        nothing else is left to send."""
+        the counts already read: only the rate window's rows, through the index on
+        updated_at; the whole issue only when nothing was sent in the window, for the
+        newest send; the next retry only when nothing else is left to send."""
         counts = issue.counts
         only_retries = (
             counts.get("retrying", 0) > 0

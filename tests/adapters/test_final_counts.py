@@ -37,6 +37,18 @@ async def listed(database_url: str) -> dict[str, dict[str, int]]:
         await pool.close()
 
 
+async def progress_counts(database_url: str, issue_id: str) -> dict[str, int]:
+    """What `mailer issue status` and the issue's page show (read from the stored counts
+    once the issue is finished)."""
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    try:
+        found = await Issues(pool).progress(uuid.UUID(issue_id))
+    finally:
+        await pool.close()
+    assert found is not None
+    return dict(found.facts.counts)
+
+
 async def test_an_issue_done_keeps_its_counts_and_an_active_one_is_counted_live(
     config: dict[str, Any],
     start_service: StartService,
@@ -67,6 +79,11 @@ async def test_an_issue_done_keeps_its_counts_and_an_active_one_is_counted_live(
         assert bounced is applied
     assert await outcomes(db, done["id"]) == {"sent": 10, "failed": 1, "bounced": 1}
     assert await stored(db, done["id"]) == {"sent": 10, "failed": 1, "bounced": 1}
+    assert await progress_counts(database_url, done["id"]) == {
+        "sent": 10,
+        "failed": 1,
+        "bounced": 1,
+    }
 
     paused = issue()
     await service.broker.publish(encode(paused), routing_key="newsletter")
