@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
-from mailer.adapters.ledger_views import MinuteCount
 from mailer.adapters.queues import QueueState, queue_states
 from mailer.adapters.workers import WorkerProcess
 from mailer.errors import MailerError
 from mailer.web.console.cache import LIVE_SECONDS, SLOW_SECONDS
 from mailer.web.console.charts import sends_chart
 from mailer.web.console.kit import Pages, json_response
+from mailer.web.console.minutes import MinuteCounts
 from mailer.web.console.progress import rated, with_counts
 
 
 class OverviewPages(Pages):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._minutes = MinuteCounts(self._c.views)
+
     def add_routes(self, app: web.Application) -> None:
         r = app.router
         r.add_get("/", self._overview)
@@ -38,9 +41,6 @@ class OverviewPages(Pages):
         except MailerError as exc:
             return [], f"worker processes unknown: {exc}"
 
-    async def _chart_data(self) -> tuple[datetime, list[MinuteCount]]:
-        return await self._c.views.now(), await self._c.views.sends_per_minute(60)
-
     async def _overview_data(self) -> dict[str, Any]:
         views = self._c.views
         now = await views.now()
@@ -51,7 +51,7 @@ class OverviewPages(Pages):
             (processes, workers_error),
             worker,
         ) = await asyncio.gather(
-            self._c.fresh.get("chart", SLOW_SECONDS, self._chart_data),
+            self._c.fresh.get("chart", SLOW_SECONDS, self._minutes.read),
             views.issues(active_only=True, limit=20, counted=False),
             self._queues(),
             self._workers(),

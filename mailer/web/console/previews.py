@@ -91,9 +91,11 @@ class PreviewPages(Pages):
         pasted = name = ""
         if request.method == "POST":
             form = await self._form(request)
-            pasted = str(form.get("job", ""))
             name = str(form.get("name", "")).strip()[:200]
-            error, shown_id, rendered = self._show(pasted, name)
+            uploaded, error = _uploaded(form.get("file"))
+            pasted = str(form.get("job", "")) if uploaded is None else uploaded
+            if error is None:
+                error, shown_id, rendered = self._show(pasted, name)
         return await self._page(
             request,
             http_status=400 if error else 200,
@@ -194,6 +196,19 @@ class PreviewPages(Pages):
         await streamed.write(body)
         await streamed.write_eof()
         return streamed
+
+
+def _uploaded(upload: object) -> tuple[str | None, str | None]:
+    """A job file chosen in the form: (its text, or None when none was chosen; an error)."""
+    if not isinstance(upload, web.FileField) or not upload.filename:
+        return None, None
+    data = upload.file.read(MAX_PASTE + 1)
+    if len(data) > MAX_PASTE:
+        return "", f"the file is over {MAX_PASTE // 1024} KiB"
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        return "", f"the file is not UTF-8 text (byte {exc.start + 1} is not)"
 
 
 def _addresses(value: object) -> list[str]:

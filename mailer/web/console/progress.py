@@ -75,8 +75,10 @@ async def rated(console: Console, issues: list[IssueSummary], now: datetime) -> 
     others have no rate to tell)."""
 
     async def one(issue: IssueSummary) -> Rated:
-        if issue.state == "sending":
-            facts = await console.views.facts(issue)
+        if issue.state == "sending":  # shared by the pages that show it, like its counts
+            facts = await console.fresh.get(
+                f"facts {issue.id}", LIVE_SECONDS, lambda: console.views.facts(issue)
+            )
         else:
             facts = LedgerFacts(
                 state=issue.state,

@@ -182,3 +182,25 @@ async def test_an_operator_sends_a_test_that_arrives_marked_signed_and_counted_n
         r["detail"] or "" for r in await db.fetch("SELECT detail FROM console_audit")
     )
     assert "@lucid.example" not in everything  # the audit log masks every address
+
+
+async def test_an_issue_job_file_uploaded_is_previewed_and_a_non_utf8_one_told(
+    console: Console, http: aiohttp.ClientSession, smtp_server: SmtpServer
+) -> None:
+    csrf = await log_in(http, console, "victor")
+    job = issue(subject={"pl": "Z pliku: zażółć", "en": "From a file"})
+    for content, status, told in (
+        (json.dumps(job, ensure_ascii=False).encode(), 200, "Z pliku: zażółć"),
+        (json.dumps(job, ensure_ascii=False).encode("cp1250"), 400, "is not UTF-8 text (byte"),
+        (b" " * (201 * 1024), 400, "the file is over 200 KiB"),
+    ):
+        form = aiohttp.FormData()
+        form.add_field("csrf", csrf)
+        form.add_field("job", "")
+        form.add_field("file", content, filename="issue.json", content_type="application/json")
+        async with http.post(console.url + "/preview", data=form, headers=console.origin) as r:
+            assert r.status == status
+            page = await r.text()
+        assert told in page, re.findall(r'class="error"[^<]*', page)
+        assert ("<iframe sandbox" in page) is (status == 200)
+    assert smtp_server.received == []
