@@ -212,3 +212,27 @@ def test_chromium_is_debians() -> None:
     if shutil.which("chromium") is None and os.environ.get("CI") != "true":
         pytest.skip("chromium is not installed")
     assert Path(CHROMIUM).exists()
+
+
+async def test_preview_an_issue_then_send_a_test_of_it(
+    console: Console, browser: BrowserContext, db: asyncpg.Connection, smtp_server: SmtpServer
+) -> None:
+    job = issue(subject={"pl": "Nowości — test", "en": "News — a test"})
+    page = await log_in(browser, console, "alice")
+    await page.goto(console.url + "/preview")
+    await page.fill("textarea[name=job]", encode(job).decode())
+    await page.click("button:has-text('Preview')")
+    await expect(page.locator("section.preview h2").first).to_contain_text("Nowości — test")
+    frame = page.frame_locator("iframe[title='HTML, pl']")
+    await expect(frame.locator("body")).to_contain_text("Przeciągnij i upuść")
+
+    await page.fill("textarea[name=to]", "Tester <qa@lucid.example>")
+    await page.select_option("select[name=locale]", "en")
+    await page.click("button:has-text('Send the test')")
+    await expect(page.locator(".test-result [role=status]")).to_contain_text(
+        "1 of 1 test message(s) sent"
+    )
+    await shot(page, "preview-test-sent")
+    [message] = smtp_server.to("qa@lucid.example")
+    assert message.parsed()["Subject"] == "[TEST] News — a test"
+    assert await db.fetchval("SELECT count(*) FROM deliveries") == 0
