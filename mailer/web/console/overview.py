@@ -89,7 +89,7 @@ def relay_summary(processes: Sequence[WorkerProcess]) -> dict[str, Any] | None:
     reports = [(w, w.relay) for w in processes if w.presence == "alive" and w.relay is not None]
     if not reports:
         return None
-    failing = [w for w, relay in reports if not relay.get("ok", True)]
+    failing = [(w, relay) for w, relay in reports if not relay.get("ok", True)]
     successes = [str(r["last_success"]) for _, r in reports if r.get("last_success")]
     failures = [r for _, r in reports if r.get("last_failure")]
     latest = max(failures, key=lambda r: str(r["last_failure"]), default=None)
@@ -101,8 +101,8 @@ def relay_summary(processes: Sequence[WorkerProcess]) -> dict[str, Any] | None:
         "ok": not failing,
         "processes": len(reports),
         "failing": [
-            {"host": w.host, "pid": w.pid, "detail": str((w.relay or {}).get("detail", ""))}
-            for w in failing
+            {"host": w.host, "pid": w.pid, "detail": str(relay.get("detail", ""))}
+            for w, relay in failing
         ],
         "last_success": max(successes, default=None),
         "last_failure": str(latest["last_failure"]) if latest else None,

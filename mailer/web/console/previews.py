@@ -91,7 +91,7 @@ class PreviewPages(Pages):
         pasted = name = ""
         if request.method == "POST":
             form = await self._form(request)
-            name = str(form.get("name", "")).strip()[:200]
+            name = _greeted(form)
             uploaded, error = _uploaded(form.get("file"))
             pasted = str(form.get("job", "")) if uploaded is None else uploaded
             if error is None:
@@ -132,7 +132,7 @@ class PreviewPages(Pages):
                 {"ok": ok, "detail": text, "results": [_result(r) for r in results]},
                 status=200 if ok else 400,
             )
-        name = str(form.get("name", "")).strip()[:200]
+        name = _greeted(form)
         error, shown_id, rendered = self._show(pasted, name)
         return await self._page(
             request,
@@ -196,6 +196,11 @@ class PreviewPages(Pages):
         await streamed.write(body)
         await streamed.write_eof()
         return streamed
+
+
+def _greeted(form: Mapping[str, Any]) -> str:
+    """The subscriber's name to greet in the preview; empty: none."""
+    return str(form.get("name", "")).strip()[:200]
 
 
 def _uploaded(upload: object) -> tuple[str | None, str | None]:
