@@ -6,9 +6,13 @@ Topology (declared idempotently by `mailer migrate` and by every worker at start
                              ── newsletter ► mailer.newsletters   │ x-delivery-limit; a message
                              ── subscription ► mailer.subscriptions┘ redelivered past it is
                                                                     dead-lettered to mailer.dead
-    exchange mailer.delay (headers) ─ x-mailer-delay=<ms> ─► mailer.delay.<ms>ms
+    exchange mailer.retry (headers) ─ x-mailer-delay=<ms> ─► mailer.delay.<ms>ms
         each a quorum queue whose message TTL is the delay and which dead-letters back to
         exchange mailer with the message's own routing key: a retry that survives restarts.
+        A retry lands in exactly one delay queue: the bindings say `all-with-x`, because a
+        headers exchange ignores `x-` keys under plain `all`, and a binding with only such a
+        key would then match every message. (`mailer.delay`, the exchange older versions
+        bound that way, is deleted by declare, which takes its bindings with it.)
     mailer.dead: parked jobs, with x-mailer-origin-queue and x-mailer-reason headers.
 """
 
@@ -49,7 +53,8 @@ from mailer.errors import ConfigError, TemporaryFailure
 log = logging.getLogger(__name__)
 
 EXCHANGE = "mailer"
-DELAY_EXCHANGE = "mailer.delay"
+RETRY_EXCHANGE = "mailer.retry"
+LEGACY_DELAY_EXCHANGE = "mailer.delay"  # bound to match every retry in every delay queue
 DEAD_QUEUE = "mailer.dead"
 ROUTES = {
     "receipt": "mailer.receipts",
@@ -80,6 +85,11 @@ def redact(url: str) -> str:
 
 def delay_queue_name(delay_ms: int) -> str:
     return f"mailer.delay.{delay_ms}ms"
+
+
+def delay_binding(delay_ms: int) -> dict[str, Any]:
+    """What routes a retry of `delay_ms` to its delay queue, and nothing else there."""
+    return {"x-match": "all-with-x", DELAY_HEADER: str(delay_ms)}
 
 
 def _work_queue_arguments(queue: str) -> dict[str, Any]:
@@ -355,8 +365,9 @@ class Broker:
         async with self._connection.channel() as channel:
             try:
                 main = await channel.declare_exchange(EXCHANGE, ExchangeType.DIRECT, durable=True)
+                await channel.exchange_delete(LEGACY_DELAY_EXCHANGE)
                 delay = await channel.declare_exchange(
-                    DELAY_EXCHANGE, ExchangeType.HEADERS, durable=True
+                    RETRY_EXCHANGE, ExchangeType.HEADERS, durable=True
                 )
                 await channel.declare_queue(
                     DEAD_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
@@ -372,9 +383,7 @@ class Broker:
                         durable=True,
                         arguments=_delay_queue_arguments(delay_ms),
                     )
-                    await queue.bind(
-                        delay, arguments={"x-match": "all", DELAY_HEADER: str(delay_ms)}
-                    )
+                    await queue.bind(delay, arguments=delay_binding(delay_ms))
             except aiormq.exceptions.ChannelPreconditionFailed as exc:
                 raise ConfigError(
                     f"broker: existing topology differs from what mailer declares ({exc}); "
@@ -469,7 +478,7 @@ class Broker:
         await self.republish(
             message,
             routing_key=QUEUE_ROUTES[queue],
-            exchange=DELAY_EXCHANGE,
+            exchange=RETRY_EXCHANGE,
             extra_headers=headers,
             drop_headers=("x-death", FAILURES_HEADER),
         )

@@ -15,16 +15,19 @@ import json
 import subprocess
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import pytest
-from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.abc import AbstractIncomingMessage, ExchangeType
 
 from mailer.adapters.broker import (
     DEAD_QUEUE,
     DELIVERY_LIMIT,
+    LEGACY_DELAY_EXCHANGE,
+    RETRY_EXCHANGE,
     ROUTES,
     Broker,
     DeadLetters,
@@ -32,6 +35,7 @@ from mailer.adapters.broker import (
     delay_queue_name,
     parked_view,
 )
+from mailer.adapters.queues import queue_depths, queue_names
 from mailer.config import build_settings, load_settings
 from mailer.errors import ConfigError, TemporaryFailure
 from mailer.service import Service
@@ -114,6 +118,16 @@ async def test_a_job_routes_by_kind_to_its_queue(broker: Broker) -> None:
     assert message.delivery_mode == 2  # persistent
 
 
+async def test_each_kind_lands_in_its_own_queue_and_nowhere_else(broker: Broker) -> None:
+    names = queue_names([200, 400])
+    for routing_key, queue in ROUTES.items():
+        await broker.publish(b"{}", routing_key=routing_key)
+        counts = await eventually(partial(_settled_counts, broker, names, queue), timeout=5)
+        assert counts == {name: int(name == queue) for name in names}, (routing_key, counts)
+        channel = await broker.open_channel()
+        await (await channel.get_queue(queue, ensure=False)).purge()
+
+
 async def test_an_unroutable_publish_is_an_error(broker: Broker) -> None:
     with pytest.raises(TemporaryFailure, match="unroutable"):
         await broker.publish(b"{}", routing_key="no-such-kind")
@@ -131,6 +145,68 @@ async def test_retry_later_comes_back_after_the_delay_byte_identical(broker: Bro
     assert back.body == body
     assert back.headers["h"] == "v"
     assert back.headers["x-mailer-attempt"] == 1
+
+
+async def ready_counts(broker: Broker, names: list[str]) -> dict[str, int | None]:
+    return {depth.name: depth.ready for depth in await queue_depths(broker, names)}
+
+
+async def test_a_retry_lands_in_its_own_delay_queue_and_nowhere_else(broker: Broker) -> None:
+    """Routing counted where one message lands: each retry is one message, in the delay queue
+    of its own tier, whatever the tier (a headers binding on an `x-` key that matched every
+    message once put each retry in every delay queue, and the copies multiplied each round)."""
+    await broker.declare([200, 400, 60_000, 3_600_000])
+    names = queue_names([200, 400, 60_000, 3_600_000])
+    for delay_ms in (60_000, 3_600_000):
+        await broker.publish(b'{"kind": "receipt"}', routing_key="receipt", message_id="j1")
+        original = await get(broker, "mailer.receipts")
+        await broker.retry_later(original, queue="mailer.receipts", delay_ms=delay_ms, attempt=3)
+        target = delay_queue_name(delay_ms)
+        counts = await eventually(partial(_settled_counts, broker, names, target), timeout=5)
+        assert counts == {name: int(name == target) for name in names}, (
+            f"one retry of {delay_ms} ms: {counts}"
+        )
+        channel = await broker.open_channel()
+        await (await channel.get_queue(delay_queue_name(delay_ms), ensure=False)).purge()
+
+
+async def _settled_counts(
+    broker: Broker, names: list[str], expected: str
+) -> dict[str, int | None] | None:
+    counts = await ready_counts(broker, names)
+    return counts if counts[expected] == 1 else None
+
+
+async def test_a_retry_with_no_delay_queue_of_its_tier_is_an_error_not_a_loss(
+    broker: Broker,
+) -> None:
+    await broker.publish(b'{"kind": "receipt"}', routing_key="receipt")
+    original = await get(broker, "mailer.receipts")
+    with pytest.raises(TemporaryFailure, match="unroutable"):
+        await broker.retry_later(original, queue="mailer.receipts", delay_ms=999, attempt=1)
+
+
+async def test_declare_removes_the_bindings_that_matched_every_retry(
+    broker: Broker, broker_url: str
+) -> None:
+    """An install declared by an older version has `mailer.delay` bound with plain `all`
+    on the delay header: declare deletes that exchange, so nothing routes through it."""
+    channel = await broker.open_channel()
+    legacy = await channel.declare_exchange(
+        LEGACY_DELAY_EXCHANGE, ExchangeType.HEADERS, durable=True
+    )
+    for delay_ms in (200, 400):
+        queue = await channel.get_queue(delay_queue_name(delay_ms), ensure=False)
+        await queue.bind(legacy, arguments={"x-match": "all", "x-mailer-delay": str(delay_ms)})
+    await broker.declare([200, 400])
+    exchanges = subprocess.run(
+        ["rabbitmqctl", "-q", "list_exchanges", "-p", broker_url.rsplit("/", 1)[1], "name"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert LEGACY_DELAY_EXCHANGE not in exchanges
+    assert RETRY_EXCHANGE in exchanges
 
 
 async def test_park_keeps_the_body_and_says_where_from_and_why(broker: Broker) -> None:

@@ -95,6 +95,7 @@ class SmtpServer:
     in_flight: Counter[str] = field(default_factory=Counter)
     most_in_flight: Counter[str] = field(default_factory=Counter)  # per recipient domain
     connections: int = 0
+    rcpt_log: list[tuple[str, float]] = field(default_factory=list)  # (address, monotonic)
     dsn: bool = False  # offer DSN in EHLO and record its parameters
     port: int = 0
     _server: asyncio.Server | None = None
@@ -170,6 +171,7 @@ class SmtpServer:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> Reply:
+        self.rcpt_log.append((address, time.monotonic()))
         if address in self.rcpt_replies:
             return self.rcpt_replies[address]
         envelope.rcpt_tos.append(address)
