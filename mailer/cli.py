@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -22,8 +22,8 @@ import asyncpg
 from mailer import logs
 from mailer.adapters import database
 from mailer.adapters.bounces import BounceReports, Suppressions
-from mailer.adapters.broker import ROUTES, Broker, DeadQueue
-from mailer.adapters.dead_letters import DeadLetters, move_dead_queue
+from mailer.adapters.broker import DEAD_QUEUE, ROUTES, Broker
+from mailer.adapters.dead_letters import DeadLetters, DeadQueueUpgrade, move_dead_queue
 from mailer.adapters.issues import Issues
 from mailer.adapters.operators import Operators
 from mailer.adapters.parked import ParkedJobs, body_ref
@@ -44,6 +44,7 @@ from mailer.errors import ConfigError, MailerError
 from mailer.service import Service, load_signer, retry_tiers
 
 log = logging.getLogger("mailer")
+T = TypeVar("T")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -197,7 +198,7 @@ async def _with_broker(
         await broker.close()
 
 
-async def _with_database(settings: Settings, call: Callable[[asyncpg.Pool], Awaitable[int]]) -> int:
+async def _with_database(settings: Settings, call: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
     pool = await database.open_pool(settings.database.url.get_secret_value(), size=2)
     try:
         return await call(pool)
@@ -315,14 +316,28 @@ async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     print(f"database schema at version {database.LATEST_VERSION}")
 
     async def declare(broker: Broker) -> int:
-        # Jobs in mailer.dead go into the table first: an older mailer declared that queue
-        # without a delivery limit, and it is declared again with one only once empty.
-        async def move(pool: asyncpg.Pool) -> int:
-            return await move_dead_queue(DeadQueue(broker), ParkedJobs(pool))
+        # Parked jobs left in mailer.dead go into the table first; an older mailer declared
+        # that queue without a delivery limit, and it is declared anew once emptied.
+        async def move(pool: asyncpg.Pool) -> DeadQueueUpgrade:
+            return await move_dead_queue(broker, ParkedJobs(pool))
 
-        moved = await _with_database(settings, move)
-        if moved:
-            print(f"moved {moved} parked job(s) from mailer.dead into the database")
+        upgrade = await _with_database(settings, move)
+        if upgrade.moved:
+            print(f"moved {upgrade.moved} parked job(s) from mailer.dead into the database")
+        if upgrade.replaced:
+            print(f"{DEAD_QUEUE} declared anew, with a delivery limit")
+        if upgrade.lost:
+            print(
+                f"mailer: {upgrade.lost} message(s) that reached {DEAD_QUEUE} meanwhile were lost",
+                file=sys.stderr,
+            )
+        if upgrade.busy:
+            print(
+                f"{DEAD_QUEUE} kept as an older mailer declared it (no delivery limit): workers"
+                f" consume {', '.join(upgrade.busy)}; stop them and run `mailer migrate` again"
+                " to declare it anew",
+                file=sys.stderr,
+            )
         await broker.declare(round(t * 1000) for t in retry_tiers(settings))
         print("broker topology declared")
         return 0

@@ -227,6 +227,8 @@ class Broker:
         self._connection: NodeRotatingConnection | None = None
         self._publisher: AbstractChannel | None = None
         self._consumers: dict[str, Consumer] = {}
+        # mailer.dead found as an older mailer declared it (no delivery limit): used as is.
+        self.dead_queue_outdated = False
 
     @classmethod
     def from_settings(cls, settings: BrokerSettings, *, name: str) -> Broker:
@@ -319,16 +321,15 @@ class Broker:
         return self._publisher
 
     async def declare(self, delays_ms: Iterable[int]) -> None:
-        """Declare the whole topology; a queue declared before with other arguments is an error."""
+        """Declare the whole topology; a queue declared before with other arguments is an
+        error, but for a mailer.dead an older mailer declared (see `_declare_dead_queue`)."""
         assert self._connection is not None
+        await self._declare_dead_queue()
         async with self._connection.channel() as channel:
             try:
                 main = await channel.declare_exchange(EXCHANGE, ExchangeType.DIRECT, durable=True)
                 delay = await channel.declare_exchange(
                     DELAY_EXCHANGE, ExchangeType.HEADERS, durable=True
-                )
-                await channel.declare_queue(
-                    DEAD_QUEUE, durable=True, arguments=_dead_queue_arguments()
                 )
                 for routing_key, name in ROUTES.items():
                     queue = await channel.declare_queue(
@@ -349,6 +350,25 @@ class Broker:
                     f"broker: existing topology differs from what mailer declares ({exc}); "
                     "delete the queue named there or restore its arguments"
                 ) from None
+
+    async def _declare_dead_queue(self) -> None:
+        """mailer.dead with its delivery limit; one an older mailer declared without it is
+        used as it is (RabbitMQ cannot change a queue's arguments): on RabbitMQ 3.10 that
+        means no limit. `mailer migrate` declares it anew while no worker runs."""
+        assert self._connection is not None
+        channel = await self._connection.channel()
+        try:
+            await channel.declare_queue(DEAD_QUEUE, durable=True, arguments=_dead_queue_arguments())
+        except aiormq.exceptions.ChannelPreconditionFailed:  # the broker closed the channel
+            self.dead_queue_outdated = True
+            log.warning(
+                "%s has no delivery limit (an older mailer declared it): used as it is;"
+                " `mailer migrate` with no worker running declares it anew",
+                DEAD_QUEUE,
+            )
+            return
+        self.dead_queue_outdated = False
+        await channel.close()
 
     async def publish(
         self,
@@ -471,9 +491,12 @@ class Broker:
         await channel.set_qos(prefetch_count=prefetch)
         # Declared (not merely looked up) with the topology's arguments and bound again: a
         # robust channel re-runs both on reconnect, and after a basic.cancel for a deleted queue.
-        queue = await channel.declare_queue(
-            queue_name, durable=True, arguments=_queue_arguments(queue_name)
-        )
+        if queue_name == DEAD_QUEUE and self.dead_queue_outdated:
+            queue = await channel.declare_queue(queue_name, passive=True)
+        else:
+            queue = await channel.declare_queue(
+                queue_name, durable=True, arguments=_queue_arguments(queue_name)
+            )
         if queue_name in QUEUE_ROUTES:
             await queue.bind(EXCHANGE, routing_key=QUEUE_ROUTES[queue_name])
         consumer = Consumer(channel, queue, handler)
@@ -577,10 +600,9 @@ def _unsettled(message: AbstractIncomingMessage) -> bool:
 
 
 class DeadQueue:
-    """mailer.dead as `mailer migrate` finds it: declared by an older mailer without a
-    delivery limit (RabbitMQ refuses to change a queue's arguments), and holding parked
-    jobs to move into the table. Only the caller takes messages, acknowledging each once
-    it is recorded; messages are taken with basic.get, so none is handed back."""
+    """mailer.dead for `mailer migrate`: the parked jobs it holds are taken to be moved into
+    the table (with basic.get, each acknowledged by the caller once recorded, so none is
+    handed back), and a mailer.dead an older mailer declared is declared anew."""
 
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
@@ -602,16 +624,12 @@ class DeadQueue:
             while (message := await queue.get(no_ack=False, fail=False, timeout=10)) is not None:
                 yield message
 
-    async def replace_if_empty(self) -> bool:
-        """Delete mailer.dead and declare it with today's arguments, if it is empty; False
-        when a message arrived meanwhile (the queue is then left as it was)."""
-        channel = await self._broker.open_channel()
-        try:
-            await channel.queue_delete(DEAD_QUEUE, if_empty=True)
-        except aiormq.exceptions.ChannelPreconditionFailed:
-            return False
-        await channel.close()
-        channel = await self._broker.open_channel()
-        async with channel:
+    async def replace(self) -> int:
+        """Delete mailer.dead and declare it with today's arguments; how many messages went
+        with it. Quorum queues cannot be deleted only if empty: the caller empties it first
+        and makes sure nothing publishes to it meanwhile."""
+        async with await self._broker.open_channel() as channel:
+            deleted = await channel.queue_delete(DEAD_QUEUE)
             await channel.declare_queue(DEAD_QUEUE, durable=True, arguments=_dead_queue_arguments())
-        return True
+        self._broker.dead_queue_outdated = False
+        return int(getattr(deleted, "message_count", 0) or 0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +25,7 @@ from aio_pika.abc import AbstractIncomingMessage, DeliveryMode
 
 from mailer.adapters.broker import (
     ATTEMPT_HEADER,
+    DEAD_QUEUE,
     DELIVERIES_HEADER,
     DELIVERY_COUNT_HEADER,
     DELIVERY_LIMIT,
@@ -32,10 +34,12 @@ from mailer.adapters.broker import (
     PARKED_AT_HEADER,
     QUEUE_ROUTES,
     REASON_HEADER,
+    ROUTES,
     Broker,
     DeadQueue,
 )
 from mailer.adapters.parked import ParkedJob, ParkedJobs, ParkedRow
+from mailer.adapters.queues import queue_depths
 from mailer.core.addresses import mask_addresses
 
 log = logging.getLogger(__name__)
@@ -220,23 +224,46 @@ class DeadLetters:
             yield row, not taking.kept
 
 
-async def move_dead_queue(dead: DeadQueue, parked: ParkedJobs) -> int:
-    """Move whatever sits in mailer.dead into the table, and give mailer.dead today's
-    arguments if an older mailer declared it (a delivery limit it did not have): `mailer
-    migrate` on an upgraded install. Each message is recorded, then acknowledged; a
-    message recorded before (a move cut short) is one row still. Returns how many moved."""
+@dataclass(frozen=True, slots=True)
+class DeadQueueUpgrade:
+    """What `mailer migrate` did with mailer.dead."""
+
+    moved: int  # parked jobs moved from it into the table
+    outdated: bool  # it was as an older mailer declared it (no delivery limit)
+    replaced: bool  # declared anew, with today's arguments
+    busy: tuple[str, ...] = ()  # queues a worker consumes, which kept it from being replaced
+    lost: int = 0  # messages that reached it after it was emptied, deleted with it
+
+
+async def move_dead_queue(broker: Broker, parked: ParkedJobs) -> DeadQueueUpgrade:
+    """Move whatever sits in mailer.dead into the table (an upgraded install, or jobs left
+    there while no worker ran), and declare it anew if an older mailer declared it without
+    a delivery limit. Each message is recorded, then acknowledged: one recorded before (a
+    move cut short) is one row still. RabbitMQ deletes a quorum queue whatever it holds,
+    so it is replaced only while no worker consumes any mailer queue (nothing parks to it
+    then, and nothing is dead-lettered)."""
+    dead = DeadQueue(broker)
+    current = await dead.current()  # declared, on a fresh install
+    moved = await _move(dead, parked)
+    if current:
+        return DeadQueueUpgrade(moved=moved, outdated=False, replaced=False)
+    depths = await queue_depths(broker, [*ROUTES.values(), DEAD_QUEUE])
+    busy = tuple(depth.name for depth in depths if depth.consumers)
+    if busy:
+        return DeadQueueUpgrade(moved=moved, outdated=True, replaced=False, busy=busy)
+    moved += await _move(dead, parked)
+    lost = await dead.replace()
+    if lost:
+        log.error("%d message(s) reached mailer.dead while it was declared anew: lost", lost)
+    return DeadQueueUpgrade(moved=moved, outdated=True, replaced=True, lost=lost)
+
+
+async def _move(dead: DeadQueue, parked: ParkedJobs) -> int:
     moved = 0
-    current = await dead.current()
-    while True:
-        async for message in dead.taken():
-            job = parked_from_dead_queue(message, now=datetime.now(UTC))
-            await parked.record(job)
-            await message.ack()
-            moved += 1
-        if current or await dead.replace_if_empty():
-            break
-    if not current:
-        log.info("mailer.dead declared again with a delivery limit of its own")
+    async for message in dead.taken():
+        await parked.record(parked_from_dead_queue(message, now=datetime.now(UTC)))
+        await message.ack()
+        moved += 1
     if moved:
         log.info("moved %d parked job(s) from mailer.dead into the database", moved)
     return moved
