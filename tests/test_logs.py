@@ -70,7 +70,7 @@ async def test_a_hostile_message_id_and_headers_forge_no_log_line(
         try:
 
             async def both_parked() -> bool:
-                return await conn.fetchval("SELECT count(*) FROM parked_jobs") == 2
+                return bool(await conn.fetchval("SELECT count(*) FROM parked_jobs") == 2)
 
             await eventually(both_parked, timeout=30)
         finally:
