@@ -624,7 +624,7 @@ class Service:
 
     async def readiness(self) -> dict[str, dict[str, object]]:
         """The worker's own checks for /readyz (the database is checked by the web service)."""
-        queues = dict.fromkeys(ROUTES.values(), False)
+        queues = dict.fromkeys((*ROUTES.values(), DEAD_QUEUE), False)
         if self.broker is not None:
             queues.update(self.broker.consumers())
         missing = [queue for queue, live in queues.items() if not live]
