@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import asyncpg
@@ -22,12 +22,15 @@ import asyncpg
 from mailer import logs
 from mailer.adapters import database
 from mailer.adapters.bounces import BounceReports, Suppressions
-from mailer.adapters.broker import ROUTES, Broker, DeadLetters, body_ref
+from mailer.adapters.broker import DEAD_QUEUE, ROUTES, Broker
+from mailer.adapters.dead_letters import DeadLetters, DeadQueueUpgrade, move_dead_queue
 from mailer.adapters.issues import Issues
 from mailer.adapters.operators import Operators
+from mailer.adapters.parked import ParkedJobs, body_ref
 from mailer.adapters.subscribers import Subscribers
 from mailer.adapters.workers import Workers
 from mailer.commands import bounces as bounce_commands
+from mailer.commands import dead_letters as dead_letter_commands
 from mailer.commands import operators, previews
 from mailer.commands import suppressions as suppression_commands
 from mailer.commands.checks import check_job
@@ -41,6 +44,7 @@ from mailer.errors import ConfigError, MailerError
 from mailer.service import Service, load_signer, retry_tiers
 
 log = logging.getLogger("mailer")
+T = TypeVar("T")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,25 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         help="publish the bytes without checking the job first (to try the dead-letter queue)",
     )
 
-    dlq = commands.add_parser("dlq", help="inspect and act on parked jobs (mailer.dead)")
-    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
-    dlq_list = dlq_commands.add_parser("list", help="show parked jobs and why they were parked")
-    dlq_list.add_argument("--limit", type=int, default=100)
-    dlq_list.add_argument("--json", action="store_true", help="one JSON object per line")
-    for name, text in (
-        ("requeue", "send parked jobs back to the queue they came from"),
-        ("purge", "delete parked jobs for good"),
-    ):
-        action = dlq_commands.add_parser(name, help=text)
-        which = action.add_mutually_exclusive_group(required=True)
-        which.add_argument(
-            "refs",
-            nargs="*",
-            default=[],
-            metavar="REF",
-            help="a ref or job id shown by `mailer dlq list`",
-        )
-        which.add_argument("--all", action="store_true")
+    dead_letter_commands.add_parser(commands)
 
     subscribers = commands.add_parser("subscribers", help="newsletter subscribers")
     subscriber_commands = subscribers.add_subparsers(
@@ -212,7 +198,7 @@ async def _with_broker(
         await broker.close()
 
 
-async def _with_database(settings: Settings, call: Callable[[asyncpg.Pool], Awaitable[int]]) -> int:
+async def _with_database(settings: Settings, call: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
     pool = await database.open_pool(settings.database.url.get_secret_value(), size=2)
     try:
         return await call(pool)
@@ -330,6 +316,28 @@ async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     print(f"database schema at version {database.LATEST_VERSION}")
 
     async def declare(broker: Broker) -> int:
+        # Parked jobs left in mailer.dead go into the table first; an older mailer declared
+        # that queue without a delivery limit, and it is declared anew once emptied.
+        async def move(pool: asyncpg.Pool) -> DeadQueueUpgrade:
+            return await move_dead_queue(broker, ParkedJobs(pool))
+
+        upgrade = await _with_database(settings, move)
+        if upgrade.moved:
+            print(f"moved {upgrade.moved} parked job(s) from mailer.dead into the database")
+        if upgrade.replaced:
+            print(f"{DEAD_QUEUE} declared anew, with a delivery limit")
+        if upgrade.lost:
+            print(
+                f"mailer: {upgrade.lost} message(s) that reached {DEAD_QUEUE} meanwhile were lost",
+                file=sys.stderr,
+            )
+        if upgrade.busy:
+            print(
+                f"{DEAD_QUEUE} kept as an older mailer declared it (no delivery limit): workers"
+                f" consume {', '.join(upgrade.busy)}; stop them and run `mailer migrate` again"
+                " to declare it anew",
+                file=sys.stderr,
+            )
         await broker.declare(round(t * 1000) for t in retry_tiers(settings))
         print("broker topology declared")
         return 0
@@ -374,45 +382,28 @@ def _route_unchecked(body: bytes, routing_key: str | None, path: Path) -> tuple[
 
 
 async def _dlq(args: argparse.Namespace, settings: Settings) -> int:
-    async def act(broker: Broker) -> int:
-        dead = DeadLetters(broker)
-        if args.dlq_command == "list":
-            parked = await dead.show(args.limit)
-            for view in parked:
-                row: dict[str, Any] = {
-                    "ref": body_ref(view.body),
-                    "job_id": view.job_id,
-                    "origin": view.origin,
-                    "parked_at": view.parked_at,
-                    "reason": view.reason,
-                }
-                if args.json:
-                    print(json.dumps(row, ensure_ascii=False))
-                else:
-                    print(
-                        f"{row['ref']}  {view.job_id or '-':36}  {view.origin or '-':22}  "
-                        f"{view.parked_at or '-':25}  {view.reason}"
-                    )
-            if not args.json:
-                print(f"{len(parked)} parked job(s) shown", file=sys.stderr)
-            return 0
-        refs = None if args.all else set(args.refs)
-        action = dead.requeue if args.dlq_command == "requeue" else dead.purge
-        done = await action(refs)
-        verb = "requeued" if args.dlq_command == "requeue" else "purged"
-        for view in done:
-            print(f"{verb} {body_ref(view.body)} {view.job_id or '-'} → {view.origin or '-'}")
-        print(f"{len(done)} job(s) {verb}", file=sys.stderr)
-        found = {body_ref(view.body) for view in done} | {view.job_id for view in done}
-        unknown = [ref for ref in args.refs if ref not in found]
-        for ref in unknown:
-            print(
-                f"mailer: dlq {args.dlq_command}: no parked job {ref!r} (see `mailer dlq list`)",
-                file=sys.stderr,
-            )
-        return 1 if unknown else 0
+    """Parked jobs are read from the database; the broker is connected to only to requeue."""
+    connected: list[Broker] = []
 
-    return await _with_broker(settings, act, name="dlq")
+    async def broker() -> Broker:
+        if not connected:
+            found = Broker.from_settings(settings.broker, name="mailer dlq")
+            await found.connect()
+            connected.append(found)
+        return connected[0]
+
+    async def run(pool: asyncpg.Pool) -> int:
+        parked = ParkedJobs(pool)
+        if args.dlq_command in ("list", "show"):
+            return await dead_letter_commands.look(args, parked, sys.stdout)
+        try:
+            dead = DeadLetters(parked, broker)
+            return await dead_letter_commands.settle(args, dead, sys.stdout)
+        finally:
+            for found in connected:
+                await found.close()
+
+    return await _with_database(settings, run)
 
 
 def _keygen(args: argparse.Namespace, settings: Settings) -> int:

@@ -27,7 +27,8 @@ class Metrics:
         )
         self.parked = Counter(
             "mailer_jobs_parked_total",
-            "Jobs parked in mailer.dead, by the queue they came from.",
+            "Jobs this process parked (in the parked_jobs table, or mailer.dead while the"
+            " database was away), by the queue they came from.",
             ["queue"],
             registry=self.registry,
         )
@@ -81,6 +82,14 @@ class Metrics:
             "mailer_queue_consumers",
             "Consumers on a mailer.* queue, from every process (sampled).",
             ["queue"],
+            registry=registry,
+        )
+        self.parked_jobs = Gauge(
+            "mailer_parked_jobs",
+            "Jobs parked for an operator (the parked_jobs table), by the queue they came from"
+            " (unknown: a message that did not say); those still in mailer.dead are not"
+            " counted (sampled).",
+            ["origin"],
             registry=registry,
         )
         self.broker_up = Gauge(
@@ -151,8 +160,8 @@ class Metrics:
         )
         self.sampled = Gauge(
             "mailer_metrics_sampled_timestamp_seconds",
-            "When the sampled gauges were last measured, by part (database, queues, workers,"
-            " issues).",
+            "When the sampled gauges were last measured, by part (database, queues, parked,"
+            " workers, issues).",
             ["part"],
             registry=registry,
         )

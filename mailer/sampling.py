@@ -1,7 +1,7 @@
 """The gauges /metrics shows of things outside this process, measured every few seconds:
-the database and the broker, every mailer.* queue (ready, unacked, consumers), the worker
-processes, and the progress of active issues. `mailer_metrics_sampled_timestamp_seconds{part}`
-says when each part was last measured."""
+the database and the broker, every mailer.* queue (ready, unacked, consumers), the jobs
+parked, the worker processes, and the progress of active issues.
+`mailer_metrics_sampled_timestamp_seconds{part}` says when each part was last measured."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ import asyncpg
 from prometheus_client import Gauge
 
 from mailer.adapters import database
-from mailer.adapters.broker import Broker
+from mailer.adapters.broker import ROUTES, Broker
+from mailer.adapters.dead_letters import origin_label
 from mailer.adapters.issues import Issues
+from mailer.adapters.parked import ParkedJobs
 from mailer.adapters.queues import queue_states
 from mailer.adapters.workers import Workers
 from mailer.core.progress import LEFT, SENT
@@ -75,6 +77,7 @@ class Sampler:
         self._interval = interval
         self._issues = Issues(pool)
         self._workers = Workers(pool)
+        self._parked = ParkedJobs(pool)
         self._series = {
             name: _Series(gauge)
             for name, gauge in (
@@ -133,6 +136,8 @@ class Sampler:
         issues_read = False
         if up:
             try:
+                await self._sample_parked()
+                metrics.sampled.labels("parked").set_to_current_time()
                 await self._sample_workers()
                 metrics.sampled.labels("workers").set_to_current_time()
                 if time.monotonic() >= self._issues_due:
@@ -162,6 +167,13 @@ class Sampler:
             if state.unacked is not None:
                 self._series["unacked"].set((state.queue,), state.unacked)
         self._metrics.sampled.labels("queues").set_to_current_time()
+
+    async def _sample_parked(self) -> None:
+        counts = dict.fromkeys((*ROUTES.values(), "unknown"), 0)
+        for origin, n in (await self._parked.counts()).items():
+            counts[origin_label(origin)] += n
+        for origin, n in counts.items():
+            self._metrics.parked_jobs.labels(origin).set(n)
 
     async def _sample_workers(self) -> None:
         counts = dict.fromkeys(("alive", "gone", "stopped"), 0)

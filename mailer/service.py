@@ -27,12 +27,13 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from mailer.adapters import database
-from mailer.adapters.broker import ROUTES, Broker, Consumer
+from mailer.adapters.broker import DEAD_QUEUE, ROUTES, Broker, Consumer
 from mailer.adapters.capture import CaptureServer
 from mailer.adapters.deliveries import Deliveries
 from mailer.adapters.issues import ISSUES_CHANNEL, Issues
 from mailer.adapters.jobs import Jobs
 from mailer.adapters.notifications import Listener
+from mailer.adapters.parked import ParkedJobs
 from mailer.adapters.queues import queue_names
 from mailer.adapters.relay import Relay, tls_context
 from mailer.adapters.subscribers import OPTOUT_CHANNEL, Subscribers
@@ -62,6 +63,7 @@ from mailer.worker.bounces import BounceService
 from mailer.worker.chunks import ChunkRunner
 from mailer.worker.consumers import QueueHandler
 from mailer.worker.newsletters import Dispatcher, IssueIntake
+from mailer.worker.parking import DeadQueueMover, Parking
 from mailer.worker.pipeline import Attempts
 from mailer.worker.previews import previewer, test_sender
 from mailer.worker.receipts import ReceiptPipeline
@@ -74,6 +76,7 @@ log = logging.getLogger(__name__)
 DISPATCH_LOOPS = 2  # chunks in hand at once per process: one sends while the other records
 TASKS_GRACE = 2.0  # seconds for the background loops to end by themselves at a stop
 TEST_POOL_SIZE = 2  # connections for the console's test sends
+DEAD_PREFETCH = 20  # messages of mailer.dead in hand, recorded one at a time
 
 
 def retry_tiers(settings: Settings) -> tuple[float, ...]:
@@ -181,6 +184,7 @@ class Service:
         self.listener: Listener | None = None
         self.dispatcher: Dispatcher | None = None
         self.subscriptions: SubscriptionChanges | None = None
+        self.mover: DeadQueueMover | None = None
         self.workers: Workers | None = None
         self.report = ProcessReport(
             lambda: self.workers,
@@ -387,6 +391,8 @@ class Service:
             on_reconnect=signals.on_reconnect,
         )
         await self.listener.start()
+        parked = ParkedJobs(self.pool)
+        parking = Parking(parked, self.broker, clock=self.clock)
         for queue_key, deliver, prefetch in (
             (
                 "receipt",
@@ -402,12 +408,19 @@ class Service:
                 ROUTES[queue_key],
                 deliver,
                 broker=self.broker,
+                parking=parking,
                 metrics=self.metrics,
                 unavailable_delay=parts.tiers[0],
             )
             self._consumers.append(
                 await self.broker.consume(handler.queue, handler, prefetch=prefetch)
             )
+        # What reaches mailer.dead (poison, or parked while the database was away) is moved
+        # into the parked_jobs table.
+        self.mover = DeadQueueMover(parked, clock=self.clock)
+        self._consumers.append(
+            await self.broker.consume(DEAD_QUEUE, self.mover, prefetch=DEAD_PREFETCH)
+        )
         self._loops = [
             asyncio.create_task(self.dispatcher.run(), name=f"dispatch-{n}")
             for n in range(DISPATCH_LOOPS)
@@ -611,7 +624,7 @@ class Service:
 
     async def readiness(self) -> dict[str, dict[str, object]]:
         """The worker's own checks for /readyz (the database is checked by the web service)."""
-        queues = dict.fromkeys(ROUTES.values(), False)
+        queues = dict.fromkeys((*ROUTES.values(), DEAD_QUEUE), False)
         if self.broker is not None:
             queues.update(self.broker.consumers())
         missing = [queue for queue, live in queues.items() if not live]
@@ -653,6 +666,8 @@ class Service:
             self.subscriptions.stop()
         if self.receipts is not None:
             self.receipts.stop()
+        if self.mover is not None:
+            self.mover.stop()
         await asyncio.gather(*(consumer.cancel() for consumer in self._consumers))
         if self.bounces is not None:
             await self.bounces.stop()

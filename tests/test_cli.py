@@ -127,13 +127,18 @@ async def test_dlq_list_requeue_and_purge(
     assert reasons[0].startswith("body is not JSON")
     assert reasons[1] == "template: unknown template 'nope'"
     assert {r["origin"] for r in rows} == {"mailer.receipts"}
-    human = mailer("dlq", "list", env=env)
-    assert "template: unknown template 'nope'" in human.stdout
+    human = mailer("dlq", "list", env=env).stdout.splitlines()
+    assert human[0].split() == ["REF", "JOB", "ID", "ORIGIN", "PARKED", "DELIVERIES", "REASON"]
+    assert len(human) == 3
+    assert any(line.endswith("  1  template: unknown template 'nope'") for line in human), human
 
     garbage = next(r for r in rows if r["reason"].startswith("body is not JSON"))
     purged = mailer("dlq", "purge", garbage["ref"], env=env)
     assert purged.returncode == 0
-    assert purged.stdout.startswith(f"purged {garbage['ref']}")
+    # a purge says what it deleted, never an arrow as if it had gone somewhere
+    assert purged.stdout == (
+        f"purged {garbage['ref']} {garbage['job_id']} (parked from mailer.receipts)\n"
+    )
     requeued = mailer("dlq", "requeue", "--all", env=env)
     assert requeued.returncode == 0
     assert "1 job(s) requeued" in requeued.stderr

@@ -94,7 +94,7 @@ async def test_metrics_show_queues_issues_subscriptions_and_the_process(
         )
         shown = value(samples, "mailer_issue_deliveries", issue=issue_id, list="lucid-news",
                       status="sent")  # fmt: skip
-        dead = value(samples, "mailer_queue_messages", queue="mailer.dead")
+        dead = value(samples, "mailer_parked_jobs", origin="mailer.receipts")
         # Read after the pause: one from before it could show the same counts, and a rate.
         read_at = value(samples, "mailer_metrics_sampled_timestamp_seconds", part="issues")
         fresh = read_at is not None and read_at > paused_at
@@ -109,7 +109,9 @@ async def test_metrics_show_queues_issues_subscriptions_and_the_process(
     assert value(samples, "mailer_issue_stalled", **labels) == 0  # paused is not stalled
     assert value(samples, "mailer_issue_send_rate", **labels) == 0
     assert value(samples, "mailer_queue_consumers", queue="mailer.receipts") == 1
-    assert value(samples, "mailer_queue_consumers", queue="mailer.dead") == 0
+    assert value(samples, "mailer_queue_consumers", queue="mailer.dead") == 1  # the mover
+    assert value(samples, "mailer_queue_messages", queue="mailer.dead") == 0  # moved
+    assert value(samples, "mailer_parked_jobs", origin="unknown") == 0
     assert value(samples, "mailer_queue_messages", queue="mailer.receipts") == 0
     assert value(samples, "mailer_queue_messages", queue="mailer.delay.200ms") == 0
     assert value(samples, "mailer_database_up") == 1
@@ -126,7 +128,7 @@ async def test_metrics_show_queues_issues_subscriptions_and_the_process(
     build = [dict(labels) for name, labels in samples if name == "mailer_build_info"]
     assert [b["version"] for b in build] == [VERSION]
     assert (value(samples, "mailer_worker_heartbeat_timestamp_seconds") or 0) > 1.7e9
-    for part in ("database", "queues", "workers", "issues"):
+    for part in ("database", "queues", "parked", "workers", "issues"):
         sampled = value(samples, "mailer_metrics_sampled_timestamp_seconds", part=part)
         assert (sampled or 0) > 1.7e9, part
     assert (value(samples, "process_resident_memory_bytes") or 0) > 0

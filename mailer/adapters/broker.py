@@ -13,17 +13,17 @@ Topology (declared idempotently by `mailer migrate` and by every worker at start
         headers exchange ignores `x-` keys under plain `all`, and a binding with only such a
         key would then match every message. (`mailer.delay`, the exchange older versions
         bound that way, is deleted by declare, which takes its bindings with it.)
-    mailer.dead: parked jobs, with x-mailer-origin-queue and x-mailer-reason headers.
+    mailer.dead: on the way to the parked_jobs table (adapters/dead_letters.py): poison the
+        work queues dead-letter, and jobs a worker parked while the database was away,
+        with x-mailer-origin-queue and x-mailer-reason headers. A worker moves each into
+        the table and then acknowledges it; nothing else takes from it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -64,10 +64,17 @@ ROUTES = {
 QUEUE_ROUTES = {queue: key for key, queue in ROUTES.items()}
 # How many times a message may be handed out before it counts as poison and is parked.
 DELIVERY_LIMIT = 20
+# mailer.dead hands a message out only to the worker that moves it into the table, which
+# holds it until it is recorded: it comes back only when that process stops meanwhile.
+# RabbitMQ 4 would otherwise apply its default of 20, and past the limit a message is
+# dropped (mailer.dead dead-letters nowhere).
+DEAD_DELIVERY_LIMIT = 1000
 DELAY_HEADER = "x-mailer-delay"
 ORIGIN_HEADER = "x-mailer-origin-queue"
 REASON_HEADER = "x-mailer-reason"
 PARKED_AT_HEADER = "x-mailer-parked-at"
+DELIVERIES_HEADER = "x-mailer-deliveries"  # how many times the origin queue handed it out
+DELIVERY_COUNT_HEADER = "x-delivery-count"  # set by the quorum queue handing a message out
 ATTEMPT_HEADER = "x-mailer-attempt"
 FAILURES_HEADER = "x-mailer-unexpected-failures"
 
@@ -107,6 +114,14 @@ def _work_queue_arguments(queue: str) -> dict[str, Any]:
     return arguments
 
 
+def _dead_queue_arguments() -> dict[str, Any]:
+    return {"x-queue-type": "quorum", "x-delivery-limit": DEAD_DELIVERY_LIMIT}
+
+
+def _queue_arguments(queue: str) -> dict[str, Any]:
+    return _dead_queue_arguments() if queue == DEAD_QUEUE else _work_queue_arguments(queue)
+
+
 def _delay_queue_arguments(delay_ms: int) -> dict[str, Any]:
     return {
         "x-queue-type": "quorum",
@@ -115,52 +130,6 @@ def _delay_queue_arguments(delay_ms: int) -> dict[str, Any]:
         "x-dead-letter-strategy": "at-least-once",
         "x-overflow": "reject-publish",
     }
-
-
-@dataclass(frozen=True, slots=True)
-class ParkedMessage:
-    body: bytes
-    origin: str | None
-    reason: str
-    parked_at: str | None
-    job_id: str | None
-    headers: Mapping[str, Any]
-
-
-def parked_view(message: AbstractIncomingMessage) -> ParkedMessage:
-    """What an operator needs to know about a message in mailer.dead."""
-    headers = dict(message.headers or {})
-    origin = _text(headers.get(ORIGIN_HEADER))
-    reason = _text(headers.get(REASON_HEADER))
-    deaths = headers.get("x-death")
-    first = deaths[0] if isinstance(deaths, list) and deaths else None
-    if origin is None and isinstance(first, dict):
-        origin = _text(first.get("queue"))
-        if reason is None and _text(first.get("reason")) == "delivery_limit":
-            reason = f"poison: handed out {DELIVERY_LIMIT} times without being settled"
-    return ParkedMessage(
-        body=message.body,
-        origin=origin,
-        reason=reason or "unknown",
-        parked_at=_text(headers.get(PARKED_AT_HEADER)),
-        job_id=message.message_id or _job_id(message.body),
-        headers=headers,
-    )
-
-
-def _job_id(body: bytes) -> str | None:
-    try:
-        value = json.loads(body)
-    except ValueError:
-        return None
-    job_id = value.get("id") if isinstance(value, dict) else None
-    return job_id if isinstance(job_id, str) and len(job_id) <= 64 else None
-
-
-def _text(value: object) -> str | None:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value) if value is not None else None
 
 
 class NodeRotatingConnection(RobustConnection):
@@ -268,6 +237,8 @@ class Broker:
         self._connection: NodeRotatingConnection | None = None
         self._publisher: AbstractChannel | None = None
         self._consumers: dict[str, Consumer] = {}
+        # mailer.dead found as an older mailer declared it (no delivery limit): used as is.
+        self.dead_queue_outdated = False
 
     @classmethod
     def from_settings(cls, settings: BrokerSettings, *, name: str) -> Broker:
@@ -360,17 +331,16 @@ class Broker:
         return self._publisher
 
     async def declare(self, delays_ms: Iterable[int]) -> None:
-        """Declare the whole topology; a queue declared before with other arguments is an error."""
+        """Declare the whole topology; a queue declared before with other arguments is an
+        error, but for a mailer.dead an older mailer declared (see `_declare_dead_queue`)."""
         assert self._connection is not None
+        await self._declare_dead_queue()
         async with self._connection.channel() as channel:
             try:
                 main = await channel.declare_exchange(EXCHANGE, ExchangeType.DIRECT, durable=True)
                 await channel.exchange_delete(LEGACY_DELAY_EXCHANGE)
                 delay = await channel.declare_exchange(
                     RETRY_EXCHANGE, ExchangeType.HEADERS, durable=True
-                )
-                await channel.declare_queue(
-                    DEAD_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
                 )
                 for routing_key, name in ROUTES.items():
                     queue = await channel.declare_queue(
@@ -390,6 +360,25 @@ class Broker:
                     "delete the queue named there or restore its arguments"
                 ) from None
 
+    async def _declare_dead_queue(self) -> None:
+        """mailer.dead with its delivery limit; one an older mailer declared without it is
+        used as it is (RabbitMQ cannot change a queue's arguments): on RabbitMQ 3.10 that
+        means no limit. `mailer migrate` declares it anew while no worker runs."""
+        assert self._connection is not None
+        channel = await self._connection.channel()
+        try:
+            await channel.declare_queue(DEAD_QUEUE, durable=True, arguments=_dead_queue_arguments())
+        except aiormq.exceptions.ChannelPreconditionFailed:  # the broker closed the channel
+            self.dead_queue_outdated = True
+            log.warning(
+                "%s has no delivery limit (an older mailer declared it): used as it is;"
+                " `mailer migrate` with no worker running declares it anew",
+                DEAD_QUEUE,
+            )
+            return
+        self.dead_queue_outdated = False
+        await channel.close()
+
     async def publish(
         self,
         body: bytes,
@@ -401,7 +390,6 @@ class Broker:
         content_type: str | None = "application/json",
     ) -> None:
         """Publish persistently and wait for the broker's confirm; TemporaryFailure otherwise."""
-        channel = self._channel()
         message = aio_pika.Message(
             body,
             headers=dict(headers or {}),
@@ -409,6 +397,13 @@ class Broker:
             message_id=message_id,
             delivery_mode=DeliveryMode.PERSISTENT,
         )
+        await self.publish_message(message, routing_key=routing_key, exchange=exchange)
+
+    async def publish_message(
+        self, message: aio_pika.Message, *, routing_key: str, exchange: str = EXCHANGE
+    ) -> None:
+        """Publish a message made by the caller and wait for the confirm, as `publish`."""
+        channel = self._channel()
         try:
             target = (
                 channel.default_exchange
@@ -452,15 +447,28 @@ class Broker:
             content_type=message.content_type,
         )
 
-    async def park(self, message: AbstractIncomingMessage, *, origin: str, reason: str) -> None:
+    async def park(
+        self,
+        message: AbstractIncomingMessage,
+        *,
+        origin: str,
+        reason: str,
+        deliveries: int | None = None,
+    ) -> None:
+        """Into mailer.dead, saying where from and why: when the parked_jobs table cannot
+        take it now, from there it is moved into the table once it can."""
+        extra: dict[str, Any] = {
+            ORIGIN_HEADER: origin,
+            REASON_HEADER: reason[:1000],
+            PARKED_AT_HEADER: datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        if deliveries is not None:
+            extra[DELIVERIES_HEADER] = deliveries
         await self.republish(
             message,
             routing_key=DEAD_QUEUE,
-            extra_headers={
-                ORIGIN_HEADER: origin,
-                REASON_HEADER: reason[:1000],
-                PARKED_AT_HEADER: datetime.now(UTC).isoformat(timespec="seconds"),
-            },
+            extra_headers=extra,
+            drop_headers=(DELIVERY_COUNT_HEADER,),
         )
 
     async def retry_later(
@@ -484,17 +492,22 @@ class Broker:
         )
 
     async def consume(self, queue_name: str, handler: Handler, *, prefetch: int) -> Consumer:
-        """Consume a work queue through a robust channel, so the consumer outlives faults."""
+        """Consume a work queue, or mailer.dead, through a robust channel, so the consumer
+        outlives faults."""
         assert self._connection is not None
         channel = self._connection.channel()
         await channel.initialize(timeout=self._connect_timeout)
         await channel.set_qos(prefetch_count=prefetch)
         # Declared (not merely looked up) with the topology's arguments and bound again: a
         # robust channel re-runs both on reconnect, and after a basic.cancel for a deleted queue.
-        queue = await channel.declare_queue(
-            queue_name, durable=True, arguments=_work_queue_arguments(queue_name)
-        )
-        await queue.bind(EXCHANGE, routing_key=QUEUE_ROUTES[queue_name])
+        if queue_name == DEAD_QUEUE and self.dead_queue_outdated:
+            queue = await channel.declare_queue(queue_name, passive=True)
+        else:
+            queue = await channel.declare_queue(
+                queue_name, durable=True, arguments=_queue_arguments(queue_name)
+            )
+        if queue_name in QUEUE_ROUTES:
+            await queue.bind(EXCHANGE, routing_key=QUEUE_ROUTES[queue_name])
         consumer = Consumer(channel, queue, handler)
         await consumer.start()
         self._consumers[queue_name] = consumer
@@ -595,87 +608,37 @@ def _unsettled(message: AbstractIncomingMessage) -> bool:
         return False
 
 
-def body_ref(body: bytes) -> str:
-    """A short name for a parked message: the start of the SHA-256 of its body."""
-    return hashlib.sha256(body).hexdigest()[:12]
-
-
-class DeadLetters:
-    """mailer.dead for an operator: look, requeue to where a job came from, or purge.
-
-    Messages are taken with basic.get and held unacknowledged while we decide; whatever is
-    not requeued or purged goes back to the queue when the channel closes.
-    """
+class DeadQueue:
+    """mailer.dead for `mailer migrate`: the parked jobs it holds are taken to be moved into
+    the table (with basic.get, each acknowledged by the caller once recorded, so none is
+    handed back), and a mailer.dead an older mailer declared is declared anew."""
 
     def __init__(self, broker: Broker) -> None:
         self._broker = broker
 
-    async def _take_all(
-        self, channel: AbstractChannel, limit: int | None
-    ) -> list[AbstractIncomingMessage]:
-        queue = await channel.get_queue(DEAD_QUEUE, ensure=False)
-        taken: list[AbstractIncomingMessage] = []
-        while limit is None or len(taken) < limit:
-            message = await queue.get(no_ack=False, fail=False, timeout=10)
-            if message is None:
-                break
-            taken.append(message)
-        return taken
+    async def current(self) -> bool:
+        """Whether mailer.dead has the arguments this mailer declares (declared if absent)."""
+        channel = await self._broker.open_channel()
+        try:
+            await channel.declare_queue(DEAD_QUEUE, durable=True, arguments=_dead_queue_arguments())
+        except aiormq.exceptions.ChannelPreconditionFailed:
+            return False  # the broker closed the channel
+        await channel.close()
+        return True
 
-    async def show(self, limit: int) -> list[ParkedMessage]:
-        async with await self._broker.open_channel() as channel:
-            return [parked_view(m) for m in await self._take_all(channel, limit)]
-
-    async def requeue(self, refs: set[str] | None) -> list[ParkedMessage]:
-        """Send parked messages back to their origin queue; refs None means all."""
-        return [view async for view, done in self.settle("requeue", refs) if done]
-
-    async def purge(self, refs: set[str] | None) -> list[ParkedMessage]:
-        return [view async for view, done in self.settle("purge", refs) if done]
-
-    async def settle(
-        self, action: str, refs: set[str] | None
-    ) -> AsyncIterator[tuple[ParkedMessage, bool]]:
-        """Requeue or purge one message at a time, yielding each selected one as it is done
-        (True) or left in place (False: no known origin). Nothing selected is held: only the
-        messages passed over stay unacknowledged until the end, and a selection stops as
-        soon as every ref asked for was seen."""
-        wanted = set(refs) if refs is not None else None
+    async def taken(self) -> AsyncIterator[AbstractIncomingMessage]:
+        """Every message in mailer.dead now, one at a time, for the caller to acknowledge."""
         async with await self._broker.open_channel() as channel:
             queue = await channel.get_queue(DEAD_QUEUE, ensure=False)
-            while wanted is None or wanted:
-                message = await queue.get(no_ack=False, fail=False, timeout=10)
-                if message is None:
-                    break
-                view = parked_view(message)
-                if not _selected(view, wanted):
-                    continue
-                if wanted is not None:
-                    wanted -= {body_ref(view.body), view.job_id or ""}
-                if action == "requeue":
-                    if view.origin not in QUEUE_ROUTES:
-                        log.warning(
-                            "parked message %s has no known origin queue; left in place",
-                            body_ref(view.body),
-                        )
-                        yield view, False
-                        continue
-                    await self._broker.republish(
-                        message,
-                        routing_key=view.origin,
-                        drop_headers=(
-                            ORIGIN_HEADER,
-                            REASON_HEADER,
-                            PARKED_AT_HEADER,
-                            "x-death",
-                            "x-delivery-count",
-                            ATTEMPT_HEADER,
-                            FAILURES_HEADER,
-                        ),
-                    )
-                await message.ack()
-                yield view, True
+            while (message := await queue.get(no_ack=False, fail=False, timeout=10)) is not None:
+                yield message
 
-
-def _selected(view: ParkedMessage, refs: set[str] | None) -> bool:
-    return refs is None or body_ref(view.body) in refs or (view.job_id or "") in refs
+    async def replace(self) -> int:
+        """Delete mailer.dead and declare it with today's arguments; how many messages went
+        with it. Quorum queues cannot be deleted only if empty: the caller empties it first
+        and makes sure nothing publishes to it meanwhile."""
+        async with await self._broker.open_channel() as channel:
+            deleted = await channel.queue_delete(DEAD_QUEUE)
+            await channel.declare_queue(DEAD_QUEUE, durable=True, arguments=_dead_queue_arguments())
+        self._broker.dead_queue_outdated = False
+        return int(getattr(deleted, "message_count", 0) or 0)

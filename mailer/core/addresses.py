@@ -9,6 +9,11 @@ import unicodedata
 
 from email_validator import EmailNotValidError, validate_email
 
+# Bounded like the parts of an address (RFC 5321: 64 and 255), so that a long run of
+# non-address text costs linear time, not quadratic.
+_ATOM = r"[^\s@<>\"',;:()\[\]]"
+_ADDRESS = re.compile(_ATOM + "{1,64}@" + _ATOM + "{1,253}")
+
 # C0 controls, DEL, C1 controls, the Unicode line and paragraph separators and lone UTF-16
 # surrogates (no UTF-8 for them): any of them in a header value is either an injection
 # attempt or a header that folds or encodes wrongly.
@@ -73,3 +78,10 @@ def mask_address(address: str) -> str:
         return part[:1] + "***" + (part[-1:] if len(part) > 2 else "")
 
     return f"{mask(local)}@{mask(host)}{dot}{tld}"
+
+
+def mask_addresses(text: str) -> str:
+    """Every address-like run in free text masked as `mask_address` does; the rest kept."""
+    if "@" not in text:
+        return text
+    return _ADDRESS.sub(lambda m: mask_address(m.group(0)), text)

@@ -28,7 +28,12 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from mailer.core.addresses import header_safe, normalize_address
+from mailer.core.addresses import (
+    header_safe,
+    mask_addresses,
+    normalize_address,
+    unsafe_for_header,
+)
 from mailer.errors import InvalidJob
 
 Locale = Literal["pl", "en"]
@@ -39,6 +44,7 @@ TEMPLATE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _MIME_NAME = r"[A-Za-z0-9!#$&^_.+-]{1,127}"
 CONTENT_TYPE = re.compile(rf"{_MIME_NAME}/{_MIME_NAME}")
 SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+SHOWN_CHARS = 40  # the longest key or value of a job a reason repeats
 
 
 class _Value(BaseModel):
@@ -116,7 +122,7 @@ def _subject(value: object) -> object:
         raise ValueError('must be a string or an object by locale, e.g. {"pl": …, "en": …}')
     unknown = sorted(set(value) - {"pl", "en"})
     if unknown:
-        raise ValueError(f"{unknown[0]!r} is not a locale (pl or en)")
+        raise ValueError(f"{_plain(unknown[0])} is not a locale (pl or en)")
     for locale, text in value.items():
         if not isinstance(text, str):
             raise ValueError(f"{locale}: must be a string")
@@ -282,14 +288,37 @@ def _too_deep(body: bytes) -> bool:
     return _BRACKET.search(structure) is not None
 
 
+def _repeatable(text: str) -> bool:
+    """Whether a reason may repeat this key or value of a job: short, on one line, and
+    without an @ (so never an address, whatever else the job put there)."""
+    return len(text) <= SHOWN_CHARS and "@" not in text and not unsafe_for_header(text)
+
+
+def _plain(value: object) -> str:
+    """A key or value of the job as a reason shows it: quoted when repeatable, else only
+    what kind of value it is."""
+    if isinstance(value, str):
+        return repr(value) if _repeatable(value) else "(a string, not shown)"
+    if value is None or isinstance(value, bool | int):
+        return repr(value)
+    return f"(a {type(value).__name__})"
+
+
 def _reason(error: ErrorDetails) -> str:
-    where = ".".join(str(part) for part in error["loc"]) or "job"
+    """Where and what, never repeating the job's own text: a key in the path is shown only
+    when repeatable, so an unknown field named `jan.kowalski@example.pl` is not."""
+    loc = error["loc"]
+    shown = [isinstance(part, int) or _repeatable(part) for part in loc]
     message = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
+    if error["type"] == "extra_forbidden" and not shown[-1]:
+        loc, shown = loc[:-1], shown[:-1]
+        message = "has a field that is not part of this job (its name is not shown)"
+    elif error["type"] == "extra_forbidden":
         message = "is not a field of this job"
     elif error["type"] == "missing":
         message = "is required"
-    return f"{where}: {message}"
+    where = ".".join(str(part) if ok else "?" for part, ok in zip(loc, shown, strict=True))
+    return f"{where or 'job'}: {mask_addresses(message)}"
 
 
 def parse_json(body: bytes, max_bytes: int | None = None) -> dict[str, Any]:
@@ -329,11 +358,12 @@ def decode(body: bytes, *, max_attachment_bytes: int) -> Job:
     raw = parse_json(body, max_body_bytes(max_attachment_bytes))
     kind = raw.get("kind")
     if kind not in _MODELS:
-        shown = kind if isinstance(kind, str) and len(kind) <= 40 else type(kind).__name__
-        raise InvalidJob(f"kind: unknown kind {shown!r}; expected one of {', '.join(KINDS)}")
+        raise InvalidJob(f"kind: unknown kind {_plain(kind)}; expected one of {', '.join(KINDS)}")
     version = raw.get("version")
     if version != SCHEMA_VERSION or isinstance(version, bool):
-        raise InvalidJob(f"version: {kind} jobs of version {version!r} are not supported (1 is)")
+        raise InvalidJob(
+            f"version: {kind} jobs of version {_plain(version)} are not supported (1 is)"
+        )
     try:
         job = _MODELS[kind].model_validate(raw)
     except ValidationError as exc:
@@ -358,7 +388,7 @@ def _amount(where: str, value: object) -> None:
     if isinstance(value, bool | int | float):
         raise InvalidJob(f"{where}: {value!r} must be a decimal string, not a JSON number")
     if not isinstance(value, str) or not MONEY.fullmatch(value):
-        raise InvalidJob(f'{where}: {value!r:.40} is not an amount such as "1476.00"')
+        raise InvalidJob(f'{where}: {_plain(value)} is not an amount such as "1476.00"')
 
 
 def _number(where: str, value: object) -> None:
@@ -367,7 +397,7 @@ def _number(where: str, value: object) -> None:
     if isinstance(value, float):
         raise InvalidJob(f"{where}: {value!r} must be an integer or a decimal string")
     if not isinstance(value, str) or not MONEY.fullmatch(value):
-        raise InvalidJob(f'{where}: {value!r:.40} is not a number such as "23"')
+        raise InvalidJob(f'{where}: {_plain(value)} is not a number such as "23"')
 
 
 def _check_money(data: dict[str, Any]) -> None:

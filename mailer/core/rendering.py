@@ -27,7 +27,7 @@ from inscriptis.css_profiles import CSS_PROFILES
 from inscriptis.model.config import ParserConfig
 from markupsafe import Markup, escape
 
-from mailer.core.addresses import unsafe_for_header
+from mailer.core.addresses import mask_addresses, unsafe_for_header
 from mailer.errors import InvalidJob
 
 Locale = Literal["pl", "en"]
@@ -208,7 +208,9 @@ class _FilterError(ValueError):
 
 
 def _describe(exc: Exception) -> str:
-    text = str(exc) or type(exc).__name__
+    """The error in a reason: the filters repeat the value they refused (a link, a date),
+    which may hold an address; it is masked."""
+    text = mask_addresses(str(exc) or type(exc).__name__)
     return text if len(text) <= 300 else text[:297] + "..."
 
 

@@ -4,7 +4,7 @@ aio-pika's `message.process()` would reject on any exception, which would park g
 during a database outage; here every path decides what happens to the message:
 
 - the job is settled → ack;
-- it cannot ever succeed (InvalidJob) → park in mailer.dead with the reason, then ack;
+- it cannot ever succeed (InvalidJob) → park it with the reason (worker/parking.py), then ack;
 - not yet (a retry, or the database/relay unreachable) → round a delay queue, then ack;
 - an unexpected error (a bug) → round a delay queue too, counted in a header; after
   MAX_UNEXPECTED of them it is parked with the error as the reason. A message that crashes
@@ -21,8 +21,10 @@ from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import AMQPException
 
 from mailer.adapters.broker import FAILURES_HEADER, Broker
+from mailer.core.addresses import mask_addresses
 from mailer.errors import InvalidJob, ShuttingDown, TemporaryFailure
 from mailer.metrics import Metrics
+from mailer.worker.parking import Parking
 from mailer.worker.verdicts import Done, Later, Verdict
 
 log = logging.getLogger(__name__)
@@ -38,12 +40,14 @@ class QueueHandler:
         deliver: Deliver,
         *,
         broker: Broker,
+        parking: Parking,
         metrics: Metrics,
         unavailable_delay: float,
     ) -> None:
         self.queue = queue
         self._deliver = deliver
         self._broker = broker
+        self._parking = parking
         self._metrics = metrics
         self._unavailable_delay = unavailable_delay
 
@@ -98,9 +102,11 @@ class QueueHandler:
         await self._settle(message, later)
 
     async def _park(self, message: AbstractIncomingMessage, reason: str) -> None:
-        await self._broker.park(message, origin=self.queue, reason=reason)
+        await self._parking.park(message, origin=self.queue, reason=reason)
         self._metrics.parked.labels(self.queue).inc()
-        log.warning("%s: parked job=%s reason=%r", self.queue, message.message_id, reason)
+        log.warning(
+            "%s: parked job=%s reason=%r", self.queue, message.message_id, mask_addresses(reason)
+        )
 
     async def _later(self, message: AbstractIncomingMessage, verdict: Later) -> None:
         # An unexpected error counted before stays counted across "not yet" rounds.

@@ -15,6 +15,7 @@ import json
 import subprocess
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -24,17 +25,16 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage, ExchangeType
 
 from mailer.adapters.broker import (
+    DEAD_DELIVERY_LIMIT,
     DEAD_QUEUE,
     DELIVERY_LIMIT,
     LEGACY_DELAY_EXCHANGE,
     RETRY_EXCHANGE,
     ROUTES,
     Broker,
-    DeadLetters,
-    body_ref,
     delay_queue_name,
-    parked_view,
 )
+from mailer.adapters.dead_letters import parked_from_dead_queue
 from mailer.adapters.queues import queue_depths, queue_names
 from mailer.config import build_settings, load_settings
 from mailer.errors import ConfigError, TemporaryFailure
@@ -106,6 +106,13 @@ async def test_topology_is_quorum_queues_with_a_delivery_limit(
     receipts = {name: value for name, _type, value in arguments}
     assert receipts["x-delivery-limit"] == DELIVERY_LIMIT
     assert receipts["x-dead-letter-routing-key"] == DEAD_QUEUE
+    limits = {}
+    for name in (*ROUTES.values(), DEAD_QUEUE):
+        declared = queues[name]["arguments"]
+        assert isinstance(declared, list)
+        limits[name] = {key: value for key, _type, value in declared}.get("x-delivery-limit")
+    assert limits == {**dict.fromkeys(ROUTES.values(), DELIVERY_LIMIT), DEAD_QUEUE: 1000}
+    assert DEAD_DELIVERY_LIMIT == 1000  # set, not left to RabbitMQ 4's default of 20
     await broker.declare([200, 400])  # declaring again is harmless
 
 
@@ -213,13 +220,14 @@ async def test_park_keeps_the_body_and_says_where_from_and_why(broker: Broker) -
     body = b"\x00not json at all"
     await broker.publish(body, routing_key="receipt", message_id="m-1")
     original = await get(broker, "mailer.receipts")
-    await broker.park(original, origin="mailer.receipts", reason="body is not JSON")
+    await broker.park(original, origin="mailer.receipts", reason="body is not JSON", deliveries=3)
     parked = await get(broker, DEAD_QUEUE)
     assert parked.body == body
     assert parked.message_id == "m-1"
     assert parked.headers["x-mailer-origin-queue"] == "mailer.receipts"
     assert parked.headers["x-mailer-reason"] == "body is not JSON"
     assert parked.headers["x-mailer-parked-at"]
+    assert parked.headers["x-mailer-deliveries"] == 3
 
 
 async def test_a_message_that_keeps_coming_back_is_parked_as_poison(broker: Broker) -> None:
@@ -230,37 +238,11 @@ async def test_a_message_that_keeps_coming_back_is_parked_as_poison(broker: Brok
         message = await eventually(lambda: queue.get(fail=False))
         await message.nack(requeue=True)  # as if the worker crashed on it
     parked = await get(broker, DEAD_QUEUE)
-    view = parked_view(parked)
+    job = parked_from_dead_queue(parked, now=datetime.now(UTC))
     assert parked.body == b'{"poison": true}'
-    assert view.origin == "mailer.receipts"
-    assert view.reason.startswith("poison")
-
-
-async def test_dead_letters_list_requeue_and_purge(broker: Broker) -> None:
-    for n in range(3):
-        await broker.publish(f'{{"n": {n}}}'.encode(), routing_key="receipt", message_id=f"job-{n}")
-        await broker.park(
-            await get(broker, "mailer.receipts"), origin="mailer.receipts", reason=f"reason {n}"
-        )
-    dead = DeadLetters(broker)
-    shown = await dead.show(limit=10)
-    assert [(v.job_id, v.reason) for v in shown] == [
-        ("job-0", "reason 0"),
-        ("job-1", "reason 1"),
-        ("job-2", "reason 2"),
-    ]
-    assert len(await dead.show(limit=10)) == 3  # looking does not take them away
-
-    requeued = await dead.requeue({"job-1"})
-    assert [v.job_id for v in requeued] == ["job-1"]
-    back = await get(broker, "mailer.receipts")
-    assert back.body == b'{"n": 1}'
-    assert "x-mailer-reason" not in back.headers
-
-    purged = await dead.purge({body_ref(b'{"n": 0}')})
-    assert [v.job_id for v in purged] == ["job-0"]
-    await asyncio.sleep(0.1)
-    assert [v.job_id for v in await dead.show(limit=10)] == ["job-2"]
+    assert job.origin == "mailer.receipts"
+    assert job.reason == "poison: handed out more than 20 times, never settled"
+    assert job.deliveries == DELIVERY_LIMIT + 1
 
 
 async def test_several_urls_connect_to_the_first_live_node(broker_url: str) -> None:
@@ -398,7 +380,7 @@ async def test_consumers_come_back_after_the_broker_closes_the_connection(
     status, body = await readyz(service)
     assert (status, body["status"]) == (200, "ready"), body
     assert body["checks"]["consumers"]["queues"] == dict.fromkeys(
-        ("mailer.receipts", "mailer.newsletters", "mailer.subscriptions"), True
+        ("mailer.receipts", "mailer.newsletters", "mailer.subscriptions", "mailer.dead"), True
     )
 
 

@@ -17,11 +17,12 @@ import asyncpg
 import pytest
 
 from mailer.adapters import database
-from mailer.adapters.broker import DEAD_QUEUE, Broker
+from mailer.adapters.broker import Broker
 from mailer.adapters.notifications import Listener
 from mailer.service import DISPATCH_LOOPS
 from mailer.worker.recording import RECORD_WINDOW
 from tests.conftest import StartService
+from tests.support.dead_letters import nothing_parked as support_nothing_parked
 from tests.support.jobs import encode, receipt
 from tests.support.newsletters import issue, outcomes, people, subscribe, until_state
 from tests.support.postgres import PostgresPair, make_pair
@@ -29,12 +30,13 @@ from tests.support.smtp import SmtpServer
 from tests.support.waiting import eventually
 
 
-async def nothing_parked(portal: Broker) -> bool:
-    channel = await portal.open_channel()
-    dead = await channel.get_queue(DEAD_QUEUE, ensure=False)
-    found = await dead.get(fail=False)
-    await channel.close()
-    return found is None
+async def nothing_parked(portal: Broker, database_url: str) -> bool:
+    """No job parked in the table, and none on its way there in mailer.dead."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await support_nothing_parked(conn, portal)
+    finally:
+        await conn.close()
 
 
 # A worker that died would repeat at most the unrecorded window of each chunk in hand.
@@ -160,7 +162,7 @@ async def test_an_issue_survives_a_failover_with_nobody_missing(
     )
     print("\n" + figures)
     assert at_failure < 400, "the issue was over before the failover"
-    assert await nothing_parked(portal), figures
+    assert await nothing_parked(portal, url), figures
     assert missing == [], figures
     assert duplicates <= DUPLICATE_BOUND, figures
     assert set(counts) == set(expected), figures

@@ -222,6 +222,7 @@ def test_subscribe_needs_a_list() -> None:
         ({"list": "Lucid News"}, "list: must be a list slug"),
         ({"template": "News!"}, "template: must be a template name"),
         ({"subject": {"de": "x"}}, "subject: 'de' is not a locale (pl or en)"),
+        ({"subject": {"jan.private@example.pl": "x"}}, "subject: (a string, not shown) is not a"),
         ({"subject": 5}, "subject: must be a string or an object by locale"),
         ({"subject": {"pl": "a\nb"}}, "subject: contains a line break"),
     ],
@@ -383,3 +384,49 @@ def test_an_attachment_cannot_be_a_structured_type(content_type: str) -> None:
     attachment = {"filename": "a.eml", "content_type": content_type, "data_base64": ""}
     reason = reason_for(encode(receipt(attachments=[attachment])))
     assert reason.startswith("attachments.0.content_type: must be the type of a file")
+
+
+PRIVATE = "jan.private@example.pl"
+
+
+@pytest.mark.parametrize(
+    ("job", "expected"),
+    [
+        (
+            receipt(to={"email": "a@example.pl", PRIVATE: "x"}),
+            "to: has a field that is not part of this job (its name is not shown)",
+        ),
+        (
+            {**receipt(), f"{PRIVATE}\n": 1},
+            "job: has a field that is not part of this job (its name is not shown)",
+        ),
+        ({**receipt(), "kind": PRIVATE}, "kind: unknown kind (a string, not shown);"),
+        ({**receipt(), "version": PRIVATE}, "version: receipt jobs of version (a string, not "),
+        ({**receipt(), "version": [PRIVATE]}, "version: receipt jobs of version (a list) are "),
+        (
+            receipt(data={**receipt()["data"], "total": PRIVATE}),
+            'data.total: (a string, not shown) is not an amount such as "1476.00"',
+        ),
+        (
+            receipt(data={"items": [{"quantity": PRIVATE}]}),
+            'data.items.0.quantity: (a string, not shown) is not a number such as "23"',
+        ),
+    ],
+)
+def test_a_reason_never_repeats_what_could_be_an_address(
+    job: dict[str, Any], expected: str
+) -> None:
+    """A reason is shown to operators and logged: it names the field, and repeats a key or
+    value of the job only when it is short, on one line and has no @."""
+    reason = reason_for(encode(job))
+    assert reason.startswith(expected), reason
+    assert "@" not in reason
+
+
+def test_a_plain_unknown_key_or_value_is_still_named() -> None:
+    assert (
+        reason_for(encode({**receipt(), "surprise": 1})) == "surprise: is not a field of this job"
+    )
+    assert reason_for(encode({**receipt(), "kind": "fax"})).startswith("kind: unknown kind 'fax';")
+    total = reason_for(encode(receipt(data={**receipt()["data"], "total": "12,50"})))
+    assert total == "data.total: '12,50' is not an amount such as \"1476.00\""

@@ -17,11 +17,12 @@ from typing import Any
 
 import asyncpg
 
-from mailer.adapters.broker import DEAD_QUEUE, Broker
+from mailer.adapters.broker import Broker
 from mailer.adapters.deliveries import Deliveries
 from mailer.core.addresses import address_key
 from mailer.core.jobs import decode, payload_digest
 from tests.conftest import StartService
+from tests.support.dead_letters import nothing_parked as support_nothing_parked
 from tests.support.jobs import encode, receipt
 from tests.support.newsletters import (
     HASH_KEY,
@@ -88,12 +89,13 @@ def receipts(count: int) -> list[dict[str, Any]]:
     ]
 
 
-async def nothing_parked(portal: Broker) -> bool:
-    channel = await portal.open_channel()
-    dead = await channel.get_queue(DEAD_QUEUE, ensure=False)
-    found = await dead.get(fail=False)
-    await channel.close()
-    return found is None
+async def nothing_parked(portal: Broker, database_url: str) -> bool:
+    """No job parked in the table, and none on its way there in mailer.dead."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await support_nothing_parked(conn, portal)
+    finally:
+        await conn.close()
 
 
 async def subscription_of(conn: asyncpg.Connection) -> str | None:
@@ -171,7 +173,7 @@ async def test_a_read_only_database_parks_nothing_and_keeps_the_order_of_changes
         f"lost or duplicated receipts: {counts}"
     )
     assert sent == len(jobs)
-    assert await nothing_parked(portal)
+    assert await nothing_parked(portal, database_url)
     print(f"\nread-only 3 s: lost 0, duplicates 0, parked 0; recovered in {recovered:.1f} s")
 
 
@@ -264,7 +266,7 @@ async def test_sessions_cut_mid_issue_lose_nobody_and_repeat_nobody(
     assert newsletter == {email: 1 for email, _, _ in audience}, figures
     assert all(counts[b] for b in buyers), figures
     assert receipt_copies <= len(jobs), figures
-    assert await nothing_parked(portal)
+    assert await nothing_parked(portal, database_url)
 
 
 async def test_a_receipt_claim_whose_reply_was_lost_is_sent_after_its_lease(

@@ -22,7 +22,8 @@ from tests.support.outage import database_away
 from tests.support.readiness import CHECKS, check, failing, readiness
 from tests.support.smtp import SmtpServer
 
-QUEUES = ("mailer.receipts", "mailer.newsletters", "mailer.subscriptions")
+# The work queues and mailer.dead, whose consumer moves parked jobs into the database.
+QUEUES = ("mailer.receipts", "mailer.newsletters", "mailer.subscriptions", "mailer.dead")
 REFUSED = "553 5.1.8 Sender address rejected"
 
 

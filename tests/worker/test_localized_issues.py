@@ -134,7 +134,7 @@ async def test_content_by_locale_without_the_lists_default_is_parked(
     )
     for job in (no_default_data, no_default_article):
         await portal.publish(encode(job), routing_key="newsletter")
-    assert reasons(await parked(portal, 2)) == [
+    assert reasons(await parked(db, 2)) == [
         "data.articles.1: needs the list's default locale 'pl'",
         "data: needs the list's default locale 'pl'",
     ]

@@ -161,7 +161,7 @@ async def test_an_issue_that_cannot_be_rendered_is_parked_before_anything_is_sen
     unknown_list = issue(list="no-such-list")
     for job in (bad_link, no_default, unknown_list):
         await publish(portal, job)
-    assert reasons(await parked(portal, 3)) == sorted(
+    assert reasons(await parked(db, 3)) == sorted(
         [
             "template newsletter/pl: link 'javascript:alert(1)' must be an http(s) or mailto URL",
             "subject: needs the list's default locale 'pl'",

@@ -225,6 +225,7 @@ async def test_invalid_changes_are_parked(
     config: dict[str, Any],
     start_service: StartService,
     portal: Broker,
+    db: asyncpg.Connection,
 ) -> None:
     await start_service(config)
     await publish(
@@ -232,6 +233,6 @@ async def test_invalid_changes_are_parked(
         change("subscribe", list="no-such-list"),
         change("subscribe", email="not an address"),
     )
-    found = reasons(await parked(portal, 2))
+    found = reasons(await parked(db, 2))
     assert found[0] == ("email: not a valid e-mail address (An email address must have an @-sign.)")
     assert found[1] == "list: no list 'no-such-list' is configured"

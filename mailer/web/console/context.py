@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 
 from mailer.adapters.bounces import BounceReports, Suppressions
 from mailer.adapters.broker import Broker
+from mailer.adapters.dead_letters import DeadLetters
 from mailer.adapters.issues import Issues
 from mailer.adapters.ledger_views import LedgerViews
 from mailer.adapters.operators import Operators
+from mailer.adapters.parked import ParkedJobs
 from mailer.adapters.workers import Workers
 from mailer.config import AdminSettings
 from mailer.core.trials import Previewer, TestSend
@@ -30,6 +32,8 @@ class Console:
     queue_names: list[str]
     workers: Workers  # the worker processes report what they hold unacknowledged
     hash_key: bytes
+    parked: ParkedJobs  # the parked jobs, read from the database
+    dead_letters: DeadLetters  # their requeue and purge
     readiness: Readiness | None  # the worker's own checks (relay, consumers), when it runs here
     preview: Previewer | None = None
     test_send: TestSend | None = None  # None: no relay in this process

@@ -1,5 +1,6 @@
-"""Dead letters (mailer.dead): list, inspect with addresses masked, requeue or purge
-one, a selection or all, streamed one message at a time."""
+"""Dead letters (the parked_jobs table): list and inspect with addresses masked, which
+reads the table and changes nothing; requeue or purge one, a selection or all, streamed one
+job at a time."""
 
 from __future__ import annotations
 
@@ -10,11 +11,10 @@ from typing import Any
 from aio_pika.exceptions import AMQPException
 from aiohttp import web
 
-from mailer.adapters.broker import DeadLetters, body_ref
-from mailer.errors import TemporaryFailure
+from mailer.errors import MailerError
 from mailer.web.console.auth import SESSION_KEY, require_operator, source_of
 from mailer.web.console.kit import Pages, json_response, stream_headers
-from mailer.web.console.masking import masked_headers, pretty_body
+from mailer.web.console.masking import mask_text, masked_headers, pretty_body
 
 DEAD_ACTIONS = ("requeue", "purge")
 DEAD_SHOWN = 200
@@ -29,43 +29,39 @@ class DeadLetterPages(Pages):
         r.add_post("/dead/{action}", self._dead_action)
         r.add_post("/api/dead/{action}", self._dead_action)
 
-    async def _dead_letters(self) -> DeadLetters:
-        return DeadLetters(await self._c.broker())
-
     async def _dead(self, request: web.Request) -> web.Response:
-        dead = await self._dead_letters()
-        parked = await dead.show(DEAD_SHOWN)
         now = datetime.now(UTC)
         rows = [
             {
-                "ref": body_ref(view.body),
-                "job_id": view.job_id,
-                "origin": view.origin,
-                "reason": view.reason,
-                "parked_at": view.parked_at,
-                "delivery_count": view.headers.get("x-delivery-count"),
-                "size": len(view.body),
+                "ref": row.ref,
+                "job_id": row.job_id,
+                "origin": row.origin,
+                "reason": mask_text(row.reason),
+                "parked_at": row.parked_at,
+                "delivery_count": row.deliveries,
+                "size": row.size,
             }
-            for view in parked
+            for row in await self._c.parked.first(DEAD_SHOWN)
         ]
         if self._api(request):
             return json_response({"measured_at": now, "parked": rows, "shown_at_most": DEAD_SHOWN})
         return self._render(request, "dead.html.j2", parked=rows, measured_at=now, limit=DEAD_SHOWN)
 
     async def _dead_one(self, request: web.Request) -> web.Response:
-        ref = request.match_info["ref"]
-        dead = await self._dead_letters()
-        for view in await dead.show(DEAD_SHOWN):
-            if ref in (body_ref(view.body), view.job_id):
-                return self._render(
-                    request,
-                    "dead_one.html.j2",
-                    ref=body_ref(view.body),
-                    view=view,
-                    headers=masked_headers(view.headers),
-                    body=pretty_body(view.body),
-                )
-        raise web.HTTPNotFound(text="no such parked job (among the first 200)")
+        job = await self._c.parked.one(request.match_info["ref"])
+        if job is None:
+            raise web.HTTPNotFound(text="no such parked job")
+        properties = {k: v for k, v in job.properties.items() if k != "headers"}
+        return self._render(
+            request,
+            "dead_one.html.j2",
+            ref=job.ref,
+            view=job,
+            reason=mask_text(job.reason),
+            properties=masked_headers(properties),
+            headers=masked_headers(job.headers),
+            body=pretty_body(job.body),
+        )
 
     async def _dead_action(self, request: web.Request) -> web.StreamResponse:
         action = request.match_info["action"]
@@ -136,23 +132,23 @@ class DeadLetterPages(Pages):
     async def _settle(
         self, response: web.StreamResponse, action: str, refs: set[str] | None, *, api: bool
     ) -> dict[str, Any]:
-        """Settle one message at a time, writing a line for each as it is done."""
-        dead = await self._dead_letters()
+        """Settle one job at a time, writing a line for each as it is done."""
         row = self._env.get_template("stream_row.html.j2")
         done = left = 0
         try:
-            async for view, settled in dead.settle(action, refs):
+            async for parked, settled in self._c.dead_letters.settle(action, refs):
                 done += settled
                 left += not settled
                 line = {
-                    "ref": body_ref(view.body),
-                    "job_id": view.job_id,
-                    "origin": view.origin,
+                    "ref": parked.ref,
+                    "job_id": parked.job_id,
+                    "origin": parked.origin,
+                    "action": action,
                     "done": settled,
                 }
                 text = json.dumps(line) + "\n" if api else row.render(**line)
                 await response.write(text.encode())
-        except (TemporaryFailure, AMQPException, OSError, RuntimeError) as exc:
+        except (MailerError, AMQPException, OSError, RuntimeError) as exc:
             result, detail = "failed", f"{done} {action}d, then: {exc}"
         else:
             result, detail = (

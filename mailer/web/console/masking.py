@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
-from mailer.core.addresses import mask_address
+from mailer.core.addresses import mask_addresses
 
-# Bounded like the parts of an address (RFC 5321: 64 and 255), so that a long run of
-# non-address text costs linear time, not quadratic.
-_ATOM = r"[^\s@<>\"',;:()\[\]]"
-_ADDRESS = re.compile(_ATOM + "{1,64}@" + _ATOM + "{1,253}")
 MAX_SHOWN = 256 * 1024
-
-
-def mask_text(text: str) -> str:
-    if "@" not in text:
-        return text
-    return _ADDRESS.sub(lambda m: mask_address(m.group(0)), text)
+mask_text = mask_addresses
 
 
 def _masked(value: Any) -> Any:
@@ -55,6 +45,6 @@ def masked_headers(headers: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def _header_text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
     return str(value)

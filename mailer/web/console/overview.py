@@ -35,6 +35,16 @@ class OverviewPages(Pages):
         except (MailerError, OSError, TimeoutError, RuntimeError) as exc:
             return [], f"broker unreachable: {exc}"
 
+    async def _parked(self) -> dict[str, Any]:
+        """Jobs parked for an operator (the dead letters), by origin, from the database."""
+        parked = self._c.parked
+        counts = await parked.counts()
+        return {
+            "total": sum(counts.values()),
+            "by_origin": {origin or "unknown": n for origin, n in sorted(counts.items(), key=str)},
+            "oldest": await parked.oldest_parked_at() if counts else None,
+        }
+
     async def _workers(self) -> tuple[list[WorkerProcess], str | None]:
         try:
             return await self._c.workers.list(), None
@@ -50,12 +60,14 @@ class OverviewPages(Pages):
             (queues, broker_error),
             (processes, workers_error),
             worker,
+            parked,
         ) = await asyncio.gather(
             self._c.fresh.get("chart", SLOW_SECONDS, self._minutes.read),
             views.issues(active_only=True, limit=20, counted=False),
             self._queues(),
             self._workers(),
             self._c.readiness() if self._c.readiness is not None else _none(),
+            self._parked(),
         )
         active, counted_at = await with_counts(self._c, active)
         rates = await rated(self._c, active, now)
@@ -68,6 +80,7 @@ class OverviewPages(Pages):
             ],
             "queues": queues,
             "broker_error": broker_error,
+            "parked": parked,
             "workers": processes,
             "workers_error": workers_error,
             "workers_measured_at": processes[0].measured_at if processes else now,

@@ -8,9 +8,11 @@ import asyncpg
 
 from mailer.adapters.bounces import BounceReports, Suppressions
 from mailer.adapters.broker import Broker
+from mailer.adapters.dead_letters import DeadLetters
 from mailer.adapters.issues import Issues
 from mailer.adapters.ledger_views import LedgerViews
 from mailer.adapters.operators import Operators
+from mailer.adapters.parked import ParkedJobs
 from mailer.adapters.queues import queue_names
 from mailer.adapters.workers import Workers
 from mailer.config import Settings
@@ -29,6 +31,7 @@ def build_console(
     preview: Previewer | None = None,
     test_send: TestSend | None = None,
 ) -> Console:
+    parked = ParkedJobs(pool)
     return Console(
         settings=settings.admin,
         operators=Operators(pool),
@@ -40,6 +43,8 @@ def build_console(
         queue_names=queue_names(round(t * 1000) for t in tiers),
         workers=Workers(pool),
         hash_key=hash_key,
+        parked=parked,
+        dead_letters=DeadLetters(parked, broker),
         readiness=readiness,
         preview=preview,
         test_send=test_send,

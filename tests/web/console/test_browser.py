@@ -84,7 +84,8 @@ async def test_log_in_watch_progress_pause_and_stop(
     await portal.publish(encode(receipt()), routing_key="receipt")
     await until_state(db, job["id"], "sending")
     page = await log_in(browser, console, "alice")
-    await expect(page.locator("text=mailer.dead")).to_be_visible()
+    await expect(page.get_by_role("cell", name="mailer.dead", exact=True)).to_be_visible()
+    await expect(page.locator("#parked")).to_contain_text("Parked jobs: 0")
     await expect(page.locator("svg.chart")).to_be_visible()
     await shot(page, "overview")
 
