@@ -11,7 +11,7 @@ import uuid
 import aiohttp
 
 from tests.support.http import base_url
-from tests.web.console.conftest import Console
+from tests.web.console.conftest import Console, log_in
 
 MOMENT = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d")
@@ -30,6 +30,29 @@ async def page(http: aiohttp.ClientSession, url: str) -> str:
     async with http.get(url) as response:
         assert response.status == 200, url
         return await response.text()
+
+
+async def test_the_overview_names_its_services_in_one_case(
+    console: Console, http: aiohttp.ClientSession
+) -> None:
+    """Database, Broker (this process), Relay (this process)…: each service's name is
+    capitalized, and no Markdown is left in the page."""
+    await log_in(http, console, "alice")
+    shown = await page(http, console.url + "/")
+    names = re.findall(r"<tr><th>([^<]+)</th>", shown.split("<h2>Services</h2>")[1])
+    assert "Broker (this process)" in names, names
+    assert len(names) >= 5 and all(name[0].isupper() for name in names), names
+    assert "`" not in shown
+
+
+async def test_the_preview_page_reads_as_text(
+    console: Console, http: aiohttp.ClientSession
+) -> None:
+    """No Markdown left in the page: a command reads as code, not between backticks."""
+    await log_in(http, console, "alice")
+    preview = await page(http, console.url + "/preview")
+    assert "`" not in preview
+    assert "as <code>mailer issue preview</code> renders it" in preview
 
 
 async def test_both_listeners_serve_our_icon_to_anyone(console: Console) -> None:
