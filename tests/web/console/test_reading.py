@@ -7,11 +7,16 @@ from __future__ import annotations
 import html
 import re
 import uuid
+from typing import Any
 
 import aiohttp
 
-from tests.support.http import base_url
-from tests.web.console.conftest import Console, log_in
+from mailer.adapters.broker import Broker
+from tests.conftest import StartService
+from tests.support.http import admin_url, base_url
+from tests.support.jobs import encode, receipt
+from tests.support.waiting import eventually
+from tests.web.console.conftest import Console, add_operators, log_in
 
 MOMENT = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d")
@@ -30,6 +35,44 @@ async def page(http: aiohttp.ClientSession, url: str) -> str:
     async with http.get(url) as response:
         assert response.status == 200, url
         return await response.text()
+
+
+async def captured_console(
+    config: dict[str, Any], start_service: StartService, database_url: str
+) -> Console:
+    """mailer as `scripts/run` starts it: no relay, mail taken by the embedded capture."""
+    del config["smtp"]["url"]
+    config["smtp"]["capture"] = True
+    config["admin"]["refresh_seconds"] = 1
+    await add_operators(database_url)
+    service = await start_service(config)
+    return Console(service, admin_url(service))
+
+
+async def test_the_overview_writes_every_time_one_way(
+    config: dict[str, Any],
+    start_service: StartService,
+    http: aiohttp.ClientSession,
+    database_url: str,
+    portal: Broker,
+) -> None:
+    """The relay's last success (which the worker processes report in ISO 8601) reads as
+    every other time on the page does."""
+    console = await captured_console(config, start_service, database_url)
+    await portal.publish(encode(receipt()), routing_key="receipt")  # a session for the relay
+    await log_in(http, console, "alice")
+    relay = re.compile(r"Relay \(every worker\) .*? last success (.+?); last failure")
+
+    async def overview() -> str | None:  # once a worker has reported its relay's success
+        shown = text_of(await page(http, console.url + "/"))
+        found = relay.search(shown)
+        return shown if found and found[1] != "never" else None
+
+    front = await eventually(overview, timeout=20, interval=0.5)
+    found = relay.search(front)
+    assert found is not None and re.fullmatch(MOMENT, found[1]), found
+    assert re.search(rf"Relay \(this process\) .*? last success {MOMENT}; last failure", front)
+    assert not ISO.search(front), ISO.findall(front)
 
 
 async def test_the_overview_names_its_services_in_one_case(
