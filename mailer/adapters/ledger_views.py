@@ -16,10 +16,9 @@ from uuid import UUID
 import asyncpg
 
 from mailer.adapters.database import unavailable_is_temporary
-from mailer.core.progress import RATE_WINDOW, LedgerFacts
+from mailer.core.progress import LEFT, OUTCOMES, RATE_WINDOW, LedgerFacts
 
-OUTCOMES = ("sent", "captured", "bounced", "suppressed", "failed", "retrying", "cancelled")
-OPEN = ("pending", "sending", "retrying")
+RECORDED = (*OUTCOMES, "retrying")  # what an attempt records: the chart counts these
 _FACTS = """
 WITH window_sent AS (
     SELECT count(*) AS n, max(updated_at) AS last FROM deliveries
@@ -57,13 +56,14 @@ class IssueSummary:
     subject: str
     total: int | None
     created_at: datetime
+    send_at: datetime  # when it starts, or started, sending
     started_at: datetime | None
     finished_at: datetime | None
     counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def done(self) -> int:
-        return sum(n for status, n in self.counts.items() if status not in OPEN)
+        return sum(n for status, n in self.counts.items() if status not in LEFT)
 
     @property
     def size(self) -> int:
@@ -71,7 +71,7 @@ class IssueSummary:
 
     @property
     def remaining(self) -> int:
-        return sum(self.counts.get(status, 0) for status in OPEN)
+        return sum(self.counts.get(status, 0) for status in LEFT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +143,7 @@ class LedgerViews:
                 " WHERE d.updated_at >= coalesce($3, now() - make_interval(mins => $1))"
                 " AND d.status = ANY($2) GROUP BY 1, 2, 3 ORDER BY 1",
                 minutes,
-                list(OUTCOMES),
+                list(RECORDED),
                 since,
             )
         return [MinuteCount(r["minute"], r["kind"], r["status"], r["n"]) for r in rows]
@@ -155,8 +155,8 @@ class LedgerViews:
         where = "WHERE i.state IN ('scheduled', 'sending', 'paused')" if active_only else ""
         async with unavailable_is_temporary("issues"):
             rows = await self._pool.fetch(
-                "SELECT i.id, l.slug, i.state, i.payload, i.total, i.created_at, i.started_at,"
-                " i.finished_at FROM issues i JOIN lists l ON l.id = i.list_id "
+                "SELECT i.id, l.slug, i.state, i.payload, i.total, i.created_at, i.send_at,"
+                " i.started_at, i.finished_at FROM issues i JOIN lists l ON l.id = i.list_id "
                 f"{where} ORDER BY i.created_at DESC LIMIT $1",
                 limit,
             )
@@ -169,6 +169,7 @@ class LedgerViews:
                 subject=_subject(r["payload"]),
                 total=r["total"],
                 created_at=r["created_at"],
+                send_at=r["send_at"],
                 started_at=r["started_at"],
                 finished_at=r["finished_at"],
                 counts=counts.get(r["id"], {}),
@@ -194,8 +195,9 @@ class LedgerViews:
     async def issue(self, issue_id: UUID, *, counted: bool = True) -> IssueSummary | None:
         async with unavailable_is_temporary("issue"):
             r = await self._pool.fetchrow(
-                "SELECT i.id, l.slug, i.state, i.payload, i.total, i.created_at, i.started_at,"
-                " i.finished_at FROM issues i JOIN lists l ON l.id = i.list_id WHERE i.id = $1",
+                "SELECT i.id, l.slug, i.state, i.payload, i.total, i.created_at, i.send_at,"
+                " i.started_at, i.finished_at FROM issues i JOIN lists l ON l.id = i.list_id"
+                " WHERE i.id = $1",
                 issue_id,
             )
             if r is None:
@@ -208,6 +210,7 @@ class LedgerViews:
             subject=_subject(r["payload"]),
             total=r["total"],
             created_at=r["created_at"],
+            send_at=r["send_at"],
             started_at=r["started_at"],
             finished_at=r["finished_at"],
             counts=counts.get(issue_id, {}),

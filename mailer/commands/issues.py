@@ -16,19 +16,10 @@ from mailer.core import progress as core
 from mailer.core.terminal import one_line
 from mailer.core.times import WIDTH, when
 
-ORDER = ("sent", "suppressed", "failed", "retrying", "sending", "pending", "cancelled")
 FINAL_STATES = ("done", "cancelled")
 # tqdm's own rate and ETA come from what this viewer saw change, which is everything at once
 # when it starts mid-issue: the bar shows the ledger's rate instead.
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}{postfix}"
-
-
-def _counts(counts: Mapping[str, int]) -> str:
-    return "   ".join(
-        f"{name} {counts.get(name, 0)}"
-        for name in ("captured", "bounced", *ORDER)
-        if name not in ("captured", "bounced") or counts.get(name)
-    )
 
 
 def describe(progress: Progress) -> str:
@@ -37,7 +28,8 @@ def describe(progress: Progress) -> str:
     lines = [f"issue {progress.issue_id} (list {progress.list_slug}): {progress.state}"]
     if progress.state == "scheduled":
         lines.append(f"  starts at {when(progress.send_at)}")
-    lines.append(f"  total {total}   {_counts(counts)}")
+    shown = "   ".join(f"{status} {n}" for status, n in core.counted(counts))
+    lines.append(f"  total {total}   {shown}")
     if progress.state == "sending":
         lines.append(f"  {core.describe(progress.estimate) or 'nothing left to send'}")
     elif progress.finished_at is not None:
@@ -113,24 +105,25 @@ def issue_rows(
             )
             for s in summaries
         ]
+    counted = [*core.OUTCOMES, "left"]
+    widths = {name: max(len(name), 7) for name in counted}
     header = (
         f"{'ISSUE':36}  {'STATE':9}  {'LIST':16}  {'CREATED':{WIDTH}}  {'STARTED':{WIDTH}}  "
-        f"{'FINISHED':{WIDTH}}  {'TOTAL':>7}  {'SENT':>7}  {'SUPPR':>6}  {'FAILED':>6}  "
-        f"{'CANCEL':>6}  {'LEFT':>7}  SUBJECT"
+        f"{'FINISHED':{WIDTH}}  {'TOTAL':>7}  "
+        + "".join(f"{name.upper():>{widths[name]}}  " for name in counted)
+        + "SUBJECT"
     )
     lines = [header]
     for s in summaries:
-        c = s.counts
-        sent = sum(c.get(name, 0) for name in core.SENT)
-        left = sum(c.get(name, 0) for name in core.LEFT)
+        numbers = {**dict(core.counted(s.counts)), "left": core.left(s.counts)}
         total = "-" if s.total is None else str(s.total)
         subject = one_line(subject_of(s, default_locales.get(s.list_slug)), 60)
         lines.append(
             f"{s.id!s:36}  {s.state:9}  {one_line(s.list_slug, 16):16}  "
             f"{when(s.created_at):{WIDTH}}  {when(s.started_at):{WIDTH}}  "
-            f"{when(s.finished_at):{WIDTH}}  {total:>7}  {sent:>7}  "
-            f"{c.get('suppressed', 0):>6}  {c.get('failed', 0):>6}  {c.get('cancelled', 0):>6}  "
-            f"{left:>7}  {subject}"
+            f"{when(s.finished_at):{WIDTH}}  {total:>7}  "
+            + "".join(f"{numbers[name]:>{widths[name]}}  " for name in counted)
+            + subject
         )
     return lines
 

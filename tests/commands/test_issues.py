@@ -34,7 +34,7 @@ async def publish(broker_url: str, *jobs: dict[str, Any]) -> None:
         await portal.close()
 
 
-COUNTED = ("SENT", "SUPPR", "FAILED", "CANCEL", "LEFT")
+COUNTED = ("SENT", "CAPTURED", "BOUNCED", "SUPPRESSED", "FAILED", "CANCELLED", "LEFT")
 
 
 def column(header: str, row: str, name: str) -> str:
@@ -84,7 +84,7 @@ async def test_issue_list_shows_issues_newest_first_with_their_counts(
     assert second.startswith(f"{done['id']}  done       lucid-news")
     assert second.endswith("  Listopad")  # the list's default locale, pl
     assert column(header, second, "TOTAL") == "5"
-    assert [column(header, second, name) for name in COUNTED] == ["5", "0", "0", "0", "0"]
+    assert [column(header, second, name) for name in COUNTED] == ["5", "0", "0", "0", "0", "0", "0"]
     # not started, not finished, no total yet
     assert [column(header, first, name) for name in ("STARTED", "FINISHED", "TOTAL")] == [
         "-",
@@ -99,6 +99,52 @@ async def test_issue_list_shows_issues_newest_first_with_their_counts(
     assert rows[0]["counts"] == {"sent": 5}
     assert rows[0]["subject"] == {"pl": "Listopad", "en": "November"}
     assert rows[0]["started_at"] is not None and rows[0]["finished_at"] is not None
+
+
+async def test_captured_mail_is_counted_as_captured_by_list_and_status_alike(
+    config: dict[str, Any],
+    start_service: StartService,
+    db: asyncpg.Connection,
+    database_url: str,
+    broker_url: str,
+) -> None:
+    """With no relay, the embedded capture server takes the mail: `issue list` and `issue
+    status` both say captured 2, sent 0, and the same count under every other name."""
+    del config["smtp"]["url"]
+    config["smtp"]["capture"] = True
+    await subscribe(database_url, people(2))
+    await start_service(config)
+    env = environment(config)
+    job = issue()
+    await publish(broker_url, job)
+    await until_state(db, job["id"], "done")
+
+    listing = mailer("issue", "list", env=env)
+    assert listing.returncode == 0, listing.stderr
+    header, row = listing.stdout.splitlines()
+    listed = {name.lower(): column(header, row, name) for name in COUNTED}
+    assert listed == {
+        "sent": "0",
+        "captured": "2",
+        "bounced": "0",
+        "suppressed": "0",
+        "failed": "0",
+        "cancelled": "0",
+        "left": "0",
+    }, listing.stdout
+
+    status = mailer("issue", "status", job["id"], env=env)
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert lines[1] == (
+        "  total 2   sent 0   captured 2   bounced 0   suppressed 0   failed 0   cancelled 0"
+        "   pending 0   sending 0   retrying 0"
+    ), status.stdout
+    said = dict(re.findall(r"(\w+) (\d+)", lines[1]))
+    assert {name: said[name] for name in listed if name != "left"} == {
+        name: n for name, n in listed.items() if name != "left"
+    }
+    assert re.fullmatch(r"  finished at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", lines[2]), lines
 
 
 async def test_a_scheduled_issue_says_when_it_starts_in_the_one_format_of_time(

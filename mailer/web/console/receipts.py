@@ -8,8 +8,8 @@ from uuid import UUID
 
 from aiohttp import web
 
-from mailer.adapters.ledger_views import OUTCOMES
 from mailer.core.addresses import InvalidAddress, address_key, normalize_address
+from mailer.core.progress import COUNTED
 from mailer.web.console.kit import Pages, json_response
 
 
@@ -43,7 +43,7 @@ class ReceiptPages(Pages):
                 else:
                     recipient_key = address_key(self._c.hash_key, normalized)
                     looked_up = "the address typed"  # never echoed back, never stored
-        status = query.get("status") if query.get("status") in (*OUTCOMES, "sending") else None
+        status = query.get("status") if query.get("status") in COUNTED else None
         now = await views.now()
         if job is not None or recipient_key is not None:
             found = await views.receipts(job_id=job, recipient_key=recipient_key, limit=100)
@@ -67,6 +67,5 @@ class ReceiptPages(Pages):
             "receipts.html.j2",
             error=error,
             looked_up=looked_up,
-            outcomes=OUTCOMES,
             **data,
         )

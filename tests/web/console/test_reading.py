@@ -10,11 +10,13 @@ import uuid
 from typing import Any
 
 import aiohttp
+import asyncpg
 
 from mailer.adapters.broker import Broker
 from tests.conftest import StartService
 from tests.support.http import admin_url, base_url
 from tests.support.jobs import encode, receipt
+from tests.support.newsletters import issue, people, subscribe, until_state
 from tests.support.waiting import eventually
 from tests.web.console.conftest import Console, add_operators, log_in
 
@@ -47,6 +49,55 @@ async def captured_console(
     await add_operators(database_url)
     service = await start_service(config)
     return Console(service, admin_url(service))
+
+
+async def test_a_finished_issue_whose_mail_was_captured_says_so_and_when(
+    config: dict[str, Any],
+    start_service: StartService,
+    http: aiohttp.ClientSession,
+    db: asyncpg.Connection,
+    database_url: str,
+    portal: Broker,
+) -> None:
+    """Its page counts captured 2, sent 0, every status by its own name, and says when the
+    last message went out (not "never"); the list counts it so too."""
+    console = await captured_console(config, start_service, database_url)
+    await subscribe(database_url, people(2))
+    done = issue()
+    await portal.publish(encode(done), routing_key="newsletter")
+    await until_state(db, done["id"], "done")
+    await log_in(http, console, "alice")
+
+    shown = await page(http, f"{console.url}/issues/{done['id']}")
+    read = text_of(shown)
+    assert re.search(rf"Rate and ETA —; last sent {MOMENT} \(\d+ s ago\)", read), read
+    counts = re.search(r'<p id="issue-counts">(.*?)</p>', shown)
+    assert counts is not None, shown
+    assert text_of(counts[1]).strip() == (
+        "sent 0 · captured 2 · bounced 0 · suppressed 0 · failed 0 · cancelled 0"
+        " · pending 0 · sending 0 · retrying 0"
+    )
+    listed = text_of(await page(http, f"{console.url}/issues"))
+    heads = "sent captured bounced suppressed failed cancelled pending sending retrying"
+    assert re.search(rf"{heads} .* 2 / 2 2 / 2 — 0 2 0 0 0 0 0 0 0 ", listed), listed
+
+
+async def test_a_scheduled_issue_says_when_it_starts(
+    console: Console,
+    http: aiohttp.ClientSession,
+    db: asyncpg.Connection,
+    portal: Broker,
+) -> None:
+    """On its page, in the list and among the overview's active issues, in the one format."""
+    scheduled = issue(send_at="2030-01-02T09:30:00+01:00")
+    await portal.publish(encode(scheduled), routing_key="newsletter")
+    await until_state(db, scheduled["id"], "scheduled")
+    await log_in(http, console, "alice")
+    upcoming = await page(http, f"{console.url}/issues/{scheduled['id']}")
+    assert '<dt>Starts</dt><dd id="issue-starts">2030-01-02 08:30:00 UTC</dd>' in upcoming
+    for where in ("/issues", "/"):
+        shown = text_of(await page(http, console.url + where))
+        assert "starts 2030-01-02 08:30:00 UTC" in shown, (where, shown)
 
 
 async def test_the_overview_writes_every_time_one_way(
