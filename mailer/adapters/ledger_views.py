@@ -19,6 +19,7 @@ from mailer.adapters.database import unavailable_is_temporary
 from mailer.core.progress import LEFT, OUTCOMES, RATE_WINDOW, LedgerFacts
 
 RECORDED = (*OUTCOMES, "retrying")  # what an attempt records: the chart counts these
+TRANSACTIONAL = ("receipt", "confirmation")  # kinds of job sent one at a time
 _FACTS = """
 WITH window_sent AS (
     SELECT count(*) AS n, max(updated_at) AS last FROM deliveries
@@ -97,6 +98,7 @@ class FailureRow:
 @dataclass(frozen=True, slots=True)
 class ReceiptRow:
     delivery_id: int
+    kind: str  # receipt or confirmation (of a subscription)
     job_id: UUID
     status: str
     attempts: int
@@ -307,12 +309,14 @@ class LedgerViews:
         recipient_key: bytes | None = None,
         limit: int = 50,
     ) -> list[ReceiptRow]:
-        """Receipt deliveries, newest first, filtered by any of the given."""
+        """Deliveries of receipts and confirmations, newest first, filtered by any of the
+        given."""
         async with unavailable_is_temporary("receipts"):
             rows = await self._pool.fetch(
-                "SELECT d.id, d.job_id, d.status, d.attempts, d.reply, d.detail, d.created_at,"
-                " d.updated_at, d.not_before FROM deliveries d JOIN jobs j ON j.id = d.job_id"
-                " WHERE j.kind = 'receipt' AND ($1::text IS NULL OR d.status = $1)"
+                "SELECT d.id, j.kind, d.job_id, d.status, d.attempts, d.reply, d.detail,"
+                " d.created_at, d.updated_at, d.not_before"
+                " FROM deliveries d JOIN jobs j ON j.id = d.job_id"
+                " WHERE j.kind = ANY($5) AND ($1::text IS NULL OR d.status = $1)"
                 " AND ($2::uuid IS NULL OR d.job_id = $2)"
                 " AND ($3::bytea IS NULL OR d.recipient_key = $3)"
                 " ORDER BY d.updated_at DESC LIMIT $4",
@@ -320,10 +324,12 @@ class LedgerViews:
                 job_id,
                 recipient_key,
                 limit,
+                list(TRANSACTIONAL),
             )
         return [
             ReceiptRow(
                 r["id"],
+                r["kind"],
                 r["job_id"],
                 r["status"],
                 r["attempts"],
@@ -336,15 +342,21 @@ class LedgerViews:
             for r in rows
         ]
 
-    async def receipt_counts(self, hours: int = 24) -> dict[str, int]:
+    async def receipt_counts(self, hours: int = 24) -> dict[str, dict[str, int]]:
+        """Receipts and confirmations by status over the last `hours`, per kind."""
         async with unavailable_is_temporary("receipt counts"):
             rows = await self._pool.fetch(
-                "SELECT d.status, count(*) AS n FROM deliveries d JOIN jobs j ON j.id = d.job_id"
-                " WHERE j.kind = 'receipt' AND d.updated_at > now() - make_interval(hours => $1)"
-                " GROUP BY d.status",
+                "SELECT j.kind, d.status, count(*) AS n FROM deliveries d"
+                " JOIN jobs j ON j.id = d.job_id"
+                " WHERE j.kind = ANY($2) AND d.updated_at > now() - make_interval(hours => $1)"
+                " GROUP BY j.kind, d.status",
                 hours,
+                list(TRANSACTIONAL),
             )
-        return {r["status"]: r["n"] for r in rows}
+        found: dict[str, dict[str, int]] = {}
+        for r in rows:
+            found.setdefault(r["kind"], {})[r["status"]] = r["n"]
+        return {kind: found[kind] for kind in TRANSACTIONAL if kind in found}
 
     async def lists(self) -> list[ListCounts]:
         async with unavailable_is_temporary("lists"):

@@ -1,5 +1,6 @@
-"""Receipts: recent by outcome, those retrying, a job id or a typed address looked up
-(hashed with the ledger key, never stored or echoed)."""
+"""Receipts, and the confirmations of subscriptions (both sent one at a time): recent by
+outcome, those retrying, a job id or a typed address looked up (hashed with the ledger key,
+never stored or echoed)."""
 
 from __future__ import annotations
 

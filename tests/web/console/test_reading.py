@@ -17,6 +17,7 @@ from tests.conftest import StartService
 from tests.support.http import admin_url, base_url
 from tests.support.jobs import encode, receipt
 from tests.support.newsletters import issue, people, subscribe, until_state
+from tests.support.smtp import SmtpServer
 from tests.support.waiting import eventually
 from tests.web.console.conftest import Console, add_operators, log_in
 
@@ -137,6 +138,52 @@ async def test_the_overview_names_its_services_in_one_case(
     assert "Broker (this process)" in names, names
     assert len(names) >= 5 and all(name[0].isupper() for name in names), names
     assert "`" not in shown
+
+
+async def test_receipts_and_confirmations_each_called_so(
+    console: Console,
+    http: aiohttp.ClientSession,
+    db: asyncpg.Connection,
+    portal: Broker,
+    smtp_server: SmtpServer,
+) -> None:
+    """A receipt and the double opt-in mail of a subscription: the ledger, the summary and
+    the rows say receipt and confirmation, and the summary ends with its last count."""
+    sold = receipt()
+    await portal.publish(encode(sold), routing_key="receipt")
+    subscription: dict[str, Any] = {
+        "kind": "subscription",
+        "version": 1,
+        "id": str(uuid.uuid4()),
+        "action": "subscribe",
+        "list": "lucid-news",
+        "email": "anna.nowak@example.pl",
+        "locale": "en",
+        "confirmed": False,
+    }
+    await portal.publish(encode(subscription), routing_key="subscription")
+    confirmation = uuid.uuid5(CONFIRMATION_IDS, subscription["id"])
+
+    async def recorded() -> bool:
+        n = await db.fetchval("SELECT count(*) FROM deliveries WHERE status = 'sent'")
+        return bool(n == 2)
+
+    await eventually(recorded, timeout=30)
+    kinds = dict(await db.fetch("SELECT id, kind FROM jobs WHERE kind <> 'subscription'"))
+    assert kinds == {uuid.UUID(sold["id"]): "receipt", confirmation: "confirmation"}
+
+    await log_in(http, console, "alice")
+    shown = await page(http, console.url + "/receipts")
+    summary = re.search(r'<p id="receipt-counts">(.*?)</p>', shown)
+    assert summary is not None
+    assert text_of(summary[1]).strip() == "Last 24 hours: receipts sent 1; confirmations sent 1"
+    rows = {
+        job: kind
+        for kind, job in re.findall(
+            r"<td>(receipt|confirmation)</td><td><a href=\"/receipts\?job=([0-9a-f-]+)\">", shown
+        )
+    }
+    assert rows == {sold["id"]: "receipt", str(confirmation): "confirmation"}, shown
 
 
 async def test_the_preview_page_reads_as_text(
