@@ -115,6 +115,29 @@ class ListCounts:
     counts: dict[str, int]
 
 
+@dataclass(frozen=True, slots=True)
+class ListStanding:
+    """One person's subscription to one list."""
+
+    slug: str
+    status: str  # pending, subscribed or unsubscribed
+    since: datetime
+    source: str  # what made it so: portal, import, confirmation link, page, one-click
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    """One message to one person, of any kind."""
+
+    delivery_id: int
+    kind: str
+    job_id: UUID
+    status: str
+    attempts: int
+    updated_at: datetime
+    detail: str | None
+
+
 def _subject(payload: Any) -> str:
     if isinstance(payload, str):
         payload = json.loads(payload)
@@ -372,13 +395,39 @@ class LedgerViews:
                 entry.counts[r["status"]] = r["n"]
         return list(found.values())
 
-    async def subscriptions_of(self, address_key: bytes) -> list[tuple[str, str, datetime]]:
-        """(list, status, since) for the person with this address, if subscribed anywhere."""
+    async def subscriptions_of(self, address_key: bytes) -> list[ListStanding]:
+        """The lists of the person with this address, with their status on each."""
         async with unavailable_is_temporary("subscriptions"):
             rows = await self._pool.fetch(
-                "SELECT l.slug, sub.status, sub.changed_at FROM subscribers s"
+                "SELECT l.slug, sub.status, sub.changed_at, sub.source FROM subscribers s"
                 " JOIN subscriptions sub ON sub.subscriber_id = s.id"
                 " JOIN lists l ON l.id = sub.list_id WHERE s.address_key = $1 ORDER BY l.slug",
                 address_key,
             )
-        return [(r["slug"], r["status"], r["changed_at"]) for r in rows]
+        return [ListStanding(r["slug"], r["status"], r["changed_at"], r["source"]) for r in rows]
+
+    async def deliveries_to(self, address_key: bytes, limit: int = 10) -> list[DeliveryRow]:
+        """The newest messages of any kind to the person with this address (by its keyed
+        hash: erased people's too). No index leads with the recipient (one would make every
+        write dearer), so this reads the ledger through: an operator's look-up, not a page
+        that refreshes."""
+        async with unavailable_is_temporary("deliveries to"):
+            rows = await self._pool.fetch(
+                "SELECT d.id, j.kind, d.job_id, d.status, d.attempts, d.updated_at, d.detail"
+                " FROM deliveries d JOIN jobs j ON j.id = d.job_id"
+                " WHERE d.recipient_key = $1 ORDER BY d.updated_at DESC LIMIT $2",
+                address_key,
+                limit,
+            )
+        return [
+            DeliveryRow(
+                r["id"],
+                r["kind"],
+                r["job_id"],
+                r["status"],
+                r["attempts"],
+                r["updated_at"],
+                r["detail"],
+            )
+            for r in rows
+        ]
