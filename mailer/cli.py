@@ -25,13 +25,15 @@ from mailer.adapters.bounces import BounceReports, Suppressions
 from mailer.adapters.broker import DEAD_QUEUE, ROUTES, Broker
 from mailer.adapters.dead_letters import DeadLetters, DeadQueueUpgrade, move_dead_queue
 from mailer.adapters.issues import Issues
+from mailer.adapters.ledger_views import LedgerViews
 from mailer.adapters.operators import Operators
 from mailer.adapters.parked import ParkedJobs, body_ref
 from mailer.adapters.subscribers import Subscribers
 from mailer.adapters.workers import Workers
 from mailer.commands import bounces as bounce_commands
 from mailer.commands import dead_letters as dead_letter_commands
-from mailer.commands import operators, previews
+from mailer.commands import operators, person, previews
+from mailer.commands import subscribers as subscriber_commands
 from mailer.commands import suppressions as suppression_commands
 from mailer.commands.checks import check_job
 from mailer.commands.issues import change, describe, issue_rows, watch
@@ -73,22 +75,7 @@ def _parser() -> argparse.ArgumentParser:
 
     dead_letter_commands.add_parser(commands)
 
-    subscribers = commands.add_parser("subscribers", help="newsletter subscribers")
-    subscriber_commands = subscribers.add_subparsers(
-        dest="subscribers_command", required=True, metavar="ACTION"
-    )
-    importing = subscriber_commands.add_parser(
-        "import",
-        help="subscribe the people in a CSV file (email, name, locale) whose "
-        "consent is already held",
-    )
-    importing.add_argument("file", type=Path)
-    importing.add_argument("--list", required=True, dest="list_slug", metavar="SLUG")
-    importing.add_argument(
-        "--encoding",
-        default="utf-8",
-        help="the file's character set (default utf-8; a Polish Excel export is often cp1250)",
-    )
+    subscriber_commands.add_parser(commands)  # mailer/commands/subscribers.py and person.py
 
     issue = commands.add_parser("issue", help="a newsletter issue being sent")
     issue_commands = issue.add_subparsers(dest="issue_command", required=True, metavar="ACTION")
@@ -207,6 +194,14 @@ async def _with_database(settings: Settings, call: Callable[[asyncpg.Pool], Awai
 
 
 async def _subscribers(args: argparse.Namespace, settings: Settings) -> int:
+    if args.subscribers_command == "show":
+        hash_key = derive_key(settings.security.address_secret(), "address")
+
+        async def look(pool: asyncpg.Pool) -> int:
+            views, suppressions = LedgerViews(pool), Suppressions(pool)
+            return await person.show(args, views, suppressions, hash_key, sys.stdout)
+
+        return await _with_database(settings, look)
     if args.list_slug not in settings.lists:
         raise ConfigError(f"no list {args.list_slug!r} in the configuration ([lists.<slug>])")
     path: Path = args.file

@@ -17,6 +17,7 @@ import aiohttp
 import asyncpg
 import dkim
 
+from mailer.adapters import database
 from mailer.adapters.broker import DEAD_QUEUE, Broker
 from mailer.core.addresses import address_key
 from mailer.core.signing import load_key
@@ -49,6 +50,10 @@ async def test_migrate_creates_schema_and_topology(
     result = mailer("migrate", env=environment(config))
     assert result.returncode == 0, result.stderr
     assert "applied 0001_ledger" in result.stdout
+    said = result.stdout + result.stderr  # what `scripts/run` shows of it
+    for migration in database.migrations():
+        name = f"{migration.version:04d}_{migration.name}"
+        assert said.count(name) == 1, f"{name} reported {said.count(name)} times:\n{said}"
     assert "broker topology declared" in result.stdout
     again = mailer("migrate", env=environment(config))
     assert again.returncode == 0

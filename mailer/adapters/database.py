@@ -211,7 +211,8 @@ async def migrate(dsn: str) -> list[Migration]:
                     migration.name,
                     migration.checksum,
                 )
-            log.info("applied migration %04d_%s", migration.version, migration.name)
+            # `mailer migrate` reports what it applied: a log line would say it twice.
+            log.debug("applied migration %04d_%s", migration.version, migration.name)
             applied.append(migration)
         async with conn.transaction():
             for name, sql in repeatables():

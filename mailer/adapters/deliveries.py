@@ -23,6 +23,7 @@ import asyncpg
 from mailer.adapters.database import unavailable_is_temporary
 from mailer.core.consent import SubscriptionStatus, SuppressionReason
 from mailer.core.deliveries import DeliveryStatus, Write
+from mailer.core.jobs import Transactional
 
 log = logging.getLogger(__name__)
 UNSTORABLE_REPLY = "(the relay's reply could not be stored)"
@@ -109,16 +110,21 @@ class Deliveries:
         self.held: set[int] = set()  # claimed by this process and not yet settled
 
     async def claim_receipt(
-        self, job_id: UUID, digest: bytes, recipient_key: bytes
+        self,
+        job_id: UUID,
+        digest: bytes,
+        recipient_key: bytes,
+        kind: Transactional = "receipt",
     ) -> ReceiptClaim:
         async with unavailable_is_temporary("claim"):
             row = await self._pool.fetchrow(
-                "SELECT * FROM claim_receipt($1, $2, $3, $4, $5)",
+                "SELECT * FROM claim_receipt($1, $2, $3, $4, $5, $6)",
                 job_id,
                 digest,
                 recipient_key,
                 self.worker_id,
                 self._lease,
+                kind,
             )
         assert row is not None
         if row["verdict"] == "claimed":

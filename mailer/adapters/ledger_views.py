@@ -16,10 +16,10 @@ from uuid import UUID
 import asyncpg
 
 from mailer.adapters.database import unavailable_is_temporary
-from mailer.core.progress import RATE_WINDOW, LedgerFacts
+from mailer.core.progress import LEFT, OUTCOMES, RATE_WINDOW, LedgerFacts
 
-OUTCOMES = ("sent", "captured", "bounced", "suppressed", "failed", "retrying", "cancelled")
-OPEN = ("pending", "sending", "retrying")
+RECORDED = (*OUTCOMES, "retrying")  # what an attempt records: the chart counts these
+TRANSACTIONAL = ("receipt", "confirmation")  # kinds of job sent one at a time
 _FACTS = """
 WITH window_sent AS (
     SELECT count(*) AS n, max(updated_at) AS last FROM deliveries
@@ -57,13 +57,14 @@ class IssueSummary:
     subject: str
     total: int | None
     created_at: datetime
+    send_at: datetime  # when it starts, or started, sending
     started_at: datetime | None
     finished_at: datetime | None
     counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def done(self) -> int:
-        return sum(n for status, n in self.counts.items() if status not in OPEN)
+        return sum(n for status, n in self.counts.items() if status not in LEFT)
 
     @property
     def size(self) -> int:
@@ -71,7 +72,7 @@ class IssueSummary:
 
     @property
     def remaining(self) -> int:
-        return sum(self.counts.get(status, 0) for status in OPEN)
+        return sum(self.counts.get(status, 0) for status in LEFT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +98,7 @@ class FailureRow:
 @dataclass(frozen=True, slots=True)
 class ReceiptRow:
     delivery_id: int
+    kind: str  # receipt or confirmation (of a subscription)
     job_id: UUID
     status: str
     attempts: int
@@ -111,6 +113,29 @@ class ReceiptRow:
 class ListCounts:
     slug: str
     counts: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ListStanding:
+    """One person's subscription to one list."""
+
+    slug: str
+    status: str  # pending, subscribed or unsubscribed
+    since: datetime
+    source: str  # what made it so: portal, import, confirmation link, page, one-click
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    """One message to one person, of any kind."""
+
+    delivery_id: int
+    kind: str
+    job_id: UUID
+    status: str
+    attempts: int
+    updated_at: datetime
+    detail: str | None
 
 
 def _subject(payload: Any) -> str:
@@ -143,7 +168,7 @@ class LedgerViews:
                 " WHERE d.updated_at >= coalesce($3, now() - make_interval(mins => $1))"
                 " AND d.status = ANY($2) GROUP BY 1, 2, 3 ORDER BY 1",
                 minutes,
-                list(OUTCOMES),
+                list(RECORDED),
                 since,
             )
         return [MinuteCount(r["minute"], r["kind"], r["status"], r["n"]) for r in rows]
@@ -155,8 +180,8 @@ class LedgerViews:
         where = "WHERE i.state IN ('scheduled', 'sending', 'paused')" if active_only else ""
         async with unavailable_is_temporary("issues"):
             rows = await self._pool.fetch(
-                "SELECT i.id, l.slug, i.state, i.payload, i.total, i.created_at, i.started_at,"
-                " i.finished_at FROM issues i JOIN lists l ON l.id = i.list_id "
+                "SELECT i.id, l.slug, i.state, i.payload, i.total, i.created_at, i.send_at,"
+                " i.started_at, i.finished_at FROM issues i JOIN lists l ON l.id = i.list_id "
                 f"{where} ORDER BY i.created_at DESC LIMIT $1",
                 limit,
             )
@@ -169,6 +194,7 @@ class LedgerViews:
                 subject=_subject(r["payload"]),
                 total=r["total"],
                 created_at=r["created_at"],
+                send_at=r["send_at"],
                 started_at=r["started_at"],
                 finished_at=r["finished_at"],
                 counts=counts.get(r["id"], {}),
@@ -194,8 +220,9 @@ class LedgerViews:
     async def issue(self, issue_id: UUID, *, counted: bool = True) -> IssueSummary | None:
         async with unavailable_is_temporary("issue"):
             r = await self._pool.fetchrow(
-                "SELECT i.id, l.slug, i.state, i.payload, i.total, i.created_at, i.started_at,"
-                " i.finished_at FROM issues i JOIN lists l ON l.id = i.list_id WHERE i.id = $1",
+                "SELECT i.id, l.slug, i.state, i.payload, i.total, i.created_at, i.send_at,"
+                " i.started_at, i.finished_at FROM issues i JOIN lists l ON l.id = i.list_id"
+                " WHERE i.id = $1",
                 issue_id,
             )
             if r is None:
@@ -208,6 +235,7 @@ class LedgerViews:
             subject=_subject(r["payload"]),
             total=r["total"],
             created_at=r["created_at"],
+            send_at=r["send_at"],
             started_at=r["started_at"],
             finished_at=r["finished_at"],
             counts=counts.get(issue_id, {}),
@@ -304,12 +332,14 @@ class LedgerViews:
         recipient_key: bytes | None = None,
         limit: int = 50,
     ) -> list[ReceiptRow]:
-        """Receipt deliveries, newest first, filtered by any of the given."""
+        """Deliveries of receipts and confirmations, newest first, filtered by any of the
+        given."""
         async with unavailable_is_temporary("receipts"):
             rows = await self._pool.fetch(
-                "SELECT d.id, d.job_id, d.status, d.attempts, d.reply, d.detail, d.created_at,"
-                " d.updated_at, d.not_before FROM deliveries d JOIN jobs j ON j.id = d.job_id"
-                " WHERE j.kind = 'receipt' AND ($1::text IS NULL OR d.status = $1)"
+                "SELECT d.id, j.kind, d.job_id, d.status, d.attempts, d.reply, d.detail,"
+                " d.created_at, d.updated_at, d.not_before"
+                " FROM deliveries d JOIN jobs j ON j.id = d.job_id"
+                " WHERE j.kind = ANY($5) AND ($1::text IS NULL OR d.status = $1)"
                 " AND ($2::uuid IS NULL OR d.job_id = $2)"
                 " AND ($3::bytea IS NULL OR d.recipient_key = $3)"
                 " ORDER BY d.updated_at DESC LIMIT $4",
@@ -317,10 +347,12 @@ class LedgerViews:
                 job_id,
                 recipient_key,
                 limit,
+                list(TRANSACTIONAL),
             )
         return [
             ReceiptRow(
                 r["id"],
+                r["kind"],
                 r["job_id"],
                 r["status"],
                 r["attempts"],
@@ -333,15 +365,21 @@ class LedgerViews:
             for r in rows
         ]
 
-    async def receipt_counts(self, hours: int = 24) -> dict[str, int]:
+    async def receipt_counts(self, hours: int = 24) -> dict[str, dict[str, int]]:
+        """Receipts and confirmations by status over the last `hours`, per kind."""
         async with unavailable_is_temporary("receipt counts"):
             rows = await self._pool.fetch(
-                "SELECT d.status, count(*) AS n FROM deliveries d JOIN jobs j ON j.id = d.job_id"
-                " WHERE j.kind = 'receipt' AND d.updated_at > now() - make_interval(hours => $1)"
-                " GROUP BY d.status",
+                "SELECT j.kind, d.status, count(*) AS n FROM deliveries d"
+                " JOIN jobs j ON j.id = d.job_id"
+                " WHERE j.kind = ANY($2) AND d.updated_at > now() - make_interval(hours => $1)"
+                " GROUP BY j.kind, d.status",
                 hours,
+                list(TRANSACTIONAL),
             )
-        return {r["status"]: r["n"] for r in rows}
+        found: dict[str, dict[str, int]] = {}
+        for r in rows:
+            found.setdefault(r["kind"], {})[r["status"]] = r["n"]
+        return {kind: found[kind] for kind in TRANSACTIONAL if kind in found}
 
     async def lists(self) -> list[ListCounts]:
         async with unavailable_is_temporary("lists"):
@@ -357,13 +395,39 @@ class LedgerViews:
                 entry.counts[r["status"]] = r["n"]
         return list(found.values())
 
-    async def subscriptions_of(self, address_key: bytes) -> list[tuple[str, str, datetime]]:
-        """(list, status, since) for the person with this address, if subscribed anywhere."""
+    async def subscriptions_of(self, address_key: bytes) -> list[ListStanding]:
+        """The lists of the person with this address, with their status on each."""
         async with unavailable_is_temporary("subscriptions"):
             rows = await self._pool.fetch(
-                "SELECT l.slug, sub.status, sub.changed_at FROM subscribers s"
+                "SELECT l.slug, sub.status, sub.changed_at, sub.source FROM subscribers s"
                 " JOIN subscriptions sub ON sub.subscriber_id = s.id"
                 " JOIN lists l ON l.id = sub.list_id WHERE s.address_key = $1 ORDER BY l.slug",
                 address_key,
             )
-        return [(r["slug"], r["status"], r["changed_at"]) for r in rows]
+        return [ListStanding(r["slug"], r["status"], r["changed_at"], r["source"]) for r in rows]
+
+    async def deliveries_to(self, address_key: bytes, limit: int = 10) -> list[DeliveryRow]:
+        """The newest messages of any kind to the person with this address (by its keyed
+        hash: erased people's too). No index leads with the recipient (one would make every
+        write dearer), so this reads the ledger through: an operator's look-up, not a page
+        that refreshes."""
+        async with unavailable_is_temporary("deliveries to"):
+            rows = await self._pool.fetch(
+                "SELECT d.id, j.kind, d.job_id, d.status, d.attempts, d.updated_at, d.detail"
+                " FROM deliveries d JOIN jobs j ON j.id = d.job_id"
+                " WHERE d.recipient_key = $1 ORDER BY d.updated_at DESC LIMIT $2",
+                address_key,
+                limit,
+            )
+        return [
+            DeliveryRow(
+                r["id"],
+                r["kind"],
+                r["job_id"],
+                r["status"],
+                r["attempts"],
+                r["updated_at"],
+                r["detail"],
+            )
+            for r in rows
+        ]

@@ -12,6 +12,7 @@ import sys
 from typing import TextIO
 
 from mailer.adapters.bounces import BounceReports, StoredReport
+from mailer.core.times import when
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,11 +33,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _line(report: StoredReport) -> str:
-    when = report.received_at.strftime("%Y-%m-%d %H:%M")
     kind = report.kind or "unclassified"
     return (
-        f"{report.id:>8}  {when}  {kind:12}  delivery {report.delivery_id:<10}  "
-        f"{report.domain or '-':24}  {report.outcome or '-'}"
+        f"{report.id:>8}  {when(report.received_at)}  {kind:12}  "
+        f"delivery {report.delivery_id:<10}  {report.domain or '-':24}  {report.outcome or '-'}"
     )
 
 
@@ -62,7 +62,7 @@ async def show_report(args: argparse.Namespace, reports: BounceReports, out: Tex
         return 1
     fields = {
         "report": report.id,
-        "received": report.received_at.isoformat(),
+        "received": when(report.received_at),
         "from peer": report.peer,
         "delivery": report.delivery_id,
         "size": f"{report.size} bytes",
@@ -72,7 +72,7 @@ async def show_report(args: argparse.Namespace, reports: BounceReports, out: Tex
         "diagnostic": report.diagnostic or "-",
         "domain": report.domain or "-",
         "outcome": report.outcome or "-",
-        "classified": report.classified_at.isoformat() if report.classified_at else "-",
+        "classified": when(report.classified_at),
         "raw": "kept" if report.raw is not None else "deleted (past the retention)",
     }
     for name, value in fields.items():

@@ -6,7 +6,6 @@ import asyncio
 import json
 import sys
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Literal, TextIO
 from uuid import UUID
 
@@ -15,24 +14,12 @@ from tqdm import tqdm
 from mailer.adapters.issues import Issues, IssueSummary, Progress
 from mailer.core import progress as core
 from mailer.core.terminal import one_line
+from mailer.core.times import WIDTH, when
 
-ORDER = ("sent", "suppressed", "failed", "retrying", "sending", "pending", "cancelled")
 FINAL_STATES = ("done", "cancelled")
 # tqdm's own rate and ETA come from what this viewer saw change, which is everything at once
 # when it starts mid-issue: the bar shows the ledger's rate instead.
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}{postfix}"
-
-
-def _at(moment: datetime | None) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
-
-
-def _counts(counts: Mapping[str, int]) -> str:
-    return "   ".join(
-        f"{name} {counts.get(name, 0)}"
-        for name in ("captured", "bounced", *ORDER)
-        if name not in ("captured", "bounced") or counts.get(name)
-    )
 
 
 def describe(progress: Progress) -> str:
@@ -40,13 +27,14 @@ def describe(progress: Progress) -> str:
     total = progress.total if progress.total is not None else sum(counts.values())
     lines = [f"issue {progress.issue_id} (list {progress.list_slug}): {progress.state}"]
     if progress.state == "scheduled":
-        lines.append(f"  starts at {progress.send_at.isoformat(timespec='seconds')}")
-    lines.append(f"  total {total}   {_counts(counts)}")
+        lines.append(f"  starts at {when(progress.send_at)}")
+    shown = "   ".join(f"{status} {n}" for status, n in core.counted(counts))
+    lines.append(f"  total {total}   {shown}")
     if progress.state == "sending":
         lines.append(f"  {core.describe(progress.estimate) or 'nothing left to send'}")
     elif progress.finished_at is not None:
-        lines.append(f"  finished at {progress.finished_at.isoformat(timespec='seconds')}")
-    lines.append(f"  measured at {_at(progress.measured_at)} UTC")
+        lines.append(f"  finished at {when(progress.finished_at)}")
+    lines.append(f"  measured at {when(progress.measured_at)}")
     return "\n".join(lines)
 
 
@@ -117,23 +105,25 @@ def issue_rows(
             )
             for s in summaries
         ]
+    counted = [*core.OUTCOMES, "left"]
+    widths = {name: max(len(name), 7) for name in counted}
     header = (
-        f"{'ISSUE':36}  {'STATE':9}  {'LIST':16}  {'CREATED':19}  {'STARTED':19}  "
-        f"{'FINISHED':19}  {'TOTAL':>7}  {'SENT':>7}  {'SUPPR':>6}  {'FAILED':>6}  "
-        f"{'CANCEL':>6}  {'LEFT':>7}  SUBJECT"
+        f"{'ISSUE':36}  {'STATE':9}  {'LIST':16}  {'CREATED':{WIDTH}}  {'STARTED':{WIDTH}}  "
+        f"{'FINISHED':{WIDTH}}  {'TOTAL':>7}  "
+        + "".join(f"{name.upper():>{widths[name]}}  " for name in counted)
+        + "SUBJECT"
     )
     lines = [header]
     for s in summaries:
-        c = s.counts
-        sent = sum(c.get(name, 0) for name in core.SENT)
-        left = sum(c.get(name, 0) for name in core.LEFT)
+        numbers = {**dict(core.counted(s.counts)), "left": core.left(s.counts)}
         total = "-" if s.total is None else str(s.total)
         subject = one_line(subject_of(s, default_locales.get(s.list_slug)), 60)
         lines.append(
-            f"{s.id!s:36}  {s.state:9}  {one_line(s.list_slug, 16):16}  {_at(s.created_at):19}  "
-            f"{_at(s.started_at):19}  {_at(s.finished_at):19}  {total:>7}  {sent:>7}  "
-            f"{c.get('suppressed', 0):>6}  {c.get('failed', 0):>6}  {c.get('cancelled', 0):>6}  "
-            f"{left:>7}  {subject}"
+            f"{s.id!s:36}  {s.state:9}  {one_line(s.list_slug, 16):16}  "
+            f"{when(s.created_at):{WIDTH}}  {when(s.started_at):{WIDTH}}  "
+            f"{when(s.finished_at):{WIDTH}}  {total:>7}  "
+            + "".join(f"{numbers[name]:>{widths[name]}}  " for name in counted)
+            + subject
         )
     return lines
 

@@ -28,12 +28,12 @@ from mailer.core.signing import Signer
 from mailer.errors import ConfigError, InvalidJob, MailerError
 from mailer.metrics import Metrics
 from mailer.worker.previews import (
-    TEST_UNSUBSCRIBE_PATH,
     Issue,
     read_issue,
     render_preview,
     send_tests,
     test_addresses,
+    trial_unsubscribe_url,
 )
 from mailer.worker.sending import Sender
 
@@ -86,10 +86,10 @@ def preview(args: argparse.Namespace, settings: Settings) -> int:
     renderer = templates(settings)
     out: Path = args.out
     locales: tuple[Locale, ...] = (args.locale,) if args.locale else LOCALES
-    url = settings.http.public_url.rstrip("/") + TEST_UNSUBSCRIBE_PATH
     try:
         out.mkdir(parents=True, exist_ok=True)
         for locale in locales:
+            url = trial_unsubscribe_url(settings.http.public_url, locale)
             try:
                 rendered = render_preview(
                     issue, renderer, locale=locale, name=args.name, unsubscribe_url=url

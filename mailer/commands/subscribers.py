@@ -1,4 +1,5 @@
-"""`mailer subscribers import FILE.csv --list SLUG`: people whose consent is already held.
+"""`mailer subscribers import FILE.csv --list SLUG`: people whose consent is already held
+(`mailer subscribers show`, one person as mailer knows them, is in person.py).
 
 The file is read as a stream (a million rows never sit in memory) in batches that go to
 PostgreSQL with COPY. A bad row is reported with its line number and skipped; the rest go on.
@@ -8,6 +9,7 @@ locale in that order.
 
 from __future__ import annotations
 
+import argparse
 import codecs
 import csv
 import io
@@ -21,9 +23,30 @@ from typing import TextIO
 from tqdm import tqdm
 
 from mailer.adapters.subscribers import ImportCounts, Subscribers
+from mailer.commands import person
 from mailer.core.audience import ImportedPerson, imported_person
 
 BATCH = 10_000
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    subscribers = commands.add_parser("subscribers", help="newsletter subscribers")
+    actions = subscribers.add_subparsers(
+        dest="subscribers_command", required=True, metavar="ACTION"
+    )
+    importing = actions.add_parser(
+        "import",
+        help="subscribe the people in a CSV file (email, name, locale) whose "
+        "consent is already held",
+    )
+    importing.add_argument("file", type=Path)
+    importing.add_argument("--list", required=True, dest="list_slug", metavar="SLUG")
+    importing.add_argument(
+        "--encoding",
+        default="utf-8",
+        help="the file's character set (default utf-8; a Polish Excel export is often cp1250)",
+    )
+    person.add_parser(actions)
 
 
 # Header names (compared lower-case, without spaces, dashes or underscores), as Polish and

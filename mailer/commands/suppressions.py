@@ -13,6 +13,7 @@ from typing import TextIO
 
 from mailer.adapters.bounces import Suppression, Suppressions
 from mailer.core.addresses import InvalidAddress, address_key, address_ref, normalize_address
+from mailer.core.times import WIDTH, when
 from mailer.errors import MailerError
 
 REASONS = ("hard_bounce", "soft_bounce", "complaint", "manual", "erased")
@@ -38,10 +39,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _line(one: Suppression) -> str:
-    until = one.expires_at.strftime("%Y-%m-%d") if one.expires_at else "-"
+    expiry = f"until {when(one.expires_at)}" if one.expires_at else "for good"
     return (
-        f"{address_ref(one.address_key)}  {one.reason:12}  "
-        f"{one.created_at.strftime('%Y-%m-%d %H:%M')}  until {until:10}  "
+        f"{address_ref(one.address_key)}  {one.reason:12}  {when(one.created_at)}  "
+        f"{expiry:{WIDTH + 6}}  "
         f"report {one.report_id or '-':<8}  {one.detail or '-'}"
     )
 

@@ -4,15 +4,11 @@ deliveries each holds unacknowledged per queue (as it last counted them)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
 
 from mailer.adapters.workers import WorkerProcess
 from mailer.core.progress import duration
 from mailer.core.terminal import one_line
-
-
-def _at(moment: datetime | None) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+from mailer.core.times import WIDTH, when
 
 
 def held(unacked: Mapping[str, int]) -> str:
@@ -24,14 +20,14 @@ def held(unacked: Mapping[str, int]) -> str:
 def worker_rows(processes: list[WorkerProcess]) -> list[str]:
     lines = [
         f"{'PRESENCE':8}  {'HOST':24}  {'PID':>7}  {'VERSION':10}  {'RUNS':10}  "
-        f"{'STARTED':19}  {'LAST HEARTBEAT':19}  {'SILENT FOR':12}  UNACKED"
+        f"{'STARTED':{WIDTH}}  {'LAST HEARTBEAT':{WIDTH}}  {'SILENT FOR':12}  UNACKED"
     ]
     for p in processes:
         lines.append(
             f"{p.presence:8}  {one_line(p.host, 24):24}  {p.pid:>7}  {one_line(p.version, 10):10}"
-            f"  {'+'.join(p.runs):10}  {_at(p.started_at):19}  {_at(p.heartbeat_at):19}"
+            f"  {'+'.join(p.runs):10}  {when(p.started_at):{WIDTH}}  {when(p.heartbeat_at):{WIDTH}}"
             f"  {duration(p.silent_for):12}  {held(p.unacked) if p.presence == 'alive' else '-'}"
         )
     if processes:
-        lines.append(f"measured at {_at(processes[0].measured_at)} UTC")
+        lines.append(f"measured at {when(processes[0].measured_at)}")
     return lines

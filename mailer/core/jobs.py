@@ -38,6 +38,11 @@ from mailer.errors import InvalidJob
 
 Locale = Literal["pl", "en"]
 KINDS = ("receipt", "newsletter", "subscription")
+# A transactional message (a job of kind receipt) is a receipt, or, in the template that asks
+# someone who subscribed to confirm (double opt-in), a confirmation: the ledger, the logs and
+# the console call it so.
+CONFIRM_TEMPLATE = "confirm"
+Transactional = Literal["receipt", "confirmation"]
 _LOCALES = frozenset(("pl", "en"))
 SCHEMA_VERSION = 1
 TEMPLATE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -112,6 +117,10 @@ class ReceiptJob(_Value):
         if not TEMPLATE_NAME.fullmatch(value):
             raise ValueError("must be a template name such as 'receipt'")
         return value
+
+    @property
+    def message_kind(self) -> Transactional:
+        return "confirmation" if self.template == CONFIRM_TEMPLATE else "receipt"
 
 
 def _subject(value: object) -> object:

@@ -15,9 +15,25 @@ from datetime import datetime
 
 RATE_WINDOW = 60.0  # seconds of the ledger the rate is measured over
 STALL_AFTER = 60.0  # seconds without a send before an issue sending counts as stalled
-SENT = ("sent", "captured")
+# An issue's deliveries by status as operators read them, in this order, wherever they are
+# shown (`mailer issue list`, `issue status`, the console): its outcomes, then what is left.
+# Mail the embedded capture server took is `captured`, never counted as sent: it was not
+# delivered. `bounced` went out, then came back.
+OUTCOMES = ("sent", "captured", "bounced", "suppressed", "failed", "cancelled")
 LEFT = ("pending", "sending", "retrying")
-FINISHED = (*SENT, "bounced", "suppressed", "failed", "cancelled")  # "bounced": sent, then returned
+COUNTED = (*OUTCOMES, *LEFT)
+SENT = ("sent", "captured")  # handed over (to a relay, or the capture): what the rate counts
+FINISHED = OUTCOMES
+
+
+def counted(counts: Mapping[str, int]) -> list[tuple[str, int]]:
+    """Every status in the order operators read them, each with its count (0 if none)."""
+    return [(status, counts.get(status, 0)) for status in COUNTED]
+
+
+def left(counts: Mapping[str, int]) -> int:
+    """Deliveries not yet at an outcome."""
+    return sum(counts.get(status, 0) for status in LEFT)
 
 
 @dataclass(frozen=True, slots=True)

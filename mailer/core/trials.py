@@ -7,7 +7,24 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from mailer.core.outcomes import Outcome
-from mailer.core.rendering import Locale, Rendered
+from mailer.core.rendering import LOCALES, Locale, Rendered
+
+# A test message's unsubscribe links (body and List-Unsubscribe) lead here, to no token: they
+# unsubscribe nobody. The page says so in the message's language, named after the dot.
+TRIAL_LINK = "test-message-no-unsubscribe"
+
+
+def trial_unsubscribe_path(locale: Locale) -> str:
+    return f"/u/{TRIAL_LINK}.{locale}"
+
+
+def trial_link(token: str) -> tuple[bool, Locale | None]:
+    """(whether the token of a /u/ link is a test message's, the message's locale if it
+    says)."""
+    name, _, suffix = token.partition(".")
+    if name != TRIAL_LINK:
+        return False, None
+    return True, next((locale for locale in LOCALES if locale == suffix), None)
 
 
 @dataclass(frozen=True, slots=True)

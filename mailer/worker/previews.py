@@ -4,7 +4,8 @@ it, or sent to a few test addresses through the real relay path (compose, DKIM s
 A test message is marked as one (`[TEST]` before the subject, an `X-Mailer-Test` header and
 its own Message-ID), is never written to the ledger or the issue's counts, and its
 unsubscribe links (body and `List-Unsubscribe`) point to a URL that is no token, so nobody
-can be unsubscribed from it. The CLI (`mailer issue preview|test`) and the console share it.
+can be unsubscribed from it (its page says so, in the message's language). The CLI
+(`mailer issue preview|test`) and the console share it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from mailer.core.audience import MailingList, newsletter_locale
 from mailer.core.jobs import NewsletterJob, decode
 from mailer.core.messages import TEST_HEADER, Draft, ListHeaders, Mailbox, parse_mailbox
 from mailer.core.rendering import Locale, Rendered, Renderer
-from mailer.core.trials import Previewer, TestSend, TrialResult
+from mailer.core.trials import Previewer, TestSend, TrialResult, trial_unsubscribe_path
 from mailer.errors import InvalidJob
 from mailer.worker.newsletters import prepare
 from mailer.worker.sending import Sender
@@ -27,7 +28,6 @@ from mailer.worker.sending import Sender
 __all__ = [
     "TEST_HEADER",
     "TEST_PREFIX",
-    "TEST_UNSUBSCRIBE_PATH",
     "Issue",
     "marked_draft",
     "previewer",
@@ -36,12 +36,17 @@ __all__ = [
     "send_tests",
     "test_addresses",
     "test_sender",
+    "trial_unsubscribe_url",
 ]
 
 TEST_PREFIX = "[TEST] "
-# Where a test message's unsubscribe links go: a path the pages answer with "invalid link".
-TEST_UNSUBSCRIBE_PATH = "/u/test-message-no-unsubscribe"
 MAX_TEST_RECIPIENTS = 10
+
+
+def trial_unsubscribe_url(public_url: str, locale: Locale) -> str:
+    """Where a test message's unsubscribe links go: a page saying, in the message's
+    language, that they unsubscribe nobody."""
+    return public_url.rstrip("/") + trial_unsubscribe_path(locale)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +109,7 @@ def marked_draft(
     now: datetime,
     message_id: str,
 ) -> Draft:
-    url = public_url.rstrip("/") + TEST_UNSUBSCRIBE_PATH
+    url = trial_unsubscribe_url(public_url, locale)
     content = render_preview(issue, renderer, locale=locale, name=to.name, unsubscribe_url=url)
     marked = Rendered(subject=TEST_PREFIX + content.subject, html=content.html, text=content.text)
     return Draft(
@@ -168,10 +173,10 @@ def previewer(
 ) -> Previewer:
     """What the console previews a pasted issue job with: checked as the worker checks it,
     rendered as `render_preview` does (InvalidJob when it is not a valid issue)."""
-    url = public_url.rstrip("/") + TEST_UNSUBSCRIBE_PATH
 
     def preview(body: bytes, locale: Locale, name: str | None) -> Rendered:
         issue = read_issue(body, lists, max_attachment_bytes=max_attachment_bytes)
+        url = trial_unsubscribe_url(public_url, locale)
         return render_preview(issue, renderer, locale=locale, name=name, unsubscribe_url=url)
 
     return preview

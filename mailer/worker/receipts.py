@@ -1,4 +1,5 @@
-"""A receipt, in the order of the stages:
+"""A receipt (or the confirmation of a subscription, sent the same way), in the order of the
+stages:
 
     bytes ─► ① decode ─► ② delivery ─► ④ render ─► claim in ledger (③ consent)
           ─► pipeline (⑤ compose, ⑥ sign, relay, ⑦ classify) ─► record ─► verdict for the queue
@@ -15,7 +16,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
+from uuid import UUID
 
 from mailer.adapters.deliveries import Deliveries, ReceiptClaim
 from mailer.core.addresses import address_ref
@@ -92,21 +94,25 @@ class ReceiptPipeline:
             job, hash_key=self._hash_key, default_locale=self._default_locale
         )
         content = self._renderer.render(job.template, delivery.locale, _receipt_context(job))
-        claim = await self._deliveries.claim_receipt(job.id, digest, delivery.recipient_key)
+        kind = job.message_kind
+        claim = await self._deliveries.claim_receipt(job.id, digest, delivery.recipient_key, kind)
         ref = address_ref(delivery.recipient_key)
         if claim.verdict == "conflict":
             raise InvalidJob(f"id: {job.id} was already used for a different payload")
         if claim.verdict == "done":
-            self._metrics.duplicates.labels("receipt").inc()
-            log.info("receipt already %s, not sent again job=%s rcpt=%s", claim.status, job.id, ref)
+            self._metrics.duplicates.labels(kind).inc()
+            log.info(
+                "%s already %s, not sent again job=%s rcpt=%s", kind, claim.status, job.id, ref
+            )
             return Done()
         if claim.verdict == "busy":
-            log.info("receipt being sent by another worker job=%s rcpt=%s", job.id, ref)
+            log.info("%s being sent by another worker job=%s rcpt=%s", kind, job.id, ref)
             return Later(self._retry.tiers[0], claim.attempts)
         assert claim.delivery_id is not None
         decision = decide_receipt(claim.suppression)
         if isinstance(decision, Suppress):
-            await self._record_shielded(suppressed(claim.delivery_id, decision.reason), job.id, ref)
+            not_sent = suppressed(claim.delivery_id, decision.reason)
+            await self._record_shielded(not_sent, _Named(kind, job.id, ref))
             return Done()
         draft = Draft(
             sender=self._from,
@@ -121,7 +127,7 @@ class ReceiptPipeline:
         # Sent and recorded in a task of its own: if the broker connection goes and takes
         # this handler with it, the transaction still finishes and is recorded, and the
         # redelivered job finds it done instead of sending it again.
-        task = asyncio.create_task(self._send_and_record(claim, draft, job.id, ref))
+        task = asyncio.create_task(self._send_and_record(claim, draft, _Named(kind, job.id, ref)))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
         write = await asyncio.shield(task)
@@ -132,7 +138,7 @@ class ReceiptPipeline:
         return Done()
 
     async def _send_and_record(
-        self, claim: ReceiptClaim, draft: Draft, job_id: object, ref: str
+        self, claim: ReceiptClaim, draft: Draft, named: _Named
     ) -> Write | None:
         """The write recorded, or None when another worker took the delivery over."""
         delivery_id = claim.delivery_id
@@ -149,17 +155,17 @@ class ReceiptPipeline:
             raise
         except ValueError as exc:  # cannot be made into a message: never will be
             write = unsendable(delivery_id, str(exc))
-        return write if await self._record(write, job_id, ref) else None
+        return write if await self._record(write, named) else None
 
-    async def _record_shielded(self, write: Write, job_id: object, ref: str) -> bool:
+    async def _record_shielded(self, write: Write, named: _Named) -> bool:
         """Record even if this handler is cancelled meanwhile (its queue message is then
         redelivered, and finds the outcome recorded)."""
-        task = asyncio.create_task(self._record(write, job_id, ref))
+        task = asyncio.create_task(self._record(write, named))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
         return await asyncio.shield(task)
 
-    async def _record(self, write: Write, job_id: object, ref: str) -> bool:
+    async def _record(self, write: Write, named: _Named) -> bool:
         """Write the outcome, however long the database takes to come back; False when
         another worker took the delivery over (it then holds the queue message and
         settles it)."""
@@ -175,7 +181,8 @@ class ReceiptPipeline:
                     self._owed.discard(write.delivery_id)  # never reached the relay: safe to retry
                     raise
                 log.warning(
-                    "receipt outcome %s not recorded yet, trying again in %.1fs: %s",
+                    "%s outcome %s not recorded yet, trying again in %.1fs: %s",
+                    named.kind,
                     write.status,
                     wait,
                     exc,
@@ -184,13 +191,26 @@ class ReceiptPipeline:
                 wait = min(wait * 2, MAX_WAIT)
         self._owed.discard(write.delivery_id)
         if write.delivery_id not in recorded.ids:
-            log.warning(
-                "receipt claim lost before its outcome was recorded job=%s rcpt=%s", job_id, ref
-            )
+            log.warning("%s claim lost before its outcome was recorded job=%s rcpt=%s", *named)
             return False
-        self._metrics.deliveries.labels("receipt", str(write.status)).inc()
-        log.info("receipt %s job=%s rcpt=%s reply=%r", write.status, job_id, ref, write.reply)
+        self._metrics.deliveries.labels(named.kind, str(write.status)).inc()
+        log.info(
+            "%s %s job=%s rcpt=%s reply=%r",
+            named.kind,
+            write.status,
+            named.job_id,
+            named.ref,
+            write.reply,
+        )
         return True
+
+
+class _Named(NamedTuple):
+    """How the logs name a transactional message: its kind, job and recipient's reference."""
+
+    kind: str
+    job_id: UUID
+    ref: str
 
 
 def _receipt_context(job: ReceiptJob) -> dict[str, Any]:

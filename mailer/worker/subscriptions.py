@@ -24,7 +24,7 @@ from mailer.adapters.jobs import Jobs
 from mailer.adapters.subscribers import Subscribers
 from mailer.core.addresses import address_key, address_ref
 from mailer.core.audience import MailingList
-from mailer.core.jobs import SubscriptionJob, decode, payload_digest
+from mailer.core.jobs import CONFIRM_TEMPLATE, SubscriptionJob, decode, payload_digest
 from mailer.core.tokens import Subscription, TokenKeys, confirm_token
 from mailer.errors import InvalidJob, ShuttingDown, TemporaryFailure
 from mailer.worker.verdicts import Done, Verdict
@@ -113,8 +113,9 @@ class SubscriptionChanges:
     async def _ask_for_confirmation(
         self, job: SubscriptionJob, mailing_list: MailingList, subscriber_id: int
     ) -> None:
-        """A transactional message on the receipts queue, whose id follows from the job's:
-        applying the change twice sends one mail."""
+        """A transactional message on the receipts queue (recorded and logged as a
+        confirmation), whose id follows from the job's: applying the change twice sends one
+        mail."""
         day = int(self._clock().timestamp() // 86400)
         token = confirm_token(self._token_keys, Subscription(subscriber_id, mailing_list.id), day)
         mail_id = str(uuid.uuid5(_CONFIRMATION_IDS, str(job.id)))
@@ -124,7 +125,7 @@ class SubscriptionChanges:
             "id": mail_id,
             "to": {"email": job.email, **({"name": job.name} if job.name else {})},
             "locale": job.locale or mailing_list.default_locale,
-            "template": "confirm",
+            "template": CONFIRM_TEMPLATE,
             "data": {
                 "list_name": mailing_list.name,
                 "confirm_url": f"{self._public_url}/c/{token}",

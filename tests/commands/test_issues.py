@@ -34,6 +34,21 @@ async def publish(broker_url: str, *jobs: dict[str, Any]) -> None:
         await portal.close()
 
 
+COUNTED = ("SENT", "CAPTURED", "BOUNCED", "SUPPRESSED", "FAILED", "CANCELLED", "LEFT")
+
+
+def column(header: str, row: str, name: str) -> str:
+    """A value of `mailer issue list`, under its column's name: times and text start where
+    their name does, numbers end where theirs ends."""
+    start = header.index(f"{name} ") if name != "SUBJECT" else header.index(name)
+    if name in ("TOTAL", *COUNTED):
+        return row[: start + len(name)].rsplit(maxsplit=1)[-1]
+    end = header.index("  ", start + len(name))
+    while header[end] == " ":
+        end += 1
+    return row[start:end].strip()
+
+
 async def sent(db: asyncpg.Connection, at_least: int) -> bool:
     count = await db.fetchval("SELECT count(*) FROM deliveries WHERE status = 'sent'")
     return bool(count >= at_least)
@@ -68,11 +83,15 @@ async def test_issue_list_shows_issues_newest_first_with_their_counts(
     assert first.endswith("Grudzień \\u202egnirps")
     assert second.startswith(f"{done['id']}  done       lucid-news")
     assert second.endswith("  Listopad")  # the list's default locale, pl
-    numbers = second.split()
-    # id, state, list, created (2), started (2), finished (2), total, sent, suppr, failed,
-    # cancelled, left
-    assert numbers[9:15] == ["5", "5", "0", "0", "0", "0"]
-    assert first.split()[5:8] == ["-", "-", "-"]  # not started, not finished, no total yet
+    assert column(header, second, "TOTAL") == "5"
+    assert [column(header, second, name) for name in COUNTED] == ["5", "0", "0", "0", "0", "0", "0"]
+    # not started, not finished, no total yet
+    assert [column(header, first, name) for name in ("STARTED", "FINISHED", "TOTAL")] == [
+        "-",
+        "-",
+        "-",
+    ]
+    assert re.search(r" \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC ", second)  # the one format of time
 
     as_json = mailer("issue", "list", "--json", "--state", "done", env=env)
     rows = [json.loads(line) for line in as_json.stdout.splitlines()]
@@ -80,6 +99,70 @@ async def test_issue_list_shows_issues_newest_first_with_their_counts(
     assert rows[0]["counts"] == {"sent": 5}
     assert rows[0]["subject"] == {"pl": "Listopad", "en": "November"}
     assert rows[0]["started_at"] is not None and rows[0]["finished_at"] is not None
+
+
+async def test_captured_mail_is_counted_as_captured_by_list_and_status_alike(
+    config: dict[str, Any],
+    start_service: StartService,
+    db: asyncpg.Connection,
+    database_url: str,
+    broker_url: str,
+) -> None:
+    """With no relay, the embedded capture server takes the mail: `issue list` and `issue
+    status` both say captured 2, sent 0, and the same count under every other name."""
+    del config["smtp"]["url"]
+    config["smtp"]["capture"] = True
+    await subscribe(database_url, people(2))
+    await start_service(config)
+    env = environment(config)
+    job = issue()
+    await publish(broker_url, job)
+    await until_state(db, job["id"], "done")
+
+    listing = mailer("issue", "list", env=env)
+    assert listing.returncode == 0, listing.stderr
+    header, row = listing.stdout.splitlines()
+    listed = {name.lower(): column(header, row, name) for name in COUNTED}
+    assert listed == {
+        "sent": "0",
+        "captured": "2",
+        "bounced": "0",
+        "suppressed": "0",
+        "failed": "0",
+        "cancelled": "0",
+        "left": "0",
+    }, listing.stdout
+
+    status = mailer("issue", "status", job["id"], env=env)
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert lines[1] == (
+        "  total 2   sent 0   captured 2   bounced 0   suppressed 0   failed 0   cancelled 0"
+        "   pending 0   sending 0   retrying 0"
+    ), status.stdout
+    said = dict(re.findall(r"(\w+) (\d+)", lines[1]))
+    assert {name: said[name] for name in listed if name != "left"} == {
+        name: n for name, n in listed.items() if name != "left"
+    }
+    assert re.fullmatch(r"  finished at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", lines[2]), lines
+
+
+async def test_a_scheduled_issue_says_when_it_starts_in_the_one_format_of_time(
+    config: dict[str, Any],
+    start_service: StartService,
+    db: asyncpg.Connection,
+    broker_url: str,
+) -> None:
+    await start_service(config)
+    env = environment(config)
+    job = issue(send_at="2030-01-02T09:30:00+01:00")
+    await publish(broker_url, job)
+    await until_state(db, job["id"], "scheduled")
+    status = mailer("issue", "status", job["id"], env=env)
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert lines[1] == "  starts at 2030-01-02 08:30:00 UTC", status.stdout
+    assert re.fullmatch(r"  measured at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", lines[-1])
 
 
 def stop(process: subprocess.Popen[str], how: signal.Signals) -> str:

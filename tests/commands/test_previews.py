@@ -20,7 +20,12 @@ from tests.support.processes import environment, mailer
 from tests.support.smtp import Received, SmtpServer
 from tests.support.waiting import eventually
 
-TEST_URL = "https://mail.lucid.example/u/test-message-no-unsubscribe"
+PUBLIC_URL = "https://mail.lucid.example"
+
+
+def trial_url(locale: str) -> str:
+    """A test message's unsubscribe link: no token, and the message's locale."""
+    return f"{PUBLIC_URL}/u/test-message-no-unsubscribe.{locale}"
 
 
 def localized() -> dict[str, Any]:
@@ -101,10 +106,11 @@ async def test_preview_is_what_a_subscriber_receives(
         preview_html = (out / f"{job['id']}.{locale}.html").read_text()
         preview_text = (out / f"{job['id']}.{locale}.txt").read_text()
         assert subject == job["subject"][locale]
-        assert TEST_URL in preview_html and TEST_URL in preview_text
+        url = trial_url(locale)
+        assert url in preview_html and url in preview_text
         # the same lines (the message's parts travel with CRLF line ends)
-        assert preview_html.replace(TEST_URL, real_url).splitlines() == html.splitlines()
-        assert preview_text.replace(TEST_URL, real_url).splitlines() == text.splitlines()
+        assert preview_html.replace(url, real_url).splitlines() == html.splitlines()
+        assert preview_text.replace(url, real_url).splitlines() == text.splitlines()
     assert "New prices" in (out / f"{job['id']}.en.txt").read_text()
     assert "Nowy cennik" not in (out / f"{job['id']}.en.txt").read_text()
 
@@ -177,28 +183,33 @@ async def test_a_test_send_is_marked_signed_and_recorded_nowhere(
         parsed = message.parsed()
         assert parsed["Subject"] == "[TEST] What's new in LucidCRM — November 2026"
         assert parsed["X-Mailer-Test"] == job["id"]
-        assert parsed["List-Unsubscribe"] == f"<{TEST_URL}>"
+        assert parsed["List-Unsubscribe"] == f"<{trial_url('en')}>"
         assert parsed["Message-ID"].startswith(f"<test.{job['id']}.")
         _, html, text = parts(message)
         assert "New prices" in text and "Nowy cennik" not in text
-        assert TEST_URL in html and TEST_URL in text
+        assert trial_url("en") in html and trial_url("en") in text
     assert "Hi Jan Tester," in parts(received[0])[2]
     assert received[0].parsed()["Message-ID"] != received[1].parsed()["Message-ID"]
     # Nothing recorded: no issue, no delivery; the subscriber on the list got nothing.
     assert await db.fetchval("SELECT count(*) FROM deliveries") == 0
     assert await db.fetchval("SELECT count(*) FROM issues") == 0
 
-    # The test message's one-click unsubscribe changes nobody.
+    # The test message's unsubscribe link changes nobody, and says so in the message's
+    # language (English here) whatever the reader's browser asks for, or if it asks nothing.
     service = await start_service(config)
     assert service.web is not None
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(
-            f"http://127.0.0.1:{service.web.port}/u/test-message-no-unsubscribe",
-            data={"List-Unsubscribe": "One-Click"},
-        ) as response,
-    ):
-        assert response.status == 400
+    local = trial_url("en").replace(PUBLIC_URL, f"http://127.0.0.1:{service.web.port}")
+    async with aiohttp.ClientSession(skip_auto_headers=["Accept-Language"]) as session:
+        async with session.post(local, data={"List-Unsubscribe": "One-Click"}) as response:
+            assert response.status == 400
+        for asked in ({}, {"Accept-Language": "pl-PL,pl;q=0.9"}, {"Accept-Language": "de"}):
+            async with session.get(local, headers=asked) as response:
+                assert response.status == 200
+                page = await response.text()
+            assert '<html lang="en">' in page, asked
+            assert "<h1>Test message</h1>" in page, asked
+            assert "its unsubscribe link unsubscribes nobody, so nothing was changed" in page
+            assert "Nieprawidłowy" not in page
     status = await db.fetchval(
         "SELECT status FROM subscriptions WHERE subscriber_id = $1", ids["anna@example.pl"]
     )

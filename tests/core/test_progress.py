@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mailer.core.progress import LedgerFacts, describe, duration, estimate
+from mailer.core.progress import LedgerFacts, counted, describe, duration, estimate, left
 from mailer.core.terminal import one_line
 
 NOW = datetime(2026, 12, 2, 3, 0, tzinfo=UTC)
@@ -157,3 +157,20 @@ def test_text_from_a_job_cannot_act_on_the_terminal() -> None:
 def test_a_bounced_delivery_counts_as_done() -> None:
     found = estimate(facts(counts={"sent": 590_000, "bounced": 10_000, "pending": 400_000}))
     assert (found.done, found.remaining) == (600_000, 400_000)
+
+
+def test_counts_read_every_status_by_its_own_name_in_one_order() -> None:
+    """Captured mail (the development capture server took it) is captured, never sent."""
+    counts = {"captured": 2, "pending": 1, "retrying": 1, "bounced": 1}
+    assert counted(counts) == [
+        ("sent", 0),
+        ("captured", 2),
+        ("bounced", 1),
+        ("suppressed", 0),
+        ("failed", 0),
+        ("cancelled", 0),
+        ("pending", 1),
+        ("sending", 0),
+        ("retrying", 1),
+    ]
+    assert left(counts) == 2

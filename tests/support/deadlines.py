@@ -1,5 +1,6 @@
-"""Waiting on a condition that a fault test expects to fail today: a verdict, not a raise,
-so the test can go on to measure what the fault cost before it asserts."""
+"""Waiting on a condition a fault test guarantees: a verdict, not a raise, so that, should
+the guarantee ever break, the test still measures what the fault cost and says it in its
+assertion."""
 
 from __future__ import annotations
 

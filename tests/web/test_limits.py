@@ -34,7 +34,8 @@ async def bad_link(http: aiohttp.ClientSession, web: Service, client: str | None
 async def test_behind_a_trusted_proxy_each_client_has_its_own_limit(
     start_web: StartWeb, http: aiohttp.ClientSession
 ) -> None:
-    """Before: behind a proxy every client shared the proxy's limit (site-wide 429)."""
+    """Behind a trusted proxy each client (the right-most untrusted hop) has its own limit:
+    one guesser's 429 is not everyone's."""
     web = await start_web(invalid_token_limit=LIMIT, trusted_proxies=["127.0.0.1/32"])
     guesser = [await bad_link(http, web, "198.51.100.7") for _ in range(LIMIT + 2)]
     assert guesser == [400] * LIMIT + [429] * 2
@@ -53,7 +54,7 @@ async def test_an_untrusted_peer_cannot_pick_its_source(
 
 
 async def test_ipv6_is_limited_by_its_64(start_web: StartWeb, http: aiohttp.ClientSession) -> None:
-    """Before: every one of a host's 2^64 addresses had its own limit."""
+    """An IPv6 host is limited by its /64: its 2^64 addresses share one limit."""
     web = await start_web(invalid_token_limit=LIMIT, trusted_proxies=["127.0.0.1"])
     statuses = [await bad_link(http, web, f"2001:db8:1:2::{n:x}") for n in range(LIMIT + 2)]
     assert statuses == [400] * LIMIT + [429] * 2

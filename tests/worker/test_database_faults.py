@@ -278,9 +278,9 @@ async def test_a_receipt_claim_whose_reply_was_lost_is_sent_after_its_lease(
 ) -> None:
     """Fault: the claim commits but its reply never reaches the worker (its session cut at
     that moment): the ledger says this worker holds the receipt, the worker does not know.
-    Made here by committing that very claim for it. Figures: lost 0 (it used to be never
-    sent while the process lived: its heartbeat kept renewing the claim), duplicates 0,
-    sent after about one lease (3 s in tests)."""
+    Made here by committing that very claim for it. Figures: lost 0 (the worker's heartbeat
+    does not keep renewing a claim it does not know it holds), duplicates 0, sent after
+    about one lease (3 s in tests)."""
     service = await start_service(config)
     job = receipt()
     decoded = decode(encode(job), max_attachment_bytes=10**7)
@@ -319,8 +319,8 @@ async def test_issue_rows_whose_claim_reply_was_lost_are_sent_after_their_lease(
     db: asyncpg.Connection,
 ) -> None:
     """Fault: as above, for a chunk of an issue: five rows claimed in this worker's name
-    without its knowing. Figures: 50 subscribers, lost 0 (the issue used to stay 'sending'
-    for as long as the process lived), duplicates 0."""
+    without its knowing. Figures: 50 subscribers, lost 0 (the issue does not stay
+    'sending' for as long as the process lives), duplicates 0."""
     audience = people(50)
     await subscribe(database_url, audience)
     smtp_server.data_delay = 0.1

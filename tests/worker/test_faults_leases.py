@@ -52,10 +52,9 @@ async def test_the_heartbeat_survives_a_database_error_that_is_not_temporary(
 ) -> None:
     """A's UPDATE on deliveries is revoked for 2 s while A sends a 9 s chunk: the lease
     renewal fails with 42501 (insufficient privilege), an error not classed as temporary;
-    nothing else of A writes meanwhile. Today: the heartbeat task dies silently, A's leases
-    lapse, B retakes and resends the rest of the chunk (30 recipients: ~20 duplicates) and
-    /readyz never shows it. After the fix: heartbeat not ok on /readyz while renewals fail,
-    ok again after, and 0 duplicates, 0 lost."""
+    nothing else of A writes meanwhile. The heartbeat lives on: it is not ok on /readyz
+    while renewals fail and ok again after, A's leases do not lapse for B to retake and
+    resend, and the 30 recipients get 0 duplicates, 0 lost."""
     audience = people(30)
     await subscribe(database_url, audience)
     smtp_server.data_delay = 0.3
@@ -103,11 +102,10 @@ async def test_a_worker_cut_from_the_database_past_its_lease_exposes_at_most_the
     database_url: str,
 ) -> None:
     """A sends a chunk of 200 and is cut from the database (its login refused, its sessions
-    terminated) for 6 s, twice the lease; B retakes A's rows when the lease lapses. Today:
-    A's recorder frees its slots although the writes failed, so A sends the whole chunk
-    and B sends it again: 200 recipients, ~190 duplicates. After the fix: A stops after
-    the window of unrecorded sends, a late 'sent' wins over a row handed back but not yet
-    re-claimed: at most 64 duplicates, 0 lost, every row sent."""
+    terminated) for 6 s, twice the lease; B retakes A's rows when the lease lapses. A's
+    recorder keeps its slots while its writes fail, so A stops after the window of
+    unrecorded sends, and a late 'sent' wins over a row handed back but not yet claimed
+    again: of 200 recipients, at most 64 duplicates, 0 lost, every row sent."""
     audience = people(200)
     await subscribe(database_url, audience)
     smtp_server.data_delay = 0.05

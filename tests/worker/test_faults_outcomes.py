@@ -44,11 +44,10 @@ async def test_a_receipt_accepted_during_a_database_outage_is_recorded_sent_once
     smtp_server: SmtpServer,
     database_url: str,
 ) -> None:
-    """Today, outage past the lease: the redelivered job retakes the lapsed claim and sends
-    again: 1 recipient, 1 duplicate. Within the lease: the claim stays 'sending' for ever
-    (the heartbeat renews it, each redelivery answers busy) and the restart hands it back
-    as unattempted: 1 duplicate. After the fix: 'sent' within seconds of the outage ending,
-    1 copy, also across the restart."""
+    """The database goes away right after the relay's 250, for longer than the lease or
+    within it, and the worker restarts: the receipt is 'sent' within seconds of the outage
+    ending and its recipient has 1 copy, also across the restart (a redelivered job does not
+    retake the claim and send again, and the restart does not hand it back unattempted)."""
     config["worker"]["lease"] = lease
     base, _, name = database_url.rpartition("/")
     admin = await asyncpg.connect(base + "/postgres")

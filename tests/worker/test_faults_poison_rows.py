@@ -40,10 +40,9 @@ async def test_a_row_with_a_hostile_name_ends_once_and_the_issue_finishes(
     caplog: pytest.LogCaptureFixture,
     raw: bool,
 ) -> None:
-    """Today: the row goes back to 'pending' with no delay, the dispatcher spins (hundreds
-    of error lines a second) and the issue never finishes. After the fix: 'failed' with a
-    reason, a handful of log lines at most, nobody else held up, the issue done; and nobody
-    gets a Bcc injected."""
+    """A subscriber whose row cannot become a message: that delivery is 'failed' with a
+    reason (not sent back to 'pending' for the dispatcher to spin on), a handful of log
+    lines at most, nobody else held up, the issue done; and nobody gets a Bcc injected."""
     audience = people(10)
     await subscribe(database_url, [*audience, (VICTIM, ENCODED, "pl")])
     if raw:  # as another tool might have written it, past the import's checks

@@ -46,8 +46,8 @@ async def ready(service: Service, timeout: float = 8) -> bool:
 async def test_a_healthy_service_is_ready_and_says_so_check_by_check(
     config: dict[str, Any], start_service: StartService
 ) -> None:
-    """Today: 200 with {"database": true, "broker": true}: no consumers, relay or heartbeat
-    check at all."""
+    """200, and a check of its own, ok and explained, for each of database, broker,
+    consumers (per queue), relay and heartbeat."""
     service = await start_service(config)
     status, body = await readiness(service)
     assert status == 200, body
@@ -65,7 +65,7 @@ async def test_a_work_queue_without_a_consumer_makes_it_not_ready(
     config: dict[str, Any], start_service: StartService, portal: Broker
 ) -> None:
     """An operator deletes mailer.receipts: the broker cancels our consumer and receipts
-    stop. Today: /readyz stays 200. After the fix: 503 within seconds, the queue named."""
+    stop. /readyz answers 503 within seconds, naming the queue."""
     service = await start_service(config)
     channel = await portal.open_channel()
     await channel.queue_delete("mailer.receipts")
@@ -84,8 +84,8 @@ async def test_a_relay_without_starttls_makes_it_not_ready(
     db: asyncpg.Connection,
 ) -> None:
     """The relay offers no STARTTLS and the URL requires it: every session is refused.
-    Today: /readyz stays 200 while 3 receipts sit 'retrying' for ever. After the fix: 503
-    after 3 failed sessions, relay.last_failure set, last_success null; nothing failed."""
+    /readyz answers 503 after 3 failed sessions, relay.last_failure set, last_success null;
+    the 3 receipts wait, none failed."""
     config["smtp"]["url"] = f"smtp://127.0.0.1:{smtp_server.port}"  # STARTTLS required
     service = await start_service(config)
     for n in range(3):
@@ -107,8 +107,8 @@ async def test_readiness_comes_back_after_the_relay_takes_our_sender_again(
     portal: Broker,
     smtp_server: SmtpServer,
 ) -> None:
-    """MAIL FROM refused counts as a failed session. Today: 200 throughout. After the fix:
-    503 after 3 refusals, 200 again after the first success."""
+    """MAIL FROM refused counts as a failed session: 503 after 3 refusals, 200 again after
+    the first success."""
     smtp_server.mail_reply = REFUSED
     service = await start_service(config)
     for n in range(3):
@@ -128,7 +128,8 @@ async def test_readiness_comes_back_after_the_relay_takes_our_sender_again(
 async def test_a_database_outage_makes_it_not_ready_and_says_which(
     config: dict[str, Any], start_service: StartService, database_url: str
 ) -> None:
-    """Today: 503, but the check is a bare boolean with no detail."""
+    """503 while the database is away, its check saying why (the broker's still ok), and
+    ready again once it is back."""
     service = await start_service(config)
     async with database_away(database_url):
         flagged = await not_ready_on(service, "database")

@@ -76,9 +76,9 @@ async def test_a_receipt_refused_with_a_reply_that_is_not_utf8_is_recorded_faile
     reply: bytes,
     expected: str,
 ) -> None:
-    """Today: the row stays 'sending' for ever (0 of 1 outcomes recorded) and the queue
-    message loops round the delay queue. After the fix: 'failed' within seconds, the reply
-    stored sanitized, the relay asked once, and the next receipt sent."""
+    """A refusal that is not UTF-8: the receipt is 'failed' within seconds (its outcome
+    recorded, not left 'sending' with its queue message looping round the delay queue), the
+    reply stored sanitized, the relay asked once, and the next receipt sent."""
     refuse(smtp_server, where, reply, ADDRESS)
     await start_service(config)
     first = receipt()
@@ -110,10 +110,9 @@ async def test_a_newsletter_reply_that_is_not_utf8_neither_blocks_the_chunk_nor_
     reply: bytes,
     expected: str,
 ) -> None:
-    """One recipient of 20 gets the bad reply. Today: the chunk's outcomes are never
-    written, the issue never finishes, and after a restart the whole chunk goes again
-    (20 recipients: 19 duplicates). After the fix: done at once, 19 sent + 1 failed with
-    the reply sanitized, 0 duplicates, with or without the restart."""
+    """One recipient of 20 gets the bad reply: the chunk's outcomes are written and the
+    issue is done at once, 19 sent + 1 failed with the reply sanitized, and 0 duplicates,
+    with or without a restart (the whole chunk is not sent again)."""
     victim = "jan@latin2.example"
     audience = [*people(19), (victim, "Jan", "pl")]
     await subscribe(database_url, audience)

@@ -45,9 +45,9 @@ async def test_receipts_are_held_not_failed_while_the_relay_refuses_our_sender(
     smtp_server: SmtpServer,
     db: asyncpg.Connection,
 ) -> None:
-    """Today: 3 receipts, 3 recorded failed, 3 addresses suppressed for good, 0 delivered
-    after the relay is fixed. After the fix: retried meanwhile, 0 failed, 0 suppressed,
-    and 3 delivered once each when the relay takes our sender again."""
+    """The relay refuses our sender (MAIL FROM) for a while: the 3 receipts are retried
+    meanwhile, 0 recorded failed, 0 addresses suppressed (the refusal is never the
+    recipient's fault), and 3 delivered once each when the relay takes our sender again."""
     smtp_server.mail_reply = REFUSED
     await start_service(config)
     addresses = [f"klient{n}@example.pl" for n in range(3)]
@@ -66,7 +66,7 @@ async def test_receipts_are_held_not_failed_while_the_relay_refuses_our_sender(
     await reached(all_sent, timeout=10)
     summary = (
         f"while refused: retried {retried}, ledger {during}, {suppressed} suppressed;"
-        f" after the fix: {figures(smtp_server.received, addresses)},"
+        f" once taken again: {figures(smtp_server.received, addresses)},"
         f" ledger {await statuses(db)}"
     )
     assert "failed" not in during, summary
@@ -84,9 +84,9 @@ async def test_a_newsletter_is_held_not_failed_while_the_relay_refuses_our_sende
     db: asyncpg.Connection,
     database_url: str,
 ) -> None:
-    """Today: 20 subscribers, 20 failed, 20 suppressed, the issue 'done' with nothing
-    delivered. After the fix: 0 failed, 0 suppressed while refused; 20 delivered once each
-    and the issue done after the relay is fixed."""
+    """The relay refuses our sender for a while: of 20 subscribers, 0 failed and 0
+    suppressed while refused (the issue is not 'done' with nothing delivered); 20 delivered
+    once each and the issue done once the relay takes our sender again."""
     audience = people(20)
     await subscribe(database_url, audience)
     smtp_server.mail_reply = REFUSED
@@ -106,7 +106,7 @@ async def test_a_newsletter_is_held_not_failed_while_the_relay_refuses_our_sende
     wanted = [email for email, _, _ in audience]
     summary = (
         f"while refused: retried {retried}, ledger {during}, {suppressed} suppressed;"
-        f" after the fix: {figures(smtp_server.received, wanted)},"
+        f" once taken again: {figures(smtp_server.received, wanted)},"
         f" ledger {await outcomes(db, job['id'])}"
     )
     assert "failed" not in during, summary

@@ -31,10 +31,10 @@ async def test_a_stop_past_the_drain_timeout_keeps_what_the_relay_accepted(
     db: asyncpg.Connection,
     database_url: str,
 ) -> None:
-    """Today: cancellation drops the chunk's known outcomes and release_claims() hands
-    every claimed row back as unattempted: 30 recipients, 10 duplicates after the second
-    worker. After the fix: the 10 accepted are 'sent' in the ledger when the first worker
-    has stopped, and nobody gets two copies."""
+    """A stop past the drain timeout while the relay holds a chunk of 30 with 10 accepted:
+    the chunk's known outcomes are kept, not handed back as unattempted, so the 10 accepted
+    are 'sent' in the ledger when the first worker has stopped, and after a second worker
+    finishes the issue nobody has two copies."""
     audience = people(30)
     await subscribe(database_url, audience)
     smtp_server.hold_after = ACCEPTED

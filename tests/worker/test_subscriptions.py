@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import uuid
 from typing import Any
 
 import aiohttp
 import asyncpg
+import pytest
 
 from mailer.adapters.broker import Broker
-from mailer.core.addresses import address_key
+from mailer.core.addresses import address_key, address_ref
 from tests.conftest import StartService
 from tests.support.dead_letters import parked, reasons
 from tests.support.http import metric
@@ -23,6 +25,8 @@ from tests.support.smtp import SmtpServer
 from tests.support.waiting import eventually
 
 ANNA = "anna.nowak@example.pl"
+# The confirmation mail's job id follows from the subscription job's (worker/subscriptions.py).
+CONFIRMATION_IDS = uuid.UUID("6f0d4c1e-4a51-4f4e-9f7a-2b8c0f6d9e31")
 
 
 def change(action: str, **fields: Any) -> dict[str, Any]:
@@ -167,6 +171,37 @@ async def test_double_opt_in(
     await publish(portal, marker)
     await applied(db, marker)
     assert [m.rcpt_tos for m in smtp_server.received] == [(ANNA,)]
+
+
+async def test_the_confirmation_mail_is_logged_and_recorded_as_a_confirmation(
+    config: dict[str, Any],
+    start_service: StartService,
+    portal: Broker,
+    db: asyncpg.Connection,
+    smtp_server: SmtpServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The double opt-in mail goes out as transactional mail, and is called a confirmation
+    wherever it is named: the log line, the ledger's job, the metric."""
+    caplog.set_level(logging.INFO, logger="mailer.worker.receipts")
+    service = await start_service(config)
+    job = change("subscribe", confirmed=False)
+    await publish(portal, job)
+    mail_id = uuid.uuid5(CONFIRMATION_IDS, job["id"])
+
+    async def recorded() -> bool:
+        found = await db.fetchval("SELECT status FROM deliveries WHERE job_id = $1", mail_id)
+        return bool(found == "sent")
+
+    await eventually(recorded)
+    ref = address_ref(address_key(HASH_KEY, ANNA))
+    said = [r.getMessage() for r in caplog.records if r.name == "mailer.worker.receipts"]
+    assert len(said) == 1, said
+    assert said[0].startswith(f"confirmation sent job={mail_id} rcpt={ref} reply='250 "), said
+    assert await db.fetchval("SELECT kind FROM jobs WHERE id = $1", mail_id) == "confirmation"
+    sent = {"kind": "confirmation", "outcome": "sent"}
+    assert await metric(service, "mailer_deliveries_total", **sent) == 1
+    assert await metric(service, "mailer_deliveries_total", kind="receipt", outcome="sent") == 0
 
 
 async def test_erase_forgets_the_person_and_keeps_them_from_newsletters(

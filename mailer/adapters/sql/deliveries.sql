@@ -4,15 +4,18 @@
 
 -- Superseded by record_deliveries.
 DROP FUNCTION IF EXISTS record_delivery(bigint, uuid, text, boolean, text, text, text, text);
+-- Superseded by the claim_receipt below, which names the kind of message (p_kind).
+DROP FUNCTION IF EXISTS claim_receipt(uuid, bytea, bytea, uuid, interval);
 DROP FUNCTION IF EXISTS finish_chunk(uuid, uuid, bigint[], text[], boolean[], text[], text[],
                                      text[], timestamptz[], boolean[], text[], text[],
                                      double precision);
 
--- Before sending one receipt: register the job, detect a conflicting reuse of its id, and
--- claim the delivery for this worker unless it is finished or another worker holds it.
--- One round trip. verdict: claimed | done | busy | conflict.
+-- Before sending one transactional message (p_kind: receipt or confirmation): register the
+-- job, detect a conflicting reuse of its id, and claim the delivery for this worker unless it
+-- is finished or another worker holds it. One round trip. verdict: claimed | done | busy |
+-- conflict. (A confirmation registered as a receipt before 0013 is the same job.)
 CREATE OR REPLACE FUNCTION claim_receipt(p_job uuid, p_digest bytea, p_recipient bytea,
-                              p_worker uuid, p_lease interval)
+                              p_worker uuid, p_lease interval, p_kind text DEFAULT 'receipt')
 RETURNS TABLE (verdict text, delivery_id bigint, status text, attempts integer,
                first_seen timestamptz, suppression text)
 LANGUAGE plpgsql AS $$
@@ -20,11 +23,11 @@ DECLARE
     v_kind text;
     v_digest bytea;
 BEGIN
-    INSERT INTO jobs (id, kind, digest) VALUES (p_job, 'receipt', p_digest)
+    INSERT INTO jobs (id, kind, digest) VALUES (p_job, p_kind, p_digest)
     ON CONFLICT (id) DO NOTHING;
     SELECT j.kind, j.digest, j.created_at INTO v_kind, v_digest, first_seen
     FROM jobs j WHERE j.id = p_job;
-    IF v_kind <> 'receipt' OR v_digest <> p_digest THEN
+    IF v_kind NOT IN ('receipt', 'confirmation') OR v_digest <> p_digest THEN
         verdict := 'conflict';
         RETURN NEXT;
         RETURN;

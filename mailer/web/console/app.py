@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mailer.config import HttpSettings
 from mailer.metrics import Metrics
+from mailer.web import favicon
 from mailer.web.console.auth import Guard
 from mailer.web.console.context import Console
 from mailer.web.console.pages import ConsolePages
@@ -46,6 +47,7 @@ class AdminServer:
         )
         app.router.add_get("/metrics", self._metrics_page)
         self._pages.add_routes(app)
+        favicon.add_route(app)
         return app
 
     async def start(self) -> None:

@@ -28,7 +28,9 @@ from mailer.core.passwords import verify_password
 log = logging.getLogger(__name__)
 COOKIE = "mailer_console"
 SESSION_KEY = web.RequestKey("session", Session)
-OPEN_PATHS = frozenset({"/login", "/metrics", "/static/console.css", "/static/console.js"})
+OPEN_PATHS = frozenset(
+    {"/login", "/metrics", "/static/console.css", "/static/console.js", "/favicon.ico"}
+)
 
 
 def source_of(request: web.Request) -> str:

@@ -26,6 +26,12 @@ COLOURS = {
     "receipt cancelled": "#bdbdbd",
     "newsletter bounced": "#8e24aa",
     "receipt bounced": "#ba68c8",
+    "confirmation sent": "#00838f",
+    "confirmation captured": "#4dd0e1",
+    "confirmation failed": "#ad1457",
+    "confirmation retrying": "#f9a825",
+    "confirmation suppressed": "#8d6e63",
+    "confirmation bounced": "#7b1fa2",
 }
 WIDTH, HEIGHT, LEFT, BOTTOM = 720, 200, 44, 22
 

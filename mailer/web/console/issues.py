@@ -11,7 +11,8 @@ from uuid import UUID
 
 from aiohttp import web
 
-from mailer.adapters.ledger_views import OUTCOMES, DomainRow
+from mailer.adapters.ledger_views import DomainRow
+from mailer.core.progress import COUNTED
 from mailer.web.console.auth import require_operator
 from mailer.web.console.bounces import rate as rate_of
 from mailer.web.console.cache import LIVE_SECONDS, SLOW_SECONDS
@@ -40,7 +41,7 @@ class IssuePages(Pages):
             ]
             return json_response({"measured_at": now, "issues": issues})
         return self._render(
-            request, "issues.html.j2", rates=rates, measured_at=now, outcomes=OUTCOMES
+            request, "issues.html.j2", rates=rates, measured_at=now, statuses=COUNTED
         )
 
     async def _issue_list(self) -> tuple[datetime, list[Rated]]:
@@ -67,7 +68,7 @@ class IssuePages(Pages):
             return await views.now(), await views.domains(issue_id)
 
         (rate,), (domains_at, by_domain), failures, complained = await asyncio.gather(
-            rated(self._c, [issue], await views.now()),
+            rated(self._c, [issue], await views.now(), last_sent=True),
             self._c.fresh.get(f"domains {issue_id}", SLOW_SECONDS, domains),
             views.failures(issue_id),
             self._c.bounces.complaint_rate(issue_id),
@@ -102,7 +103,7 @@ class IssuePages(Pages):
             raise web.HTTPNotFound(text="no such issue")
         if self._api(request):
             return json_response(data)
-        return self._render(request, "issue.html.j2", outcomes=OUTCOMES, **data)
+        return self._render(request, "issue.html.j2", statuses=COUNTED, **data)
 
     async def _issue_action(self, request: web.Request) -> web.Response:
         issue_id = self._issue_id(request)

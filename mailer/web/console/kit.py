@@ -8,7 +8,7 @@ import json
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -16,6 +16,7 @@ from uuid import UUID
 import jinja2
 from aiohttp import web
 
+from mailer.core.times import when
 from mailer.errors import MailerError
 from mailer.web.console.auth import SESSION_KEY, Guard, require_operator, source_of
 from mailer.web.console.context import Console
@@ -63,8 +64,8 @@ def duration(seconds: float) -> str:
     return f"{minutes} min" if minutes < 90 else f"{minutes // 60} h {minutes % 60} min"
 
 
-def when(at: datetime | None) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if at else "—"
+def moment(at: datetime | None) -> str:
+    return when(at, "—")
 
 
 def stream_headers() -> dict[str, str]:
@@ -85,7 +86,7 @@ def templates(templates_dir: Path) -> jinja2.Environment:
         auto_reload=False,
     )
     environment.filters["ago"] = ago
-    environment.filters["when"] = when
+    environment.filters["when"] = moment
     environment.filters["duration"] = duration
     return environment
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -84,7 +85,7 @@ class OverviewPages(Pages):
             "workers": processes,
             "workers_error": workers_error,
             "workers_measured_at": processes[0].measured_at if processes else now,
-            "worker": worker,
+            "worker": _with_moments(worker) if worker is not None else None,
             "relay": relay_summary(processes),
             "database": {"ok": True, "detail": "reachable", "measured_at": now},
         }
@@ -117,11 +118,31 @@ def relay_summary(processes: Sequence[WorkerProcess]) -> dict[str, Any] | None:
             {"host": w.host, "pid": w.pid, "detail": str(relay.get("detail", ""))}
             for w, relay in failing
         ],
-        "last_success": max(successes, default=None),
-        "last_failure": str(latest["last_failure"]) if latest else None,
+        "last_success": _instant(max(successes, default=None)),
+        "last_failure": _instant(latest["last_failure"]) if latest else None,
         "last_reason": latest.get("last_reason") if latest else None,
         "recent": recent,
         "as_of": min(w.relay_at or w.heartbeat_at for w, _ in reports),
+    }
+
+
+def _instant(value: object) -> datetime | None:
+    """A time a worker process reported (ISO 8601, in its JSON), to be shown as every time is."""
+    if not isinstance(value, str):
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return at if at.utcoffset() is not None else None
+
+
+def _with_moments(checks: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
+    """This process's own checks, their times as times."""
+    moments = ("last_success", "last_failure")
+    return {
+        name: {key: _instant(value) if key in moments else value for key, value in check.items()}
+        for name, check in checks.items()
     }
 
 

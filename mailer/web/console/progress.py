@@ -70,16 +70,29 @@ class Rated:
         return describe(self.estimate)
 
 
-async def rated(console: Console, issues: list[IssueSummary], now: datetime) -> list[Rated]:
+async def rated(
+    console: Console, issues: list[IssueSummary], now: datetime, *, last_sent: bool = False
+) -> list[Rated]:
     """Each issue's estimate from the ledger; only the issues sending are read again (the
-    others have no rate to tell)."""
+    others have no rate to tell), and, with `last_sent`, any that started, for the time of
+    their newest send (a finished issue's once: it no longer changes)."""
+
+    async def read(issue: IssueSummary) -> LedgerFacts:
+        # Shared by the pages that show it, like its counts; a finished issue's, once.
+        finished = issue.state in FINISHED and issue.finished_at is not None
+        return await console.fresh.get(
+            f"facts {issue.id} {issue.state}",
+            FINISHED_SECONDS if finished else LIVE_SECONDS,
+            lambda: console.views.facts(issue),
+        )
 
     async def one(issue: IssueSummary) -> Rated:
-        if issue.state == "sending":  # shared by the pages that show it, like its counts
-            facts = await console.fresh.get(
-                f"facts {issue.id}", LIVE_SECONDS, lambda: console.views.facts(issue)
-            )
+        if issue.state == "sending":
+            facts = await read(issue)
         else:
+            newest = None
+            if last_sent and issue.started_at is not None:
+                newest = (await read(issue)).last_sent_at
             facts = LedgerFacts(
                 state=issue.state,
                 total=issue.total,
@@ -88,7 +101,7 @@ async def rated(console: Console, issues: list[IssueSummary], now: datetime) -> 
                 started_at=issue.started_at,
                 finished_at=issue.finished_at,
                 sent_in_window=0,
-                last_sent_at=None,
+                last_sent_at=newest,
                 next_retry_at=None,
                 workers_alive=None,
             )

@@ -1,5 +1,6 @@
-"""Receipts: recent by outcome, those retrying, a job id or a typed address looked up
-(hashed with the ledger key, never stored or echoed)."""
+"""Receipts, and the confirmations of subscriptions (both sent one at a time): recent by
+outcome, those retrying, a job id or a typed address looked up (hashed with the ledger key,
+never stored or echoed)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from uuid import UUID
 
 from aiohttp import web
 
-from mailer.adapters.ledger_views import OUTCOMES
 from mailer.core.addresses import InvalidAddress, address_key, normalize_address
+from mailer.core.progress import COUNTED
 from mailer.web.console.kit import Pages, json_response
 
 
@@ -43,7 +44,7 @@ class ReceiptPages(Pages):
                 else:
                     recipient_key = address_key(self._c.hash_key, normalized)
                     looked_up = "the address typed"  # never echoed back, never stored
-        status = query.get("status") if query.get("status") in (*OUTCOMES, "sending") else None
+        status = query.get("status") if query.get("status") in COUNTED else None
         now = await views.now()
         if job is not None or recipient_key is not None:
             found = await views.receipts(job_id=job, recipient_key=recipient_key, limit=100)
@@ -67,6 +68,5 @@ class ReceiptPages(Pages):
             "receipts.html.j2",
             error=error,
             looked_up=looked_up,
-            outcomes=OUTCOMES,
             **data,
         )

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from mailer.adapters.bounces import OPERATOR_REASONS, Suppression
 from mailer.core.addresses import InvalidAddress, address_key, address_ref, normalize_address
+from mailer.core.times import when
 from mailer.web.console.auth import SESSION_KEY, require_operator
 from mailer.web.console.kit import Pages, json_response
 
@@ -134,9 +135,7 @@ class SuppressionPages(Pages):
                 expires_at=expires_at,
             ):
                 raise ValueError("the address is suppressed already")
-            return f"added {reason}" + (
-                f" until {expires_at:%Y-%m-%d %H:%M UTC}" if expires_at else ""
-            )
+            return f"added {reason}" + (f" until {when(expires_at)}" if expires_at else "")
 
         # the audit names the address by its hash reference, never in clear
         done, outcome = await self._act(request, f"suppression {action}", address_ref(key), run)

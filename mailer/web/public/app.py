@@ -11,6 +11,7 @@ from aiohttp import web
 from mailer.adapters import database
 from mailer.adapters.broker import Broker
 from mailer.config import HttpSettings
+from mailer.web import favicon
 from mailer.web.listener import Listener, security_headers
 from mailer.web.public.pages import RecipientPages
 
@@ -44,6 +45,7 @@ class WebServer:
             self._pages.add_routes(app)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        favicon.add_route(app)
         return app
 
     async def start(self) -> None:

@@ -42,6 +42,7 @@ from mailer.core.tokens import (
     read_unsubscribe_token,
     undo_token,
 )
+from mailer.core.trials import trial_link
 from mailer.web.limits import ClientAddresses, InvalidAttempts, source_of
 from mailer.web.public.strings import STRINGS, Locale
 
@@ -114,6 +115,14 @@ class RecipientPages:
             return self._render(locale, "limited", status=429, headers={"Retry-After": str(wait)})
         return self._render(locale, "invalid", status=400)
 
+    def _trial_link(self, request: web.Request, *, status: int) -> web.Response | None:
+        """A test message's unsubscribe link, which unsubscribes nobody: the page says so in
+        the message's language (the reader's, for a link that does not name it)."""
+        found, locale = trial_link(request.match_info["token"])
+        if not found:
+            return None
+        return self._render(locale or _accepted_locale(request), "trial_link", status=status)
+
     def _origin_of(self, request: web.Request) -> Literal["ours", "none", "foreign"]:
         """Where the browser says a POST came from: `Origin`, else the origin of `Referer`."""
         origin = request.headers.get("Origin")
@@ -139,6 +148,8 @@ class RecipientPages:
     # Handlers ---------------------------------------------------------------------------
 
     async def _unsubscribe_page(self, request: web.Request) -> web.Response:
+        if (answer := self._trial_link(request, status=200)) is not None:
+            return answer
         subscription = self._unsubscribe_subscription(request)
         if subscription is None:
             return self._invalid(request)
@@ -153,6 +164,8 @@ class RecipientPages:
         return self._question(standing, mailing_list, "unsubscribe")
 
     async def _unsubscribe_post(self, request: web.Request) -> web.Response:
+        if (answer := self._trial_link(request, status=400)) is not None:
+            return answer
         subscription = self._unsubscribe_subscription(request)
         if subscription is None:
             return self._invalid(request)
@@ -375,11 +388,27 @@ def _locale_of(standing: Standing, mailing_list: MailingList) -> Locale:
 
 
 def _accepted_locale(request: web.Request) -> Locale:
+    """The language the reader's browser prefers most (RFC 9110 quality values; the first
+    named wins a tie) of those the pages speak; Polish when it names neither."""
     header = request.headers.get("Accept-Language", "")
-    for part in header.split(","):
-        tag = part.split(";")[0].strip().lower()
-        if tag.startswith("pl"):
-            return "pl"
-        if tag.startswith("en"):
-            return "en"
-    return "pl"
+    best: tuple[float, Locale] | None = None
+    for part in header.split(",", 32)[:32]:  # a browser names a handful
+        tag, _, params = part.partition(";")
+        language = tag.strip().lower().split("-", 1)[0]
+        if language not in ("pl", "en"):
+            continue
+        quality = _quality(params)
+        if quality > 0 and (best is None or quality > best[0]):
+            best = (quality, "pl" if language == "pl" else "en")
+    return best[1] if best is not None else "pl"
+
+
+def _quality(params: str) -> float:
+    name, _, value = params.strip().partition("=")
+    if name.strip().lower() != "q":
+        return 1.0
+    try:
+        quality = float(value.strip()[:5])
+    except ValueError:
+        return 0.0
+    return quality if 0 <= quality <= 1 else 0.0

@@ -45,6 +45,9 @@ STRINGS: dict[Locale, dict[str, str]] = {
         "Aby zapisać się na listę, zapisz się ponownie na stronie.",
         "timeout_title": "Przekroczono czas",
         "timeout_text": "Żądanie nie dotarło w całości. Spróbuj ponownie.",
+        "trial_link_title": "Wiadomość testowa",
+        "trial_link_text": "Ta wiadomość była próbą wydania: jej link wypisania nikogo nie "
+        "wypisuje, więc niczego nie zmieniliśmy.",
     },
     "en": {
         "unsubscribe_title": "Unsubscribe",
@@ -85,5 +88,8 @@ STRINGS: dict[Locale, dict[str, str]] = {
         "To subscribe, please sign up again on the website.",
         "timeout_title": "Request timed out",
         "timeout_text": "The request did not arrive in full. Please try again.",
+        "trial_link_title": "Test message",
+        "trial_link_text": "This message was a test of an issue: its unsubscribe link "
+        "unsubscribes nobody, so nothing was changed.",
     },
 }

@@ -237,3 +237,28 @@ async def test_preview_an_issue_then_send_a_test_of_it(
     [message] = smtp_server.to("qa@lucid.example")
     assert message.parsed()["Subject"] == "[TEST] News — a test"
     assert await db.fetchval("SELECT count(*) FROM deliveries") == 0
+
+
+async def test_the_login_form_lines_its_fields_up(
+    console: Console, browser: BrowserContext
+) -> None:
+    """Each field starts where the other does and is as wide, whatever its label's length,
+    and the button sits under them; the page's icon is ours (no 404). Screenshot: login."""
+    page = await browser.new_page()
+    icons: list[int] = []
+    page.on(
+        "response", lambda r: icons.append(r.status) if r.url.endswith("/favicon.ico") else None
+    )
+    await page.goto(console.url + "/login")
+    name = await page.locator("input[name=name]").bounding_box()
+    password = await page.locator("input[name=password]").bounding_box()
+    button = await page.locator("button[type=submit]").bounding_box()
+    await shot(page, "login")
+    assert name is not None and password is not None and button is not None
+    assert abs(name["x"] - password["x"]) < 1, f"fields start {name['x']} and {password['x']} px in"
+    assert abs(name["width"] - password["width"]) < 1, (name, password)
+    assert abs(button["x"] - name["x"]) < 1, (button, name)
+    assert button["y"] > password["y"] + password["height"]
+    response = await page.request.get(console.url + "/favicon.ico")
+    assert response.status == 200 and response.headers["content-type"] == "image/vnd.microsoft.icon"
+    assert 404 not in icons

@@ -190,3 +190,32 @@ async def test_confirmation_links(
     unsubscribe_as_confirm = f"{base_url(web)}/c/{unsubscribe_token(KEYS, anna)}"
     async with http.post(unsubscribe_as_confirm) as response:
         assert response.status == 400
+
+
+async def test_a_test_messages_link_says_so_in_the_messages_language(
+    web: Service, http: aiohttp.ClientSession, db: asyncpg.Connection
+) -> None:
+    """A test send's unsubscribe link names the message's locale: its page is in that
+    language whatever the reader's browser asks, and unsubscribes nobody. Without one, and
+    on every other page with no subscriber to follow, the reader's most preferred language
+    (by quality, RFC 9110) is used."""
+    base = base_url(web)
+    for path, asked, title in (
+        ("/u/test-message-no-unsubscribe.en", {}, "Test message"),
+        ("/u/test-message-no-unsubscribe.en", {"Accept-Language": "pl"}, "Test message"),
+        ("/u/test-message-no-unsubscribe.pl", {"Accept-Language": "en-GB,en"}, "Wiadomość testowa"),
+        ("/u/test-message-no-unsubscribe", {"Accept-Language": "pl;q=0.3, en-US"}, "Test message"),
+        ("/u/not-a-token", {"Accept-Language": "pl;q=0.2,en;q=0.9,*;q=0.1"}, "Invalid link"),
+        ("/u/not-a-token", {"Accept-Language": "en;q=0,pl;q=0.5"}, "Nieprawidłowy link"),
+        ("/u/not-a-token", {"Accept-Language": "de-DE,de;q=0.9,en;q=0.8"}, "Invalid link"),
+    ):
+        async with http.get(base + path, headers=asked) as response:
+            page = await response.text()
+        assert f"<h1>{title}</h1>" in page, (path, asked, page)
+        assert f'<html lang="{"pl" if title[0] in "NW" else "en"}">' in page, (path, asked)
+    async with http.post(
+        base + "/u/test-message-no-unsubscribe.en", data={"List-Unsubscribe": "One-Click"}
+    ) as response:
+        assert response.status == 400
+        assert "<h1>Test message</h1>" in await response.text()
+    assert await status(db) == "subscribed"

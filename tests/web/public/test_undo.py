@@ -41,7 +41,8 @@ async def unsubscribed_page(http: aiohttp.ClientSession, url: str) -> str:
 async def test_a_cross_site_post_cannot_resubscribe(
     web: Service, http: aiohttp.ClientSession, db: asyncpg.Connection
 ) -> None:
-    """Before: a POST action=resubscribe from any site, no cookie, no form token, got 200."""
+    """A POST action=resubscribe with no Origin, a foreign one, `null` or a foreign Referer
+    (no cookie, no form token) gets 403 and changes nothing."""
     url = await link(db, web)
     async with http.post(url, data={"List-Unsubscribe": "One-Click"}) as response:
         assert response.status == 200
@@ -119,7 +120,8 @@ async def test_an_undo_is_offered_only_to_the_page_that_unsubscribed(
 async def test_an_undo_never_turns_pending_into_subscribed(
     web: Service, http: aiohttp.ClientSession, db: asyncpg.Connection
 ) -> None:
-    """Before: resubscribe set `subscribed` for a person who never confirmed."""
+    """Someone `pending` who unsubscribes is offered no undo, and no undo token, even a
+    genuine one, subscribes them: an undo restores only an unsubscribe from `subscribed`."""
     anna = await ids(db, ANNA)
     await db.execute(
         "UPDATE subscriptions SET status = 'pending' WHERE subscriber_id = $1", anna.subscriber_id
@@ -180,7 +182,8 @@ async def test_the_page_button_refuses_another_site(
 async def test_a_confirm_link_replayed_after_unsubscribing_subscribes_nobody(
     web: Service, http: aiohttp.ClientSession, db: asyncpg.Connection
 ) -> None:
-    """Before: a confirm link set `subscribed` from any status, also after an unsubscribe."""
+    """A confirm link subscribes someone `pending`; replayed after they unsubscribed, it
+    gets 410 and leaves them unsubscribed."""
     anna = await ids(db, ANNA)
     await db.execute(
         "UPDATE subscriptions SET status = 'pending' WHERE subscriber_id = $1", anna.subscriber_id
