@@ -286,6 +286,7 @@ class HttpSettings(_Section):
     max_line_size: int = Field(4096, ge=256, le=65536)
     max_field_size: int = Field(8190, ge=256, le=65536)
     max_headers: int = Field(64, ge=8, le=1024)
+    max_connections: int = Field(512, ge=1, le=100_000)  # open at once, on each listener
 
     @field_validator("public_url")
     @classmethod

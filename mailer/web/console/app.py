@@ -16,7 +16,9 @@ from mailer.metrics import Metrics
 from mailer.web.console.auth import Guard
 from mailer.web.console.context import Console
 from mailer.web.console.pages import ConsolePages
-from mailer.web.listener import CONSOLE_POLICY, Listener, security_headers
+from mailer.web.listener import CONSOLE_POLICY, Listener, application
+
+MAX_BODY = 256 * 1024
 
 
 class AdminServer:
@@ -40,9 +42,11 @@ class AdminServer:
         return self._listener.port if self._listener is not None else None
 
     def application(self) -> web.Application:
-        app = web.Application(
-            client_max_size=256 * 1024,
-            middlewares=[security_headers(CONSOLE_POLICY), self._guard.middleware],
+        app = application(
+            self._http,
+            max_body=MAX_BODY,
+            policy=CONSOLE_POLICY,
+            middlewares=[self._guard.middleware],
         )
         app.router.add_get("/metrics", self._metrics_page)
         self._pages.add_routes(app)
