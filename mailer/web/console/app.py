@@ -68,6 +68,7 @@ class AdminServer:
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None
+        self._guard.close()
 
     async def _metrics_page(self, request: web.Request) -> web.Response:
         return web.Response(
