@@ -10,10 +10,13 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import aiohttp
 import asyncpg
 
+from tests.conftest import StartService
+from tests.support.http import admin_url
 from tests.web.console.conftest import PASSWORD, Console, StartConsole
 
 MIB = 1024 * 1024
@@ -99,6 +102,31 @@ async def test_concurrent_wrong_logins_beyond_the_limit_are_refused_unchecked(
         )
         assert await post_login(http, console, "alice", PASSWORD) == 303
         assert await post_login(http, console, "alice", "one more guess!") == 401
+
+
+async def test_the_limit_holds_across_processes(
+    start_console: StartConsole,
+    start_service: StartService,
+    config: dict[str, Any],
+    db: asyncpg.Connection,
+) -> None:
+    """Two services on one database, as two `mailer web` would be, take 150 concurrent
+    guesses each: the slots are taken in PostgreSQL, so three are checked in all."""
+    first = await start_console(run_worker=False)
+    second_service = await start_service(config, run_worker=False)
+    second = Console(second_service, admin_url(second_service))
+    connector = aiohttp.TCPConnector(limit=GUESSES)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        statuses = await asyncio.gather(
+            *(
+                post_login(http, console, "alice", f"guess {n}!")
+                for n in range(GUESSES // 2)
+                for console in (first, second)
+            )
+        )
+    assert collections.Counter(statuses) == {401: 3, 429: GUESSES - 3}
+    checked = await db.fetchval("SELECT count(*) FROM console_audit WHERE result = 'refused'")
+    assert checked == 3
 
 
 async def test_password_checks_are_bounded_in_the_process_whatever_the_sources(
