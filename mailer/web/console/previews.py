@@ -4,7 +4,8 @@ rendered as mailer/worker/previews.py renders them for `mailer issue preview`.
 The HTML is shown in an iframe with no sandbox permissions (no script, no form, no same
 origin), served on its own with a policy that lets it load nothing from anywhere (remote
 images included: the operator's browser fetches no tracking pixel), and kept in memory a
-few minutes only.
+few minutes only. Rendering is done in a process of its own, bounded in number and time
+(mailer/worker/preview_pool.py): a busy pool answers 503 "previews busy", at once.
 
 A test send (operators only, audited) goes to the few addresses typed in its form and marked
 as a test (mailer/worker/previews.py): the form itself is the confirmation."""
