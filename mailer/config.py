@@ -286,6 +286,7 @@ class HttpSettings(_Section):
     max_line_size: int = Field(4096, ge=256, le=65536)
     max_field_size: int = Field(8190, ge=256, le=65536)
     max_headers: int = Field(64, ge=8, le=1024)
+    max_connections: int = Field(512, ge=1, le=100_000)  # open at once, on each listener
 
     @field_validator("public_url")
     @classmethod
@@ -339,6 +340,8 @@ class AdminSettings(_Section):
         5, ge=1, le=1000
     )  # failed logins per 15 min, per account and per source
     refresh_seconds: int = Field(5, ge=1, le=3600)
+    preview_processes: int = Field(1, ge=1, le=16)  # previews rendered at once, each a process
+    preview_seconds: float = Field(10.0, gt=0, le=300)  # the longest one preview may render
 
     @field_validator("origin")
     @classmethod

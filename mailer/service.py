@@ -49,7 +49,7 @@ from mailer.core.rendering import Renderer
 from mailer.core.return_paths import ReturnPathKeys, return_path
 from mailer.core.signing import DkimKey, NoSigner, OpenSSLSigner, Signer, load_key
 from mailer.core.tokens import TokenKeys, derive_key
-from mailer.core.trials import Previewer, TestSend
+from mailer.core.trials import TestSend
 from mailer.errors import ConfigError, TemporaryFailure
 from mailer.health import Heartbeat, RelayHealth
 from mailer.listening import listening
@@ -65,7 +65,7 @@ from mailer.worker.consumers import QueueHandler
 from mailer.worker.newsletters import Dispatcher, IssueIntake
 from mailer.worker.parking import DeadQueueMover, Parking
 from mailer.worker.pipeline import Attempts
-from mailer.worker.previews import previewer, test_sender
+from mailer.worker.preview_pool import PreviewPool, PreviewSetup, pool_test_sender
 from mailer.worker.receipts import ReceiptPipeline
 from mailer.worker.reports import ProcessReport
 from mailer.worker.sending import LARGE_MESSAGE_BYTES, Sender, few_large_jobs
@@ -181,6 +181,7 @@ class Service:
         self.admin: AdminServer | None = None
         self._console_broker: Broker | None = None
         self._console_pool: asyncpg.Pool | None = None
+        self._previews: PreviewPool | None = None
         self.listener: Listener | None = None
         self.dispatcher: Dispatcher | None = None
         self.subscriptions: SubscriptionChanges | None = None
@@ -249,9 +250,21 @@ class Service:
 
     async def _start_console(self, parts: Parts) -> None:
         """The [admin] listener: the operators' console, its API and /metrics. Its reads
-        go through a small pool of their own, never taking the worker's connections."""
+        go through a small pool of their own, never taking the worker's connections; its
+        previews and test sends render in processes of their own."""
         self._console_pool = await database.open_pool(
             self.settings.database.url.get_secret_value(), size=2
+        )
+        admin = self.settings.admin
+        self._previews = previews = PreviewPool(
+            PreviewSetup(
+                lists=self._preview_lists(parts),
+                templates_dir=self.settings.worker.templates_dir,
+                max_attachment_bytes=self.settings.worker.max_attachment_bytes,
+                public_url=self.settings.http.public_url,
+            ),
+            processes=admin.preview_processes,
+            seconds=admin.preview_seconds,
         )
 
         async def broker() -> Broker:
@@ -271,8 +284,8 @@ class Service:
                 tiers=parts.tiers,
                 hash_key=parts.hash_key,
                 readiness=self.readiness if self.run_worker else None,
-                preview=self._previewer(parts),
-                test_send=self._test_sender(parts),
+                preview=previews.preview,
+                test_send=self._test_sender(parts, previews),
             ),
             http=self.settings.http,
             metrics=self.metrics,
@@ -288,6 +301,9 @@ class Service:
         if self._console_broker is not None:
             await self._console_broker.close()
             self._console_broker = None
+        if self._previews is not None:
+            await self._previews.close()
+            self._previews = None
         if self._console_pool is not None:
             await self._console_pool.close()
             self._console_pool = None
@@ -455,15 +471,7 @@ class Service:
             for slug, lst in self.settings.lists.items()
         }
 
-    def _previewer(self, parts: Parts) -> Previewer:
-        return previewer(
-            self._preview_lists(parts),
-            parts.renderer,
-            max_attachment_bytes=self.settings.worker.max_attachment_bytes,
-            public_url=self.settings.http.public_url,
-        )
-
-    def _test_sender(self, parts: Parts) -> TestSend | None:
+    def _test_sender(self, parts: Parts, previews: PreviewPool) -> TestSend | None:
         """The console's test send: through the worker's relay settings (the embedded capture
         included), or in `mailer web` alone the configured relay; None without either.
         Signed like the real send; counted in no metric, recorded nowhere."""
@@ -482,13 +490,8 @@ class Service:
             return_path=self.settings.sender.return_path,
             metrics=Metrics(),
         )
-        return test_sender(
-            self._preview_lists(parts),
-            parts.renderer,
-            sender,
-            max_attachment_bytes=self.settings.worker.max_attachment_bytes,
-            public_url=self.settings.http.public_url,
-            clock=self.clock,
+        return pool_test_sender(
+            previews, sender, public_url=self.settings.http.public_url, clock=self.clock
         )
 
     async def _register(self) -> None:

@@ -1,7 +1,8 @@
 """Operator accounts, their console sessions and the audit log, in PostgreSQL.
 
-A session cookie is a random token; only its SHA-256 is stored. Failed logins are audit rows,
-and they are what paces further attempts, per account and per source, across processes.
+A session cookie is a random token; only its SHA-256 is stored. A login takes a slot before
+its password is checked (`console_login_attempts`); the slots a window holds pace further
+attempts, per account and per source, across processes.
 """
 
 from __future__ import annotations
@@ -170,16 +171,44 @@ class Operators:
             )
         return [AuditEntry(**dict(row)) for row in rows]
 
-    async def failed_logins(self, name: str, source: str | None) -> tuple[int, int]:
-        """Refused logins over the last 15 minutes: (for this account, from this source)."""
-        async with unavailable_is_temporary("failed logins"):
-            row = await self._pool.fetchrow(
-                "SELECT count(*) FILTER (WHERE operator = $1) AS account,"
-                " count(*) FILTER (WHERE source = $2) AS source FROM console_audit"
-                " WHERE action = 'login' AND result = 'refused' AND at > now() - $3::interval",
-                name,
-                source,
+    # Login slots -----------------------------------------------------------------------
+
+    async def take_login_slot(self, name: str, source: str, limit: int) -> int | None:
+        """A slot for one login attempt, taken before its password is checked; None when
+        the account or the source holds `limit` already in the window (failed ones, and
+        ones still being checked). Taken one at a time across processes (the table lock)."""
+        async with transaction(self._pool, "login slot") as conn:
+            await conn.execute("LOCK TABLE console_login_attempts IN EXCLUSIVE MODE")
+            await conn.execute(
+                "DELETE FROM console_login_attempts WHERE at <= now() - $1::interval",
                 LOGIN_WINDOW,
             )
-        assert row is not None
-        return row["account"], row["source"]
+            row = await conn.fetchrow(
+                "SELECT count(*) FILTER (WHERE account = $1) AS account,"
+                " count(*) FILTER (WHERE source = $2) AS source FROM console_login_attempts"
+                " WHERE failed IS NOT false",
+                name,
+                source,
+            )
+            assert row is not None
+            if row["account"] >= limit or row["source"] >= limit:
+                return None
+            slot: int = await conn.fetchval(
+                "INSERT INTO console_login_attempts (account, source) VALUES ($1, $2) RETURNING id",
+                name,
+                source,
+            )
+        return slot
+
+    async def settle_login_slot(self, slot: int, *, failed: bool) -> None:
+        """The password was checked: a failure keeps the slot for the window, a success
+        gives it back."""
+        async with unavailable_is_temporary("login slot"):
+            await self._pool.execute(
+                "UPDATE console_login_attempts SET failed = $2 WHERE id = $1", slot, failed
+            )
+
+    async def give_back_login_slot(self, slot: int) -> None:
+        """The password was not checked after all (the process was too busy to)."""
+        async with unavailable_is_temporary("login slot"):
+            await self._pool.execute("DELETE FROM console_login_attempts WHERE id = $1", slot)

@@ -29,6 +29,7 @@ from mailer.errors import ConfigError, InvalidJob, MailerError
 from mailer.metrics import Metrics
 from mailer.worker.previews import (
     Issue,
+    prepare_trial,
     read_issue,
     render_preview,
     send_tests,
@@ -171,12 +172,17 @@ async def send_test(args: argparse.Namespace, settings: Settings, signer: Signer
             metrics=Metrics(),
         )
         try:
-            results = await send_tests(
+            trial = prepare_trial(
                 issue,
                 renderer,
-                sender,
                 recipients,
                 locale=args.locale,
+                public_url=settings.http.public_url,
+            )
+            results = await send_tests(
+                trial,
+                sender,
+                recipients,
                 public_url=settings.http.public_url,
                 clock=lambda: datetime.now(UTC),
             )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from mailer.core.outcomes import Outcome
 from mailer.core.rendering import LOCALES, Locale, Rendered
+from mailer.errors import MailerError, TemporaryFailure
 
 # A test message's unsubscribe links (body and List-Unsubscribe) lead here, to no token: they
 # unsubscribe nobody. The page says so in the message's language, named after the dot.
@@ -37,9 +38,17 @@ class TrialResult:
     outcome: Outcome
 
 
-# The bytes of an issue job, a locale and a name to greet → what a subscriber gets;
-# InvalidJob when it is not a valid issue.
-Previewer = Callable[[bytes, Locale, str | None], Rendered]
+class PreviewsBusy(TemporaryFailure):
+    """As many previews are rendering and waiting as allowed: try again shortly."""
+
+
+class PreviewTooCostly(MailerError):
+    """The preview needed more time or memory than one may take."""
+
+
+# The bytes of an issue job and a name to greet → what a subscriber gets in each locale;
+# InvalidJob when it is not a valid issue, PreviewsBusy or PreviewTooCostly.
+Previewer = Callable[[bytes, str | None], Awaitable[dict[Locale, Rendered]]]
 # The job, typed addresses and a locale (None: the list's default) → the relay's answer for
 # each; InvalidJob for the job, ValueError for the addresses.
 TestSend = Callable[[bytes, Sequence[str], Locale | None], Awaitable[list[TrialResult]]]

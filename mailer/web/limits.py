@@ -37,6 +37,15 @@ def source_of(address: Address) -> Source:
     return (4, int(address))
 
 
+def source_text(address: Address) -> str:
+    """The source as text, as the console's login limit keys it: `203.0.113.7`, or an IPv6
+    address's /64 (`2001:db8:1:2::/64`)."""
+    version, value = source_of(address)
+    if version == 4:
+        return str(ipaddress.IPv4Address(value))
+    return f"{ipaddress.IPv6Address(value << 64)}/64"
+
+
 def parse_address(text: str) -> Address | None:
     """An IP address, or None; inet_pton is the strict parser and ten times ipaddress's speed."""
     text = text.strip().strip("[]")

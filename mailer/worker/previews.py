@@ -4,8 +4,7 @@ it, or sent to a few test addresses through the real relay path (compose, DKIM s
 A test message is marked as one (`[TEST]` before the subject, an `X-Mailer-Test` header and
 its own Message-ID), is never written to the ledger or the issue's counts, and its
 unsubscribe links (body and `List-Unsubscribe`) point to a URL that is no token, so nobody
-can be unsubscribed from it (its page says so, in the message's language). The CLI
-(`mailer issue preview|test`) and the console share it.
+can be unsubscribed from it. The CLI (`mailer issue preview|test`) and the console share it.
 """
 
 from __future__ import annotations
@@ -19,8 +18,8 @@ from uuid import UUID, uuid4
 from mailer.core.audience import MailingList, newsletter_locale
 from mailer.core.jobs import NewsletterJob, decode
 from mailer.core.messages import TEST_HEADER, Draft, ListHeaders, Mailbox, parse_mailbox
-from mailer.core.rendering import Locale, Rendered, Renderer
-from mailer.core.trials import Previewer, TestSend, TrialResult, trial_unsubscribe_path
+from mailer.core.rendering import LOCALES, Locale, Rendered, Renderer
+from mailer.core.trials import TrialResult, trial_unsubscribe_path
 from mailer.errors import InvalidJob
 from mailer.worker.newsletters import prepare
 from mailer.worker.sending import Sender
@@ -29,13 +28,14 @@ __all__ = [
     "TEST_HEADER",
     "TEST_PREFIX",
     "Issue",
+    "Trial",
     "marked_draft",
-    "previewer",
+    "prepare_trial",
     "read_issue",
+    "render_all",
     "render_preview",
     "send_tests",
     "test_addresses",
-    "test_sender",
     "trial_unsubscribe_url",
 ]
 
@@ -99,9 +99,56 @@ def render_preview(
     return prepared.personalize(locale, name, unsubscribe_url)
 
 
-def marked_draft(
+def render_all(
+    issue: Issue, renderer: Renderer, *, name: str | None, public_url: str
+) -> dict[Locale, Rendered]:
+    """`render_preview` in every locale, the issue rendered once for them all, each with
+    the test link of its own language."""
+    prepared = prepare(issue.job, issue.mailing_list, renderer)
+    return {
+        locale: prepared.personalize(locale, name, trial_unsubscribe_url(public_url, locale))
+        for locale in LOCALES
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Trial:
+    """An issue ready to be sent to test addresses: what each of them gets, in order."""
+
+    issue: Issue
+    locale: Locale
+    contents: list[Rendered]  # subject marked, each recipient's name greeted
+
+
+def prepare_trial(
     issue: Issue,
     renderer: Renderer,
+    recipients: Sequence[Mailbox],
+    *,
+    locale: Locale | None,
+    public_url: str,
+) -> Trial:
+    """The issue rendered for each test address (in `locale`, else the list's default),
+    once for them all; ValueError for no address, or too many."""
+    if not recipients:
+        raise ValueError("no test address given")
+    if len(recipients) > MAX_TEST_RECIPIENTS:
+        raise ValueError(f"at most {MAX_TEST_RECIPIENTS} test addresses at a time")
+    chosen = newsletter_locale(locale, issue.mailing_list)
+    url = trial_unsubscribe_url(public_url, chosen)
+    prepared = prepare(issue.job, issue.mailing_list, renderer)
+    contents = []
+    for to in recipients:
+        content = prepared.personalize(chosen, to.name, url)
+        contents.append(
+            Rendered(subject=TEST_PREFIX + content.subject, html=content.html, text=content.text)
+        )
+    return Trial(issue, chosen, contents)
+
+
+def marked_draft(
+    issue: Issue,
+    content: Rendered,
     to: Mailbox,
     *,
     locale: Locale,
@@ -110,14 +157,12 @@ def marked_draft(
     message_id: str,
 ) -> Draft:
     url = trial_unsubscribe_url(public_url, locale)
-    content = render_preview(issue, renderer, locale=locale, name=to.name, unsubscribe_url=url)
-    marked = Rendered(subject=TEST_PREFIX + content.subject, html=content.html, text=content.text)
     return Draft(
         sender=issue.mailing_list.sender,
         to=to,
         message_id=message_id,
         date=now,
-        content=marked,
+        content=content,
         list_headers=ListHeaders(issue.mailing_list.list_id(), url),
         test_of=str(issue.job.id),
     )
@@ -129,80 +174,30 @@ def trial_message_id(issue_id: UUID, mailing_list: MailingList) -> str:
 
 
 async def send_tests(
-    issue: Issue,
-    renderer: Renderer,
+    trial: Trial,
     sender: Sender,
     recipients: Sequence[Mailbox],
     *,
-    locale: Locale | None,
     public_url: str,
     clock: Callable[[], datetime],
 ) -> list[TrialResult]:
-    """Send the issue to each test address (in `locale`, else the list's default), all at
-    once through `sender`; nothing is recorded. The outcome of each is returned."""
-    if not recipients:
-        raise ValueError("no test address given")
-    if len(recipients) > MAX_TEST_RECIPIENTS:
-        raise ValueError(f"at most {MAX_TEST_RECIPIENTS} test addresses at a time")
-    chosen = newsletter_locale(locale, issue.mailing_list)
+    """Send the trial to each test address, all at once through `sender`; nothing is
+    recorded. The outcome of each is returned."""
+    issue = trial.issue
     drafts = [
         marked_draft(
             issue,
-            renderer,
+            content,
             to,
-            locale=chosen,
+            locale=trial.locale,
             public_url=public_url,
             now=clock(),
             message_id=trial_message_id(issue.job.id, issue.mailing_list),
         )
-        for to in recipients
+        for to, content in zip(recipients, trial.contents, strict=True)
     ]
     outcomes = await asyncio.gather(*(sender.send(draft, clock()) for draft in drafts))
     return [
-        TrialResult(draft.to.address, chosen, draft.message_id, outcome)
+        TrialResult(draft.to.address, trial.locale, draft.message_id, outcome)
         for draft, outcome in zip(drafts, outcomes, strict=True)
     ]
-
-
-def previewer(
-    lists: Mapping[str, MailingList],
-    renderer: Renderer,
-    *,
-    max_attachment_bytes: int,
-    public_url: str,
-) -> Previewer:
-    """What the console previews a pasted issue job with: checked as the worker checks it,
-    rendered as `render_preview` does (InvalidJob when it is not a valid issue)."""
-
-    def preview(body: bytes, locale: Locale, name: str | None) -> Rendered:
-        issue = read_issue(body, lists, max_attachment_bytes=max_attachment_bytes)
-        url = trial_unsubscribe_url(public_url, locale)
-        return render_preview(issue, renderer, locale=locale, name=name, unsubscribe_url=url)
-
-    return preview
-
-
-def test_sender(
-    lists: Mapping[str, MailingList],
-    renderer: Renderer,
-    sender: Sender,
-    *,
-    max_attachment_bytes: int,
-    public_url: str,
-    clock: Callable[[], datetime],
-) -> TestSend:
-    """The console's test send: the job read as `previewer` reads it, sent by `send_tests`."""
-
-    async def send(body: bytes, texts: Sequence[str], locale: Locale | None) -> list[TrialResult]:
-        issue = read_issue(body, lists, max_attachment_bytes=max_attachment_bytes)
-        return await send_tests(
-            issue,
-            renderer,
-            sender,
-            test_addresses(texts),
-            locale=locale,
-            public_url=public_url,
-            clock=clock,
-        )
-
-    return send

@@ -17,7 +17,9 @@ from mailer.web import favicon
 from mailer.web.console.auth import Guard
 from mailer.web.console.context import Console
 from mailer.web.console.pages import ConsolePages
-from mailer.web.listener import CONSOLE_POLICY, Listener, security_headers
+from mailer.web.listener import CONSOLE_POLICY, Listener, application
+
+MAX_BODY = 256 * 1024
 
 
 class AdminServer:
@@ -41,9 +43,11 @@ class AdminServer:
         return self._listener.port if self._listener is not None else None
 
     def application(self) -> web.Application:
-        app = web.Application(
-            client_max_size=256 * 1024,
-            middlewares=[security_headers(CONSOLE_POLICY), self._guard.middleware],
+        app = application(
+            self._http,
+            max_body=MAX_BODY,
+            policy=CONSOLE_POLICY,
+            middlewares=[self._guard.middleware],
         )
         app.router.add_get("/metrics", self._metrics_page)
         self._pages.add_routes(app)
@@ -66,6 +70,7 @@ class AdminServer:
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None
+        self._guard.close()
 
     async def _metrics_page(self, request: web.Request) -> web.Response:
         return web.Response(

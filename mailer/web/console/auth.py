@@ -6,13 +6,15 @@
   token (form field `csrf` or header `X-CSRF-Token`) and come from the console's own origin
   (`Origin`, else `Referer`); either missing or wrong is 403 and nothing changes.
 - Viewers see; only operators act.
-- Failed logins are audited; more than `login_attempts` in 15 minutes for one account, or
-  from one source, refuse further tries (429) until the window moves on.
+- Every login is audited. A login takes a slot before its password is checked; an account,
+  or a source (the client's address, behind a trusted proxy the one it forwards; an IPv6
+  /64), holding `login_attempts` slots in 15 minutes (failed logins and those being checked)
+  is refused further tries (429) without a check, until the window moves on. The checks run
+  off the event loop, a few at a time in the process (mailer/web/console/hashing.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 from datetime import timedelta
@@ -23,7 +25,9 @@ from aiohttp.typedefs import Handler
 
 from mailer.adapters.operators import Operators, Session
 from mailer.config import AdminSettings
-from mailer.core.passwords import verify_password
+from mailer.web.console.hashing import Busy, PasswordChecks
+from mailer.web.limits import source_text
+from mailer.web.listener import client_of
 
 log = logging.getLogger(__name__)
 COOKIE = "mailer_console"
@@ -34,13 +38,25 @@ OPEN_PATHS = frozenset(
 
 
 def source_of(request: web.Request) -> str:
-    return request.remote or "unknown"
+    """Who a request comes from, as the audit log names it: the client's address."""
+    client = client_of(request)
+    return str(client) if client is not None else "unknown"
+
+
+def _limited_source(request: web.Request) -> str:
+    """The source a login limit counts: the client's address, or its IPv6 /64."""
+    client = client_of(request)
+    return source_text(client) if client is not None else "unknown"
 
 
 class Guard:
     def __init__(self, operators: Operators, settings: AdminSettings) -> None:
         self._operators = operators
         self._settings = settings
+        self._checks = PasswordChecks()
+
+    def close(self) -> None:
+        self._checks.close()
 
     def origin(self, request: web.Request) -> str:
         if self._settings.origin is not None:
@@ -100,9 +116,10 @@ class Guard:
     async def login(self, name: str, password: str, request: web.Request) -> web.StreamResponse:
         source = source_of(request)
         name = name.strip().lower()[:64]
-        account, from_source = await self._operators.failed_logins(name, source)
-        limit = self._settings.login_attempts
-        if account >= limit or from_source >= limit:
+        slot = await self._operators.take_login_slot(
+            name, _limited_source(request), self._settings.login_attempts
+        )
+        if slot is None:
             log.warning("console login refused: too many failed attempts")
             await self._operators.audit(
                 name, "login", result="limited", detail="too many failed attempts", source=source
@@ -113,7 +130,15 @@ class Guard:
             )
         operator = await self._operators.find(name)
         stored = operator.password_hash if operator is not None else None
-        ok = await asyncio.to_thread(verify_password, stored, password)
+        try:
+            ok = await self._checks.verify(stored, password)
+        except Busy:
+            await self._operators.give_back_login_slot(slot)
+            log.warning("console login refused: too many password checks at once")
+            raise web.HTTPServiceUnavailable(
+                text="too many logins at once; try again", headers={"Retry-After": "5"}
+            ) from None
+        await self._operators.settle_login_slot(slot, failed=not ok)
         if not ok or operator is None:
             await self._operators.audit(
                 name, "login", result="refused", detail="wrong name or password", source=source

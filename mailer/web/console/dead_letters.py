@@ -12,7 +12,7 @@ from aio_pika.exceptions import AMQPException
 from aiohttp import web
 
 from mailer.errors import MailerError
-from mailer.web.console.auth import SESSION_KEY, require_operator, source_of
+from mailer.web.console.auth import SESSION_KEY, source_of
 from mailer.web.console.kit import Pages, json_response, stream_headers
 from mailer.web.console.masking import mask_text, masked_headers, pretty_body
 
@@ -74,8 +74,9 @@ class DeadLetterPages(Pages):
         refs = {str(r) for r in raw} if isinstance(raw, list) else set()
         if not every and not refs:
             raise web.HTTPBadRequest(text="choose parked jobs, or all")
+        target = "all" if every else ",".join(sorted(refs))[:500]
+        await self._operator(request, f"dead {action}", target)
         if not api and form.get("confirm") != "yes":
-            require_operator(request)
             what = "every parked job" if every else f"{len(refs)} parked job(s)"
             verb = "Send back to its origin queue" if action == "requeue" else "Delete for good"
             return self._render(
@@ -88,20 +89,7 @@ class DeadLetterPages(Pages):
                 button=action,
                 back="/dead",
             )
-        target = "all" if every else ",".join(sorted(refs))[:500]
         session = request[SESSION_KEY]
-        try:
-            require_operator(request)
-        except web.HTTPForbidden:
-            await self._c.operators.audit(
-                session.operator.name,
-                f"dead {action}",
-                target=target,
-                result="refused",
-                detail="viewer",
-                source=source_of(request),
-            )
-            raise
         response = web.StreamResponse(
             headers={"Content-Type": "application/x-ndjson" if api else "text/html"}
         )

@@ -13,7 +13,6 @@ from aiohttp import web
 
 from mailer.adapters.ledger_views import DomainRow
 from mailer.core.progress import COUNTED
-from mailer.web.console.auth import require_operator
 from mailer.web.console.bounces import rate as rate_of
 from mailer.web.console.cache import LIVE_SECONDS, SLOW_SECONDS
 from mailer.web.console.kit import Pages, json_response
@@ -113,7 +112,7 @@ class IssuePages(Pages):
         form = await self._form(request)
         api = self._api(request)
         if not api and form.get("confirm") != "yes":
-            require_operator(request)
+            await self._operator(request, f"issue {action}", str(issue_id))
             issue = await self._c.views.issue(issue_id, counted=False)
             if issue is None:
                 raise web.HTTPNotFound(text="no such issue")

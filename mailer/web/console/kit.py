@@ -131,6 +131,22 @@ class Pages(ABC):
         form = await request.post()
         return {"refs": form.getall("ref", []), **{k: v for k, v in form.items() if k != "ref"}}
 
+    async def _operator(self, request: web.Request, action: str, target: str) -> None:
+        """Go on only as an operator: a viewer's refusal (403) is audited, whether asking to
+        act or only for the confirmation page."""
+        try:
+            require_operator(request)
+        except web.HTTPForbidden:
+            await self._c.operators.audit(
+                request[SESSION_KEY].operator.name,
+                action,
+                target=target,
+                result="refused",
+                detail="viewer",
+                source=source_of(request),
+            )
+            raise
+
     async def _act(
         self,
         request: web.Request,
@@ -139,16 +155,9 @@ class Pages(ABC):
         run: Callable[[], Awaitable[str]],
     ) -> tuple[bool, str]:
         """Check the role, run, audit; (done, what happened)."""
-        session = request[SESSION_KEY]
+        await self._operator(request, action, target)
         source = source_of(request)
-        name = session.operator.name
-        try:
-            require_operator(request)
-        except web.HTTPForbidden:
-            await self._c.operators.audit(
-                name, action, target=target, result="refused", detail="viewer", source=source
-            )
-            raise
+        name = request[SESSION_KEY].operator.name
         try:
             outcome = await run()
         except (LookupError, ValueError, MailerError) as exc:

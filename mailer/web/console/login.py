@@ -30,10 +30,9 @@ class LoginPages(Pages):
             return self._render(
                 request, "login.html.j2", http_status=401, error="wrong name or password"
             )
-        except web.HTTPTooManyRequests:
-            return self._render(
-                request,
-                "login.html.j2",
-                http_status=429,
-                error="too many failed logins; try again in 15 minutes",
+        except (web.HTTPTooManyRequests, web.HTTPServiceUnavailable) as refused:
+            response = self._render(
+                request, "login.html.j2", http_status=refused.status, error=refused.text
             )
+            response.headers["Retry-After"] = refused.headers["Retry-After"]
+            return response

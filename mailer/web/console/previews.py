@@ -4,7 +4,8 @@ rendered as mailer/worker/previews.py renders them for `mailer issue preview`.
 The HTML is shown in an iframe with no sandbox permissions (no script, no form, no same
 origin), served on its own with a policy that lets it load nothing from anywhere (remote
 images included: the operator's browser fetches no tracking pixel), and kept in memory a
-few minutes only.
+few minutes only. Rendering is done in a process of its own, bounded in number and time
+(mailer/worker/preview_pool.py): a busy pool answers 503 "previews busy", at once.
 
 A test send (operators only, audited) goes to the few addresses typed in its form and marked
 as a test (mailer/worker/previews.py): the form itself is the confirmation."""
@@ -23,7 +24,7 @@ from aiohttp import web
 from mailer.core.addresses import mask_address
 from mailer.core.outcomes import Sent
 from mailer.core.rendering import LOCALES, Locale, Rendered
-from mailer.core.trials import TrialResult
+from mailer.core.trials import PreviewsBusy, PreviewTooCostly, TrialResult
 from mailer.errors import InvalidJob
 from mailer.web.console.kit import Pages, json_response, stream_headers
 from mailer.web.listener import CONSOLE_POLICY
@@ -31,6 +32,7 @@ from mailer.web.listener import CONSOLE_POLICY
 KEPT_SECONDS = 600.0
 MAX_KEPT = 20
 MAX_PASTE = 200 * 1024
+BUSY_RETRY_AFTER = "5"  # seconds, when previews are busy
 # The page framing the preview: the console's own policy, and frames from itself.
 PAGE_POLICY = CONSOLE_POLICY + "; frame-src 'self'"
 FRAME_POLICY = (
@@ -66,27 +68,31 @@ class PreviewPages(Pages):
         while len(self._kept) >= MAX_KEPT:
             del self._kept[next(iter(self._kept))]
 
-    def _show(
+    async def _show(
         self, pasted: str, name: str
-    ) -> tuple[str | None, str | None, dict[Locale, Rendered]]:
-        """(error, the id its frames are kept under, the rendering in each locale)."""
+    ) -> tuple[int, str | None, str | None, dict[Locale, Rendered]]:
+        """(HTTP status, error, the id its frames are kept under, the rendering in each
+        locale). The rendering is done away from the event loop, and bounded
+        (mailer/worker/preview_pool.py): beyond the bound, 503 and "previews busy"."""
         if self._c.preview is None:
-            return "previews are not available in this process", None, {}
+            return 400, "previews are not available in this process", None, {}
         if len(pasted.encode()) > MAX_PASTE:
-            return f"the job is over {MAX_PASTE // 1024} KiB", None, {}
-        rendered: dict[Locale, Rendered] = {}
+            return 400, f"the job is over {MAX_PASTE // 1024} KiB", None, {}
         try:
-            for locale in LOCALES:
-                rendered[locale] = self._c.preview(pasted.encode(), locale, name or None)
+            rendered = await self._c.preview(pasted.encode(), name or None)
         except InvalidJob as exc:
-            return f"not a valid issue: {exc.reason}", None, {}
+            return 400, f"not a valid issue: {exc.reason}", None, {}
+        except PreviewTooCostly as exc:
+            return 400, str(exc), None, {}
+        except PreviewsBusy as exc:
+            return 503, str(exc), None, {}
         self._forget_old()
         shown_id = secrets.token_urlsafe(16)
         self._kept[shown_id] = Shown(time.monotonic(), rendered)
-        return None, shown_id, rendered
+        return 200, None, shown_id, rendered
 
     async def _preview(self, request: web.Request) -> web.StreamResponse:
-        error = shown_id = None
+        status, error, shown_id = 200, None, None
         rendered: dict[Locale, Rendered] = {}
         pasted = name = ""
         if request.method == "POST":
@@ -95,10 +101,12 @@ class PreviewPages(Pages):
             uploaded, error = _uploaded(form.get("file"))
             pasted = str(form.get("job", "")) if uploaded is None else uploaded
             if error is None:
-                error, shown_id, rendered = self._show(pasted, name)
+                status, error, shown_id, rendered = await self._show(pasted, name)
+            else:
+                status = 400
         return await self._page(
             request,
-            http_status=400 if error else 200,
+            http_status=status,
             error=error,
             pasted=pasted,
             name=name,
@@ -133,10 +141,10 @@ class PreviewPages(Pages):
                 status=200 if ok else 400,
             )
         name = _greeted(form)
-        error, shown_id, rendered = self._show(pasted, name)
+        status, error, shown_id, rendered = await self._show(pasted, name)
         return await self._page(
             request,
-            http_status=200 if ok else 400,
+            http_status=200 if ok else 503 if status == 503 else 400,
             error=error,
             pasted=pasted,
             name=name,
@@ -170,6 +178,8 @@ class PreviewPages(Pages):
                 "Content-Type": "text/html; charset=utf-8",
             },
         )
+        if http_status == 503:
+            streamed.headers["Retry-After"] = BUSY_RETRY_AFTER
         await streamed.prepare(request)
         assert response.body is not None and isinstance(response.body, bytes)
         await streamed.write(response.body)

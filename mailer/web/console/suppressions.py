@@ -13,7 +13,7 @@ from aiohttp import web
 from mailer.adapters.bounces import OPERATOR_REASONS, Suppression
 from mailer.core.addresses import InvalidAddress, address_key, address_ref, normalize_address
 from mailer.core.times import when
-from mailer.web.console.auth import SESSION_KEY, require_operator
+from mailer.web.console.auth import SESSION_KEY
 from mailer.web.console.kit import Pages, json_response
 
 REASONS = ("hard_bounce", "soft_bounce", "complaint", "manual", "erased")  # as the schema allows
@@ -102,7 +102,7 @@ class SuppressionPages(Pages):
             if reason == "soft_bounce" and days is None:
                 raise web.HTTPBadRequest(text="a soft bounce's suppression expires: give days")
         if form.get("confirm") != "yes":
-            require_operator(request)
+            await self._operator(request, f"suppression {action}", address_ref(key))
             until = f", for {days} days" if days is not None else ", for good"
             return self._render(
                 request,

@@ -12,9 +12,10 @@ from mailer.adapters import database
 from mailer.adapters.broker import Broker
 from mailer.config import HttpSettings
 from mailer.web import favicon
-from mailer.web.listener import Listener, security_headers
+from mailer.web.listener import Listener, application
 from mailer.web.public.pages import RecipientPages
 
+MAX_BODY = 64 * 1024
 Readiness = Callable[[], Awaitable[dict[str, dict[str, object]]]]
 
 
@@ -40,8 +41,10 @@ class WebServer:
         return self._listener.port if self._listener is not None else None
 
     def application(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024, middlewares=[security_headers()])
-        if self._pages is not None:
+        if self._pages is None:
+            app = application(self._settings, max_body=MAX_BODY)
+        else:
+            app = application(self._settings, max_body=MAX_BODY, timed_out=self._pages.timed_out)
             self._pages.add_routes(app)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)

@@ -17,7 +17,6 @@ A confirm link subscribes only someone still `pending` since before the link was
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -43,7 +42,8 @@ from mailer.core.tokens import (
     undo_token,
 )
 from mailer.core.trials import trial_link
-from mailer.web.limits import ClientAddresses, InvalidAttempts, source_of
+from mailer.web.limits import InvalidAttempts, source_of
+from mailer.web.listener import client_of
 from mailer.web.public.strings import STRINGS, Locale
 
 log = logging.getLogger(__name__)
@@ -71,10 +71,8 @@ class RecipientPages:
         self._keys = token_keys
         self._confirm_days = confirm_days
         self._attempts = InvalidAttempts(http.invalid_token_limit, max_sources=http.limited_sources)
-        self._clients = ClientAddresses(http.proxy_networks())
         self._origin = http.public_origin
         self._undo_seconds = http.undo_minutes * 60
-        self._read_timeout = http.read_timeout
         self._clock = clock
         folder = templates_dir / "_pages"
         environment = jinja2.Environment(
@@ -108,7 +106,7 @@ class RecipientPages:
 
     def _invalid(self, request: web.Request) -> web.Response:
         locale = _accepted_locale(request)
-        client = self._clients.client(request.remote, request.headers.getall("X-Forwarded-For", []))
+        client = client_of(request)
         wait = self._attempts.refused(_UNKNOWN_SOURCE if client is None else source_of(client))
         if wait is not None:
             log.warning("too many invalid links from one source; refusing for %ds", wait)
@@ -137,14 +135,6 @@ class RecipientPages:
             origin = f"{parts.scheme}://{parts.netloc}"
         return "ours" if origin.strip().lower() == self._origin.lower() else "foreign"
 
-    async def _form(self, request: web.Request) -> Mapping[str, object] | None:
-        """The POSTed form, or None when its body does not arrive within the read timeout."""
-        try:
-            async with asyncio.timeout(self._read_timeout):
-                return await request.post()
-        except TimeoutError:
-            return None
-
     # Handlers ---------------------------------------------------------------------------
 
     async def _unsubscribe_page(self, request: web.Request) -> web.Response:
@@ -169,9 +159,7 @@ class RecipientPages:
         subscription = self._unsubscribe_subscription(request)
         if subscription is None:
             return self._invalid(request)
-        form = await self._form(request)
-        if form is None:
-            return self._timed_out(request)
+        form = await request.post()  # read already, in time (mailer/web/listener.py)
         if form.get("List-Unsubscribe") == "One-Click":
             return await self._unsubscribe(request, subscription, "one-click")
         return await self._page_action(request, subscription, form)
@@ -275,10 +263,9 @@ class RecipientPages:
             log.info("subscription confirmed list=%s", subscription.list_id)
         return self._outcome(standing, mailing_list, "confirmed")
 
-    def _timed_out(self, request: web.Request) -> web.Response:
-        response = self._render(_accepted_locale(request), "timeout", status=408)
-        response.force_close()
-        return response
+    def timed_out(self, request: web.Request) -> web.Response:
+        """The answer to a body that did not arrive within the read timeout."""
+        return self._render(_accepted_locale(request), "timeout", status=408)
 
     async def _stylesheet(self, request: web.Request) -> web.Response:
         return web.Response(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,16 +41,37 @@ class Console:
         return {"Origin": self.url}
 
 
+StartConsole = Callable[..., Awaitable[Console]]
+
+
 @pytest.fixture
-async def console(
+async def start_console(
     config: dict[str, Any], start_service: StartService, database_url: str
-) -> Console:
-    config["newsletter"] = {"rate": 40, "chunk_size": 20, "poll_interval": 0.2}
-    config["admin"]["login_attempts"] = 3
-    config["admin"]["refresh_seconds"] = 1  # the pages refresh themselves this often
-    await add_operators(database_url)
-    service = await start_service(config)
-    return Console(service, admin_url(service))
+) -> StartConsole:
+    """Start mailer with its console; `http` and `admin` settings are added to the tests'
+    own, and `run_worker=False` starts it as `mailer web` does."""
+
+    async def start(
+        *,
+        http: dict[str, Any] | None = None,
+        admin: dict[str, Any] | None = None,
+        run_worker: bool = True,
+    ) -> Console:
+        config["newsletter"] = {"rate": 40, "chunk_size": 20, "poll_interval": 0.2}
+        config["admin"]["login_attempts"] = 3
+        config["admin"]["refresh_seconds"] = 1  # the pages refresh themselves this often
+        config["http"].update(http or {})
+        config["admin"].update(admin or {})
+        await add_operators(database_url)
+        service = await start_service(config, run_worker=run_worker)
+        return Console(service, admin_url(service))
+
+    return start
+
+
+@pytest.fixture
+async def console(start_console: StartConsole) -> Console:
+    return await start_console()
 
 
 @pytest.fixture

@@ -195,3 +195,50 @@ async def test_logging_out_ends_the_session(
         assert response.status == 401
     actions = await db.fetch("SELECT action FROM console_audit ORDER BY id")
     assert [r["action"] for r in actions] == ["login", "logout"]
+
+
+async def test_a_viewer_asking_for_a_confirmation_page_is_refused_and_audited(
+    console: Console, http: aiohttp.ClientSession, db: asyncpg.Connection
+) -> None:
+    csrf = await log_in(http, console, "victor")
+    issue = str(uuid.uuid4())
+    asked = {
+        f"/issues/{issue}/pause": {"csrf": csrf},
+        "/suppressions/add": {"csrf": csrf, "address": "jan@example.pl", "reason": "manual"},
+        "/dead/purge": {"csrf": csrf, "all": "yes"},
+    }
+    for path, form in asked.items():
+        async with http.post(console.url + path, data=form, headers=console.origin) as response:
+            assert response.status == 403, path
+            assert "viewers may look, not act" in await response.text()
+    rows = await db.fetch(
+        "SELECT operator, action, target, result, detail, source FROM console_audit"
+        " WHERE action <> 'login' ORDER BY id"
+    )
+    assert [dict(r) for r in rows] == [
+        {
+            "operator": "victor",
+            "action": "issue pause",
+            "target": issue,
+            "result": "refused",
+            "detail": "viewer",
+            "source": "127.0.0.1",
+        },
+        {
+            "operator": "victor",
+            "action": "suppression add",
+            "target": rows[1]["target"],
+            "result": "refused",
+            "detail": "viewer",
+            "source": "127.0.0.1",
+        },
+        {
+            "operator": "victor",
+            "action": "dead purge",
+            "target": "all",
+            "result": "refused",
+            "detail": "viewer",
+            "source": "127.0.0.1",
+        },
+    ]
+    assert rows[1]["target"] and "jan" not in rows[1]["target"]  # the address by its reference
