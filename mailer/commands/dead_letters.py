@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime
 from typing import Any, TextIO
 
 from mailer.adapters.dead_letters import DeadLetters
 from mailer.adapters.parked import ParkedJob, ParkedJobs, ParkedRow
 from mailer.core.addresses import mask_addresses
 from mailer.core.terminal import one_line
+from mailer.core.times import WIDTH, when
 from mailer.web.console.masking import masked_headers, pretty_body
 
 ACTIONS = {"requeue": "requeued", "purge": "purged"}
@@ -46,10 +46,6 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         which.add_argument("--all", action="store_true")
 
 
-def _at(moment: datetime) -> str:
-    return moment.isoformat(timespec="seconds")
-
-
 def _reason(reason: str) -> str:
     return one_line(mask_addresses(reason))
 
@@ -62,7 +58,7 @@ def list_rows(rows: list[ParkedRow], *, as_json: bool) -> list[str]:
                     "ref": row.ref,
                     "job_id": row.job_id,
                     "origin": row.origin,
-                    "parked_at": _at(row.parked_at),
+                    "parked_at": row.parked_at.isoformat(timespec="seconds"),
                     "deliveries": row.deliveries,
                     "size": row.size,
                     "reason": mask_addresses(row.reason),
@@ -71,12 +67,14 @@ def list_rows(rows: list[ParkedRow], *, as_json: bool) -> list[str]:
             )
             for row in rows
         ]
-    lines = [f"{'REF':12}  {'JOB ID':36}  {'ORIGIN':22}  {'PARKED':25}  {'DELIVERIES':>10}  REASON"]
+    lines = [
+        f"{'REF':12}  {'JOB ID':36}  {'ORIGIN':22}  {'PARKED':{WIDTH}}  {'DELIVERIES':>10}  REASON"
+    ]
     for row in rows:
         deliveries = "-" if row.deliveries is None else str(row.deliveries)
         lines.append(
             f"{row.ref:12}  {one_line(row.job_id or '-', 36):36}  "
-            f"{one_line(row.origin or '-', 22):22}  {_at(row.parked_at):25}  "
+            f"{one_line(row.origin or '-', 22):22}  {when(row.parked_at):{WIDTH}}  "
             f"{deliveries:>10}  {_reason(row.reason)}"
         )
     return lines
@@ -87,7 +85,7 @@ def show_lines(job: ParkedJob) -> list[str]:
         "ref": job.ref,
         "job id": one_line(job.job_id or "-"),
         "origin": one_line(job.origin or "unknown"),
-        "parked": _at(job.parked_at),
+        "parked": when(job.parked_at),
         "deliveries": "-" if job.deliveries is None else job.deliveries,
         "reason": _reason(job.reason),
         "size": f"{len(job.body)} bytes",

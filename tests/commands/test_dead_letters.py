@@ -4,6 +4,7 @@ delivery limit and holding parked jobs, is emptied into the table and declared a
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -117,7 +118,11 @@ async def test_migrate_moves_an_old_mailer_dead_into_the_table_and_declares_it_a
     assert len(await parked_rows(db)) == 2
     listed = mailer("dlq", "list", env=env)
     assert listed.returncode == 0
-    assert len(listed.stdout.splitlines()) == 3  # the header and the two jobs
+    lines = listed.stdout.splitlines()
+    assert len(lines) == 3  # the header and the two jobs
+    assert lines[0].split()[:4] == ["REF", "JOB", "ID", "ORIGIN"]
+    one_format = re.compile(r"  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC  ")
+    assert one_format.search(lines[1]), lines[1]
 
 
 async def test_a_worker_uses_an_old_mailer_dead_until_migrate_can_declare_it_anew(
