@@ -378,7 +378,7 @@ class BounceService:
         )
         host, port = listen_address(settings.listen)
 
-        async def store(peer: str, delivery_id: int, raw: bytes) -> int:
+        async def store(peer: str, delivery_id: int | None, raw: bytes) -> int:
             return await reports.store(peer=peer, delivery_id=delivery_id, raw=raw)
 
         self.receiver = BounceReceiver(
@@ -394,6 +394,8 @@ class BounceService:
             refused=lambda reason: metrics.bounce_refused.labels(reason).inc(),
             today=today_of(clock),
             feedback_local=settings.feedback_address,
+            max_connections=settings.max_connections,
+            max_session_seconds=settings.max_session_seconds,
         )
         self._stopping = asyncio.Event()
         self._sweeps: asyncio.Task[None] | None = None
