@@ -102,13 +102,22 @@ class Classification:
 
     async def bounce(
         self, kind: str, status: str | None, diagnostic: str | None, reason: str
-    ) -> bool:
-        """The delivery recorded bounced (kind: hard, soft or policy)."""
+    ) -> str | None:
+        """The delivery recorded bounced (kind: hard, soft or policy): None. When it was not
+        (it had bounced already, or was never sent), the status it has now: read after the
+        write was refused, not when the report was taken, since another report about the
+        same delivery may have bounced it meanwhile."""
         delivery_id = self.pending.delivery_id
         assert delivery_id is not None
-        return await record_bounce(
+        written = await record_bounce(
             self._conn, delivery_id, kind=kind, status=status, diagnostic=diagnostic, reason=reason
         )
+        if written:
+            return None
+        now: str | None = await self._conn.fetchval(
+            "SELECT status FROM deliveries WHERE id = $1", delivery_id
+        )
+        return now or "gone"
 
     async def suppress_hard(self, reason: str) -> None:
         """For everything, at once; it outranks a soft bounce's suppression."""

@@ -34,7 +34,7 @@ from mailer.adapters.bounces import BounceReports, Classification
 from mailer.adapters.inbound import BounceReceiver, SourceLimiter
 from mailer.config import BouncesSettings, listen_address
 from mailer.core.addresses import address_ref
-from mailer.core.bounce_rules import Effect, effect_of
+from mailer.core.bounce_rules import Effect, effect_of, not_bounced
 from mailer.core.bounces import Kind, Report, soft_bounce_decision
 from mailer.core.deliveries import clean_reply
 from mailer.core.return_paths import ReturnPathKeys
@@ -224,16 +224,11 @@ class BounceProcessor:
         if not effect.bounces:
             return "nothing"
         assert kind in (Kind.HARD, Kind.SOFT, Kind.POLICY)
-        bounced = await job.bounce(
+        unchanged = await job.bounce(
             kind.value, _clean(effect.status), _clean(effect.diagnostic), clean_reply(effect.reason)
         )
-        if not bounced:
-            status = job.pending.delivery_status
-            return (
-                "nothing more: the delivery had bounced already"
-                if status == "bounced"
-                else f"nothing: the delivery is {status}, not sent"
-            )
+        if unchanged is not None:
+            return not_bounced(unchanged)
         if kind is Kind.HARD:
             await job.suppress_hard(effect.reason)
             return "bounced; address suppressed for everything"

@@ -692,3 +692,46 @@ async def test_a_feedback_loop_report_to_fbl_is_tied_by_the_return_path_it_quote
     assert report["kind"] == "complaint"
     status = await db.fetchval("SELECT status FROM subscriptions")
     assert status == "unsubscribed"
+
+
+async def test_a_repeated_report_says_the_delivery_had_bounced_already(
+    pool: asyncpg.Pool, classifiers: ClassifierPool, db: asyncpg.Connection
+) -> None:
+    """Two copies of one report, classified together: while the first holds the delivery
+    (bouncing it, not yet committed), the second reads it as sent and waits for it. Its
+    outcome then says what happened, not "the delivery is sent, not sent"."""
+    (delivery_id,) = await sent_deliveries(db, 1)
+    reports = BounceReports(pool)
+    verp = return_path(KEYS, delivery_id, date.today(), BOUNCE_DOMAIN)
+    second = await reports.store(peer="127.0.0.1", delivery_id=delivery_id, raw=dsn(verp, ADDRESS))
+    processor = BounceProcessor(
+        reports=reports,
+        hash_key=HASH_KEY,
+        soft=SoftRule(),
+        complaint_alert_rate=0.001,
+        retention_days=60,
+        metrics=Metrics(),
+        clock=lambda: datetime.now(UTC),
+        classifier=classifiers,
+    )
+    twin = db.transaction()
+    await twin.start()
+    await db.execute(
+        "UPDATE deliveries SET status = 'bounced', bounce_kind = 'hard' WHERE id = $1", delivery_id
+    )
+    classifying = asyncio.create_task(processor.classify(second))
+
+    async def waiting_for_the_twin() -> bool:
+        waiting: int = await pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND datname = current_database()"
+        )
+        return waiting > 0
+
+    await eventually(waiting_for_the_twin, timeout=10)
+    await twin.commit()
+    effect = await classifying
+    assert isinstance(effect, Effect) and effect.kind == "hard"
+    outcome = await db.fetchval("SELECT outcome FROM bounce_reports WHERE id = $1", second)
+    assert outcome == "nothing more: the delivery had bounced already"
+    assert await db.fetchval("SELECT count(*) FROM suppressions") == 0  # the twin's to make
