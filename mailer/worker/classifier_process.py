@@ -20,6 +20,7 @@ import os
 import resource
 import signal
 import sys
+import traceback
 from typing import BinaryIO
 
 from mailer.core.bounces import Kind, Report, classify_report
@@ -60,6 +61,10 @@ def serve(source: BinaryIO, out: BinaryIO, seconds: float) -> None:
         except MemoryError:
             megabytes = MEMORY_LIMIT // (1024 * 1024)
             report = Report(Kind.UNPARSEABLE, f"it needs more than {megabytes} MB to read", "none")
+        except Exception as error:  # a bug, or input nothing expected: said, and kept alive
+            traceback.print_exc()
+            reason = f"classification failed: {type(error).__name__}"
+            report = Report(Kind.UNPARSEABLE, reason, "none")
         _frame(out, report_to_json(report))
 
 

@@ -120,7 +120,15 @@ def test_a_report_crosses_a_process_boundary_unchanged() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"[]", b'{"kind": "nonsense"}', b'{"kind": "hard", "reason": 1}', b"\xff"],
+    [
+        b"",
+        b"[]",
+        b'{"kind": "nonsense"}',
+        b"\xff",
+        b'{"kind": "hard", "reason": "r", "source": "elsewhere", "recipients": [], "tokens": []}',
+        b'{"kind": "hard", "reason": 1, "source": "dsn", "recipients": [], "tokens": [],'
+        b' "envelope_id": null, "feedback_type": null}',
+    ],
 )
 def test_what_is_not_a_classified_report_is_refused(data: bytes) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - any ValueError, the reply is no report
