@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 from mailer.core.bounces import Kind, Report
 from mailer.core.report_codec import report_from_json
+from mailer.errors import TemporaryFailure
 
 log = logging.getLogger(__name__)
 START_TIMEOUT = 30.0  # seconds for a new classifier process to be ready
@@ -70,6 +71,15 @@ class _Child:
         returncode: int = await self.process.wait()
         return returncode
 
+    async def end(self, *, grace: float) -> int:
+        """Its exit status: it is given `grace` seconds to end by itself (one that closed its
+        pipe is ending, and a kill now would reap it before its status is read), then killed."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.ended()), grace)
+        except TimeoutError:
+            self.kill()
+            return await self.ended()
+
 
 class ClassifierPool:
     def __init__(
@@ -108,8 +118,7 @@ class ClassifierPool:
                 await child.ended()
                 return over_time(self.timeout)
             except (asyncio.IncompleteReadError, ConnectionError, ValueError):
-                child.kill()
-                returncode = await child.ended()
+                returncode = await child.end(grace=1.0)
                 if self._closed:
                     raise ClassifierStopped from None
                 return died(returncode)
@@ -123,16 +132,27 @@ class ClassifierPool:
             return report
 
     async def _start(self) -> _Child:
-        process = await asyncio.create_subprocess_exec(
-            *self._command,
-            f"{self.timeout:g}",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-        )
+        """A new classifier process, ready; TemporaryFailure when none can be started (the
+        report waits for the sweep: it is not its fault)."""
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *self._command,
+                f"{self.timeout:g}",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+        except OSError as error:
+            raise TemporaryFailure(f"cannot start a classifier process: {error}") from None
         child = _Child(process)
         self.started += 1
         try:
             await asyncio.wait_for(child.read_frame(), START_TIMEOUT)
+        except (TimeoutError, asyncio.IncompleteReadError) as error:
+            child.kill()
+            await child.ended()
+            raise TemporaryFailure(
+                f"a classifier process did not start: {type(error).__name__}"
+            ) from None
         except BaseException:
             child.kill()
             await child.ended()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from mailer.core.bounces import Kind, classify_report
+from mailer.errors import TemporaryFailure
 from mailer.worker.classifiers import ClassifierPool, ClassifierStopped
 from tests.support.bounces import dsn
 from tests.support.hostile_bounces import cubic_lines
@@ -110,3 +112,18 @@ async def test_the_event_loop_runs_while_a_report_is_classified(pool: Classifier
         last = now
     assert (await reading).kind is Kind.UNPARSEABLE
     assert max(gaps) < 0.25, f"the loop stalled {max(gaps) * 1000:.0f} ms"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["/nonexistent/python"], [sys.executable, "-c", "import sys; sys.exit(3)"]],
+    ids=["cannot be run", "exits at once"],
+)
+async def test_a_classifier_that_cannot_start_is_a_temporary_failure(command: list[str]) -> None:
+    """Not the report's fault: it waits for the sweep instead of ending unparseable."""
+    pool = ClassifierPool(command=command)
+    try:
+        with pytest.raises(TemporaryFailure, match="classifier process"):
+            await pool.classify(dsn(VERP, "jan@example.pl"))
+    finally:
+        await pool.close()
