@@ -92,6 +92,7 @@ ensure_venv() {  # extra, e.g. "[dev]"
 # flufl.bounce from PyPI, unpacked once into a cache outside the repository.
 ensure_bounce_corpus() {
   local parent=$ROOT version cache
+  [ -n "${MAILER_CORPORA:-}" ] && [ -d "$MAILER_CORPORA/bounces/flufl-bounce" ] && return 0
   while [ "$parent" != / ]; do
     parent=$(dirname "$parent")
     [ -d "$parent/shared/corpora/bounces/flufl-bounce" ] && return 0

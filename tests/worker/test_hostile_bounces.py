@@ -220,7 +220,9 @@ async def test_hostile_reports_are_bounded_and_the_process_stays_responsive(
 ) -> None:
     """Each hostile report, and two more that run to the time limit (2 s here): three reports
     in all burn a classifier process to its limit, one after the other, while /healthz is
-    asked every 20 ms. Measured: p50 about 2 ms, p99 under 50 ms."""
+    asked every 20 ms. Measured: p50 0.7-0.9 ms, p99 10-16 ms, worst under 30 ms; CPU 0.2 s in
+    the service's own process, 5.7-5.9 s in its classifier processes. Before, the first of
+    these reports stalled the receiver itself: its SMTP answers timed out after 10 s."""
     running = await run_mailer(classify_timeout="2")
     hostile = [*HOSTILE, HOSTILE[-1], HOSTILE[-1]]
     made = await deliveries(db, len(hostile) + 1)
@@ -261,7 +263,8 @@ async def test_a_stop_while_classifying_is_prompt_and_a_restart_classifies_nothi
     run_mailer: Any, db: asyncpg.Connection
 ) -> None:
     """Three reports flufl.bounce reads for tens of seconds each. SIGTERM while the first is
-    being read: the process exits within 5 s (measured: about 1.5 s). The next start reads the
+    being read: the process exits within 5 s (measured: 1.2-1.5 s, 1 s of it the grace given
+    to classifications under way; before: not within 60 s). The next start reads the
     three once each, to its time limit, and ends them unparseable; the start after that
     classifies none of them again, though its sweep runs (it classifies a fresh report)."""
     running = await run_mailer(classify_timeout="60")
@@ -269,6 +272,7 @@ async def test_a_stop_while_classifying_is_prompt_and_a_restart_classifies_nothi
     ids = [await send(running.bounces, verp, cubic_lines(verp)) for _, verp in made[:3]]
     await asyncio.sleep(1.5)  # the first is being read
     took = running.stop()
+    print(f"SIGTERM while classifying: stopped after {took:.2f} s")
     rows = await reports(db, ids)
     assert took < 5, f"SIGTERM while classifying: stopped after {took:.1f} s"
     assert [row["classified_at"] for row in rows] == [None] * 3
