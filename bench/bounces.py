@@ -15,7 +15,6 @@ import email
 import logging
 from datetime import date
 from functools import partial
-from pathlib import Path
 
 from flufl.bounce import all_failures
 
@@ -23,6 +22,7 @@ from bench.table import per_call, print_table
 from mailer.adapters.inbound import MAX_SOURCES, SourceLimiter
 from mailer.core.bounces import classify_report
 from mailer.core.return_paths import ReturnPathKeys, decode, return_path
+from tests.support import corpora
 from tests.support.bounces import arf, dsn
 
 KEYS = ReturnPathKeys.from_secrets(b"s" * 40)
@@ -31,11 +31,10 @@ VERP = return_path(KEYS, 4242, TODAY, "bounces.lucid.example")
 
 
 def _corpus(name: str) -> bytes:
-    for parent in Path(__file__).resolve().parents:
-        found = parent / "shared" / "corpora" / "bounces" / "flufl-bounce" / "messages" / name
-        if found.exists():
-            return found.read_bytes()
-    raise SystemExit(f"the bounce corpus ({name}) is not beside the repository")
+    corpus = corpora.flufl_bounce()
+    if corpus is None:
+        raise SystemExit(f"missing {corpora.FLUFL_MISSING}")
+    return (corpus.messages / name).read_bytes()
 
 
 def _flufl(raw: bytes) -> object:

@@ -474,6 +474,10 @@ class BouncesSettings(_Section):
     complaint_alert_rate: float = Field(0.001, gt=0, le=1)
     feedback_sender: str = Field("mailer", pattern=r"^[A-Za-z0-9._-]{1,40}$")
     feedback_address: str | None = Field("fbl", pattern=r"^[a-z0-9._-]{1,40}$")
+    max_connections: int = Field(100, ge=1, le=100_000)
+    max_session_seconds: float = Field(300, ge=1, le=86_400)
+    classify_timeout: float = Field(5, gt=0, le=600)
+    classify_processes: int = Field(1, ge=1, le=16)
 
     @field_validator("domain")
     @classmethod

@@ -87,6 +87,35 @@ ensure_venv() {  # extra, e.g. "[dev]"
   fi
 }
 
+# The flufl.bounce test messages for the corpus tests (tests/support/corpora.py), where no
+# shared/corpora/bounces/flufl-bounce/ lies beside the clone: the sdist of the pinned
+# flufl.bounce from PyPI, unpacked once into a cache outside the repository.
+ensure_bounce_corpus() {
+  local parent=$ROOT version cache
+  [ -n "${MAILER_CORPORA:-}" ] && [ -d "$MAILER_CORPORA/bounces/flufl-bounce" ] && return 0
+  while [ "$parent" != / ]; do
+    parent=$(dirname "$parent")
+    [ -d "$parent/shared/corpora/bounces/flufl-bounce" ] && return 0
+  done
+  version=$("$VENV/bin/python" -c 'from importlib.metadata import version; print(version("flufl.bounce"))')
+  cache="${XDG_CACHE_HOME:-$HOME/.cache}/mailer/corpora"
+  [ -f "$cache/flufl_bounce-$version/tests/test_detectors.py" ] && return 0
+  say "fetching the test messages of flufl.bounce $version (its sdist, from PyPI) into $cache"
+  local download
+  download=$(mktemp -d)
+  if "$VENV/bin/pip" download -q --disable-pip-version-check --no-binary :all: --no-deps \
+       -d "$download" "flufl.bounce==$version" 2>/dev/null; then
+    mkdir -p "$download/unpacked" "$cache"
+    tar -xzf "$download"/*.tar.gz -C "$download/unpacked"
+    rm -rf "$cache/flufl_bounce-$version"
+    mkdir "$cache/flufl_bounce-$version"
+    mv "$download"/unpacked/*/tests "$download"/unpacked/*/LICENSE "$cache/flufl_bounce-$version/"
+  else
+    say "could not fetch flufl.bounce $version: the corpus tests will say what is missing"
+  fi
+  rm -rf "$download"
+}
+
 # Whether a database URL logs in; prints why not on standard error. The URL travels in the
 # environment, never on a command line (`ps` shows those to every user).
 database_url_works() {  # url

@@ -27,11 +27,19 @@ class PendingReport:
 
     id: int
     raw: bytes
-    delivery_id: int
-    recipient_key: bytes | None  # None: the delivery is gone
+    delivery_id: int | None  # None: mail to postmaster@ that names no delivery of ours
+    recipient_key: bytes | None  # None: the delivery is gone (or there is none)
     delivery_status: str | None
     job_id: object | None
     subscriber_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A report taken for classification: its bytes, and how often it was taken so far."""
+
+    raw: bytes
+    attempts: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +47,7 @@ class StoredReport:
     id: int
     received_at: datetime
     peer: str
-    delivery_id: int
+    delivery_id: int | None
     size: int
     kind: str | None
     reason: str | None
@@ -94,16 +102,22 @@ class Classification:
 
     async def bounce(
         self, kind: str, status: str | None, diagnostic: str | None, reason: str
-    ) -> bool:
-        """The delivery recorded bounced (kind: hard, soft or policy)."""
-        return await record_bounce(
-            self._conn,
-            self.pending.delivery_id,
-            kind=kind,
-            status=status,
-            diagnostic=diagnostic,
-            reason=reason,
+    ) -> str | None:
+        """The delivery recorded bounced (kind: hard, soft or policy): None. When it was not
+        (it had bounced already, or was never sent), the status it has now: read after the
+        write was refused, not when the report was taken, since another report about the
+        same delivery may have bounced it meanwhile."""
+        delivery_id = self.pending.delivery_id
+        assert delivery_id is not None
+        written = await record_bounce(
+            self._conn, delivery_id, kind=kind, status=status, diagnostic=diagnostic, reason=reason
         )
+        if written:
+            return None
+        now: str | None = await self._conn.fetchval(
+            "SELECT status FROM deliveries WHERE id = $1", delivery_id
+        )
+        return now or "gone"
 
     async def suppress_hard(self, reason: str) -> None:
         """For everything, at once; it outranks a soft bounce's suppression."""
@@ -195,7 +209,7 @@ class BounceReports:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def store(self, *, peer: str, delivery_id: int, raw: bytes) -> int:
+    async def store(self, *, peer: str, delivery_id: int | None, raw: bytes) -> int:
         """Commit a raw report; its id. TemporaryFailure when the database cannot take it."""
         async with unavailable_is_temporary("store bounce report"):
             report_id: int = await self._pool.fetchval(
@@ -209,12 +223,53 @@ class BounceReports:
         return report_id
 
     async def unclassified(self, limit: int = 100) -> list[int]:
+        """Reports not classified and not claimed by a live classification."""
         async with unavailable_is_temporary("unclassified reports"):
             rows = await self._pool.fetch(
-                "SELECT id FROM bounce_reports WHERE classified_at IS NULL ORDER BY id LIMIT $1",
+                "SELECT id FROM bounce_reports WHERE classified_at IS NULL AND raw IS NOT NULL"
+                "   AND (claimed_until IS NULL OR claimed_until < now()) ORDER BY id LIMIT $1",
                 limit,
             )
         return [row["id"] for row in rows]
+
+    async def delivery_status(self, report_id: int) -> str | None:
+        """The status of the delivery an unclassified report names ('-' without one); None
+        when the report is classified already."""
+        async with unavailable_is_temporary("bounce report's delivery"):
+            row = await self._pool.fetchrow(
+                "SELECT coalesce(d.status, '-') AS status FROM bounce_reports r"
+                " LEFT JOIN deliveries d ON d.id = r.delivery_id"
+                " WHERE r.id = $1 AND r.classified_at IS NULL AND r.raw IS NOT NULL",
+                report_id,
+            )
+        return None if row is None else str(row["status"])
+
+    async def claim(self, report_id: int, *, seconds: float) -> Claim | None:
+        """The report taken for `seconds` and counted; None when it is classified already or
+        another classification holds it."""
+        async with unavailable_is_temporary("claim bounce report"):
+            row = await self._pool.fetchrow(
+                "UPDATE bounce_reports SET attempts = attempts + 1,"
+                "       claimed_until = now() + make_interval(secs => $2)"
+                " WHERE id = $1 AND classified_at IS NULL AND raw IS NOT NULL"
+                "   AND (claimed_until IS NULL OR claimed_until < now())"
+                " RETURNING raw, attempts",
+                report_id,
+                seconds,
+            )
+        return None if row is None else Claim(row["raw"], row["attempts"])
+
+    async def release(self, report_id: int, *, attempt_counts: bool = False) -> None:
+        """A claim handed back: unused (its delivery was being sent again), or cut off by a
+        stop (`attempt_counts`)."""
+        async with unavailable_is_temporary("release bounce report"):
+            await self._pool.execute(
+                "UPDATE bounce_reports SET claimed_until = NULL,"
+                "       attempts = CASE WHEN $2 THEN attempts ELSE greatest(attempts - 1, 0) END"
+                " WHERE id = $1 AND classified_at IS NULL",
+                report_id,
+                attempt_counts,
+            )
 
     async def give_up(self, report_id: int, reason: str) -> None:
         async with unavailable_is_temporary("give up on a bounce report"):
@@ -223,7 +278,7 @@ class BounceReports:
                 " outcome = 'nothing', classified_at = now()"
                 " WHERE id = $1 AND classified_at IS NULL",
                 report_id,
-                reason,
+                reason[:1000],
             )
 
     @contextlib.asynccontextmanager

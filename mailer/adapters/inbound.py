@@ -2,15 +2,20 @@
 
 It takes mail only for `b-<token>@<bounce domain>` whose token verifies now; anything else
 is refused at RCPT, before any data: unknown, forged or expired tokens (backscatter, forged
-bounces) with 550, other domains (no relaying) with 550 5.7.1. The one exception is the
-feedback-loop address (`fbl@`, registered with mailbox providers for their ARF reports): it
-takes a report only if the message it returns carries a return path of ours that verifies,
-else 550 after the data. One recipient per
-transaction, a size cap (SIZE, 552 past it), and a token bucket per source address (450 at
-MAIL FROM when a source sends faster), at most CONNECTIONS_PER_SOURCE connections open from
-one address (421 past it). 250 is answered only once the raw report is committed
-to PostgreSQL; classification runs afterwards (`on_stored`). aiosmtpd's LMTP mode is not
-used: it answers once after DATA for every recipient.
+bounces) with 550, other domains (no relaying) with 550 5.7.1. Two exceptions:
+- the feedback-loop address (`fbl@`, registered with mailbox providers for their ARF
+  reports) takes a report only if the message it returns carries a return path of ours that
+  verifies, else 550 after the data;
+- `postmaster@` (and a bare `<postmaster>`), which RFC 5321 (4.5.1) says must be accepted:
+  its mail is kept as a report for the operator, tied to the delivery whose return path it
+  quotes, if one verifies (then classified like any other), else to none.
+One recipient per transaction, a size cap (SIZE, 552 past it), and a token bucket per source
+address (450 at MAIL FROM when a source sends faster). At most `max_connections` sessions
+are open at once (421 past it), CONNECTIONS_PER_SOURCE of them from one address, and none
+for longer than `max_session_seconds` (then 421 and closed: NOOP and RSET keep a session
+from its idle timeout, never past that). 250 is answered only once the raw report is
+committed to PostgreSQL; classification runs afterwards (`on_stored`). aiosmtpd's LMTP mode
+is not used: it answers once after DATA for every recipient.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ SESSION_TIMEOUT = 60.0
 MAX_SCANNED = 256 * 1024  # bytes of a feedback report searched for our return paths
 MAX_TOKENS = 20  # candidate return paths verified per feedback report
 CONNECTIONS_PER_SOURCE = 10  # open at once from one address; more are told 421
+POSTMASTER = "postmaster"
 
 
 class SourceLimiter:
@@ -58,28 +64,54 @@ class SourceLimiter:
 
 
 class _ReceiverSMTP(SMTP):
-    """aiosmtpd's SMTP, with at most `per_source` connections open from one address."""
+    """aiosmtpd's SMTP, with at most `most` sessions open at once, `per_source` of them from
+    one address, each closed `lifetime` seconds after it opened."""
 
     def __init__(
-        self, handler: _Handler, *, open_by_source: Counter[str], per_source: int, **options: Any
+        self,
+        handler: _Handler,
+        *,
+        open_by_source: Counter[str],
+        per_source: int,
+        most: int,
+        lifetime: float,
+        **options: Any,
     ) -> None:
         super().__init__(handler, **options)
         self._open_by_source = open_by_source
         self._per_source = per_source
+        self._most = most
+        self._lifetime = lifetime
         self._counted: str | None = None
+        self._ends: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         source = _peer(self.session) if self.session is not None else "?"
+        if self._open_by_source.total() >= self._most:
+            self._refuse(transport, b"421 4.3.2 Too many connections, try again later")
+            return
         if self._open_by_source[source] >= self._per_source:
-            assert isinstance(transport, asyncio.WriteTransport)
-            transport.write(b"421 4.7.0 Too many connections from your address\r\n")
-            transport.close()
+            self._refuse(transport, b"421 4.7.0 Too many connections from your address")
             return
         self._open_by_source[source] += 1
         self._counted = source
+        self._ends = self.loop.call_later(self._lifetime, self._session_over)
+
+    def _refuse(self, transport: asyncio.BaseTransport, reply: bytes) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(reply + b"\r\n")
+        transport.close()
+
+    def _session_over(self) -> None:
+        """The session's time is up, whatever it is doing (a NOOP every minute included)."""
+        if self.transport is not None and not self.transport.is_closing():
+            self._refuse(self.transport, b"421 4.4.2 Session too long, closing")
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self._ends is not None:
+            self._ends.cancel()
+            self._ends = None
         if self._counted is not None:
             self._open_by_source[self._counted] -= 1
             if self._open_by_source[self._counted] <= 0:
@@ -108,12 +140,14 @@ class _Handler:
         receiver = self._receiver
         if envelope.rcpt_tos:
             return "452 4.5.3 One recipient per message, please"
-        local, _, domain = address.rpartition("@")
+        local, at, domain = address.rpartition("@")
+        if not at and domain.lower() == POSTMASTER:  # RFC 5321 4.5.1: <Postmaster> alone
+            local, domain = domain, receiver.domain
         if domain.lower().rstrip(".") != receiver.domain:
             receiver.refused("relay")
             return "550 5.7.1 Relaying denied"
-        if receiver.feedback_local is not None and local.lower() == receiver.feedback_local:
-            envelope.rcpt_tos.append(address)  # a feedback loop's: its report names the delivery
+        if local.lower() in receiver.mailboxes:
+            envelope.rcpt_tos.append(address)  # a report that names its delivery, or none
             return "250 2.1.5 OK"
         decoded = receiver.verify(local)
         if not decoded.valid or decoded.delivery_id is None:
@@ -127,10 +161,13 @@ class _Handler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         receiver = self._receiver
         raw = envelope.original_content
-        local = envelope.rcpt_tos[0].rpartition("@")[0]
+        local = envelope.rcpt_tos[0].rpartition("@")[0] or envelope.rcpt_tos[0]
         if raw is None:
             return "554 5.5.1 No message"
-        if receiver.feedback_local is not None and local.lower() == receiver.feedback_local:
+        delivery_id: int | None
+        if local.lower() == POSTMASTER:
+            delivery_id = receiver.delivery_in(raw)  # None: kept, for the operator alone
+        elif receiver.feedback_local is not None and local.lower() == receiver.feedback_local:
             delivery_id = receiver.delivery_in(raw)
             if delivery_id is None:
                 receiver.refused("unmatched")
@@ -165,11 +202,13 @@ class BounceReceiver:
         max_age_days: int,
         max_bytes: int,
         limiter: SourceLimiter,
-        store: Callable[[str, int, bytes], Awaitable[int]],
+        store: Callable[[str, int | None, bytes], Awaitable[int]],
         on_stored: Callable[[int], None],
         refused: Callable[[str], None],
         today: Callable[[], date],
         feedback_local: str | None = None,
+        max_connections: int = 100,
+        max_session_seconds: float = 300.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -183,6 +222,10 @@ class BounceReceiver:
         self.refused = refused
         self.today = today
         self.feedback_local = feedback_local.lower() if feedback_local else None
+        # The mailboxes taken on trust at RCPT: their reports are checked after the data.
+        self.mailboxes = {POSTMASTER} | ({self.feedback_local} if self.feedback_local else set())
+        self.max_connections = max_connections
+        self.max_session_seconds = max_session_seconds
         self._server: asyncio.Server | None = None
         self._sessions: set[SMTP] = set()
         self._open_by_source: Counter[str] = Counter()
@@ -209,6 +252,8 @@ class BounceReceiver:
                 handler,
                 open_by_source=self._open_by_source,
                 per_source=CONNECTIONS_PER_SOURCE,
+                most=self.max_connections,
+                lifetime=self.max_session_seconds,
                 hostname=self.domain,
                 data_size_limit=self.max_bytes,
                 enable_SMTPUTF8=False,

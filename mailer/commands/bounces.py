@@ -34,9 +34,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _line(report: StoredReport) -> str:
     kind = report.kind or "unclassified"
+    delivery = "-" if report.delivery_id is None else report.delivery_id
     return (
-        f"{report.id:>8}  {when(report.received_at)}  {kind:12}  "
-        f"delivery {report.delivery_id:<10}  {report.domain or '-':24}  {report.outcome or '-'}"
+        f"{report.id:>8}  {when(report.received_at)}  {kind:12}  delivery {delivery!s:<10}  "
+        f"{report.domain or '-':24}  {report.outcome or '-'}"
     )
 
 
@@ -64,7 +65,7 @@ async def show_report(args: argparse.Namespace, reports: BounceReports, out: Tex
         "report": report.id,
         "received": when(report.received_at),
         "from peer": report.peer,
-        "delivery": report.delivery_id,
+        "delivery": report.delivery_id or "none (mail to postmaster@ naming no delivery)",
         "size": f"{report.size} bytes",
         "kind": report.kind or "unclassified",
         "reason": report.reason or "-",

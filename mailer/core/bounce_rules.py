@@ -12,6 +12,9 @@ delivery, or whose recipients are all someone else, changes nobody's standing. T
 - complaint: the person is unsubscribed from every list and flagged for operators;
 - ignored, unparseable: nothing changes.
 
+A delivery is recorded bounced once: a report about one that had bounced already, or that was
+never sent, changes nothing, and its outcome says which (`not_bounced`).
+
 Pure: values in, an Effect out.
 """
 
@@ -65,3 +68,15 @@ def _effect(kind: Kind, reason: str, recipient: Recipient | None) -> Effect:
     if recipient.address and "@" in recipient.address:
         domain = recipient.address.rpartition("@")[2].lower()[:255] or None
     return Effect(kind, reason, recipient.status, recipient.diagnostic, domain)
+
+
+def not_bounced(status: str) -> str:
+    """What a report that bounces its delivery changed when the delivery could not be
+    recorded bounced, by the status it has now."""
+    if status == "bounced":
+        return "nothing more: the delivery had bounced already"
+    if status == "gone":
+        return "nothing: its delivery no longer exists"
+    if status in ("sent", "captured"):  # changed again between the refused write and now
+        return f"nothing: the delivery changed meanwhile (it is {status} now)"
+    return f"nothing: the delivery was never sent (it is {status})"

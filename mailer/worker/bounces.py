@@ -6,9 +6,15 @@
            alerted │ complaint: unsubscribed from every list, flagged │ else nothing
         ─► the report marked classified, in the same transaction
 
-A report is classified once: a second pass finds it classified (or locked) and does nothing.
-Reports whose classification was cut off (a crash, the database away) are picked up again by
-the sweep, which also applies the retention.
+Classifying runs in processes of mailer's own (mailer/worker/classifiers.py), one report
+each at a time, within `[bounces] classify_timeout`: a hostile report costs one of them at
+most that long, ends `unparseable` with the reason, and never stalls the event loop.
+
+A report is classified once: it is claimed (for a while, and counted) before it is read, and
+marked classified in the transaction that applies it; a second pass finds it classified or
+claimed and does nothing. Reports whose classification was cut off (a stop, a crash, the
+database away) are picked up again by the sweep once their claim lapses, at most
+MAX_ATTEMPTS times in all; the sweep also applies the retention.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Protocol
 
 import asyncpg
 
@@ -27,15 +34,28 @@ from mailer.adapters.bounces import BounceReports, Classification
 from mailer.adapters.inbound import BounceReceiver, SourceLimiter
 from mailer.config import BouncesSettings, listen_address
 from mailer.core.addresses import address_ref
-from mailer.core.bounce_rules import Effect, effect_of
-from mailer.core.bounces import Kind, classify_report, soft_bounce_decision
+from mailer.core.bounce_rules import Effect, effect_of, not_bounced
+from mailer.core.bounces import Kind, Report, soft_bounce_decision
 from mailer.core.deliveries import clean_reply
 from mailer.core.return_paths import ReturnPathKeys
 from mailer.errors import TemporaryFailure
 from mailer.metrics import Metrics
+from mailer.worker.classifiers import KEPT, ClassifierPool, ClassifierStopped
 
 log = logging.getLogger(__name__)
 SWEEP_INTERVAL = 300.0
+MAX_ATTEMPTS = 5  # classifications of one report started, and cut off, before it is given up
+STOP_GRACE = 1.0  # seconds the classifications under way get at a stop before they are cut off
+
+
+class Classifier(Protocol):
+    processes: int  # reports it classifies at once
+    timeout: float  # seconds one report may take
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def classify(self, raw: bytes) -> Report: ...
 
 
 _DOMAIN = re.compile(r"[a-z0-9.-]{1,255}")
@@ -72,8 +92,13 @@ class BounceProcessor:
         retention_days: int,
         metrics: Metrics,
         clock: Callable[[], datetime],
+        classifier: Classifier,
     ) -> None:
         self._reports = reports
+        self._classifier = classifier
+        self._turns = asyncio.Semaphore(classifier.processes)
+        # A claim outlasts the longest classification (a new process's start included).
+        self._claim_seconds = 2 * classifier.timeout + 60
         self._hash_key = hash_key
         self._soft = soft
         self._complaint_alert_rate = complaint_alert_rate
@@ -81,9 +106,6 @@ class BounceProcessor:
         self._metrics = metrics
         self._clock = clock
         self._tasks: set[asyncio.Task[None]] = set()
-        # flufl.bounce logs a traceback at ERROR for some messages it cannot read; the
-        # classifier handles those (a retry, then `unparseable`): nothing an operator needs.
-        logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
 
     def stored(self, report_id: int) -> None:
         """The receiver committed a report: classify it soon, off the SMTP session."""
@@ -101,47 +123,91 @@ class BounceProcessor:
             log.warning(
                 "bounce report %d not classified yet (the sweep retries): %s", report_id, exc
             )
+        except ClassifierStopped:
+            log.info("bounce report %d: cut off by the stop, classified after a start", report_id)
         except Exception as exc:
             await self._give_up(report_id, exc)
 
     async def classify(self, report_id: int) -> Effect | NotYet | None:
-        """Classify and apply one stored report; None when it was done already, NotYet when
-        its delivery's outcome is still being recorded."""
+        """Classify and apply one stored report; None when it was done already (or another
+        classification holds it), NotYet when its delivery's outcome is still being
+        recorded. ClassifierStopped when the service stops first."""
+        status = await self._reports.delivery_status(report_id)
+        if status is None:
+            return None
+        if status == "sending":
+            # A fast relay's DSN can arrive before the 250 that preceded it is recorded.
+            return NotYet()
+        async with self._turns:
+            if self._classifier.closed:  # stopping: left for the next start, not counted
+                raise ClassifierStopped
+            claim = await self._reports.claim(report_id, seconds=self._claim_seconds)
+            if claim is None:
+                return None
+            if claim.attempts > MAX_ATTEMPTS:
+                report = Report(
+                    Kind.UNPARSEABLE,
+                    f"its classification was started {claim.attempts - 1} times and never"
+                    f" finished (the service stopped or crashed meanwhile): given up; {KEPT}",
+                    "none",
+                )
+            else:
+                try:
+                    report = await self._classifier.classify(claim.raw)
+                except ClassifierStopped:
+                    # Cut off by the stop: free for the next start, the attempt still counted.
+                    await self._reports.release(report_id, attempt_counts=True)
+                    raise
+        if report.reason.endswith(KEPT):  # over its time limit, or its process died
+            log.warning("bounce report %d is unparseable: %s", report_id, report.reason)
+        return await self._record(report_id, report)
+
+    async def _record(self, report_id: int, report: Report) -> Effect | NotYet | None:
+        """Apply a classified report, and mark it classified, in one transaction."""
         async with self._reports.classifying(report_id) as job:
             if job is None:
                 return None
-            if job.pending.delivery_status == "sending":
-                # A fast relay's DSN can arrive before the 250 that preceded it is recorded.
-                return NotYet()
-            report = await asyncio.to_thread(classify_report, job.pending.raw)
             pending = job.pending
-            if pending.recipient_key is None:
-                effect = Effect(report.kind, report.reason, applies=False)
-                outcome = "nothing: its delivery no longer exists"
-            else:
-                effect = effect_of(
-                    report,
-                    delivery_id=pending.delivery_id,
-                    recipient_key=pending.recipient_key,
-                    hash_key=self._hash_key,
+            resent = pending.delivery_status == "sending"  # being sent again since the claim
+            if not resent:
+                effect, outcome = await self._effect(job, report)
+                await job.done(
+                    kind=str(effect.kind),
+                    reason=clean_reply(
+                        report.reason if effect.applies else f"{report.reason}; {effect.reason}"
+                    ),
+                    status=_clean(effect.status),
+                    diagnostic=_clean(effect.diagnostic),
+                    domain=effect.domain
+                    if effect.domain and _DOMAIN.fullmatch(effect.domain)
+                    else None,
+                    outcome=clean_reply(outcome),
                 )
-                outcome = await self._apply(job, effect) if effect.applies else effect.reason
-            await job.done(
-                kind=str(effect.kind),
-                reason=clean_reply(
-                    report.reason if effect.applies else f"{report.reason}; {effect.reason}"
-                ),
-                status=_clean(effect.status),
-                diagnostic=_clean(effect.diagnostic),
-                domain=effect.domain
-                if effect.domain and _DOMAIN.fullmatch(effect.domain)
-                else None,
-                outcome=clean_reply(outcome),
-            )
+        if resent:
+            await self._reports.release(report_id)
+            return NotYet()
         self._after(pending.delivery_id, pending.job_id, pending.recipient_key, effect, outcome)
         if effect.applies and effect.kind is Kind.COMPLAINT and pending.job_id is not None:
             await self._complaint_rate(pending.job_id)
         return effect
+
+    async def _effect(self, job: Classification, report: Report) -> tuple[Effect, str]:
+        """What the report changes for its delivery (written through `job`), and the words
+        that say so."""
+        pending = job.pending
+        if pending.recipient_key is None or pending.delivery_id is None:
+            if pending.delivery_id is None:
+                outcome = "nothing: mail to postmaster@ naming no delivery of ours, kept"
+            else:
+                outcome = "nothing: its delivery no longer exists"
+            return Effect(report.kind, report.reason, applies=False), outcome
+        effect = effect_of(
+            report,
+            delivery_id=pending.delivery_id,
+            recipient_key=pending.recipient_key,
+            hash_key=self._hash_key,
+        )
+        return effect, await self._apply(job, effect) if effect.applies else effect.reason
 
     async def _give_up(self, report_id: int, error: Exception) -> None:
         """A report whose classification raised (a bug, or input nothing expected): kept, and
@@ -158,16 +224,11 @@ class BounceProcessor:
         if not effect.bounces:
             return "nothing"
         assert kind in (Kind.HARD, Kind.SOFT, Kind.POLICY)
-        bounced = await job.bounce(
+        unchanged = await job.bounce(
             kind.value, _clean(effect.status), _clean(effect.diagnostic), clean_reply(effect.reason)
         )
-        if not bounced:
-            status = job.pending.delivery_status
-            return (
-                "nothing more: the delivery had bounced already"
-                if status == "bounced"
-                else f"nothing: the delivery is {status}, not sent"
-            )
+        if unchanged is not None:
+            return not_bounced(unchanged)
         if kind is Kind.HARD:
             await job.suppress_hard(effect.reason)
             return "bounced; address suppressed for everything"
@@ -193,7 +254,7 @@ class BounceProcessor:
 
     def _after(
         self,
-        delivery_id: int,
+        delivery_id: int | None,
         job_id: object,
         recipient_key: bytes | None,
         effect: Effect,
@@ -203,7 +264,11 @@ class BounceProcessor:
         kind = str(effect.kind) if effect.applies else "mismatched"
         self._metrics.bounce_reports.labels(kind).inc()
         log.info(
-            "bounce report kind=%s delivery=%d rcpt=%s outcome=%r", kind, delivery_id, ref, outcome
+            "bounce report kind=%s delivery=%s rcpt=%s outcome=%r",
+            kind,
+            delivery_id if delivery_id is not None else "-",
+            ref,
+            outcome,
         )
         if not effect.applies:
             return
@@ -240,7 +305,7 @@ class BounceProcessor:
         for report_id in await self._reports.unclassified():
             try:
                 await self.classify(report_id)
-            except TemporaryFailure:
+            except (TemporaryFailure, ClassifierStopped):
                 raise
             except Exception as exc:
                 await self._give_up(report_id, exc)
@@ -256,6 +321,8 @@ class BounceProcessor:
         while not stopping.is_set():
             try:
                 await self.sweep()
+            except ClassifierStopped:
+                return
             except TemporaryFailure as exc:
                 log.warning("bounce sweep postponed: %s", exc)
             except Exception:
@@ -263,10 +330,10 @@ class BounceProcessor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=interval)
 
-    async def drain(self) -> None:
+    async def drain(self, seconds: float = 10.0) -> None:
         """Let the classifications under way finish (what is cut off, the sweep redoes)."""
         if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=10)
+            await asyncio.wait(list(self._tasks), timeout=seconds)
 
 
 def today_of(clock: Callable[[], datetime]) -> Callable[[], date]:
@@ -289,6 +356,9 @@ class BounceService:
     ) -> None:
         assert settings.domain is not None
         reports = BounceReports(pool)
+        self.classifiers = ClassifierPool(
+            processes=settings.classify_processes, timeout=settings.classify_timeout
+        )
         self.processor = BounceProcessor(
             reports=reports,
             hash_key=hash_key,
@@ -299,10 +369,11 @@ class BounceService:
             retention_days=settings.retention_days,
             metrics=metrics,
             clock=clock,
+            classifier=self.classifiers,
         )
         host, port = listen_address(settings.listen)
 
-        async def store(peer: str, delivery_id: int, raw: bytes) -> int:
+        async def store(peer: str, delivery_id: int | None, raw: bytes) -> int:
             return await reports.store(peer=peer, delivery_id=delivery_id, raw=raw)
 
         self.receiver = BounceReceiver(
@@ -318,6 +389,8 @@ class BounceService:
             refused=lambda reason: metrics.bounce_refused.labels(reason).inc(),
             today=today_of(clock),
             feedback_local=settings.feedback_address,
+            max_connections=settings.max_connections,
+            max_session_seconds=settings.max_session_seconds,
         )
         self._stopping = asyncio.Event()
         self._sweeps: asyncio.Task[None] | None = None
@@ -335,8 +408,12 @@ class BounceService:
         return {"ok": False, "detail": "the bounce receiver is not listening"}
 
     async def stop(self) -> None:
+        """Prompt whatever is being classified: what is still at it after STOP_GRACE is cut
+        off (its process killed) and classified after the next start."""
         self._stopping.set()
         await self.receiver.stop()
+        await self.processor.drain(STOP_GRACE)
+        await self.classifiers.close()
         await self.processor.drain()
         if self._sweeps is not None:
             await self._sweeps

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from mailer.core.addresses import address_key
-from mailer.core.bounce_rules import effect_of
+from mailer.core.bounce_rules import effect_of, not_bounced
 from mailer.core.bounces import Kind, Recipient, Report
 
 HASH_KEY = b"k" * 32
@@ -50,3 +52,20 @@ def test_a_report_naming_nobody_is_tied_by_its_token_alone() -> None:
     bare = Report(Kind.UNPARSEABLE, "junk", "none")
     effect = effect_of(bare, delivery_id=7, recipient_key=OURS, hash_key=HASH_KEY)
     assert effect.applies and effect.kind is Kind.UNPARSEABLE and not effect.bounces
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [
+        ("bounced", "nothing more: the delivery had bounced already"),
+        ("failed", "nothing: the delivery was never sent (it is failed)"),
+        ("retrying", "nothing: the delivery was never sent (it is retrying)"),
+        ("gone", "nothing: its delivery no longer exists"),
+        ("sent", "nothing: the delivery changed meanwhile (it is sent now)"),
+    ],
+)
+def test_what_a_report_changed_when_its_delivery_could_not_bounce(
+    status: str, outcome: str
+) -> None:
+    assert not_bounced(status) == outcome
+    assert "is sent, not sent" not in outcome

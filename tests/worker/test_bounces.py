@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -21,6 +22,7 @@ from mailer.core.return_paths import ReturnPathKeys, decode, return_path
 from mailer.metrics import Metrics
 from mailer.service import Service
 from mailer.worker.bounces import BounceProcessor, SoftRule
+from mailer.worker.classifiers import ClassifierPool
 from tests.conftest import SECRET, DkimKeys, StartService
 from tests.support.bounces import BOUNCE_DOMAIN, arf, bounce_config, dsn, send_report
 from tests.support.http import base_url, metric
@@ -224,8 +226,11 @@ async def test_a_report_classified_twice_changes_nothing_the_second_time(
     assert service.bounces is not None
     processor = service.bounces.processor
     assert await processor.classify(report_id) is None
-    await db.execute("UPDATE bounce_reports SET classified_at = NULL WHERE id = $1", report_id)
-    again = await processor.classify(report_id)  # as after a crash before the mark
+    await db.execute(  # as after a crash before the mark, once its claim has lapsed
+        "UPDATE bounce_reports SET classified_at = NULL, claimed_until = NULL WHERE id = $1",
+        report_id,
+    )
+    again = await processor.classify(report_id)
     assert isinstance(again, Effect)
     assert await db.fetchval("SELECT count(*) FROM soft_bounce_days") == 1
     assert (await delivery(db, delivery_id))["status"] == "bounced"
@@ -417,6 +422,14 @@ async def pool(database_url: str) -> Any:
     await pool.close()
 
 
+@pytest.fixture
+async def classifiers() -> AsyncIterator[ClassifierPool]:
+    """The classifier processes a BounceProcessor made by hand uses, as the service's do."""
+    pool = ClassifierPool()
+    yield pool
+    await pool.close()
+
+
 class Calendar:
     def __init__(self) -> None:
         self.today = date.today()
@@ -426,7 +439,10 @@ class Calendar:
 
 
 async def soft_bounces(
-    pool: asyncpg.Pool, db: asyncpg.Connection, delivery_ids: list[int], days: list[date]
+    pool: asyncpg.Pool,
+    classifiers: ClassifierPool,
+    delivery_ids: list[int],
+    days: list[date],
 ) -> BounceProcessor:
     """One soft bounce (mailbox full) a day, each for the next delivery."""
     calendar = Calendar()
@@ -439,6 +455,7 @@ async def soft_bounces(
         retention_days=60,
         metrics=Metrics(),
         clock=calendar.now,
+        classifier=classifiers,
     )
     for delivery_id, day in zip(delivery_ids, days, strict=True):
         calendar.today = day
@@ -478,16 +495,16 @@ async def suppression(db: asyncpg.Connection) -> str | None:
 
 
 async def test_four_soft_bounce_days_do_not_suppress_and_five_do(
-    pool: asyncpg.Pool, db: asyncpg.Connection
+    pool: asyncpg.Pool, classifiers: ClassifierPool, db: asyncpg.Connection
 ) -> None:
     today = date.today()
     ids = await sent_deliveries(db, 6)
     # Two bounces on one day are one point: four days, five reports.
     days = [today - timedelta(days=d) for d in (20, 15, 15, 9, 1)]
-    await soft_bounces(pool, db, ids[:5], days)
+    await soft_bounces(pool, classifiers, ids[:5], days)
     assert await db.fetchval("SELECT count(*) FROM soft_bounce_days") == 4
     assert await suppression(db) is None
-    await soft_bounces(pool, db, ids[5:], [today])
+    await soft_bounces(pool, classifiers, ids[5:], [today])
     assert await suppression(db) == "soft_bounce"
     expires = await db.fetchval("SELECT expires_at FROM suppressions")
     assert expires.date() == today + timedelta(days=90)
@@ -496,12 +513,12 @@ async def test_four_soft_bounce_days_do_not_suppress_and_five_do(
 
 
 async def test_a_soft_bounce_suppression_lifts_after_its_expiry(
-    pool: asyncpg.Pool, db: asyncpg.Connection
+    pool: asyncpg.Pool, classifiers: ClassifierPool, db: asyncpg.Connection
 ) -> None:
     today = date.today()
     ids = await sent_deliveries(db, 5)
     days = [today - timedelta(days=d) for d in (104, 103, 102, 101, 100)]  # held until day -10
-    processor = await soft_bounces(pool, db, ids, days)
+    processor = await soft_bounces(pool, classifiers, ids, days)
     assert await db.fetchval("SELECT count(*) FROM suppressions") == 1
     assert await suppression(db) is None  # lapsed: claims no longer see it
     await processor.sweep()
@@ -582,7 +599,7 @@ async def test_hostile_words_in_a_report_are_stored_as_clean_text(
 
 
 async def test_a_report_that_overtakes_its_deliverys_outcome_waits_for_it(
-    pool: asyncpg.Pool, db: asyncpg.Connection
+    pool: asyncpg.Pool, classifiers: ClassifierPool, db: asyncpg.Connection
 ) -> None:
     """A relay that refuses at once can bounce before mailer has recorded its 250."""
     (delivery_id,) = await sent_deliveries(db, 1)
@@ -600,6 +617,7 @@ async def test_a_report_that_overtakes_its_deliverys_outcome_waits_for_it(
         retention_days=60,
         metrics=Metrics(),
         clock=lambda: datetime.now(UTC),
+        classifier=classifiers,
     )
     processor.stored(report_id)
     await asyncio.sleep(0.3)
@@ -674,3 +692,46 @@ async def test_a_feedback_loop_report_to_fbl_is_tied_by_the_return_path_it_quote
     assert report["kind"] == "complaint"
     status = await db.fetchval("SELECT status FROM subscriptions")
     assert status == "unsubscribed"
+
+
+async def test_a_repeated_report_says_the_delivery_had_bounced_already(
+    pool: asyncpg.Pool, classifiers: ClassifierPool, db: asyncpg.Connection
+) -> None:
+    """Two copies of one report, classified together: while the first holds the delivery
+    (bouncing it, not yet committed), the second reads it as sent and waits for it. Its
+    outcome then says what happened, not "the delivery is sent, not sent"."""
+    (delivery_id,) = await sent_deliveries(db, 1)
+    reports = BounceReports(pool)
+    verp = return_path(KEYS, delivery_id, date.today(), BOUNCE_DOMAIN)
+    second = await reports.store(peer="127.0.0.1", delivery_id=delivery_id, raw=dsn(verp, ADDRESS))
+    processor = BounceProcessor(
+        reports=reports,
+        hash_key=HASH_KEY,
+        soft=SoftRule(),
+        complaint_alert_rate=0.001,
+        retention_days=60,
+        metrics=Metrics(),
+        clock=lambda: datetime.now(UTC),
+        classifier=classifiers,
+    )
+    twin = db.transaction()
+    await twin.start()
+    await db.execute(
+        "UPDATE deliveries SET status = 'bounced', bounce_kind = 'hard' WHERE id = $1", delivery_id
+    )
+    classifying = asyncio.create_task(processor.classify(second))
+
+    async def waiting_for_the_twin() -> bool:
+        waiting: int = await pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND datname = current_database()"
+        )
+        return waiting > 0
+
+    await eventually(waiting_for_the_twin, timeout=10)
+    await twin.commit()
+    effect = await classifying
+    assert isinstance(effect, Effect) and effect.kind == "hard"
+    outcome = await db.fetchval("SELECT outcome FROM bounce_reports WHERE id = $1", second)
+    assert outcome == "nothing more: the delivery had bounced already"
+    assert await db.fetchval("SELECT count(*) FROM suppressions") == 0  # the twin's to make
