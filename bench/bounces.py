@@ -20,7 +20,7 @@ from flufl.bounce import all_failures
 
 from bench.table import per_call, print_table
 from mailer.adapters.inbound import MAX_SOURCES, SourceLimiter
-from mailer.core.bounces import classify_report
+from mailer.core.bounces.reports import classify_report
 from mailer.core.return_paths import ReturnPathKeys, decode, return_path
 from tests.support import corpora
 from tests.support.bounces import arf, dsn

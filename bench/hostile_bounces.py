@@ -39,7 +39,7 @@ import asyncpg
 from bench.newsletter import ADMIN_DSN, AMQP, ROOT, SECRET, free_port, rabbitmqctl
 from bench.table import print_table
 from mailer.core.addresses import address_key
-from mailer.core.bounces import classify_report
+from mailer.core.bounces.reports import classify_report
 from mailer.core.return_paths import ReturnPathKeys, return_path
 from mailer.core.tokens import derive_key
 from mailer.worker.classifiers import ClassifierPool

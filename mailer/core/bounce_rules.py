@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mailer.core.addresses import address_key
-from mailer.core.bounces import GRAVITY, Kind, Recipient, Report
+from mailer.core.bounces.kinds import GRAVITY, Kind, Recipient, Report
 
 
 @dataclass(frozen=True, slots=True)

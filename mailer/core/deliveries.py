@@ -19,7 +19,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
-from mailer.core.outcomes import Failed, Outcome, Retry, Sent, retry_delay, scrub
+from mailer.core.outcomes import Failed, Outcome, Retry, Sent, retry_delay
+from mailer.core.scrubbing import scrub
 
 MAX_REPLY_CHARS = 1000
 GAVE_UP = "gave up: still failing temporarily after the retry period"
@@ -105,10 +106,10 @@ def attempt_write(
     sender refused, no session possible) never does: it is held until the relay is fixed.
     A message the embedded capture server took (`captured`) was not delivered."""
     if isinstance(outcome, Sent):
-        reply = clean_reply(scrub(str(outcome.reply), address))
+        reply = clean_reply(scrub(str(outcome.reply), address, limit=MAX_REPLY_CHARS))
         status = DeliveryStatus.CAPTURED if captured else DeliveryStatus.SENT
         return Write(delivery_id, status, True, reply, message_id)
-    reply = clean_reply(scrub(outcome.reason, address))
+    reply = clean_reply(scrub(outcome.reason, address, limit=MAX_REPLY_CHARS))
     if isinstance(outcome, Failed):
         return Write(
             delivery_id,

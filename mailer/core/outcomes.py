@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
 
-from mailer.core.bounces import ReplyKind, classify_reply
+from mailer.core.bounces.replies import ReplyKind, Stage, classify_reply
 
-Stage = Literal["mail", "rcpt", "data"]
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
@@ -56,15 +54,8 @@ class Failed:
 Outcome = Sent | Retry | Failed
 
 
-def scrub(text: str, address: str) -> str:
-    """The relay's words without the recipient's address, fit to store and log."""
-    if not address:
-        return text
-    return re.sub(re.escape(address), "<recipient>", text, flags=re.IGNORECASE)
-
-
 def classify(reply: Reply) -> Outcome:
-    """The bounce classifier's verdict on a reply in session (`bounces.classify_reply`):
+    """The bounce classifier's verdict on a reply in session (`bounces.replies`):
     only a hard bounce (5.1.1, 5.1.2, 5.1.3, 5.1.6, 5.1.10) suppresses; our sender or
     relaying refused is held and retried."""
     if 200 <= reply.code < 300:

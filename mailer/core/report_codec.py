@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any, get_args
 
-from mailer.core.bounces import Kind, Recipient, Report, Source
+from mailer.core.bounces.kinds import Kind, Recipient, Report, Source
 
 _SOURCES: tuple[str, ...] = get_args(Source)
 
@@ -21,12 +21,22 @@ def report_to_json(report: Report) -> bytes:
             "reason": report.reason,
             "source": report.source,
             "recipients": [
-                [one.address, one.kind.value, one.reason, one.status, one.action, one.diagnostic]
+                [
+                    one.address,
+                    one.kind.value,
+                    one.reason,
+                    one.status,
+                    one.action,
+                    one.diagnostic,
+                    one.evidence,
+                    one.final_recipient,
+                ]
                 for one in report.recipients
             ],
             "tokens": list(report.return_path_tokens),
             "envelope_id": report.envelope_id,
             "feedback_type": report.feedback_type,
+            "evidence": report.evidence,
         },
         ensure_ascii=False,
     ).encode("utf-8", "surrogatepass")
@@ -46,13 +56,14 @@ def report_from_json(data: bytes) -> Report:
             tuple(_text(token) for token in fields["tokens"]),
             _optional(fields["envelope_id"]),
             _optional(fields["feedback_type"]),
+            _optional(fields["evidence"]),
         )
     except (KeyError, TypeError, UnicodeDecodeError) as error:
         raise ValueError(f"not a classified report: {type(error).__name__}") from None
 
 
 def _recipient(fields: Any) -> Recipient:
-    address, kind, reason, status, action, diagnostic = fields
+    address, kind, reason, status, action, diagnostic, evidence, final_recipient = fields
     return Recipient(
         _optional(address),
         Kind(kind),
@@ -60,6 +71,8 @@ def _recipient(fields: Any) -> Recipient:
         _optional(status),
         _optional(action),
         _optional(diagnostic),
+        _optional(evidence),
+        _optional(final_recipient),
     )
 
 

@@ -35,7 +35,8 @@ from mailer.adapters.inbound import BounceReceiver, SourceLimiter
 from mailer.config import BouncesSettings, listen_address
 from mailer.core.addresses import address_ref
 from mailer.core.bounce_rules import Effect, effect_of, not_bounced
-from mailer.core.bounces import Kind, Report, soft_bounce_decision
+from mailer.core.bounces.kinds import Kind, Report
+from mailer.core.bounces.soft_bounces import soft_bounce_decision
 from mailer.core.deliveries import clean_reply
 from mailer.core.return_paths import ReturnPathKeys
 from mailer.errors import TemporaryFailure

@@ -23,7 +23,8 @@ import sys
 import traceback
 from typing import BinaryIO
 
-from mailer.core.bounces import Kind, Report, classify_report
+from mailer.core.bounces.kinds import Kind, Report
+from mailer.core.bounces.reports import classify_report
 from mailer.core.report_codec import report_to_json
 
 MEMORY_LIMIT = 512 * 1024 * 1024

@@ -19,7 +19,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from mailer.core.bounces import Kind, Report
+from mailer.core.bounces.kinds import Kind, Report
 from mailer.core.report_codec import report_from_json
 from mailer.errors import TemporaryFailure
 

@@ -6,7 +6,7 @@ import pytest
 
 from mailer.core.addresses import address_key
 from mailer.core.bounce_rules import effect_of, not_bounced
-from mailer.core.bounces import Kind, Recipient, Report
+from mailer.core.bounces.kinds import Kind, Recipient, Report
 
 HASH_KEY = b"k" * 32
 OURS = address_key(HASH_KEY, "jan@example.pl")

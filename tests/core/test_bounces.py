@@ -9,17 +9,12 @@ from datetime import date, timedelta
 
 import pytest
 
-from mailer.core.bounces import (
-    Kind,
-    Recipient,
-    ReplyKind,
-    Report,
-    classify_reply,
-    classify_report,
-    scrub,
-    soft_bounce_decision,
-)
+from mailer.core.bounces.kinds import Kind, Recipient, Report
+from mailer.core.bounces.replies import ReplyKind, classify_reply
+from mailer.core.bounces.reports import classify_report
+from mailer.core.bounces.soft_bounces import soft_bounce_decision
 from mailer.core.return_paths import ReturnPathKeys, Verdict, decode, return_path
+from mailer.core.scrubbing import scrub
 
 KEYS = ReturnPathKeys.from_secrets(b"s" * 40)
 SENT = date(2026, 12, 1)
@@ -87,7 +82,7 @@ def test_a_dsn_to_our_return_path_names_the_delivery() -> None:
     assert (decoded.verdict, decoded.delivery_id) == (Verdict.VALID, 4242)
 
 
-@pytest.mark.parametrize("status", ["5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10"])
+@pytest.mark.parametrize("status", ["5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10", "5.4.4"])
 def test_the_hard_codes_from_a_structured_dsn_are_hard(status: str) -> None:
     report = classify_report(dsn([block("anna@example.net", "failed", status)]))
     assert (report.kind, report.recipients[0].status) == (Kind.HARD, status)
@@ -98,7 +93,25 @@ def test_the_hard_codes_from_a_structured_dsn_are_hard(status: str) -> None:
     [
         ("5.2.2", "552 5.2.2 mailbox full", Kind.SOFT),
         ("5.3.4", "552 5.3.4 message too big", Kind.SOFT),
-        ("5.4.4", "550 5.4.4 unable to route", Kind.SOFT),
+        ("5.4.4", "550 5.4.4 unable to route", Kind.HARD),  # no MX, no address: no domain
+        # The words overrule the code where they name a cause of their own: our IP listed,
+        # a full mailbox, a DNS failure.
+        ("5.1.1", "550 5.7.1 IP address blacklisted by recipient", Kind.POLICY),
+        ("5.1.3", "553 http://www.spamhaus.org/query/bl?ip=192.0.2.222", Kind.POLICY),
+        ("5.1.1", "552 sorry, mailbox is over quota temporarily (#5.1.1)", Kind.SOFT),
+        ("5.1.1", "550 5.1.1 has sent to too many recipients this hour", Kind.POLICY),
+        (
+            "5.4.4",
+            "Name service error for name=x.example type=MX: Malformed or unexpected"
+            " name server reply",
+            Kind.SOFT,
+        ),
+        # Our sender's domain has a null MX (RFC 7505 X.7.27): ours to fix, not the recipient's.
+        ("5.7.27", "550 Host does not accept mail", Kind.POLICY),
+        # X.2.x says the mailbox exists: "user unknown" words with it are not proof.
+        ("5.2.1", "550 5.2.1 <anna@example.net>... User Unknown", Kind.SOFT),
+        # The words of an unknown user with an addressing code (Office 365's 5.1.351).
+        ("5.1.351", "550 5.1.351 Remote server returned unknown recipient", Kind.HARD),
         ("5.1.0", "550 5.1.0 address rejected", Kind.SOFT),
         (
             "5.7.1",
@@ -109,7 +122,9 @@ def test_the_hard_codes_from_a_structured_dsn_are_hard(status: str) -> None:
         ("5.6.0", "554 5.6.0 content rejected", Kind.POLICY),
         ("5.1.8", "553 5.1.8 sender address domain does not exist", Kind.POLICY),
         ("5.0.0", "554 rejected: listed at bl.spamcop.net", Kind.POLICY),
-        ("5.0.0", "550 user unknown", Kind.SOFT),  # no specific code: never hard
+        # Words alone, with neither a code nor the command refused, are not proof: some
+        # filters answer "user unknown" to mail they refuse after DATA.
+        ("5.0.0", "550 user unknown", Kind.SOFT),
         ("4.2.2", "452 4.2.2 over quota", Kind.SOFT),  # failed after retries: soft
         ("2.0.0", "250 ok", Kind.IGNORED),
         ("failure", "", Kind.SOFT),  # no code at all: counted soft, not hard
@@ -334,7 +349,12 @@ def test_scrub_removes_addresses_and_bounds_the_text() -> None:
         (250, "2.0.0", "Ok", "rcpt", ReplyKind.ACCEPTED, False),
         (550, "5.1.1", "5.1.1 user unknown", "rcpt", ReplyKind.HARD, False),
         (550, None, "5.1.10 null MX", "rcpt", ReplyKind.HARD, False),
-        (550, None, "user unknown", "rcpt", ReplyKind.SOFT, False),  # no code: not hard
+        # At RCPT a server says whether the mailbox exists: its words are proof, code or not.
+        (550, None, "No such user", "rcpt", ReplyKind.HARD, False),
+        (550, None, "No such user", "data", ReplyKind.SOFT, False),  # after DATA, a filter
+        (550, "5.1.1", "5.1.1 <a@b.example>: over quota", "rcpt", ReplyKind.SOFT, False),
+        (550, None, "blocked using zen.spamhaus.org", "rcpt", ReplyKind.POLICY, False),
+        (550, "5.1.1", "5.1.1 Your IP is blacklisted", "rcpt", ReplyKind.POLICY, False),
         (552, "5.2.2", "mailbox full", "data", ReplyKind.SOFT, False),
         (450, "4.2.1", "try later", "rcpt", ReplyKind.SOFT, True),
         (451, "4.7.1", "greylisted", "rcpt", ReplyKind.POLICY, True),
@@ -463,4 +483,10 @@ def test_our_own_subject_quoted_in_a_bounce_is_not_its_reason() -> None:
     ).encode()
     report = classify_report(raw)
     assert found(report) == {"anna@example.net"}
-    assert report.kind is Kind.SOFT and "unknown user" in report.reason
+    # The recipient's own Exchange says it has no such mailbox; our subject's "spam is
+    # blocked" is not read.
+    assert report.kind is Kind.HARD and "no such user" in report.reason
+    assert report.evidence == (
+        'the bounce\'s words says "recipient name is not recognized";'
+        " the recipient's own Exchange server wrote the report"
+    )

@@ -52,7 +52,7 @@ def test_a_hard_bounce_fails_and_suppresses() -> None:
     write = write_for(Failed("550 5.1.1 <jan@example.pl> unknown", suppress=True))
     assert (write.status, write.reply, write.suppress, write.message_id) == (
         DeliveryStatus.FAILED,
-        "550 5.1.1 <<recipient>> unknown",
+        "550 5.1.1 <recipient> unknown",
         True,
         None,
     )

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import pytest
 
-from mailer.core.bounces import (
+from mailer.core.bounces.kinds import Kind, Recipient, Report
+from mailer.core.bounces.reading import (
     MAX_HEADER_CHARS,
     MAX_LINE_BYTES,
     MAX_LINES,
     MAX_READ_BYTES,
-    Kind,
-    Recipient,
-    Report,
-    classify_report,
-    scrub,
 )
+from mailer.core.bounces.reports import classify_report
 from mailer.core.report_codec import report_from_json, report_to_json
+from mailer.core.scrubbing import scrub
 from tests.support.bounces import dsn
 from tests.support.hostile_bounces import HOSTILE, Hostile
 
@@ -106,12 +104,21 @@ def test_a_report_crosses_a_process_boundary_unchanged() -> None:
         "2 recipients; 5.1.1 bad destination mailbox address",
         "dsn",
         (
-            Recipient("jan@example.pl", Kind.HARD, "5.1.1", "5.1.1", "failed", "550 <address>"),
+            Recipient(
+                "jan@example.pl",
+                Kind.HARD,
+                "5.1.1",
+                "5.1.1",
+                "failed",
+                "550 <address>",
+                "Status: 5.1.1",
+            ),
             Recipient(None, Kind.IGNORED, "delayed", None, "delayed", None),
         ),
         ("token1", "token2"),
         "4242",
         None,
+        "Status: 5.1.1",
     )
     assert report_from_json(report_to_json(report)) == report
     ours = classify_report(dsn(VERP, "jan@example.pl"))

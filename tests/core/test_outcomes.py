@@ -11,9 +11,9 @@ from mailer.core.outcomes import (
     classify,
     delay_tiers,
     retry_delay,
-    scrub,
     transport_failure,
 )
+from mailer.core.scrubbing import scrub
 
 
 @pytest.mark.parametrize(
@@ -46,7 +46,7 @@ def test_scrub_removes_the_address_whatever_its_case() -> None:
     text = "550 5.1.1 <Jan.Kowalski@Example.pl>: Recipient address rejected"
     assert (
         scrub(text, "jan.kowalski@example.pl")
-        == "550 5.1.1 <<recipient>>: Recipient address rejected"
+        == "550 5.1.1 <recipient>: Recipient address rejected"
     )
 
 

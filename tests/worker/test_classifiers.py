@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mailer.core.bounces import Kind, classify_report
+from mailer.core.bounces.kinds import Kind
+from mailer.core.bounces.reports import classify_report
 from mailer.errors import TemporaryFailure
 from mailer.worker.classifiers import ClassifierPool, ClassifierStopped
 from tests.support.bounces import dsn

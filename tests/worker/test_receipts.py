@@ -264,7 +264,7 @@ async def test_an_unknown_recipient_fails_and_is_suppressed_from_then_on(
     await publish(portal, first)
     outcome = await settled(db, first["id"])
     assert outcome["status"] == "failed"
-    assert outcome["reply"] == ("550 5.1.1 <<recipient>>: Recipient address rejected: User unknown")
+    assert outcome["reply"] == ("550 5.1.1 <recipient>: Recipient address rejected: User unknown")
     assert (
         await db.fetchval("SELECT reason FROM suppressions WHERE address_key = $1", key_of(ADDRESS))
         == "hard_bounce"

@@ -1,0 +1,201 @@
+"""Bounce and complaint notifications of Amazon SES (also inside an SNS envelope), SendGrid
+and Mailgun, as JSON bodies a relay forwards by mail. Each recipient's status and words are
+judged as a DSN's are; the notification's own type decides complaints and delays."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from mailer.core.bounces import codes
+from mailer.core.bounces.kinds import Kind, Recipient, Report
+from mailer.core.bounces.reading import MAX_RECIPIENTS, Parsed, decoded
+from mailer.core.bounces.texts import summary, too_many
+from mailer.core.bounces.verdicts import Facts, judge
+from mailer.core.scrubbing import scrub
+
+# sendmail breaks a line longer than it allows with "!", a line end and a space.
+_BROKEN_LINE = re.compile(r"!\r?\n ")
+
+
+def _json_body(parsed: Parsed) -> Any:
+    for kind, part in parsed.parts:
+        if not kind.startswith("text/") or part.is_multipart():
+            continue
+        text = decoded(part).strip()
+        if not text.startswith(("{", "[")):
+            continue
+        try:
+            return json.JSONDecoder(strict=False).raw_decode(_BROKEN_LINE.sub("", text))[0]
+        except ValueError:
+            continue
+    return None
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def from_notification(parsed: Parsed) -> Report | None:
+    body = _json_body(parsed)
+    if isinstance(body, dict) and isinstance(body.get("Message"), str):  # an SNS envelope
+        try:
+            body = json.loads(body["Message"])
+        except ValueError:
+            return None
+    if (isinstance(body, dict) and "notificationType" in body) or (
+        isinstance(body, dict) and "eventType" in body
+    ):
+        recipients = _ses(body)
+        name = "Amazon SES"
+    elif (
+        isinstance(body, list)
+        and body
+        and all(isinstance(one, dict) and "event" in one for one in body)
+    ):
+        recipients = _sendgrid(body)
+        name = "SendGrid"
+    elif isinstance(body, dict) and isinstance(body.get("event-data"), dict):
+        recipients = _mailgun(body["event-data"])
+        name = "Mailgun"
+    else:
+        return None
+    if recipients is None:
+        return None
+    if len(recipients) > MAX_RECIPIENTS:
+        return too_many(f"{name} notification", parsed)
+    found = parsed.tokens(returned=False)
+    if not recipients:
+        reason = f"an {name} notification naming no recipient"
+        return Report(Kind.UNPARSEABLE, reason, "notification", (), found)
+    return summary(recipients, "notification", found)
+
+
+def _judged(address: Any, status: str, text: str, final: bool, evidence: str) -> Recipient:
+    facts = Facts(
+        status=codes.enhanced(status),
+        status_field=f"{evidence} status",
+        text=text,
+        text_field=f"{evidence} diagnostic",
+        final=final,
+    )
+    verdict = judge(facts)
+    if not final and verdict.kind is not Kind.IGNORED:
+        return Recipient(
+            _address(address),
+            Kind.IGNORED,
+            "a delay: the relay is still trying",
+            verdict.status,
+            "delayed",
+            scrub(text) or None,
+            f"{evidence}: temporary",
+        )
+    return Recipient(
+        _address(address),
+        verdict.kind,
+        verdict.reason,
+        verdict.status,
+        "failed",
+        scrub(text) or None,
+        f"{evidence}; {verdict.evidence}" if verdict.evidence else evidence,
+    )
+
+
+def _address(value: Any) -> str | None:
+    text = _text(value)
+    return text if "@" in text else None
+
+
+def _plain(kind: Kind, reason: str, evidence: str, address: Any) -> Recipient:
+    return Recipient(_address(address), kind, reason, evidence=evidence)
+
+
+def _ses(body: dict[str, Any]) -> list[Recipient] | None:
+    kind = _text(body.get("notificationType") or body.get("eventType")).lower()
+    if kind == "bounce":
+        bounce = body.get("bounce") or {}
+        bounce_type = _text(bounce.get("bounceType"))
+        sub_type = _text(bounce.get("bounceSubType"))
+        evidence = f"SES bounceType: {bounce_type}/{sub_type}"
+        return [
+            _judged(
+                one.get("emailAddress"),
+                _text(one.get("status")),
+                _text(one.get("diagnosticCode")) or sub_type,
+                bounce_type != "Transient",
+                evidence,
+            )
+            for one in bounce.get("bouncedRecipients") or []
+            if isinstance(one, dict)
+        ]
+    if kind == "complaint":
+        complaint = body.get("complaint") or {}
+        feedback = _text(complaint.get("complaintFeedbackType")).lower() or "abuse"
+        evidence = f"SES complaint, complaintFeedbackType: {feedback}"
+        verdict = (
+            (Kind.IGNORED, "SES: the recipient said it is not spam")
+            if feedback == "not-spam"
+            else (Kind.COMPLAINT, "SES complaint: the recipient reported the message")
+        )
+        return [
+            _plain(*verdict, evidence, one.get("emailAddress"))
+            for one in complaint.get("complainedRecipients") or []
+            if isinstance(one, dict)
+        ]
+    if kind == "delivery":
+        delivery = body.get("delivery") or {}
+        return [
+            _plain(Kind.IGNORED, "SES: delivered", "SES notificationType: Delivery", one)
+            for one in delivery.get("recipients") or []
+        ]
+    return None
+
+
+def _sendgrid(events: list[dict[str, Any]]) -> list[Recipient]:
+    found = []
+    for event in events:
+        name = _text(event.get("event")).lower()
+        address = event.get("email")
+        evidence = f"SendGrid event: {name}"
+        if name == "bounce":
+            text = _text(event.get("reason"))
+            if _text(event.get("type")) == "blocked":
+                evidence += " (blocked)"
+            found.append(_judged(address, _text(event.get("status")), text, True, evidence))
+        elif name == "spamreport":
+            found.append(_plain(Kind.COMPLAINT, "SendGrid spam report", evidence, address))
+        elif name in ("unsubscribe", "group_unsubscribe"):
+            found.append(
+                _plain(Kind.COMPLAINT, "SendGrid: the recipient unsubscribed", evidence, address)
+            )
+        elif name in ("deferred", "delivered", "processed", "open", "click", "dropped"):
+            found.append(_plain(Kind.IGNORED, f"SendGrid {name}: not a bounce", evidence, address))
+    return found
+
+
+def _mailgun(event: dict[str, Any]) -> list[Recipient]:
+    name = _text(event.get("event")).lower()
+    address = event.get("recipient")
+    evidence = f"Mailgun event: {name}"
+    if name == "failed":
+        status = event.get("delivery-status") or {}
+        severity = _text(event.get("severity"))
+        text = " ".join(
+            str(status.get(key) or "")
+            for key in ("code", "enhanced-code", "message", "description")
+        )
+        return [
+            _judged(
+                address,
+                _text(status.get("enhanced-code")),
+                text,
+                severity != "temporary",
+                f"{evidence} ({severity})",
+            )
+        ]
+    if name == "complained":
+        return [_plain(Kind.COMPLAINT, "Mailgun complaint", evidence, address)]
+    if name == "unsubscribed":
+        return [_plain(Kind.COMPLAINT, "Mailgun: the recipient unsubscribed", evidence, address)]
+    return [_plain(Kind.IGNORED, f"Mailgun {name}: not a bounce", evidence, address)]
