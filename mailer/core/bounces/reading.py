@@ -20,8 +20,9 @@ from email.message import Message
 from email.parser import HeaderParser
 from email.policy import Compat32
 from functools import cached_property
+from html import unescape
 
-from mailer.core.return_paths import find_tokens
+from mailer.core.return_paths import PREFIX, TOKEN_LENGTH, find_tokens
 
 # The 718 real reports of the flufl.bounce and sisimai corpora have at most 74 KB, 1,469
 # lines, lines of 1,242 characters, header fields of 1,779, 17 parts, nested 7 deep (DSN
@@ -52,6 +53,33 @@ _QUOTE_MARK = re.compile(r"^> ?", re.M)
 _EXPLANATION_CHARS = 16_000
 
 
+_HTML_HIDDEN = ("style", "script", "head")
+_HTML_TAG = re.compile(r"<[^<>]{0,2000}>")
+_HTML_BREAK = re.compile(r"<(?:br|/p|/div|/tr|/li|/h\d)\b[^<>]{0,2000}>", re.I)
+
+
+def _html_text(html: str) -> str:
+    """An HTML report's words: what it hides (styles, scripts) dropped, its tags made
+    spaces or line ends, its entities read."""
+    lowered = html.lower()
+    kept, at = [], 0
+    while True:  # one pass: each hidden block from its opening to its closing tag
+        starts = [
+            (found, name) for name in _HTML_HIDDEN if (found := lowered.find(f"<{name}", at)) >= 0
+        ]
+        if not starts:
+            kept.append(html[at:])
+            break
+        start, name = min(starts)
+        kept.append(html[at:start])
+        end = lowered.find(f"</{name}", start)
+        if end < 0:
+            break
+        at = end + len(name) + 2
+    text = _HTML_BREAK.sub("\n", " ".join(kept))
+    return unescape(_HTML_TAG.sub(" ", text))
+
+
 def _unquoted(text: str) -> str:
     """A forwarded report's words without the `> ` its forwarder put before every line."""
     lines = [line for line in text.split("\n") if line.strip()]
@@ -75,7 +103,7 @@ def bounded_lines(data: bytes) -> bytes:
     """`data` to its MAX_LINES-th line, every line cut at MAX_LINE_BYTES; the same object
     when that is all of it."""
     lines = data.split(b"\n", MAX_LINES)
-    if len(lines) <= MAX_LINES and all(len(line) <= MAX_LINE_BYTES for line in lines):
+    if len(lines) <= MAX_LINES and max(map(len, lines)) <= MAX_LINE_BYTES:
         return data
     return b"\n".join(line[:MAX_LINE_BYTES] for line in lines[:MAX_LINES])
 
@@ -184,6 +212,7 @@ class Parsed:
     def __init__(self, msg: Message, raw: bytes) -> None:
         self.msg = msg
         self.raw = raw
+        self._tokens: dict[tuple[tuple[str, ...], bool], tuple[str, ...]] = {}
 
     @cached_property
     def parts(self) -> list[tuple[str, Message]]:
@@ -218,7 +247,7 @@ class Parsed:
             and kind not in ("text/rfc822-headers", "text/rfc822-header", "text/html")
         ]
         if not any(text.strip() for text in texts):
-            texts = [decoded(part) for kind, part in self.parts if kind == "text/html"]
+            texts = [_html_text(decoded(part)) for kind, part in self.parts if kind == "text/html"]
         if not any(text.strip() for text in texts) and not self.msg.is_multipart():
             texts = [decoded(self.msg)]  # a multipart whose parts cannot be told apart
         text = _unquoted("\n".join(texts)[:_EXPLANATION_CHARS])
@@ -239,11 +268,25 @@ class Parsed:
 
     @cached_property
     def _raw_tokens(self) -> tuple[str, ...]:
-        return tuple(find_tokens(self.raw.decode("latin-1")))
+        # Only around each "b-": the token pattern, case-insensitive, is slow on a long text.
+        text = self.raw.decode("latin-1").lower()
+        found: dict[str, None] = {}
+        at = text.find(PREFIX)
+        while at >= 0:
+            window = text[max(0, at - 1) : at + len(PREFIX) + TOKEN_LENGTH + 1]
+            found.update(dict.fromkeys(find_tokens(window)))
+            at = text.find(PREFIX, at + 1)
+        return tuple(found)
 
     def tokens(self, *extra: str, returned: bool = True) -> tuple[str, ...]:
         """The `b-<token>@` candidates, most trustworthy place first: the report's own
         envelope headers, `extra`, the returned message's envelope sender, then anywhere."""
+        key = (extra, returned)
+        if key not in self._tokens:
+            self._tokens[key] = self._find_tokens(extra, returned)
+        return self._tokens[key]
+
+    def _find_tokens(self, extra: tuple[str, ...], returned: bool) -> tuple[str, ...]:
         places = [
             header(self.msg, name)
             for name in ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To")

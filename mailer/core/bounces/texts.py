@@ -58,25 +58,27 @@ _DAEMON = re.compile(
     re.IGNORECASE,
 )
 _GOOGLE_GROUPS = re.compile(r"groups\.google\.com/support", re.IGNORECASE)
-# Families whose report is the recipient's own mail system saying the mailbox is not there.
-_AUTHORITIES = (
-    (re.compile(r"MSEXCH:IMS", re.I), "the recipient's own Exchange server wrote the report"),
-    (re.compile(r"Domino Directory|Name & Address Book", re.I), "the recipient's Domino directory"),
-    (re.compile(r"^Invalid final delivery userid|^Unknown user:", re.I | re.M), "IMail's own"),
-    (re.compile(r"\*\* Address not found \*\*", re.I), "Gmail: address not found"),
-    (re.compile(r"no mailbox here by that name", re.I), "the recipient's own qmail"),
-    (re.compile(r"doesn't have a \S+ account", re.I), "the recipient's own directory"),
-    (
-        re.compile(r"Name service error for name=\S+ type=\w+: Host not found", re.I),
+# Families whose report is the recipient's own mail system saying the mailbox is not there,
+# matched in the lowercased words in one pass.
+_AUTHORITIES = {
+    "exchange": (r"msexch:ims", "the recipient's own Exchange server wrote the report"),
+    "domino": (r"domino directory|name & address book", "the recipient's Domino directory"),
+    "imail": (r"^invalid final delivery userid|^unknown user:", "IMail's own"),
+    "gmail": (r"\*\* address not found \*\*", "Gmail: address not found"),
+    "qmail": (r"no mailbox here by that name", "the recipient's own qmail"),
+    "yahoo": (r"doesn't have a \S{1,255} account", "the recipient's own directory"),
+    "dns": (
+        r"name service error for name=\S{1,255} type=\w{1,10}: host not found|"
+        r"dns lookup failure: host \S{1,255} not found|couldn't find any host named",
         "the reporter's DNS found no such host",
     ),
-    (re.compile(r"DNS lookup failure: host \S+ not found", re.I), "the reporter's DNS"),
-    (re.compile(r"couldn't find any host named", re.I), "the reporter's DNS"),
-    (re.compile(r"mail\.local: unknown user", re.I), "the recipient's own local delivery"),
+    "local": (r"mail\.local: unknown user", "the recipient's own local delivery"),
+}
+_AUTHORITY = re.compile(
+    "|".join(f"(?P<{name}>{pattern})" for name, (pattern, _) in _AUTHORITIES.items()), re.M
 )
-_MORE_COMMANDS = (
-    (re.compile(r"does not like recipient", re.I), Command.RCPT),
-    (re.compile(r"failed after I sent the message", re.I), Command.DATA),
+_MORE_COMMANDS = re.compile(
+    r"(?P<rcpt>does not like recipient)|(?P<data>failed after i sent the message)"
 )
 
 
@@ -100,15 +102,16 @@ def near(text: str, address: str, others: Sequence[str] = ()) -> str:
 
 def command_of(text: str) -> Command | None:
     """The SMTP command a refusal in `text` answered, where the text says."""
-    for pattern, found in _MORE_COMMANDS:
-        if pattern.search(text):
-            return found
+    found = _MORE_COMMANDS.search(text.lower())
+    if found and found.lastgroup:
+        return Command(found.lastgroup)
     return command(words(text))
 
 
 def authority(text: str) -> str | None:
     """Why `text` is the recipient's own system speaking, where a family recogniser knows."""
-    return next((why for pattern, why in _AUTHORITIES if pattern.search(text)), None)
+    found = _AUTHORITY.search(text.lower())
+    return _AUTHORITIES[found.lastgroup][1] if found and found.lastgroup else None
 
 
 def summary(
