@@ -56,6 +56,7 @@ class StoredReport:
     domain: str | None
     outcome: str | None
     classified_at: datetime | None
+    evidence: str | None  # what decided its kind: a field or a phrase
     raw: bytes | None
 
 
@@ -71,7 +72,7 @@ class Suppression:
 
 _REPORT_COLUMNS = (
     "id, received_at, peer, delivery_id, size, kind, reason, status, diagnostic, domain,"
-    " outcome, classified_at"
+    " outcome, classified_at, evidence"
 )
 
 
@@ -190,11 +191,13 @@ class Classification:
         diagnostic: str | None,
         domain: str | None,
         outcome: str,
+        evidence: str | None = None,
     ) -> None:
-        """The report's classification and what it changed, committed with the writes."""
+        """The report's classification, the evidence that decided it and what it changed,
+        committed with the writes."""
         await self._conn.execute(
             "UPDATE bounce_reports SET kind = $2, reason = $3, status = $4, diagnostic = $5,"
-            " domain = $6, outcome = $7, classified_at = now() WHERE id = $1",
+            " domain = $6, outcome = $7, evidence = $8, classified_at = now() WHERE id = $1",
             self.pending.id,
             kind,
             reason[:1000],
@@ -202,6 +205,7 @@ class Classification:
             diagnostic,
             domain,
             outcome[:1000],
+            evidence[:1000] if evidence else None,
         )
 
 

@@ -2,7 +2,8 @@
 
 The return path is signed, so the delivery is known; what the report says of it is checked
 against that delivery before anything changes: a report whose DSN envelope id names another
-delivery, or whose recipients are all someone else, changes nobody's standing. Then:
+delivery, or whose recipients are all someone else (by Original- or Final-Recipient),
+changes nobody's standing. Then:
 
 - hard: the delivery is bounced and the address suppressed for everything, receipts too;
 - soft: the delivery is bounced and the address gets its point for the day (newsletters
@@ -34,6 +35,7 @@ class Effect:
     diagnostic: str | None = None
     domain: str | None = None  # the recipient's domain, where the report names them
     applies: bool = True  # False: the report does not speak of this delivery's recipient
+    evidence: str | None = None  # what decided the kind: a field or a phrase
 
     @property
     def bounces(self) -> bool:
@@ -49,25 +51,39 @@ def effect_of(report: Report, *, delivery_id: int, recipient_key: bytes, hash_ke
             report.kind,
             "changes nothing: its envelope id names another delivery",
             applies=False,
+            evidence=report.evidence,
         )
     named = [one for one in report.recipients if one.address]
-    ours = [one for one in named if address_key(hash_key, one.address or "") == recipient_key]
+    ours = [
+        one
+        for one in named
+        if any(
+            address_key(hash_key, address) == recipient_key
+            for address in (one.address, one.final_recipient)
+            if address
+        )
+    ]
     if named and not ours:
-        return Effect(report.kind, "changes nothing: it names another recipient", applies=False)
+        return Effect(
+            report.kind,
+            "changes nothing: it names another recipient",
+            applies=False,
+            evidence=report.evidence,
+        )
     if not ours:  # no address given (a redacted complaint): the signed token alone names it
         unnamed = report.recipients[0] if report.recipients else None
-        return _effect(report.kind, report.reason, unnamed)
+        return _effect(report.kind, report.reason, unnamed, report.evidence)
     grave = min(ours, key=lambda one: GRAVITY.index(one.kind))
-    return _effect(grave.kind, grave.reason, grave)
+    return _effect(grave.kind, grave.reason, grave, grave.evidence)
 
 
-def _effect(kind: Kind, reason: str, recipient: Recipient | None) -> Effect:
+def _effect(kind: Kind, reason: str, recipient: Recipient | None, evidence: str | None) -> Effect:
     if recipient is None:
-        return Effect(kind, reason)
+        return Effect(kind, reason, evidence=evidence)
     domain = None
     if recipient.address and "@" in recipient.address:
         domain = recipient.address.rpartition("@")[2].lower()[:255] or None
-    return Effect(kind, reason, recipient.status, recipient.diagnostic, domain)
+    return Effect(kind, reason, recipient.status, recipient.diagnostic, domain, evidence=evidence)
 
 
 def not_bounced(status: str) -> str:

@@ -183,6 +183,7 @@ class BounceProcessor:
                     if effect.domain and _DOMAIN.fullmatch(effect.domain)
                     else None,
                     outcome=clean_reply(outcome),
+                    evidence=_clean(effect.evidence),
                 )
         if resent:
             await self._reports.release(report_id)
@@ -201,7 +202,9 @@ class BounceProcessor:
                 outcome = "nothing: mail to postmaster@ naming no delivery of ours, kept"
             else:
                 outcome = "nothing: its delivery no longer exists"
-            return Effect(report.kind, report.reason, applies=False), outcome
+            return Effect(
+                report.kind, report.reason, applies=False, evidence=report.evidence
+            ), outcome
         effect = effect_of(
             report,
             delivery_id=pending.delivery_id,

@@ -37,6 +37,11 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _named(value: Any) -> str:
+    """A notification's own word (a type, an event) fit to show in evidence."""
+    return scrub(_text(value), limit=40)
+
+
 def from_notification(parsed: Parsed) -> Report | None:
     body = _json_body(parsed)
     if isinstance(body, dict) and isinstance(body.get("Message"), str):  # an SNS envelope
@@ -115,8 +120,8 @@ def _ses(body: dict[str, Any]) -> list[Recipient] | None:
     kind = _text(body.get("notificationType") or body.get("eventType")).lower()
     if kind == "bounce":
         bounce = body.get("bounce") or {}
-        bounce_type = _text(bounce.get("bounceType"))
-        sub_type = _text(bounce.get("bounceSubType"))
+        bounce_type = _named(bounce.get("bounceType"))
+        sub_type = _named(bounce.get("bounceSubType"))
         evidence = f"SES bounceType: {bounce_type}/{sub_type}"
         return [
             _judged(
@@ -131,7 +136,7 @@ def _ses(body: dict[str, Any]) -> list[Recipient] | None:
         ]
     if kind == "complaint":
         complaint = body.get("complaint") or {}
-        feedback = _text(complaint.get("complaintFeedbackType")).lower() or "abuse"
+        feedback = _named(complaint.get("complaintFeedbackType")).lower() or "abuse"
         evidence = f"SES complaint, complaintFeedbackType: {feedback}"
         verdict = (
             (Kind.IGNORED, "SES: the recipient said it is not spam")
@@ -155,7 +160,7 @@ def _ses(body: dict[str, Any]) -> list[Recipient] | None:
 def _sendgrid(events: list[dict[str, Any]]) -> list[Recipient]:
     found = []
     for event in events:
-        name = _text(event.get("event")).lower()
+        name = _named(event.get("event")).lower()
         address = event.get("email")
         evidence = f"SendGrid event: {name}"
         if name == "bounce":
@@ -175,12 +180,12 @@ def _sendgrid(events: list[dict[str, Any]]) -> list[Recipient]:
 
 
 def _mailgun(event: dict[str, Any]) -> list[Recipient]:
-    name = _text(event.get("event")).lower()
+    name = _named(event.get("event")).lower()
     address = event.get("recipient")
     evidence = f"Mailgun event: {name}"
     if name == "failed":
         status = event.get("delivery-status") or {}
-        severity = _text(event.get("severity"))
+        severity = _named(event.get("severity"))
         text = " ".join(
             str(status.get(key) or "")
             for key in ("code", "enhanced-code", "message", "description")

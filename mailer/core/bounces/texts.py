@@ -216,7 +216,7 @@ def from_text(parsed: Parsed) -> Report | None:
         return too_many("bounce", parsed)
     reading = _Reading(parsed, text, [address for address, _ in named])
     recipients = [reading.recipient(address) for address, _ in named]
-    if not any(one.grounded for one in recipients):
+    if not any(one.grounded for one in recipients) and _looks_like_a_bounce(msg, text):
         # The names found say nothing of themselves (an example in prose, or none at all):
         # flufl.bounce knows older formats.
         failures = _flufl(msg, parsed.raw)
@@ -290,6 +290,18 @@ class _Reading:
             verdict.evidence,
         )
         return _Judged(one, grounded=verdict.grounded)
+
+
+_FAILURE_WORDS = re.compile(r"deliver|fail|error|refused|reject|returned|unknown|bounce")
+
+
+def _looks_like_a_bounce(msg: Message, text: str) -> bool:
+    """Whether a message is worth flufl.bounce's time (about a millisecond): it comes from
+    a mail system or its words speak of a failed delivery."""
+    head = f"{header(msg, 'From')} {header(msg, 'Subject')}"
+    return (
+        _DAEMON.search(head) is not None or _FAILURE_WORDS.search(text[:4_000].lower()) is not None
+    )
 
 
 def _says_something(block: str) -> bool:

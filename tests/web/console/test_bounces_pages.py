@@ -93,10 +93,13 @@ async def test_reports_by_kind_issue_rates_and_the_suppression_they_made(
     (shown,) = body["reports"]
     assert (shown["id"], shown["kind"], shown["status"]) == (hard_id, "hard", "5.1.1")
     assert shown["reason"]
+    assert shown["evidence"] == 'Diagnostic-Code says "user unknown"'
 
     async with http.get(f"{console.url}/bounces/{hard_id}") as response:
         page = await response.text()
     assert 'id="report-kind">hard<' in page
+    # which field or phrase decided
+    assert 'id="report-evidence">Diagnostic-Code says &#34;user unknown&#34;<' in page
     assert "Undelivered Mail Returned to Sender" in page  # the raw report, as received
     assert HARD not in page  # with the address masked
     for bad in ("x", "0", "99999999999999999999", str(hard_id + 100)):
