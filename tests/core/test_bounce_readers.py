@@ -238,6 +238,16 @@ def test_a_transient_ses_bounce_is_a_delay_and_a_complaint_is_a_complaint() -> N
     assert only(classify_report(notification(complaint))) == (JAN, Kind.COMPLAINT)
 
 
+def test_a_notification_on_a_line_longer_than_other_lines_may_be_is_read_whole() -> None:
+    """SES puts the returned message's headers in the JSON: one line of 10 KB here, past
+    the 2,000 bytes at which the lines of prose are cut."""
+    long = json.loads(json.dumps(SES_BOUNCE))
+    long["mail"]["headers"] = [{"name": f"X-H{n}", "value": "v" * 80} for n in range(100)]
+    raw = notification(long)
+    assert max(map(len, raw.split(b"\n"))) > 10_000
+    assert only(classify_report(raw)) == (JAN, Kind.HARD)
+
+
 def test_a_json_line_sendmail_broke_is_mended() -> None:
     """sendmail breaks a line over 990 characters with "!", a line end and a space."""
     raw = notification(SES_BOUNCE).replace(b'"action"', b'"ac!\n tion"')

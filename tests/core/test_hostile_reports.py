@@ -8,6 +8,9 @@ limits for reports that now take milliseconds (bench.bounces has the figures).
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 
 from mailer.core.bounces.kinds import Kind, Recipient, Report
@@ -140,3 +143,37 @@ def test_a_report_crosses_a_process_boundary_unchanged() -> None:
 def test_what_is_not_a_classified_report_is_refused(data: bytes) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - any ValueError, the reply is no report
         report_from_json(data)
+
+
+@pytest.mark.timeout(10)
+def test_a_notification_naming_thousands_of_recipients_is_refused_before_any_is_judged() -> None:
+    """An SES notification of 2,000 recipients on one line of 88 KB (past the 2,000 bytes a
+    line is cut at elsewhere: JSON is read whole, in linear time)."""
+    bounced = [{"emailAddress": f"u{n}@example.pl", "status": "5.1.1"} for n in range(2_000)]
+    body = json.dumps(
+        {
+            "notificationType": "Bounce",
+            "bounce": {"bounceType": "Permanent", "bouncedRecipients": bounced},
+        }
+    )
+    raw = f"From: no-reply@sns.amazonaws.com\nTo: <{VERP}>\nSubject: n\n\n{body}\n".encode()
+    started = time.perf_counter()
+    report = classify_report(raw)
+    assert report.kind is Kind.UNPARSEABLE and "more than 50 recipients" in report.reason
+    assert time.perf_counter() - started < 1.0
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    "html",
+    ["<style>" * 20_000, "<head><style>x</style>" * 3_000 + "<script>", "<b " * 30_000],
+    ids=["unclosed styles", "blocks then one left open", "unclosed tags"],
+)
+def test_an_html_report_is_read_in_linear_time(html: str) -> None:
+    raw = (
+        f"From: MAILER-DAEMON@mx.example.net\nTo: <{VERP}>\nSubject: Undeliverable\n"
+        f"Content-Type: text/html\n\n{html}\n"
+    ).encode()
+    started = time.perf_counter()
+    assert classify_report(raw).kind in (Kind.SOFT, Kind.UNPARSEABLE)
+    assert time.perf_counter() - started < 1.0

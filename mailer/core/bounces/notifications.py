@@ -4,13 +4,15 @@ judged as a DSN's are; the notification's own type decides complaints and delays
 
 from __future__ import annotations
 
+import email
 import json
 import re
+from email.message import Message
 from typing import Any
 
 from mailer.core.bounces import codes
 from mailer.core.bounces.kinds import Kind, Recipient, Report
-from mailer.core.bounces.reading import MAX_RECIPIENTS, Parsed, decoded
+from mailer.core.bounces.reading import MAX_RECIPIENTS, POLICY, Parsed, decoded
 from mailer.core.bounces.texts import summary, too_many
 from mailer.core.bounces.verdicts import Facts, judge
 from mailer.core.scrubbing import scrub
@@ -20,7 +22,19 @@ _BROKEN_LINE = re.compile(r"!\r?\n ")
 
 
 def _json_body(parsed: Parsed) -> Any:
-    for kind, part in parsed.parts:
+    found = _json_in(parsed.parts)
+    if found is _CUT and parsed.uncut is not None:
+        whole = email.message_from_bytes(parsed.uncut, policy=POLICY)
+        found = _json_in([(part.get_content_type(), part) for part in whole.walk()])
+    return None if found is _CUT else found
+
+
+_CUT = object()  # JSON that does not decode: perhaps its line was cut
+
+
+def _json_in(found: list[tuple[str, Message]]) -> Any:
+    cut = False
+    for kind, part in found:
         if not kind.startswith("text/") or part.is_multipart():
             continue
         text = decoded(part).strip()
@@ -29,8 +43,8 @@ def _json_body(parsed: Parsed) -> Any:
         try:
             return json.JSONDecoder(strict=False).raw_decode(_BROKEN_LINE.sub("", text))[0]
         except ValueError:
-            continue
-    return None
+            cut = True
+    return _CUT if cut else None
 
 
 def _text(value: Any) -> str:
@@ -116,10 +130,20 @@ def _plain(kind: Kind, reason: str, evidence: str, address: Any) -> Recipient:
     return Recipient(_address(address), kind, reason, evidence=evidence)
 
 
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _listed(value: Any) -> list[Any]:
+    """A notification's list of recipients or events, cut past MAX_RECIPIENTS (a report
+    naming more is refused before any is judged)."""
+    return value[: MAX_RECIPIENTS + 1] if isinstance(value, list) else []
+
+
 def _ses(body: dict[str, Any]) -> list[Recipient] | None:
     kind = _text(body.get("notificationType") or body.get("eventType")).lower()
     if kind == "bounce":
-        bounce = body.get("bounce") or {}
+        bounce = _object(body.get("bounce"))
         bounce_type = _named(bounce.get("bounceType"))
         sub_type = _named(bounce.get("bounceSubType"))
         evidence = f"SES bounceType: {bounce_type}/{sub_type}"
@@ -131,11 +155,11 @@ def _ses(body: dict[str, Any]) -> list[Recipient] | None:
                 bounce_type != "Transient",
                 evidence,
             )
-            for one in bounce.get("bouncedRecipients") or []
+            for one in _listed(bounce.get("bouncedRecipients"))
             if isinstance(one, dict)
         ]
     if kind == "complaint":
-        complaint = body.get("complaint") or {}
+        complaint = _object(body.get("complaint"))
         feedback = _named(complaint.get("complaintFeedbackType")).lower() or "abuse"
         evidence = f"SES complaint, complaintFeedbackType: {feedback}"
         verdict = (
@@ -145,21 +169,21 @@ def _ses(body: dict[str, Any]) -> list[Recipient] | None:
         )
         return [
             _plain(*verdict, evidence, one.get("emailAddress"))
-            for one in complaint.get("complainedRecipients") or []
+            for one in _listed(complaint.get("complainedRecipients"))
             if isinstance(one, dict)
         ]
     if kind == "delivery":
-        delivery = body.get("delivery") or {}
+        delivery = _object(body.get("delivery"))
         return [
             _plain(Kind.IGNORED, "SES: delivered", "SES notificationType: Delivery", one)
-            for one in delivery.get("recipients") or []
+            for one in _listed(delivery.get("recipients"))
         ]
     return None
 
 
 def _sendgrid(events: list[dict[str, Any]]) -> list[Recipient]:
     found = []
-    for event in events:
+    for event in _listed(events):
         name = _named(event.get("event")).lower()
         address = event.get("email")
         evidence = f"SendGrid event: {name}"
@@ -184,7 +208,7 @@ def _mailgun(event: dict[str, Any]) -> list[Recipient]:
     address = event.get("recipient")
     evidence = f"Mailgun event: {name}"
     if name == "failed":
-        status = event.get("delivery-status") or {}
+        status = _object(event.get("delivery-status"))
         severity = _named(event.get("severity"))
         text = " ".join(
             str(status.get(key) or "")

@@ -63,10 +63,12 @@ def _html_text(html: str) -> str:
     spaces or line ends, its entities read."""
     lowered = html.lower()
     kept, at = [], 0
+    ahead = {name: lowered.find(f"<{name}") for name in _HTML_HIDDEN}  # next of each, or -1
     while True:  # one pass: each hidden block from its opening to its closing tag
-        starts = [
-            (found, name) for name in _HTML_HIDDEN if (found := lowered.find(f"<{name}", at)) >= 0
-        ]
+        for name, found in ahead.items():
+            if 0 <= found < at:
+                ahead[name] = lowered.find(f"<{name}", at)
+        starts = [(found, name) for name, found in ahead.items() if found >= 0]
         if not starts:
             kept.append(html[at:])
             break
@@ -209,9 +211,12 @@ class Parsed:
     (outside and inside a returned message), the returned message's headers, its words up to
     the copy of our message, and the return-path tokens in it."""
 
-    def __init__(self, msg: Message, raw: bytes) -> None:
+    def __init__(self, msg: Message, raw: bytes, uncut: bytes | None = None) -> None:
         self.msg = msg
         self.raw = raw
+        # The report before its lines were cut (where any was): a JSON notification is one
+        # long line, and json reads it in linear time.
+        self.uncut = uncut
         self._tokens: dict[tuple[tuple[str, ...], bool], tuple[str, ...]] = {}
 
     @cached_property

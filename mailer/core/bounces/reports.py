@@ -32,14 +32,15 @@ def classify_report(raw: bytes) -> Report:
     """What a message sent to a bounce address reports. Never raises: hostile or broken input
     is `unparseable`, with the reason."""
     try:
-        return _classify(bounded_lines(head(raw)))
+        whole = head(raw)
+        return _classify(bounded_lines(whole), whole)
     except (RecursionError, LookupError, ValueError, TypeError, AttributeError) as error:
         return Report(
             Kind.UNPARSEABLE, f"the message could not be read: {type(error).__name__}", "none"
         )
 
 
-def _classify(raw: bytes) -> Report:
+def _classify(raw: bytes, whole: bytes) -> Report:
     if len(CONTENT_TYPE.findall(raw)) > MAX_PARTS:
         # Real reports have a handful; thousands nested cost seconds and overflow the parser.
         return Report(Kind.UNPARSEABLE, f"more than {MAX_PARTS} MIME parts", "none")
@@ -50,7 +51,7 @@ def _classify(raw: bytes) -> Report:
     if too_deep(msg):
         return Report(Kind.UNPARSEABLE, f"MIME parts nested more than {MAX_DEPTH} deep", "none")
     bound_encoded(msg)
-    parsed = Parsed(msg, raw)
+    parsed = Parsed(msg, raw, whole if whole is not raw else None)
     report = from_arf(parsed) or from_notification(parsed) or from_dsn(parsed)
     if report is not None:
         return report

@@ -158,13 +158,14 @@ def _named(text: str, excluded: set[str]) -> list[tuple[str, int]]:
         key = address.lower()
         if key in found or key in excluded or key in systems:
             continue
-        line_start = text.rfind("\n", 0, match.start()) + 1
+        line_start = text.rfind("\n", max(0, match.start() - 40), match.start()) + 1
         if _NOT_RECIPIENT.search(text, max(line_start, match.start() - 40), match.start()):
             continue
         if "." not in address.rpartition("@")[2]:
             continue
         if _SYSTEM_LOCAL.match(address):
-            systems[key] = match.start()
+            if len(systems) <= MAX_RECIPIENTS:
+                systems[key] = match.start()
             continue
         found[key] = match.start()
         if len(found) > MAX_RECIPIENTS:
