@@ -7,6 +7,7 @@ from __future__ import annotations
 import email
 import json
 import re
+from collections.abc import Callable
 from email.message import Message
 from typing import Any
 
@@ -22,22 +23,23 @@ _BROKEN_LINE = re.compile(r"!\r?\n ")
 
 
 def _json_body(parsed: Parsed) -> Any:
-    found = _json_in(parsed.parts)
+    found = _json_in(parsed.parts, parsed.text)
     if found is _CUT and parsed.uncut is not None:
         whole = email.message_from_bytes(parsed.uncut, policy=POLICY)
-        found = _json_in([(part.get_content_type(), part) for part in whole.walk()])
+        parts = [(part.get_content_type(), part) for part in whole.walk()]
+        found = _json_in(parts, decoded)
     return None if found is _CUT else found
 
 
 _CUT = object()  # JSON that does not decode: perhaps its line was cut
 
 
-def _json_in(found: list[tuple[str, Message]]) -> Any:
+def _json_in(found: list[tuple[str, Message]], text_of: Callable[[Message], str]) -> Any:
     cut = False
     for kind, part in found:
         if not kind.startswith("text/") or part.is_multipart():
             continue
-        text = decoded(part).strip()
+        text = text_of(part).strip()
         if not text.startswith(("{", "[")):
             continue
         try:

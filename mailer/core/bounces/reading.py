@@ -143,8 +143,10 @@ _BOUNDARY_LINE = re.compile(rb"^--([^\s-][^\s]{0,69})[ \t]*\r?$", re.MULTILINE)
 def mended_boundary(msg: Message, raw: bytes) -> bytes | None:
     """A multipart report whose declared boundary is not the one its body uses (seen in the
     field) made readable: `raw` with the boundary its body uses; None if that is not it."""
-    declared = msg.get_boundary()
-    if msg.get_content_maintype() != "multipart" or msg.is_multipart() or not declared:
+    if msg.get_content_maintype() != "multipart" or msg.is_multipart():
+        return None
+    declared = msg.get_boundary()  # its parameters cost time in a long field: asked last
+    if not declared:
         return None
     body = raw.find(b"\n\n")
     found = _BOUNDARY_LINE.search(raw, body if body >= 0 else 0)
@@ -218,6 +220,15 @@ class Parsed:
         # long line, and json reads it in linear time.
         self.uncut = uncut
         self._tokens: dict[tuple[tuple[str, ...], bool], tuple[str, ...]] = {}
+        self._texts: dict[int, str] = {}
+
+    def text(self, part: Message) -> str:
+        """A leaf part's text (`decoded`), worked out once: a long Content-Type costs time
+        to read its charset from."""
+        key = id(part)
+        if key not in self._texts:
+            self._texts[key] = decoded(part)
+        return self._texts[key]
 
     @cached_property
     def parts(self) -> list[tuple[str, Message]]:
@@ -235,7 +246,7 @@ class Parsed:
         text/rfc822-headers)."""
         for kind, part in self.parts:
             if kind in ("text/rfc822-headers", "text/rfc822-header"):
-                text = decoded(part) or text_of(part.get_payload())
+                text = self.text(part) or text_of(part.get_payload())
                 return HeaderParser(policy=POLICY).parsestr(text)
             if kind == "message/rfc822" and part.is_multipart():
                 inner = part.get_payload(0)
@@ -246,15 +257,17 @@ class Parsed:
     @cached_property
     def _prose(self) -> str:
         texts = [
-            decoded(part)
+            self.text(part)
             for kind, part in self.parts
             if kind.startswith("text/")
             and kind not in ("text/rfc822-headers", "text/rfc822-header", "text/html")
         ]
         if not any(text.strip() for text in texts):
-            texts = [_html_text(decoded(part)) for kind, part in self.parts if kind == "text/html"]
+            texts = [
+                _html_text(self.text(part)) for kind, part in self.parts if kind == "text/html"
+            ]
         if not any(text.strip() for text in texts) and not self.msg.is_multipart():
-            texts = [decoded(self.msg)]  # a multipart whose parts cannot be told apart
+            texts = [self.text(self.msg)]  # a multipart whose parts cannot be told apart
         text = _unquoted("\n".join(texts)[:_EXPLANATION_CHARS])
         cut = _RETURNED_COPY.search(text, 1)
         return text[: cut.start()] if cut else text
