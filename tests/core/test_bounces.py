@@ -338,6 +338,14 @@ def test_scrub_removes_addresses_and_bounds_the_text() -> None:
         "550 <address>: no such user <address>"
     )
     assert len(scrub("x " * 1000)) == 500
+    # A quoted local part (RFC 5321 allows it) is an address too: it was shown in clear.
+    assert scrub('550 5.1.1 <"jan..k"@example.pl>... User Unknown') == (
+        "550 5.1.1 <address>... User Unknown"
+    )
+    # The recipient named as such in a relay's reply; anyone else as <address>.
+    assert scrub("550 <Jan@Example.pl> and bob@example.net", "jan@example.pl") == (
+        "550 <recipient> and <address>"
+    )
 
 
 # ---------------------------------------------------------------- the synchronous path
