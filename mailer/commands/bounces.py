@@ -69,6 +69,7 @@ async def show_report(args: argparse.Namespace, reports: BounceReports, out: Tex
         "size": f"{report.size} bytes",
         "kind": report.kind or "unclassified",
         "reason": report.reason or "-",
+        "evidence": report.evidence or "-",
         "status": report.status or "-",
         "diagnostic": report.diagnostic or "-",
         "domain": report.domain or "-",

@@ -118,6 +118,7 @@ async def test_bounces_serve_receives_reports_and_list_and_show_them(
     shown = mailer("bounces", "show", str(report_id), "--raw", env=env)
     assert "kind:        hard" in shown.stdout
     assert "status:      5.1.1" in shown.stdout
+    assert 'evidence:    Diagnostic-Code says "user unknown"' in shown.stdout
     assert "Final-Recipient" in shown.stdout  # the raw report, on request
     plain = mailer("bounces", "show", str(report_id), env=env)
     assert ADDRESS not in plain.stdout

@@ -15,7 +15,7 @@ _AUTO_SUBJECT = re.compile(
 DAEMON = re.compile(
     r"mailer-daemon|postmaster|mail delivery|undeliver|deliver(?:y|ed)? (?:status|fail|report|"
     r"notification|problem)|returned mail|failure notice|non[- ]?delivery|could not be delivered|"
-    r"not delivered|rejected",
+    r"not delivered|rejected|mail system error",
     re.IGNORECASE,
 )
 

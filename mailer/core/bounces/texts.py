@@ -25,6 +25,7 @@ from functools import lru_cache
 from flufl.bounce import all_failures
 
 from mailer.core.bounces import codes
+from mailer.core.bounces.auto_replies import DAEMON
 from mailer.core.bounces.kinds import Kind, Recipient, Report, Source, gravest
 from mailer.core.bounces.phrases import Cause, Command, command, words
 from mailer.core.bounces.reading import MAX_RECIPIENTS, POLICY, Parsed, header
@@ -52,12 +53,6 @@ _DELAY = re.compile(
     re.IGNORECASE,
 )
 _DELAY_SUBJECT = re.compile(r"delay|warning|still being retried", re.IGNORECASE)
-_DAEMON = re.compile(
-    r"mailer-daemon|postmaster|mail delivery|undeliver|deliver(?:y|ed)? (?:status|fail|report|"
-    r"notification|problem)|returned mail|failure notice|non[- ]?delivery|could not be delivered|"
-    r"not delivered|rejected|mail system error",
-    re.IGNORECASE,
-)
 _GOOGLE_GROUPS = re.compile(r"groups\.google\.com/support", re.IGNORECASE)
 # Families whose report is the recipient's own mail system saying the mailbox is not there:
 # a literal each (found by a substring search, fast), and where it is not enough, a pattern
@@ -249,7 +244,7 @@ def from_text(parsed: Parsed) -> Report | None:
                 recipients.append(reading.recipient(address, delayed=delayed))
     if recipients:
         return summary([one.recipient for one in recipients], "non-standard", parsed.tokens())
-    if parsed.tokens() and _DAEMON.search(f"{header(msg, 'From')} {header(msg, 'Subject')}"):
+    if parsed.tokens() and DAEMON.search(f"{header(msg, 'From')} {header(msg, 'Subject')}"):
         # No address found, but the return path names the delivery and this is a bounce.
         return summary([reading.recipient(None).recipient], "non-standard", parsed.tokens())
     return None
@@ -316,7 +311,7 @@ def _looks_like_a_bounce(msg: Message, text: str) -> bool:
     a mail system or its words speak of a failed delivery."""
     head = f"{header(msg, 'From')} {header(msg, 'Subject')}"
     return (
-        _DAEMON.search(head) is not None or _FAILURE_WORDS.search(text[:4_000].lower()) is not None
+        DAEMON.search(head) is not None or _FAILURE_WORDS.search(text[:4_000].lower()) is not None
     )
 
 
