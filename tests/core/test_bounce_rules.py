@@ -34,6 +34,24 @@ def test_of_several_recipients_only_ours_count() -> None:
     assert (effect.kind, effect.status) == (Kind.SOFT, "4.2.2")
 
 
+def test_our_recipient_named_as_the_final_recipient_counts_and_the_evidence_follows() -> None:
+    """A DSN whose Original-Recipient is an alias the relay wrote, our address its
+    Final-Recipient: it speaks of our delivery."""
+    hard = Recipient(
+        "alias@example.pl",
+        Kind.HARD,
+        "gone",
+        "5.1.1",
+        "failed",
+        None,
+        "Status: 5.1.1",
+        "jan@example.pl",
+    )
+    effect = effect_of(report(hard), delivery_id=7, recipient_key=OURS, hash_key=HASH_KEY)
+    assert effect.applies and effect.kind is Kind.HARD
+    assert effect.evidence == "Status: 5.1.1"
+
+
 def test_an_envelope_id_of_another_delivery_changes_nothing() -> None:
     hard = Recipient("jan@example.pl", Kind.HARD, "gone")
     for envid, applies in (("7", True), (" 7 ", True), ("8", False)):
