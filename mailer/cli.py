@@ -40,6 +40,7 @@ from mailer.commands.issues import change, describe, issue_rows, watch
 from mailer.commands.subscribers import BadFile, import_file
 from mailer.commands.workers import worker_rows
 from mailer.config import Settings, load_settings
+from mailer.core.issues import ISSUE_STATES
 from mailer.core.signing import generate_key, txt_strings
 from mailer.core.tokens import derive_key
 from mailer.errors import ConfigError, MailerError
@@ -83,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         "list", help="issues newest first: state, list, subject, times, counts by outcome"
     )
     listing.add_argument("--limit", type=int, default=20)
-    listing.add_argument("--state", choices=("scheduled", "sending", "paused", "cancelled", "done"))
+    listing.add_argument("--state", choices=ISSUE_STATES)
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     status = issue_commands.add_parser("status", help="counts by outcome, rate and ETA")
     status.add_argument("issue_id", type=UUID, metavar="ISSUE_ID")

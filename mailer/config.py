@@ -26,12 +26,11 @@ from pydantic import (
     model_validator,
 )
 
+from mailer.core.locales import DEFAULT_LOCALE, Locale
 from mailer.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("config/mailer.toml")
 ENV_PREFIX = "MAILER_"
-Locale = Literal["pl", "en"]
-LOCALES: tuple[Locale, ...] = ("pl", "en")
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 
@@ -397,7 +396,7 @@ class SecuritySettings(_Section):
 
 class SenderSettings(_Section):
     from_: str = Field("LucidOffice <no-reply@lucid.example>", alias="from")
-    default_locale: Locale = "pl"
+    default_locale: Locale = DEFAULT_LOCALE
     return_path: str | None = None
 
 
@@ -453,7 +452,7 @@ class LogSettings(_Section):
 class ListSettings(_Section):
     name: str
     from_: str = Field(alias="from")
-    default_locale: Locale = "pl"
+    default_locale: Locale = DEFAULT_LOCALE
 
 
 class BouncesSettings(_Section):

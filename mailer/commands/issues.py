@@ -6,17 +6,18 @@ import asyncio
 import json
 import sys
 from collections.abc import Mapping
-from typing import Literal, TextIO
+from typing import TextIO
 from uuid import UUID
 
 from tqdm import tqdm
 
 from mailer.adapters.issues import Issues, IssueSummary, Progress
 from mailer.core import progress as core
+from mailer.core.deliveries import OUTCOMES
+from mailer.core.issues import ENDED, IssueAction
 from mailer.core.terminal import one_line
 from mailer.core.times import WIDTH, when
 
-FINAL_STATES = ("done", "cancelled")
 # tqdm's own rate and ETA come from what this viewer saw change, which is everything at once
 # when it starts mid-issue: the bar shows the ledger's rate instead.
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}{postfix}"
@@ -65,7 +66,7 @@ async def watch(
             bar.n = progress.estimate.done
             bar.set_postfix_str(status_line(progress), refresh=False)
             bar.refresh()
-            if progress.state in FINAL_STATES:
+            if progress.state in ENDED:
                 break
             await asyncio.sleep(interval)
             latest = await issues.progress(issue_id)
@@ -105,7 +106,7 @@ def issue_rows(
             )
             for s in summaries
         ]
-    counted = [*core.OUTCOMES, "left"]
+    counted = [*OUTCOMES, "left"]
     widths = {name: max(len(name), 7) for name in counted}
     header = (
         f"{'ISSUE':36}  {'STATE':9}  {'LIST':16}  {'CREATED':{WIDTH}}  {'STARTED':{WIDTH}}  "
@@ -128,9 +129,7 @@ def issue_rows(
     return lines
 
 
-async def change(
-    issues: Issues, issue_id: UUID, action: Literal["pause", "resume", "cancel"]
-) -> str:
+async def change(issues: Issues, issue_id: UUID, action: IssueAction) -> str:
     before, after = await issues.set_state(issue_id, action)
     if before is None:
         raise LookupError(f"no issue {issue_id}")

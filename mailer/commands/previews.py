@@ -21,9 +21,9 @@ from mailer.adapters.capture import CaptureServer
 from mailer.adapters.relay import Relay, tls_context
 from mailer.commands.checks import mailing_lists, templates
 from mailer.config import Settings, SmtpRelay
+from mailer.core.locales import LOCALES, Locale
 from mailer.core.messages import Mailbox, compose
 from mailer.core.outcomes import Sent
-from mailer.core.rendering import LOCALES, Locale
 from mailer.core.signing import Signer
 from mailer.errors import ConfigError, InvalidJob, MailerError
 from mailer.metrics import Metrics

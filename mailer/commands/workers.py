@@ -6,9 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from mailer.adapters.workers import WorkerProcess
-from mailer.core.progress import duration
 from mailer.core.terminal import one_line
-from mailer.core.times import WIDTH, when
+from mailer.core.times import WIDTH, duration, when
 
 
 def held(unacked: Mapping[str, int]) -> str:

@@ -16,7 +16,7 @@ from uuid import UUID
 import jinja2
 from aiohttp import web
 
-from mailer.core.times import when
+from mailer.core.times import duration, when
 from mailer.errors import MailerError
 from mailer.web.console.auth import SESSION_KEY, Guard, require_operator, source_of
 from mailer.web.console.context import Console
@@ -48,20 +48,7 @@ def json_response(data: object, status: int = 200) -> web.Response:
 def ago(at: datetime | None, now: datetime) -> str:
     if at is None:
         return "never"
-    seconds = max(0, int((now - at).total_seconds()))
-    if seconds < 90:
-        return f"{seconds} s ago"
-    if seconds < 5400:
-        return f"{seconds // 60} min ago"
-    return f"{seconds // 3600} h ago"
-
-
-def duration(seconds: float) -> str:
-    whole = max(0, round(seconds))
-    if whole < 90:
-        return f"{whole} s"
-    minutes = whole // 60
-    return f"{minutes} min" if minutes < 90 else f"{minutes // 60} h {minutes % 60} min"
+    return f"{duration((now - at).total_seconds())} ago"
 
 
 def moment(at: datetime | None) -> str:

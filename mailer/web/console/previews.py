@@ -22,8 +22,9 @@ from typing import Any
 from aiohttp import web
 
 from mailer.core.addresses import mask_address
+from mailer.core.locales import LOCALES, Locale
 from mailer.core.outcomes import Sent
-from mailer.core.rendering import LOCALES, Locale, Rendered
+from mailer.core.rendering import Rendered
 from mailer.core.trials import PreviewsBusy, PreviewTooCostly, TrialResult
 from mailer.errors import InvalidJob
 from mailer.web.console.kit import Pages, json_response, stream_headers

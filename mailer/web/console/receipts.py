@@ -10,7 +10,7 @@ from uuid import UUID
 from aiohttp import web
 
 from mailer.core.addresses import InvalidAddress, address_key, normalize_address
-from mailer.core.progress import COUNTED
+from mailer.core.deliveries import READING_ORDER, DeliveryStatus
 from mailer.web.console.kit import Pages, json_response
 
 
@@ -44,14 +44,14 @@ class ReceiptPages(Pages):
                 else:
                     recipient_key = address_key(self._c.hash_key, normalized)
                     looked_up = "the address typed"  # never echoed back, never stored
-        status = query.get("status") if query.get("status") in COUNTED else None
+        status = query.get("status") if query.get("status") in READING_ORDER else None
         now = await views.now()
         if job is not None or recipient_key is not None:
             found = await views.receipts(job_id=job, recipient_key=recipient_key, limit=100)
             retrying = []
         else:
             found = await views.receipts(status=status, limit=50)
-            retrying = await views.receipts(status="retrying", limit=50)
+            retrying = await views.receipts(status=DeliveryStatus.RETRYING, limit=50)
         counts = await views.receipt_counts(24)
         data: dict[str, Any] = {
             "measured_at": now,

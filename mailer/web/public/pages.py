@@ -31,6 +31,7 @@ from mailer.adapters.subscribers import Source, Standing, Subscribers
 from mailer.config import HttpSettings
 from mailer.core.addresses import mask_address
 from mailer.core.audience import MailingList
+from mailer.core.locales import DEFAULT_LOCALE, Locale, locale_named
 from mailer.core.tokens import (
     Confirmation,
     Subscription,
@@ -44,7 +45,7 @@ from mailer.core.tokens import (
 from mailer.core.trials import trial_link
 from mailer.web.limits import InvalidAttempts, source_of
 from mailer.web.listener import client_of
-from mailer.web.public.strings import STRINGS, Locale
+from mailer.web.public.strings import STRINGS
 
 log = logging.getLogger(__name__)
 Action = Literal["unsubscribe", "resubscribe", "confirm"]
@@ -382,12 +383,13 @@ def _accepted_locale(request: web.Request) -> Locale:
     for part in header.split(",", 32)[:32]:  # a browser names a handful
         tag, _, params = part.partition(";")
         language = tag.strip().lower().split("-", 1)[0]
-        if language not in ("pl", "en"):
+        locale = locale_named(language)
+        if locale is None:
             continue
         quality = _quality(params)
         if quality > 0 and (best is None or quality > best[0]):
-            best = (quality, "pl" if language == "pl" else "en")
-    return best[1] if best is not None else "pl"
+            best = (quality, locale)
+    return best[1] if best is not None else DEFAULT_LOCALE
 
 
 def _quality(params: str) -> float:
