@@ -229,7 +229,6 @@ class DeadQueueUpgrade:
     """What `mailer migrate` did with mailer.dead."""
 
     moved: int  # parked jobs moved from it into the table
-    outdated: bool  # it was as an older mailer declared it (no delivery limit)
     replaced: bool  # declared anew, with today's arguments
     busy: tuple[str, ...] = ()  # queues a worker consumes, which kept it from being replaced
     lost: int = 0  # messages that reached it after it was emptied, deleted with it
@@ -246,16 +245,16 @@ async def move_dead_queue(broker: Broker, parked: ParkedJobs) -> DeadQueueUpgrad
     current = await dead.current()  # declared, on a fresh install
     moved = await _move(dead, parked)
     if current:
-        return DeadQueueUpgrade(moved=moved, outdated=False, replaced=False)
+        return DeadQueueUpgrade(moved=moved, replaced=False)
     depths = await queue_depths(broker, [*ROUTES.values(), DEAD_QUEUE])
     busy = tuple(depth.name for depth in depths if depth.consumers)
     if busy:
-        return DeadQueueUpgrade(moved=moved, outdated=True, replaced=False, busy=busy)
+        return DeadQueueUpgrade(moved=moved, replaced=False, busy=busy)
     moved += await _move(dead, parked)
     lost = await dead.replace()
     if lost:
         log.error("%d message(s) reached mailer.dead while it was declared anew: lost", lost)
-    return DeadQueueUpgrade(moved=moved, outdated=True, replaced=True, lost=lost)
+    return DeadQueueUpgrade(moved=moved, replaced=True, lost=lost)
 
 
 async def _move(dead: DeadQueue, parked: ParkedJobs) -> int:

@@ -13,7 +13,7 @@ import re
 import sys
 from typing import TextIO
 
-from mailer.adapters.operators import Operators, Role
+from mailer.adapters.operators import ROLES, Operators, Role
 from mailer.core.passwords import check_new_password, hash_password
 from mailer.errors import MailerError
 
@@ -29,7 +29,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "add", help="a new account; the password is read from a prompt or standard input"
     )
     operator_add.add_argument("name", metavar="NAME")
-    operator_add.add_argument("--role", choices=("viewer", "operator"), required=True)
+    operator_add.add_argument("--role", choices=ROLES, required=True)
     operator_commands.add_parser("passwd", help="a new password").add_argument("name")
     operator_commands.add_parser("remove", help="delete the account").add_argument("name")
 

@@ -16,7 +16,7 @@ import io
 import re
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -75,7 +75,6 @@ class ImportReport:
     kept_unsubscribed: int = 0
     suppressed: int = 0
     duplicates: int = 0
-    problems: list[str] = field(default_factory=list)
 
     def add(self, counts: ImportCounts) -> None:
         self.added += counts.added

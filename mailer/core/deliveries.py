@@ -35,10 +35,6 @@ class DeliveryStatus(StrEnum):
     CANCELLED = "cancelled"
     BOUNCED = "bounced"  # went out, then a bounce report came back for it
 
-    @property
-    def final(self) -> bool:
-        return self in OUTCOMES
-
 
 # The statuses in groups, each in the order operators read them wherever they are shown
 # (`mailer issue list`, `issue status`, the console): the outcomes, then what is left. Mail

@@ -17,7 +17,6 @@ from typing import Literal
 from mailer.core.bounces import ReplyKind, classify_reply
 
 Stage = Literal["mail", "rcpt", "data"]
-_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,11 +27,6 @@ class Reply:
 
     def __str__(self) -> str:
         return f"{self.code} {self.text}".strip()
-
-    @property
-    def enhanced(self) -> tuple[int, int, int] | None:
-        found = _ENHANCED.match(self.text)
-        return (int(found[1]), int(found[2]), int(found[3])) if found else None
 
 
 @dataclass(frozen=True, slots=True)
