@@ -22,13 +22,14 @@ import asyncpg
 from mailer import logs
 from mailer.adapters import database
 from mailer.adapters.bounces import BounceReports, Suppressions
-from mailer.adapters.broker import DEAD_QUEUE, ROUTES, Broker
+from mailer.adapters.broker import Broker
 from mailer.adapters.dead_letters import DeadLetters, DeadQueueUpgrade, move_dead_queue
 from mailer.adapters.issues import Issues
 from mailer.adapters.ledger_views import LedgerViews
 from mailer.adapters.operators import Operators
 from mailer.adapters.parked import ParkedJobs, body_ref
 from mailer.adapters.subscribers import Subscribers
+from mailer.adapters.topology import DEAD_QUEUE, ROUTES
 from mailer.adapters.workers import Workers
 from mailer.commands import bounces as bounce_commands
 from mailer.commands import dead_letters as dead_letter_commands

@@ -15,11 +15,12 @@ import asyncpg
 from prometheus_client import Gauge
 
 from mailer.adapters import database
-from mailer.adapters.broker import ROUTES, Broker
+from mailer.adapters.broker import Broker
 from mailer.adapters.dead_letters import origin_label
 from mailer.adapters.issues import Issues
 from mailer.adapters.parked import ParkedJobs
 from mailer.adapters.queues import queue_states
+from mailer.adapters.topology import ROUTES
 from mailer.adapters.workers import Workers
 from mailer.core.deliveries import READING_ORDER
 from mailer.errors import MailerError, TemporaryFailure

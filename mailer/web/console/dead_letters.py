@@ -8,7 +8,6 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from aio_pika.exceptions import AMQPException
 from aiohttp import web
 
 from mailer.errors import MailerError
@@ -136,7 +135,7 @@ class DeadLetterPages(Pages):
                 }
                 text = json.dumps(line) + "\n" if api else row.render(**line)
                 await response.write(text.encode())
-        except (MailerError, AMQPException, OSError, RuntimeError) as exc:
+        except (MailerError, OSError, RuntimeError) as exc:
             result, detail = "failed", f"{done} {action}d, then: {exc}"
         else:
             result, detail = (
