@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from mailer.core.jobs import SLUG
 from mailer.core.locales import DEFAULT_LOCALE, Locale
 from mailer.errors import ConfigError
 
@@ -525,7 +526,7 @@ class Settings(_Section):
     @classmethod
     def _slugs(cls, value: dict[str, ListSettings]) -> dict[str, ListSettings]:
         for slug in value:
-            if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", slug):
+            if not SLUG.fullmatch(slug):
                 raise ValueError(f"list slug {slug!r} must be lowercase letters, digits and '-'")
         return value
 

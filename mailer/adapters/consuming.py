@@ -29,22 +29,13 @@ log = logging.getLogger(__name__)
 class QueueMessage:
     """One message a queue handed to this process."""
 
-    __slots__ = ("_message",)
+    __slots__ = ("_message", "body", "content_type", "message_id")
 
     def __init__(self, message: AbstractIncomingMessage) -> None:
         self._message = message
-
-    @property
-    def body(self) -> bytes:
-        return self._message.body
-
-    @property
-    def message_id(self) -> str | None:
-        return self._message.message_id
-
-    @property
-    def content_type(self) -> str | None:
-        return self._message.content_type
+        self.body: bytes = message.body
+        self.message_id: str | None = message.message_id
+        self.content_type: str | None = message.content_type
 
     @property
     def headers(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from mailer.adapters.bounces import Suppression, Suppressions
 from mailer.adapters.ledger_views import DeliveryRow, LedgerViews, ListStanding
 from mailer.commands.running import Subcommands, address_hash_key, on_database
 from mailer.config import Settings
-from mailer.core.addresses import InvalidAddress, address_key, address_ref, normalize_address
+from mailer.core.addresses import InvalidAddress, address_ref, typed_address_key
 from mailer.core.terminal import one_line
 from mailer.core.times import WIDTH, when
 from mailer.errors import MailerError
@@ -51,7 +51,7 @@ async def _show(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool
 
 def _key(typed: str, hash_key: bytes) -> bytes:
     try:
-        return address_key(hash_key, normalize_address(typed.strip()))
+        return typed_address_key(hash_key, typed)
     except InvalidAddress as exc:
         raise MailerError(str(exc)) from None
 

@@ -16,7 +16,7 @@ import asyncpg
 from mailer.adapters.bounces import Suppression, Suppressions
 from mailer.commands.running import Subcommands, address_hash_key, on_database
 from mailer.config import Settings
-from mailer.core.addresses import InvalidAddress, address_key, address_ref, normalize_address
+from mailer.core.addresses import InvalidAddress, address_ref, typed_address_key
 from mailer.core.consent import SUPPRESSION_REASONS
 from mailer.core.times import WIDTH, when
 from mailer.errors import MailerError
@@ -68,7 +68,7 @@ async def _key(typed: str, suppressions: Suppressions, hash_key: bytes) -> bytes
             raise MailerError(f"{typed}: {'no' if not found else 'more than one'} suppression")
         return found[0].address_key
     try:
-        return address_key(hash_key, normalize_address(typed))
+        return typed_address_key(hash_key, typed)
     except InvalidAddress as exc:
         raise MailerError(str(exc)) from None
 

@@ -16,19 +16,17 @@ from mailer.core.deliveries import READING_ORDER, DeliveryStatus
 from mailer.core.issues import issue_action
 from mailer.web.console.bounces import rate as rate_of
 from mailer.web.console.cache import LIVE_SECONDS, SLOW_SECONDS
-from mailer.web.console.kit import Pages, json_response
+from mailer.web.console.kit import Pages, Route, get, json_response, post
 from mailer.web.console.progress import Rated, rated, with_counts
 
 
 class IssuePages(Pages):
-    def add_routes(self, app: web.Application) -> None:
-        r = app.router
-        r.add_get("/issues", self._issues)
-        r.add_get("/api/issues", self._issues)
-        r.add_get("/issues/{id}", self._issue)
-        r.add_get("/api/issues/{id}", self._issue)
-        r.add_post("/issues/{id}/{action}", self._issue_action)
-        r.add_post("/api/issues/{id}/{action}", self._issue_action)
+    def routes(self) -> list[Route]:
+        return [
+            get("/issues", self._issues, api=True),
+            get("/issues/{id}", self._issue, api=True),
+            post("/issues/{id}/{action}", self._issue_action, api=True),
+        ]
 
     async def _issues(self, request: web.Request) -> web.Response:
         now, rates = await self._c.fresh.get("issues", LIVE_SECONDS, self._issue_list)

@@ -78,6 +78,34 @@ def templates(templates_dir: Path) -> jinja2.Environment:
     return environment
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Route:
+    """A page's method, path and handler; `api`: the path it also answers at in JSON."""
+
+    method: str
+    path: str
+    handler: Handler
+    api: str | None = None
+
+
+def get(path: str, handler: Handler, *, api: bool | str = False) -> Route:
+    """`api=True`: also at /api<path> (or at the path given)."""
+    return Route("GET", path, handler, _api_path(path, api))
+
+
+def post(path: str, handler: Handler, *, api: bool = False) -> Route:
+    return Route("POST", path, handler, _api_path(path, api))
+
+
+def _api_path(path: str, api: bool | str) -> str | None:
+    if isinstance(api, str):
+        return api
+    return f"/api{path}" if api else None
+
+
 class Pages(ABC):
     """Base of each area's pages."""
 
@@ -87,7 +115,13 @@ class Pages(ABC):
         self._env = env
 
     @abstractmethod
-    def add_routes(self, app: web.Application) -> None: ...
+    def routes(self) -> list[Route]: ...
+
+    def add_routes(self, app: web.Application) -> None:
+        for route in self.routes():
+            for path in (route.path, route.api):
+                if path is not None:
+                    app.router.add_route(route.method, path, route.handler)
 
     def _render(
         self, request: web.Request, template: str, http_status: int = 200, **values: Any

@@ -9,17 +9,17 @@ from uuid import UUID
 
 from aiohttp import web
 
-from mailer.core.addresses import InvalidAddress, address_key, normalize_address
+from mailer.core.addresses import InvalidAddress, typed_address_key
 from mailer.core.deliveries import READING_ORDER, DeliveryStatus
-from mailer.web.console.kit import Pages, json_response
+from mailer.web.console.kit import Pages, Route, get, json_response, post
 
 
 class ReceiptPages(Pages):
-    def add_routes(self, app: web.Application) -> None:
-        r = app.router
-        r.add_get("/receipts", self._receipts)
-        r.add_get("/api/receipts", self._receipts)
-        r.add_post("/receipts", self._receipts)  # a typed address travels in the body only
+    def routes(self) -> list[Route]:
+        return [
+            get("/receipts", self._receipts, api=True),
+            post("/receipts", self._receipts),  # a typed address travels in the body only
+        ]
 
     async def _receipts(self, request: web.Request) -> web.Response:
         views = self._c.views
@@ -38,11 +38,10 @@ class ReceiptPages(Pages):
             typed = form.get("address")
             if isinstance(typed, str) and typed.strip():
                 try:
-                    normalized = normalize_address(typed.strip())
+                    recipient_key = typed_address_key(self._c.hash_key, typed)
                 except (InvalidAddress, ValueError):
                     error = "not an e-mail address"
                 else:
-                    recipient_key = address_key(self._c.hash_key, normalized)
                     looked_up = "the address typed"  # never echoed back, never stored
         status = query.get("status") if query.get("status") in READING_ORDER else None
         now = await views.now()
