@@ -19,10 +19,7 @@ def add_parser(commands: Subcommands) -> None:
     actions = dkim.add_subparsers(dest="dkim_command", required=True, metavar="ACTION")
     made = actions.add_parser("keygen", help="make a key and print its DNS TXT record")
     made.add_argument(
-        "--type",
-        choices=KEY_TYPES,
-        default="rsa",
-        help="rsa (2048 bits, default) or ed25519",
+        "--type", choices=KEY_TYPES, default="rsa", help="rsa (2048 bits, default) or ed25519"
     )
     made.add_argument("--domain", help="signing domain (default: [dkim] domain)")
     made.add_argument("--selector", help="selector (default: [dkim] selector)")
