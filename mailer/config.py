@@ -26,12 +26,12 @@ from pydantic import (
     model_validator,
 )
 
+from mailer.core.jobs import SLUG
+from mailer.core.locales import DEFAULT_LOCALE, Locale
 from mailer.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("config/mailer.toml")
 ENV_PREFIX = "MAILER_"
-Locale = Literal["pl", "en"]
-LOCALES: tuple[Locale, ...] = ("pl", "en")
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 
@@ -397,7 +397,7 @@ class SecuritySettings(_Section):
 
 class SenderSettings(_Section):
     from_: str = Field("LucidOffice <no-reply@lucid.example>", alias="from")
-    default_locale: Locale = "pl"
+    default_locale: Locale = DEFAULT_LOCALE
     return_path: str | None = None
 
 
@@ -453,7 +453,7 @@ class LogSettings(_Section):
 class ListSettings(_Section):
     name: str
     from_: str = Field(alias="from")
-    default_locale: Locale = "pl"
+    default_locale: Locale = DEFAULT_LOCALE
 
 
 class BouncesSettings(_Section):
@@ -526,7 +526,7 @@ class Settings(_Section):
     @classmethod
     def _slugs(cls, value: dict[str, ListSettings]) -> dict[str, ListSettings]:
         for slug in value:
-            if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", slug):
+            if not SLUG.fullmatch(slug):
                 raise ValueError(f"list slug {slug!r} must be lowercase letters, digits and '-'")
         return value
 

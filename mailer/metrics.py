@@ -15,28 +15,47 @@ from prometheus_client import (
 
 from mailer.build import PYTHON, VERSION
 
+ISSUE = ("issue", "list")  # the labels of an issue's gauges
+
 
 class Metrics:
+    """Labels are queues, lists, issue ids, outcomes, classes and kinds: a handful of fixed
+    values each, never an address. Gauges marked "sampled" are measured every few seconds
+    by mailer/sampling.py. What operators alert on: deploy/prometheus/alerts.yml."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.deliveries = Counter(
+        self._add_jobs()
+        self._add_process()
+        self._add_queues()
+        self._add_health()
+        self._add_issues()
+        self._add_subscriptions()
+        self._add_bounces()
+
+    def _counter(self, name: str, documentation: str, *labels: str) -> Counter:
+        return Counter(name, documentation, labels, registry=self.registry)
+
+    def _gauge(self, name: str, documentation: str, *labels: str) -> Gauge:
+        return Gauge(name, documentation, labels, registry=self.registry)
+
+    def _add_jobs(self) -> None:
+        self.deliveries = self._counter(
             "mailer_deliveries_total",
             "Deliveries that reached an outcome (sent, retrying, failed, suppressed).",
-            ["kind", "outcome"],
-            registry=self.registry,
+            "kind",
+            "outcome",
         )
-        self.parked = Counter(
+        self.parked = self._counter(
             "mailer_jobs_parked_total",
             "Jobs this process parked (in the parked_jobs table, or mailer.dead while the"
             " database was away), by the queue they came from.",
-            ["queue"],
-            registry=self.registry,
+            "queue",
         )
-        self.duplicates = Counter(
+        self.duplicates = self._counter(
             "mailer_jobs_duplicate_total",
             "Jobs received again after they had reached their outcome; not sent again.",
-            ["kind"],
-            registry=self.registry,
+            "kind",
         )
         self.smtp_seconds = Histogram(
             "mailer_smtp_transaction_seconds",
@@ -45,19 +64,11 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=self.registry,
         )
-        self.inflight = Gauge(
-            "mailer_jobs_in_flight",
-            "Jobs being handled right now, by queue.",
-            ["queue"],
-            registry=self.registry,
+        self.inflight = self._gauge(
+            "mailer_jobs_in_flight", "Jobs being handled right now, by queue.", "queue"
         )
-        self._add_operations()
-        self._add_bounces()
 
-    def _add_operations(self) -> None:
-        """What operators watch and alert on (deploy/prometheus/alerts.yml). Gauges marked
-        "sampled" are measured every few seconds by mailer/sampling.py; labels are queues,
-        lists, issue ids, outcomes and failure classes, never an address."""
+    def _add_process(self) -> None:
         registry = self.registry
         ProcessCollector(registry=registry)  # process_cpu_seconds_total, resident memory, fds
         PlatformCollector(registry=registry)
@@ -65,133 +76,116 @@ class Metrics:
         Info("mailer_build", "The version of mailer running.", registry=registry).info(
             {"version": VERSION, "python": PYTHON}
         )
-        self.queue_messages = Gauge(
-            "mailer_queue_messages",
-            "Messages ready in a mailer.* queue (sampled).",
-            ["queue"],
-            registry=registry,
+
+    def _add_queues(self) -> None:
+        self.queue_messages = self._gauge(
+            "mailer_queue_messages", "Messages ready in a mailer.* queue (sampled).", "queue"
         )
-        self.queue_unacked = Gauge(
+        self.queue_unacked = self._gauge(
             "mailer_queue_messages_unacked",
             "Messages of a mailer.* queue delivered and not yet acknowledged, held by live"
             " worker processes as they report it (sampled).",
-            ["queue"],
-            registry=registry,
+            "queue",
         )
-        self.queue_consumers = Gauge(
+        self.queue_consumers = self._gauge(
             "mailer_queue_consumers",
             "Consumers on a mailer.* queue, from every process (sampled).",
-            ["queue"],
-            registry=registry,
+            "queue",
         )
-        self.parked_jobs = Gauge(
+        self.parked_jobs = self._gauge(
             "mailer_parked_jobs",
             "Jobs parked for an operator (the parked_jobs table), by the queue they came from"
             " (unknown: a message that did not say); those still in mailer.dead are not"
             " counted (sampled).",
-            ["origin"],
-            registry=registry,
+            "origin",
         )
-        self.broker_up = Gauge(
-            "mailer_broker_up", "1 when this process is connected to RabbitMQ.", registry=registry
+
+    def _add_health(self) -> None:
+        self.broker_up = self._gauge(
+            "mailer_broker_up", "1 when this process is connected to RabbitMQ."
         )
-        self.database_up = Gauge(
-            "mailer_database_up",
-            "1 when PostgreSQL answered this process's last check (sampled).",
-            registry=registry,
+        self.database_up = self._gauge(
+            "mailer_database_up", "1 when PostgreSQL answered this process's last check (sampled)."
         )
-        self.relay_up = Gauge(
+        self.relay_up = self._gauge(
             "mailer_relay_up",
             "1 unless the relay refused this process's last sessions (as /readyz says).",
-            registry=registry,
         )
-        self.relay_failures = Counter(
+        self.relay_failures = self._counter(
             "mailer_relay_failures_total",
             "Sessions the relay refused, by class (connection, timeout, tls, auth, sender, other).",
-            ["class"],
-            registry=registry,
+            "class",
         )
-        self.workers = Gauge(
+        self.workers = self._gauge(
             "mailer_workers",
             "Worker processes by presence (alive, gone, stopped), from the workers table"
             " (sampled).",
-            ["presence"],
-            registry=registry,
+            "presence",
         )
-        self.heartbeat = Gauge(
+        self.heartbeat = self._gauge(
             "mailer_worker_heartbeat_timestamp_seconds",
             "When this process last heartbeat (renewed its leases and its workers row).",
-            registry=registry,
         )
-        self.issue_deliveries = Gauge(
+
+    def _add_issues(self) -> None:
+        self.issue_deliveries = self._gauge(
             "mailer_issue_deliveries",
             "Deliveries of an issue sending or paused, by status (sampled; active issues only).",
-            ["issue", "list", "status"],
-            registry=registry,
+            *ISSUE,
+            "status",
         )
-        self.issue_rate = Gauge(
+        self.issue_rate = self._gauge(
             "mailer_issue_send_rate",
             "Messages per second an active issue sent over the last minute (sampled).",
-            ["issue", "list"],
-            registry=registry,
+            *ISSUE,
         )
-        self.issue_stalled = Gauge(
+        self.issue_stalled = self._gauge(
             "mailer_issue_stalled",
             "1 when an issue sending has had nothing sent for a minute, or no worker is alive.",
-            ["issue", "list"],
-            registry=registry,
+            *ISSUE,
         )
-        self.issue_last_send = Gauge(
+        self.issue_last_send = self._gauge(
             "mailer_issue_last_send_age_seconds",
             "Seconds since an active issue last had a message sent, or since it started.",
-            ["issue", "list"],
-            registry=registry,
+            *ISSUE,
         )
-        self.unsubscribes = Counter(
+
+    def _add_subscriptions(self) -> None:
+        self.unsubscribes = self._counter(
             "mailer_unsubscribes_total",
             "Subscriptions ended, by source (portal, page, one-click, ...).",
-            ["source"],
-            registry=registry,
+            "source",
         )
-        self.confirmations = Counter(
-            "mailer_confirmations_total",
-            "Double opt-in subscriptions confirmed by their link.",
-            registry=registry,
+        self.confirmations = self._counter(
+            "mailer_confirmations_total", "Double opt-in subscriptions confirmed by their link."
         )
-        self.sampled = Gauge(
+        self.sampled = self._gauge(
             "mailer_metrics_sampled_timestamp_seconds",
             "When the sampled gauges were last measured, by part (database, queues, parked,"
             " workers, issues).",
-            ["part"],
-            registry=registry,
+            "part",
         )
 
     def _add_bounces(self) -> None:
-        """Bounces and complaints (mailer/worker/bounces.py); labels are a handful of fixed
-        values each."""
-        registry = self.registry
-        self.bounce_reports = Counter(
+        """Bounces and complaints (mailer/worker/bounces.py)."""
+        self.bounce_reports = self._counter(
             "mailer_bounce_reports_total",
             "Bounce reports classified, by kind (hard, soft, policy, complaint, ignored,"
             " unparseable; mismatched: about another delivery or recipient).",
-            ["kind"],
-            registry=registry,
+            "kind",
         )
-        self.complaints = Counter(
+        self.complaints = self._counter(
             "mailer_complaints_total",
             "Spam or fraud complaints applied (the person unsubscribed from every list).",
-            registry=registry,
         )
-        self.bounce_refused = Counter(
+        self.bounce_refused = self._counter(
             "mailer_bounce_reports_refused_total",
             "Reports refused by the bounce receiver, by reason (malformed, forged, expired,"
             " relay, rate; unmatched: a feedback report returning no message of ours).",
-            ["reason"],
-            registry=registry,
+            "reason",
         )
-        self.bounce_alerts = Counter(
+        self.bounce_alerts = self._counter(
             "mailer_bounce_alerts_total",
             "Alerts raised: policy bounces, an issue's complaint rate over the limit.",
-            ["alert"],
-            registry=registry,
+            "alert",
         )

@@ -15,13 +15,14 @@ import asyncpg
 from prometheus_client import Gauge
 
 from mailer.adapters import database
-from mailer.adapters.broker import ROUTES, Broker
+from mailer.adapters.broker import Broker
 from mailer.adapters.dead_letters import origin_label
 from mailer.adapters.issues import Issues
 from mailer.adapters.parked import ParkedJobs
 from mailer.adapters.queues import queue_states
+from mailer.adapters.topology import ROUTES
 from mailer.adapters.workers import Workers
-from mailer.core.progress import LEFT, SENT
+from mailer.core.deliveries import READING_ORDER
 from mailer.errors import MailerError, TemporaryFailure
 from mailer.metrics import Metrics
 
@@ -31,7 +32,6 @@ SAMPLE_INTERVAL = 10.0  # seconds
 # recipients, bench/progress.py): issues are read again only after 50 times as long as the
 # last reading took, so that this costs the database at most 2% of one core per process.
 ISSUE_READ_SHARE = 50
-STATUSES = (*SENT, "bounced", "suppressed", "failed", "cancelled", *LEFT)
 
 
 class _Series:
@@ -185,7 +185,7 @@ class Sampler:
     async def _sample_issues(self) -> None:
         for progress in await self._issues.active():
             labels = (str(progress.issue_id), progress.list_slug)
-            for status in STATUSES:
+            for status in READING_ORDER:
                 self._series["deliveries"].set((*labels, status), progress.counts.get(status, 0))
             estimate = progress.estimate
             facts = progress.facts

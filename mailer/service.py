@@ -27,8 +27,9 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from mailer.adapters import database
-from mailer.adapters.broker import DEAD_QUEUE, ROUTES, Broker, Consumer
+from mailer.adapters.broker import Broker
 from mailer.adapters.capture import CaptureServer
+from mailer.adapters.consuming import Consumer
 from mailer.adapters.deliveries import Deliveries
 from mailer.adapters.issues import ISSUES_CHANNEL, Issues
 from mailer.adapters.jobs import Jobs
@@ -38,6 +39,7 @@ from mailer.adapters.queues import queue_names
 from mailer.adapters.relay import Relay, tls_context
 from mailer.adapters.subscribers import OPTOUT_CHANNEL, Subscribers
 from mailer.adapters.throttle import Throttle
+from mailer.adapters.topology import DEAD_QUEUE, ROUTES
 from mailer.adapters.workers import Workers
 from mailer.build import VERSION
 from mailer.config import Settings, SmtpRelay, read_private_file

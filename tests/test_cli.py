@@ -18,7 +18,8 @@ import asyncpg
 import dkim
 
 from mailer.adapters import database
-from mailer.adapters.broker import DEAD_QUEUE, Broker
+from mailer.adapters.broker import Broker
+from mailer.adapters.topology import DEAD_QUEUE
 from mailer.core.addresses import address_key
 from mailer.core.signing import load_key
 from tests.conftest import ROOT, DkimKeys, StartService

@@ -14,7 +14,7 @@ import aio_pika
 import asyncpg
 
 from mailer import logs
-from mailer.adapters.broker import DEAD_QUEUE
+from mailer.adapters.topology import DEAD_QUEUE
 from tests.support.processes import environment, mailer, start
 from tests.support.waiting import eventually
 

@@ -18,7 +18,7 @@ import asyncio
 import hashlib
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib.resources import files
@@ -112,24 +112,6 @@ async def transaction(pool: asyncpg.Pool, what: str) -> AsyncIterator[asyncpg.Co
     """A connection in a transaction; "cannot reach the database" becomes TemporaryFailure."""
     async with unavailable_is_temporary(what), pool.acquire() as conn, conn.transaction():
         yield conn
-
-
-async def with_retries(
-    what: str, call: Callable[[], Awaitable[T]], *, attempts: int = 5, first_wait: float = 0.2
-) -> T:
-    """Run `call`, retrying a few times while the database is unreachable."""
-    wait = first_wait
-    for attempt in range(1, attempts + 1):
-        try:
-            async with unavailable_is_temporary(what):
-                return await call()
-        except TemporaryFailure:
-            if attempt == attempts:
-                raise
-            log.warning("database unavailable during %s, retrying in %.1fs", what, wait)
-            await asyncio.sleep(wait)
-            wait *= 2
-    raise AssertionError("unreachable")
 
 
 async def _connect(dsn: str) -> asyncpg.Connection:

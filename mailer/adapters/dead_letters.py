@@ -21,9 +21,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage, DeliveryMode
+from aio_pika.abc import DeliveryMode
 
-from mailer.adapters.broker import (
+from mailer.adapters.broker import Broker
+from mailer.adapters.consuming import QueueMessage
+from mailer.adapters.parked import ParkedJob, ParkedJobs, ParkedRow
+from mailer.adapters.queues import queue_depths
+from mailer.adapters.topology import (
     ATTEMPT_HEADER,
     DEAD_QUEUE,
     DELIVERIES_HEADER,
@@ -35,11 +39,9 @@ from mailer.adapters.broker import (
     QUEUE_ROUTES,
     REASON_HEADER,
     ROUTES,
-    Broker,
-    DeadQueue,
+    declare_dead_queue,
+    queue_arguments,
 )
-from mailer.adapters.parked import ParkedJob, ParkedJobs, ParkedRow
-from mailer.adapters.queues import queue_depths
 from mailer.core.addresses import mask_addresses
 
 log = logging.getLogger(__name__)
@@ -76,12 +78,8 @@ KEPT_PROPERTIES = (
 )
 
 
-def _properties(message: AbstractIncomingMessage, headers: dict[str, Any]) -> dict[str, Any]:
-    kept: dict[str, Any] = {name: getattr(message, name) for name in KEPT_PROPERTIES}
-    if isinstance(message.expiration, int | float):  # seconds; kept in milliseconds, as AMQP
-        kept["expiration"] = round(message.expiration * 1000)
-    kept["headers"] = headers
-    return {name: value for name, value in kept.items() if value is not None}
+def _properties(message: QueueMessage, headers: dict[str, Any]) -> dict[str, Any]:
+    return {**message.properties((*KEPT_PROPERTIES, "expiration")), "headers": headers}
 
 
 def _text(value: object) -> str | None:
@@ -90,7 +88,7 @@ def _text(value: object) -> str | None:
     return str(value) if value is not None else None
 
 
-def _job_id(message: AbstractIncomingMessage) -> str | None:
+def _job_id(message: QueueMessage) -> str | None:
     """The message id, else the body's "id" (a job published without one)."""
     if message.message_id:
         return message.message_id
@@ -103,10 +101,10 @@ def _job_id(message: AbstractIncomingMessage) -> str | None:
 
 
 def parked_by_worker(
-    message: AbstractIncomingMessage, *, origin: str, reason: str, now: datetime
+    message: QueueMessage, *, origin: str, reason: str, now: datetime
 ) -> ParkedJob:
     """A job the worker parks: the reason it gives, masked once more before it is kept."""
-    headers = dict(message.headers or {})
+    headers = message.headers
     # Earlier deliveries, as the quorum queue counts them (no header on the first one).
     count = headers.pop(DELIVERY_COUNT_HEADER, 0)
     return ParkedJob(
@@ -120,10 +118,10 @@ def parked_by_worker(
     )
 
 
-def parked_from_dead_queue(message: AbstractIncomingMessage, *, now: datetime) -> ParkedJob:
+def parked_from_dead_queue(message: QueueMessage, *, now: datetime) -> ParkedJob:
     """A message found in mailer.dead: parked by a worker while the database was away (its
     headers say where from and why), or dead-lettered by RabbitMQ (its x-death does)."""
-    headers = dict(message.headers or {})
+    headers = message.headers
     headers.pop(DELIVERY_COUNT_HEADER, None)  # mailer.dead's own count: says nothing of the job
     origin = _text(headers.pop(ORIGIN_HEADER, None))
     reason = _text(headers.pop(REASON_HEADER, None))
@@ -224,12 +222,43 @@ class DeadLetters:
             yield row, not taking.kept
 
 
+class DeadQueue:
+    """mailer.dead for `mailer migrate`: the parked jobs it holds are taken to be moved into
+    the table (with basic.get, each acknowledged by the caller once recorded, so none is
+    handed back), and a mailer.dead an older mailer declared is declared anew."""
+
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+
+    async def current(self) -> bool:
+        """Whether mailer.dead has the arguments this mailer declares (declared if absent)."""
+        return await declare_dead_queue(await self._broker.open_channel())
+
+    async def taken(self) -> AsyncIterator[QueueMessage]:
+        """Every message in mailer.dead now, one at a time, for the caller to acknowledge."""
+        async with await self._broker.open_channel() as channel:
+            queue = await channel.get_queue(DEAD_QUEUE, ensure=False)
+            while (message := await queue.get(no_ack=False, fail=False, timeout=10)) is not None:
+                yield QueueMessage(message)
+
+    async def replace(self) -> int:
+        """Delete mailer.dead and declare it with today's arguments; how many messages went
+        with it. Quorum queues cannot be deleted only if empty: the caller empties it first
+        and makes sure nothing publishes to it meanwhile."""
+        async with await self._broker.open_channel() as channel:
+            deleted = await channel.queue_delete(DEAD_QUEUE)
+            await channel.declare_queue(
+                DEAD_QUEUE, durable=True, arguments=queue_arguments(DEAD_QUEUE)
+            )
+        self._broker.dead_queue_outdated = False
+        return int(getattr(deleted, "message_count", 0) or 0)
+
+
 @dataclass(frozen=True, slots=True)
 class DeadQueueUpgrade:
     """What `mailer migrate` did with mailer.dead."""
 
     moved: int  # parked jobs moved from it into the table
-    outdated: bool  # it was as an older mailer declared it (no delivery limit)
     replaced: bool  # declared anew, with today's arguments
     busy: tuple[str, ...] = ()  # queues a worker consumes, which kept it from being replaced
     lost: int = 0  # messages that reached it after it was emptied, deleted with it
@@ -246,16 +275,16 @@ async def move_dead_queue(broker: Broker, parked: ParkedJobs) -> DeadQueueUpgrad
     current = await dead.current()  # declared, on a fresh install
     moved = await _move(dead, parked)
     if current:
-        return DeadQueueUpgrade(moved=moved, outdated=False, replaced=False)
+        return DeadQueueUpgrade(moved=moved, replaced=False)
     depths = await queue_depths(broker, [*ROUTES.values(), DEAD_QUEUE])
     busy = tuple(depth.name for depth in depths if depth.consumers)
     if busy:
-        return DeadQueueUpgrade(moved=moved, outdated=True, replaced=False, busy=busy)
+        return DeadQueueUpgrade(moved=moved, replaced=False, busy=busy)
     moved += await _move(dead, parked)
     lost = await dead.replace()
     if lost:
         log.error("%d message(s) reached mailer.dead while it was declared anew: lost", lost)
-    return DeadQueueUpgrade(moved=moved, outdated=True, replaced=True, lost=lost)
+    return DeadQueueUpgrade(moved=moved, replaced=True, lost=lost)
 
 
 async def _move(dead: DeadQueue, parked: ParkedJobs) -> int:

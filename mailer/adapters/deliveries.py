@@ -1,4 +1,4 @@
-"""The one writer of the `deliveries` table (the `DeliveryStore` of mailer/core/deliveries.py).
+"""The one writer of the `deliveries` table: the writes of mailer/core/deliveries.py as rows.
 
 Every method is one round trip to the SQL functions of `sql/deliveries.sql`. A delivery
 being sent is claimed by one worker for a lease that the worker keeps renewing; a stopped
@@ -24,6 +24,7 @@ from mailer.adapters.database import unavailable_is_temporary
 from mailer.core.consent import SubscriptionStatus, SuppressionReason
 from mailer.core.deliveries import DeliveryStatus, Write
 from mailer.core.jobs import Transactional
+from mailer.core.locales import Locale
 
 log = logging.getLogger(__name__)
 UNSTORABLE_REPLY = "(the relay's reply could not be stored)"
@@ -87,7 +88,7 @@ class ClaimedDelivery:
     subscriber_id: int | None  # None: the person was erased
     email: str | None
     name: str | None
-    locale: Literal["pl", "en"] | None
+    locale: Locale | None
     subscription: SubscriptionStatus | None
     suppression: SuppressionReason | None
 

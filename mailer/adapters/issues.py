@@ -18,10 +18,10 @@ from uuid import UUID
 import asyncpg
 
 from mailer.adapters.database import transaction, unavailable_is_temporary
+from mailer.core.issues import TRANSITIONS, IssueAction, IssueState
 from mailer.core.progress import RATE_WINDOW, Estimate, LedgerFacts, estimate
 
 ISSUES_CHANNEL = "mailer_issues"
-State = Literal["scheduled", "sending", "paused", "cancelled", "done"]
 Accepted = Literal["accepted", "duplicate", "conflict"]
 
 
@@ -39,8 +39,8 @@ class Progress:
     facts: LedgerFacts
 
     @property
-    def state(self) -> State:
-        return self.facts.state  # type: ignore[return-value]
+    def state(self) -> IssueState:
+        return self.facts.state
 
     @property
     def total(self) -> int | None:
@@ -76,7 +76,7 @@ class Progress:
 @dataclass(frozen=True, slots=True)
 class IssueSummary:
     id: UUID
-    state: State
+    state: IssueState
     list_slug: str
     subject: str | dict[str, str]  # as the job gave it: one, or one per locale
     created_at: datetime
@@ -214,22 +214,17 @@ class Issues:
         return [r["id"] for r in rows]
 
     async def set_state(
-        self, issue_id: UUID, action: Literal["pause", "resume", "cancel"]
-    ) -> tuple[State | None, State | None]:
+        self, issue_id: UUID, action: IssueAction
+    ) -> tuple[IssueState | None, IssueState | None]:
         """(state before, state after); after is None when the action does not apply."""
-        allowed: dict[str, tuple[tuple[str, ...], State]] = {
-            "pause": (("scheduled", "sending"), "paused"),
-            "resume": (("paused",), "sending"),
-            "cancel": (("scheduled", "sending", "paused"), "cancelled"),
-        }
-        sources, target = allowed[action]
+        sources, target = TRANSITIONS[action]
         async with transaction(self._pool, action) as conn:
             row = await conn.fetchrow(
                 "SELECT state, started_at FROM issues WHERE id = $1 FOR UPDATE", issue_id
             )
             if row is None:
                 return None, None
-            before: State = row["state"]
+            before: IssueState = row["state"]
             if before not in sources:
                 return before, None
             if action == "resume" and row["started_at"] is None:
@@ -276,7 +271,9 @@ class Issues:
         )
         return Progress(issue_id, issue["slug"], issue["send_at"], facts)
 
-    async def newest(self, *, limit: int = 50, state: State | None = None) -> list[IssueSummary]:
+    async def newest(
+        self, *, limit: int = 50, state: IssueState | None = None
+    ) -> list[IssueSummary]:
         """Issues newest first, with their counts by outcome: stored for finished issues,
         counted for active ones."""
         async with unavailable_is_temporary("list issues"):

@@ -10,16 +10,19 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 from uuid import UUID
 
 import asyncpg
 
 from mailer.adapters.database import unavailable_is_temporary
-from mailer.core.progress import LEFT, OUTCOMES, RATE_WINDOW, LedgerFacts
+from mailer.core.deliveries import OUTCOMES, UNFINISHED, DeliveryStatus
+from mailer.core.issues import IssueState
+from mailer.core.jobs import Transactional
+from mailer.core.progress import RATE_WINDOW, LedgerFacts
 
-RECORDED = (*OUTCOMES, "retrying")  # what an attempt records: the chart counts these
-TRANSACTIONAL = ("receipt", "confirmation")  # kinds of job sent one at a time
+RECORDED = (*OUTCOMES, DeliveryStatus.RETRYING)  # what an attempt records: the chart counts these
+TRANSACTIONAL: tuple[Transactional, ...] = get_args(Transactional)  # sent one at a time
 _FACTS = """
 WITH window_sent AS (
     SELECT count(*) AS n, max(updated_at) AS last FROM deliveries
@@ -53,7 +56,7 @@ class MinuteCount:
 class IssueSummary:
     id: UUID
     list_slug: str
-    state: str
+    state: IssueState
     subject: str
     total: int | None
     created_at: datetime
@@ -64,7 +67,7 @@ class IssueSummary:
 
     @property
     def done(self) -> int:
-        return sum(n for status, n in self.counts.items() if status not in LEFT)
+        return sum(n for status, n in self.counts.items() if status not in UNFINISHED)
 
     @property
     def size(self) -> int:
@@ -72,7 +75,7 @@ class IssueSummary:
 
     @property
     def remaining(self) -> int:
-        return sum(self.counts.get(status, 0) for status in LEFT)
+        return sum(self.counts.get(status, 0) for status in UNFINISHED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,9 +251,9 @@ class LedgerViews:
         newest send; the next retry only when nothing else is left to send."""
         counts = issue.counts
         only_retries = (
-            counts.get("retrying", 0) > 0
-            and counts.get("pending", 0) == 0
-            and counts.get("sending", 0) == 0
+            counts.get(DeliveryStatus.RETRYING, 0) > 0
+            and counts.get(DeliveryStatus.PENDING, 0) == 0
+            and counts.get(DeliveryStatus.SENDING, 0) == 0
         )
         async with unavailable_is_temporary("issue rate"):
             r = await self._pool.fetchrow(_FACTS, issue.id, RATE_WINDOW, only_retries)

@@ -11,14 +11,14 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, get_args
 
 import asyncpg
 
 from mailer.adapters.database import transaction, unavailable_is_temporary
 
 Role = Literal["viewer", "operator"]
-ROLES: tuple[Role, ...] = ("viewer", "operator")
+ROLES: tuple[Role, ...] = get_args(Role)
 LOGIN_WINDOW = timedelta(minutes=15)
 
 

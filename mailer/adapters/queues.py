@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 import aiormq
 from aio_pika.exceptions import AMQPException
 
-from mailer.adapters.broker import DEAD_QUEUE, ROUTES, Broker, delay_queue_name
+from mailer.adapters.broker import Broker
+from mailer.adapters.topology import DEAD_QUEUE, ROUTES, delay_queue_name
 from mailer.adapters.workers import Workers
 from mailer.errors import TemporaryFailure
 

@@ -20,6 +20,7 @@ import asyncpg
 from mailer.adapters.database import transaction, unavailable_is_temporary
 from mailer.core.audience import ImportedPerson
 from mailer.core.consent import SubscriptionStatus
+from mailer.core.locales import Locale
 from mailer.metrics import Metrics
 
 OPTOUT_CHANNEL = "mailer_optout"
@@ -31,7 +32,7 @@ class Subscriber:
     id: int
     email: str
     name: str | None
-    locale: Literal["pl", "en"] | None
+    locale: Locale | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -204,11 +204,3 @@ class Workers:
             as_of=row["as_of"],
             measured_at=row["measured_at"],
         )
-
-    async def alive(self) -> int:
-        async with unavailable_is_temporary("count workers"):
-            count: int = await self._pool.fetchval(
-                "SELECT count(*) FROM workers"
-                " WHERE stopped_at IS NULL AND heartbeat_at >= now() - gone_after"
-            )
-        return count

@@ -11,25 +11,41 @@ import argparse
 import sys
 from typing import TextIO
 
+import asyncpg
+
 from mailer.adapters.bounces import BounceReports, StoredReport
+from mailer.commands.running import Subcommands, on_database, runs
+from mailer.commands.serving import serve_bounces
+from mailer.config import Settings
+from mailer.core.bounces.kinds import Kind
 from mailer.core.times import when
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: Subcommands) -> None:
     bounces = commands.add_parser("bounces", help="bounce and complaint reports")
     actions = bounces.add_subparsers(dest="bounces_command", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="the latest reports, and counts by kind and domain")
     listing.add_argument(
         "--kind",
-        choices=("hard", "soft", "policy", "complaint", "ignored", "unparseable"),
+        choices=[str(kind) for kind in Kind],
     )
     listing.add_argument("--delivery", type=int, help="reports about this delivery id")
     listing.add_argument("--limit", type=int, default=50)
     listing.add_argument("--days", type=int, default=30, help="counts over this many days")
+    on_database(listing, _reports)
     show = actions.add_parser("show", help="one report: its classification and outcome")
     show.add_argument("report_id", type=int, metavar="REPORT_ID")
     show.add_argument("--raw", action="store_true", help="print the stored report too")
-    actions.add_parser("serve", help="run the bounce receiver ([bounces] listen) alone")
+    on_database(show, _reports)
+    serve = actions.add_parser("serve", help="run the bounce receiver ([bounces] listen) alone")
+    runs(serve, serve_bounces)
+
+
+async def _reports(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool) -> int:
+    reports = BounceReports(pool)
+    if args.bounces_command == "show":
+        return await show_report(args, reports, sys.stdout)
+    return await list_reports(args, reports, sys.stdout)
 
 
 def _line(report: StoredReport) -> str:

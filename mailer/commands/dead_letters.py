@@ -12,8 +12,13 @@ import json
 import sys
 from typing import Any, TextIO
 
+import asyncpg
+
+from mailer.adapters.broker import Broker
 from mailer.adapters.dead_letters import DeadLetters
 from mailer.adapters.parked import ParkedJob, ParkedJobs, ParkedRow
+from mailer.commands.running import Subcommands, on_database, runs_async, with_database
+from mailer.config import Settings
 from mailer.core.addresses import mask_addresses
 from mailer.core.terminal import one_line
 from mailer.core.times import WIDTH, when
@@ -22,7 +27,7 @@ from mailer.web.console.masking import masked_headers, pretty_body
 ACTIONS = {"requeue": "requeued", "purge": "purged"}
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: Subcommands) -> None:
     dlq = commands.add_parser("dlq", help="parked jobs: look, requeue, purge")
     actions = dlq.add_subparsers(dest="dlq_command", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="parked jobs, oldest first, and why they were parked")
@@ -30,6 +35,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     show = actions.add_parser("show", help="one parked job: its facts, headers and body (masked)")
     show.add_argument("ref", metavar="REF", help="a ref or job id shown by `mailer dlq list`")
+    on_database(listing, _look)
+    on_database(show, _look)
     for name, text in (
         ("requeue", "send parked jobs back to the queue they came from"),
         ("purge", "delete parked jobs for good"),
@@ -44,6 +51,32 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             help="a ref or job id shown by `mailer dlq list`",
         )
         which.add_argument("--all", action="store_true")
+        runs_async(action, _settle)
+
+
+async def _look(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool) -> int:
+    return await look(args, ParkedJobs(pool), sys.stdout)
+
+
+async def _settle(args: argparse.Namespace, settings: Settings) -> int:
+    """Parked jobs are read from the database; the broker is connected to only to requeue."""
+    connected: list[Broker] = []
+
+    async def broker() -> Broker:
+        if not connected:
+            found = Broker.from_settings(settings.broker, name="mailer dlq")
+            await found.connect()
+            connected.append(found)
+        return connected[0]
+
+    async def run(pool: asyncpg.Pool) -> int:
+        try:
+            return await settle(args, DeadLetters(ParkedJobs(pool), broker), sys.stdout)
+        finally:
+            for found in connected:
+                await found.close()
+
+    return await with_database(settings, run)
 
 
 def _reason(reason: str) -> str:

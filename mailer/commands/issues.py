@@ -1,25 +1,88 @@
-"""`mailer issue list|status|pause|resume|cancel`: what an operator sees and does."""
+"""`mailer issue list|status|pause|resume|cancel`: what an operator sees and does.
+(`issue preview` and `issue test`: mailer/commands/previews.py.)"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import sys
 from collections.abc import Mapping
-from typing import Literal, TextIO
+from typing import TextIO
 from uuid import UUID
 
+import asyncpg
 from tqdm import tqdm
 
 from mailer.adapters.issues import Issues, IssueSummary, Progress
+from mailer.commands import previews
+from mailer.commands.running import Subcommands, on_database
+from mailer.config import Settings
 from mailer.core import progress as core
+from mailer.core.deliveries import OUTCOMES
+from mailer.core.issues import ENDED, ISSUE_STATES, IssueAction, issue_action
 from mailer.core.terminal import one_line
 from mailer.core.times import WIDTH, when
+from mailer.errors import MailerError
 
-FINAL_STATES = ("done", "cancelled")
 # tqdm's own rate and ETA come from what this viewer saw change, which is everything at once
 # when it starts mid-issue: the bar shows the ledger's rate instead.
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}{postfix}"
+_ACTIONS_SAID: dict[IssueAction, str] = {
+    "pause": "stop sending within seconds",
+    "resume": "carry on where it stopped",
+    "cancel": "send nothing more; the rest is marked cancelled",
+}
+
+
+def add_parser(commands: Subcommands) -> None:
+    issue = commands.add_parser("issue", help="a newsletter issue being sent")
+    actions = issue.add_subparsers(dest="issue_command", required=True, metavar="ACTION")
+    listing = actions.add_parser(
+        "list", help="issues newest first: state, list, subject, times, counts by outcome"
+    )
+    listing.add_argument("--limit", type=int, default=20)
+    listing.add_argument("--state", choices=ISSUE_STATES)
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    on_database(listing, list_issues)
+    status = actions.add_parser("status", help="counts by outcome, rate and ETA")
+    status.add_argument("issue_id", type=UUID, metavar="ISSUE_ID")
+    status.add_argument("--watch", action="store_true", help="a live progress bar until done")
+    on_database(status, show_status)
+    for name, text in _ACTIONS_SAID.items():
+        action = actions.add_parser(name, help=text)
+        action.add_argument("issue_id", type=UUID, metavar="ISSUE_ID")
+        on_database(action, change_state)
+    previews.add_parser(actions)
+
+
+async def list_issues(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool) -> int:
+    found = await Issues(pool).newest(limit=args.limit, state=args.state)
+    locales = {slug: one.default_locale for slug, one in settings.lists.items()}
+    for line in issue_rows(found, locales, as_json=args.json):
+        print(line)
+    return 0
+
+
+async def show_status(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool) -> int:
+    issues = Issues(pool)
+    progress = await (
+        watch(issues, args.issue_id) if args.watch else issues.progress(args.issue_id)
+    )
+    if progress is None:
+        raise MailerError(f"no issue {args.issue_id}")
+    print(describe(progress))
+    return 0
+
+
+async def change_state(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool) -> int:
+    action = issue_action(args.issue_command)
+    assert action is not None  # the parser offers no other
+    try:
+        print(await change(Issues(pool), args.issue_id, action))
+    except (LookupError, ValueError) as exc:
+        raise MailerError(str(exc)) from None
+    return 0
 
 
 def describe(progress: Progress) -> str:
@@ -65,7 +128,7 @@ async def watch(
             bar.n = progress.estimate.done
             bar.set_postfix_str(status_line(progress), refresh=False)
             bar.refresh()
-            if progress.state in FINAL_STATES:
+            if progress.state in ENDED:
                 break
             await asyncio.sleep(interval)
             latest = await issues.progress(issue_id)
@@ -105,7 +168,7 @@ def issue_rows(
             )
             for s in summaries
         ]
-    counted = [*core.OUTCOMES, "left"]
+    counted = [*OUTCOMES, "left"]
     widths = {name: max(len(name), 7) for name in counted}
     header = (
         f"{'ISSUE':36}  {'STATE':9}  {'LIST':16}  {'CREATED':{WIDTH}}  {'STARTED':{WIDTH}}  "
@@ -128,9 +191,7 @@ def issue_rows(
     return lines
 
 
-async def change(
-    issues: Issues, issue_id: UUID, action: Literal["pause", "resume", "cancel"]
-) -> str:
+async def change(issues: Issues, issue_id: UUID, action: IssueAction) -> str:
     before, after = await issues.set_state(issue_id, action)
     if before is None:
         raise LookupError(f"no issue {issue_id}")

@@ -13,14 +13,18 @@ import re
 import sys
 from typing import TextIO
 
-from mailer.adapters.operators import Operators, Role
+import asyncpg
+
+from mailer.adapters.operators import ROLES, Operators, Role
+from mailer.commands.running import Subcommands, runs_async, with_database
+from mailer.config import Settings
 from mailer.core.passwords import check_new_password, hash_password
 from mailer.errors import MailerError
 
 NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: Subcommands) -> None:
     operator = commands.add_parser("operator", help="operator accounts for the console")
     operator_commands = operator.add_subparsers(
         dest="operator_command", required=True, metavar="ACTION"
@@ -29,9 +33,32 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "add", help="a new account; the password is read from a prompt or standard input"
     )
     operator_add.add_argument("name", metavar="NAME")
-    operator_add.add_argument("--role", choices=("viewer", "operator"), required=True)
-    operator_commands.add_parser("passwd", help="a new password").add_argument("name")
-    operator_commands.add_parser("remove", help="delete the account").add_argument("name")
+    operator_add.add_argument("--role", choices=ROLES, required=True)
+    operator_passwd = operator_commands.add_parser("passwd", help="a new password")
+    operator_passwd.add_argument("name")
+    operator_remove = operator_commands.add_parser("remove", help="delete the account")
+    operator_remove.add_argument("name")
+    for parser in (operator_add, operator_passwd, operator_remove):
+        runs_async(parser, change_account)
+
+
+async def change_account(args: argparse.Namespace, settings: Settings) -> int:
+    """The password is read before the database is opened."""
+    password = None if args.operator_command == "remove" else read_password()
+
+    async def change(pool: asyncpg.Pool) -> int:
+        accounts = Operators(pool)
+        if args.operator_command == "add":
+            assert password is not None
+            print(await add(accounts, args.name, args.role, password))
+        elif args.operator_command == "passwd":
+            assert password is not None
+            print(await passwd(accounts, args.name, password))
+        else:
+            print(await remove(accounts, args.name))
+        return 0
+
+    return await with_database(settings, change)
 
 
 def check_name(name: str) -> str:

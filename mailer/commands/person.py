@@ -9,12 +9,17 @@ them (receipts, confirmations, newsletters). No other address is ever shown.
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import datetime
 from typing import TextIO
 
+import asyncpg
+
 from mailer.adapters.bounces import Suppression, Suppressions
 from mailer.adapters.ledger_views import DeliveryRow, LedgerViews, ListStanding
-from mailer.core.addresses import InvalidAddress, address_key, address_ref, normalize_address
+from mailer.commands.running import Subcommands, address_hash_key, on_database
+from mailer.config import Settings
+from mailer.core.addresses import InvalidAddress, address_ref, typed_address_key
 from mailer.core.terminal import one_line
 from mailer.core.times import WIDTH, when
 from mailer.errors import MailerError
@@ -22,7 +27,7 @@ from mailer.errors import MailerError
 DELIVERIES = 10
 
 
-def add_parser(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(actions: Subcommands) -> None:
     show = actions.add_parser(
         "show",
         help="one person's lists and status, suppression and latest messages, "
@@ -36,11 +41,17 @@ def add_parser(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         metavar="N",
         help=f"how many of the latest messages to them to show (default {DELIVERIES})",
     )
+    on_database(show, _show)
+
+
+async def _show(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool) -> int:
+    views, suppressions = LedgerViews(pool), Suppressions(pool)
+    return await show(args, views, suppressions, address_hash_key(settings), sys.stdout)
 
 
 def _key(typed: str, hash_key: bytes) -> bytes:
     try:
-        return address_key(hash_key, normalize_address(typed.strip()))
+        return typed_address_key(hash_key, typed)
     except InvalidAddress as exc:
         raise MailerError(str(exc)) from None
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,13 +19,14 @@ from pathlib import Path
 from mailer.adapters.capture import CaptureServer
 from mailer.adapters.relay import Relay, tls_context
 from mailer.commands.checks import mailing_lists, templates
+from mailer.commands.running import Subcommands, read_input, runs, runs_async
 from mailer.config import Settings, SmtpRelay
+from mailer.core.locales import LOCALES, Locale
 from mailer.core.messages import Mailbox, compose
 from mailer.core.outcomes import Sent
-from mailer.core.rendering import LOCALES, Locale
-from mailer.core.signing import Signer
 from mailer.errors import ConfigError, InvalidJob, MailerError
 from mailer.metrics import Metrics
+from mailer.service import load_signer
 from mailer.worker.previews import (
     Issue,
     prepare_trial,
@@ -41,20 +41,20 @@ from mailer.worker.sending import Sender
 DEFAULT_OUT = Path("var/preview")
 
 
-def add_commands(issue_commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    preview = issue_commands.add_parser(
+def add_parser(issue_actions: Subcommands) -> None:
+    made = issue_actions.add_parser(
         "preview", help="render an issue job as its recipients will see it, HTML and text"
     )
-    preview.add_argument("file", type=Path, help="a newsletter job (JSON); - reads standard input")
-    preview.add_argument("--locale", choices=LOCALES, help="one locale (default: every one)")
-    preview.add_argument("--name", help="greet this subscriber name (default: no name)")
-    preview.add_argument(
+    made.add_argument("file", type=Path, help="a newsletter job (JSON); - reads standard input")
+    made.add_argument("--locale", choices=LOCALES, help="one locale (default: every one)")
+    made.add_argument("--name", help="greet this subscriber name (default: no name)")
+    made.add_argument(
         "--out",
         type=Path,
         default=DEFAULT_OUT,
         help=f"folder for the files (default {DEFAULT_OUT})",
     )
-    test = issue_commands.add_parser(
+    test = issue_actions.add_parser(
         "test", help="send an issue job to a few test addresses, marked [TEST], not counted"
     )
     test.add_argument("file", type=Path, help="a newsletter job (JSON); - reads standard input")
@@ -62,19 +62,14 @@ def add_commands(issue_commands: argparse._SubParsersAction[argparse.ArgumentPar
         "--to", nargs="+", required=True, metavar="ADDR", help="test addresses (at most 10)"
     )
     test.add_argument("--locale", choices=LOCALES, help="default: the list's default locale")
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
-    except OSError as exc:
-        raise MailerError(f"cannot read {path}: {exc.strerror}") from None
+    runs(made, preview)
+    runs_async(test, send_test)
 
 
 def _issue(path: Path, settings: Settings) -> Issue:
     try:
         return read_issue(
-            _read(path),
+            read_input(path),
             mailing_lists(settings),
             max_attachment_bytes=settings.worker.max_attachment_bytes,
         )
@@ -157,8 +152,9 @@ async def _relay(settings: Settings) -> AsyncIterator[tuple[Relay, str]]:
             await capture.stop()
 
 
-async def send_test(args: argparse.Namespace, settings: Settings, signer: Signer) -> int:
-    """`signer`: the worker's, from the same [dkim] settings."""
+async def send_test(args: argparse.Namespace, settings: Settings) -> int:
+    """Signed as the worker signs, from the same [dkim] settings."""
+    signer = load_signer(settings)
     issue = _issue(args.file, settings)
     recipients = _recipients(args.to)
     renderer = templates(settings)

@@ -16,20 +16,24 @@ import io
 import re
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+import asyncpg
 from tqdm import tqdm
 
 from mailer.adapters.subscribers import ImportCounts, Subscribers
 from mailer.commands import person
+from mailer.commands.running import Subcommands, address_hash_key, runs_async, with_database
+from mailer.config import Settings
 from mailer.core.audience import ImportedPerson, imported_person
+from mailer.errors import ConfigError, MailerError
 
 BATCH = 10_000
 
 
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: Subcommands) -> None:
     subscribers = commands.add_parser("subscribers", help="newsletter subscribers")
     actions = subscribers.add_subparsers(
         dest="subscribers_command", required=True, metavar="ACTION"
@@ -46,7 +50,40 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="utf-8",
         help="the file's character set (default utf-8; a Polish Excel export is often cp1250)",
     )
+    runs_async(importing, import_subscribers)
     person.add_parser(actions)
+
+
+async def import_subscribers(args: argparse.Namespace, settings: Settings) -> int:
+    """Checked before the database is opened: the list, the file, its character set."""
+    if args.list_slug not in settings.lists:
+        raise ConfigError(f"no list {args.list_slug!r} in the configuration ([lists.<slug>])")
+    path: Path = args.file
+    if not path.is_file():  # noqa: ASYNC240 - before any I/O starts
+        raise MailerError(f"{path}: no such file")
+    try:
+        codecs.lookup(args.encoding)
+    except LookupError:
+        raise ConfigError(f"--encoding: no such character set {args.encoding!r}") from None
+    hash_key = address_hash_key(settings)
+
+    async def run(pool: asyncpg.Pool) -> int:
+        subscribers = Subscribers(pool)
+        list_id = (await subscribers.list_ids([args.list_slug]))[args.list_slug]
+        try:
+            report = await import_file(
+                path,
+                list_id=list_id,
+                subscribers=subscribers,
+                hash_key=hash_key,
+                encoding=args.encoding,
+            )
+        except BadFile as exc:
+            raise MailerError(f"{path}: {exc}") from None
+        print(report.summary())
+        return 1 if report.bad else 0
+
+    return await with_database(settings, run)
 
 
 # Header names (compared lower-case, without spaces, dashes or underscores), as Polish and
@@ -75,7 +112,6 @@ class ImportReport:
     kept_unsubscribed: int = 0
     suppressed: int = 0
     duplicates: int = 0
-    problems: list[str] = field(default_factory=list)
 
     def add(self, counts: ImportCounts) -> None:
         self.added += counts.added

@@ -11,21 +11,24 @@ import argparse
 import sys
 from typing import TextIO
 
+import asyncpg
+
 from mailer.adapters.bounces import Suppression, Suppressions
-from mailer.core.addresses import InvalidAddress, address_key, address_ref, normalize_address
+from mailer.commands.running import Subcommands, address_hash_key, on_database
+from mailer.config import Settings
+from mailer.core.addresses import InvalidAddress, address_ref, typed_address_key
+from mailer.core.consent import SUPPRESSION_REASONS
 from mailer.core.times import WIDTH, when
 from mailer.errors import MailerError
 
-REASONS = ("hard_bounce", "soft_bounce", "complaint", "manual", "erased")
 
-
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(commands: Subcommands) -> None:
     suppressions = commands.add_parser("suppressions", help="the suppression list")
     actions = suppressions.add_subparsers(
         dest="suppressions_command", required=True, metavar="ACTION"
     )
     listing = actions.add_parser("list", help="suppressions in force, newest first")
-    listing.add_argument("--reason", choices=REASONS)
+    listing.add_argument("--reason", choices=SUPPRESSION_REASONS)
     listing.add_argument("--limit", type=int, default=100)
     for name, text in (
         ("show", "one address's suppression: reason, source report, dates"),
@@ -36,6 +39,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action.add_argument("address", metavar="ADDRESS", help="an e-mail address or #ref")
         if name == "add":
             action.add_argument("--note", default="added by an operator")
+        on_database(action, _run)
+    on_database(listing, _run)
+
+
+async def _run(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool) -> int:
+    return await run(args, Suppressions(pool), address_hash_key(settings), sys.stdout)
 
 
 def _line(one: Suppression) -> str:
@@ -59,7 +68,7 @@ async def _key(typed: str, suppressions: Suppressions, hash_key: bytes) -> bytes
             raise MailerError(f"{typed}: {'no' if not found else 'more than one'} suppression")
         return found[0].address_key
     try:
-        return address_key(hash_key, normalize_address(typed))
+        return typed_address_key(hash_key, typed)
     except InvalidAddress as exc:
         raise MailerError(str(exc)) from None
 

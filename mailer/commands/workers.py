@@ -3,12 +3,29 @@ deliveries each holds unacknowledged per queue (as it last counted them)."""
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Mapping
 
-from mailer.adapters.workers import WorkerProcess
-from mailer.core.progress import duration
+import asyncpg
+
+from mailer.adapters.workers import WorkerProcess, Workers
+from mailer.commands.running import Subcommands, on_database
+from mailer.config import Settings
 from mailer.core.terminal import one_line
-from mailer.core.times import WIDTH, when
+from mailer.core.times import WIDTH, duration, when
+
+
+def add_parser(commands: Subcommands) -> None:
+    listing = commands.add_parser(
+        "workers", help="worker processes: alive, gone (silent for a lease) or stopped"
+    )
+    on_database(listing, list_workers)
+
+
+async def list_workers(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool) -> int:
+    for line in worker_rows(await Workers(pool).list()):
+        print(line)
+    return 0
 
 
 def held(unacked: Mapping[str, int]) -> str:

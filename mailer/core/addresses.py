@@ -62,6 +62,12 @@ def address_key(hash_key: bytes, address: str) -> bytes:
     return hmac.new(hash_key, address.lower().encode(), hashlib.sha256).digest()
 
 
+def typed_address_key(hash_key: bytes, typed: str) -> bytes:
+    """The key of an address an operator typed, spaces around it ignored; InvalidAddress
+    when it is not one. The address itself is neither kept nor shown."""
+    return address_key(hash_key, normalize_address(typed.strip()))
+
+
 def address_ref(key: bytes) -> str:
     """A short, stable, non-reversible reference for logs: '#' and 8 hex digits of the key."""
     return "#" + key[:4].hex()

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from mailer.core.addresses import address_key, header_safe, normalize_address
-from mailer.core.jobs import Locale, ReceiptJob
+from mailer.core.jobs import ReceiptJob
+from mailer.core.locales import Locale, locale_named, spoken
 from mailer.core.messages import Mailbox
 
 
@@ -80,7 +81,7 @@ def imported_person(fields: Sequence[str], *, hash_key: bytes) -> ImportedPerson
         except ValueError as exc:
             raise ValueError(f"name: {exc}") from None
     locale_text = fields[2].strip().lower() if len(fields) > 2 else ""
-    if locale_text not in ("", "pl", "en"):
-        raise ValueError(f"locale: {locale_text!r} is not pl or en")
-    locale: Locale | None = "pl" if locale_text == "pl" else "en" if locale_text == "en" else None
+    locale = locale_named(locale_text)
+    if locale is None and locale_text:
+        raise ValueError(f"locale: {locale_text!r} is not {spoken()}")
     return ImportedPerson(email, name, locale, address_key(hash_key, email))

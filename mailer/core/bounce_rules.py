@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from mailer.core.addresses import address_key
 from mailer.core.bounces.kinds import GRAVITY, Kind, Recipient, Report
+from mailer.core.deliveries import HANDED_OVER, DeliveryStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +90,10 @@ def _effect(kind: Kind, reason: str, recipient: Recipient | None, evidence: str 
 def not_bounced(status: str) -> str:
     """What a report that bounces its delivery changed when the delivery could not be
     recorded bounced, by the status it has now."""
-    if status == "bounced":
+    if status == DeliveryStatus.BOUNCED:
         return "nothing more: the delivery had bounced already"
     if status == "gone":
         return "nothing: its delivery no longer exists"
-    if status in ("sent", "captured"):  # changed again between the refused write and now
+    if status in HANDED_OVER:  # changed again between the refused write and now
         return f"nothing: the delivery changed meanwhile (it is {status} now)"
     return f"nothing: the delivery was never sent (it is {status})"

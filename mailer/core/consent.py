@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
-SuppressionReason = Literal["hard_bounce", "complaint", "erased", "soft_bounce", "manual"]
+SuppressionReason = Literal["hard_bounce", "soft_bounce", "complaint", "manual", "erased"]
+SUPPRESSION_REASONS: tuple[SuppressionReason, ...] = get_args(SuppressionReason)
 SubscriptionStatus = Literal["pending", "subscribed", "unsubscribed"]
 
 

@@ -1,4 +1,4 @@
-"""A delivery's life: its statuses, the one write model, and the port that stores them.
+"""A delivery's life: its statuses and their groups, and the one write model.
 
     pending ─claim─► sending ─write─► sent | failed | suppressed | cancelled   (final)
                         │                  └─ a bounce report ─► bounced        (final)
@@ -6,18 +6,16 @@
                         └ hand back (never reached the relay) ─► pending | retrying
 
 Receipts and newsletters share this: each attempt's outcome becomes one `Write`, and only
-the `DeliveryStore` (one adapter) turns writes into rows.
+one adapter (mailer/adapters/deliveries.py) turns writes into rows.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
 
 from mailer.core.outcomes import Failed, Outcome, Retry, Sent, retry_delay
 from mailer.core.scrubbing import scrub
@@ -38,21 +36,26 @@ class DeliveryStatus(StrEnum):
     CANCELLED = "cancelled"
     BOUNCED = "bounced"  # went out, then a bounce report came back for it
 
-    @property
-    def final(self) -> bool:
-        return self in _FINAL
 
-
-_FINAL = frozenset(
-    {
-        DeliveryStatus.SENT,
-        DeliveryStatus.CAPTURED,
-        DeliveryStatus.FAILED,
-        DeliveryStatus.SUPPRESSED,
-        DeliveryStatus.CANCELLED,
-        DeliveryStatus.BOUNCED,
-    }
+# The statuses in groups, each in the order operators read them wherever they are shown
+# (`mailer issue list`, `issue status`, the console): the outcomes, then what is left. Mail
+# the embedded capture server took is `captured`, never counted as sent: it was not
+# delivered. `bounced` went out, then came back.
+OUTCOMES: tuple[DeliveryStatus, ...] = (
+    DeliveryStatus.SENT,
+    DeliveryStatus.CAPTURED,
+    DeliveryStatus.BOUNCED,
+    DeliveryStatus.SUPPRESSED,
+    DeliveryStatus.FAILED,
+    DeliveryStatus.CANCELLED,
+)  # final: nothing changes a delivery once it has one of these
+UNFINISHED: tuple[DeliveryStatus, ...] = (
+    DeliveryStatus.PENDING,
+    DeliveryStatus.SENDING,
+    DeliveryStatus.RETRYING,
 )
+READING_ORDER = (*OUTCOMES, *UNFINISHED)  # every status
+HANDED_OVER = (DeliveryStatus.SENT, DeliveryStatus.CAPTURED)  # to a relay, or to the capture
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,19 +174,3 @@ def interrupted(delivery_id: int, now: datetime, policy: RetryPolicy, attempts: 
         detail="interrupted during the SMTP transaction at shutdown",
         not_before=now + timedelta(seconds=delay),
     )
-
-
-class DeliveryStore(Protocol):
-    """The one owner of delivery rows. Writes apply only to rows this worker holds, or to a
-    row handed back and not yet claimed again (a late outcome of a real attempt wins)."""
-
-    async def record(self, writes: Sequence[Write]) -> set[int]:
-        """Write outcomes; returns the ids recorded. TemporaryFailure when the database
-        cannot take them now."""
-        ...
-
-    async def hand_back(self, delivery_ids: Sequence[int]) -> int: ...
-
-    async def renew_leases(self) -> int: ...
-
-    async def release_unattempted(self, keep: Sequence[int]) -> int: ...

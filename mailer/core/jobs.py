@@ -34,16 +34,15 @@ from mailer.core.addresses import (
     normalize_address,
     unsafe_for_header,
 )
+from mailer.core.locales import LOCALES, Locale, spoken
 from mailer.errors import InvalidJob
 
-Locale = Literal["pl", "en"]
 KINDS = ("receipt", "newsletter", "subscription")
 # A transactional message (a job of kind receipt) is a receipt, or, in the template that asks
 # someone who subscribed to confirm (double opt-in), a confirmation: the ledger, the logs and
 # the console call it so.
 CONFIRM_TEMPLATE = "confirm"
 Transactional = Literal["receipt", "confirmation"]
-_LOCALES = frozenset(("pl", "en"))
 SCHEMA_VERSION = 1
 TEMPLATE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _MIME_NAME = r"[A-Za-z0-9!#$&^_.+-]{1,127}"
@@ -129,9 +128,9 @@ def _subject(value: object) -> object:
         return header_safe(value)
     if not isinstance(value, dict) or not value:
         raise ValueError('must be a string or an object by locale, e.g. {"pl": …, "en": …}')
-    unknown = sorted(set(value) - {"pl", "en"})
+    unknown = sorted(set(value) - set(LOCALES))
     if unknown:
-        raise ValueError(f"{_plain(unknown[0])} is not a locale (pl or en)")
+        raise ValueError(f"{_plain(unknown[0])} is not a locale ({spoken()})")
     for locale, text in value.items():
         if not isinstance(text, str):
             raise ValueError(f"{locale}: must be a string")
@@ -217,7 +216,7 @@ def by_locale(value: object) -> bool:
     return (
         isinstance(value, dict)
         and bool(value)
-        and all(key in _LOCALES and isinstance(part, dict) for key, part in value.items())
+        and all(key in LOCALES and isinstance(part, dict) for key, part in value.items())
     )
 
 

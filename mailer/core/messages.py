@@ -241,7 +241,3 @@ def compose(draft: Draft) -> bytes:
         parts += [b"\r\n", separator, *_attachment(index, attachment)]
     parts.append(f"\r\n--{mixed}--\r\n".encode())
     return b"".join(parts)
-
-
-# Kept for callers that name the newsletter writer: it is the same writer now.
-compose_alternative = compose

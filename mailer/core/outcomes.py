@@ -10,12 +10,9 @@ it is held and retried, whatever the code.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from mailer.core.bounces.replies import ReplyKind, Stage, classify_reply
-
-_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,11 +23,6 @@ class Reply:
 
     def __str__(self) -> str:
         return f"{self.code} {self.text}".strip()
-
-    @property
-    def enhanced(self) -> tuple[int, int, int] | None:
-        found = _ENHANCED.match(self.text)
-        return (int(found[1]), int(found[2]), int(found[3])) if found else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,34 +13,29 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from mailer.core.deliveries import OUTCOMES, READING_ORDER, UNFINISHED, DeliveryStatus
+from mailer.core.issues import IssueState
+from mailer.core.times import duration
+
 RATE_WINDOW = 60.0  # seconds of the ledger the rate is measured over
 STALL_AFTER = 60.0  # seconds without a send before an issue sending counts as stalled
-# An issue's deliveries by status as operators read them, in this order, wherever they are
-# shown (`mailer issue list`, `issue status`, the console): its outcomes, then what is left.
-# Mail the embedded capture server took is `captured`, never counted as sent: it was not
-# delivered. `bounced` went out, then came back.
-OUTCOMES = ("sent", "captured", "bounced", "suppressed", "failed", "cancelled")
-LEFT = ("pending", "sending", "retrying")
-COUNTED = (*OUTCOMES, *LEFT)
-SENT = ("sent", "captured")  # handed over (to a relay, or the capture): what the rate counts
-FINISHED = OUTCOMES
 
 
 def counted(counts: Mapping[str, int]) -> list[tuple[str, int]]:
     """Every status in the order operators read them, each with its count (0 if none)."""
-    return [(status, counts.get(status, 0)) for status in COUNTED]
+    return [(status, counts.get(status, 0)) for status in READING_ORDER]
 
 
 def left(counts: Mapping[str, int]) -> int:
     """Deliveries not yet at an outcome."""
-    return sum(counts.get(status, 0) for status in LEFT)
+    return sum(counts.get(status, 0) for status in UNFINISHED)
 
 
 @dataclass(frozen=True, slots=True)
 class LedgerFacts:
     """What the ledger says of one issue at `measured_at` (the database's clock)."""
 
-    state: str
+    state: IssueState
     total: int | None
     counts: Mapping[str, int]
     measured_at: datetime
@@ -74,8 +69,8 @@ def _seconds(later: datetime, earlier: datetime) -> float:
 
 def estimate(facts: LedgerFacts) -> Estimate:
     counts = facts.counts
-    done = sum(counts.get(name, 0) for name in FINISHED)
-    remaining = sum(counts.get(name, 0) for name in LEFT)
+    done = sum(counts.get(status, 0) for status in OUTCOMES)
+    remaining = left(counts)
     if facts.state != "sending" or remaining == 0:
         return Estimate(done, remaining, None, None, None, None, None)
     now = facts.measured_at
@@ -87,13 +82,13 @@ def estimate(facts: LedgerFacts) -> Estimate:
             stalled += f"; the last send was {duration(quiet)} ago"
         return Estimate(done, remaining, None, None, None, stalled, None)
     if (
-        counts.get("pending", 0) == 0
-        and counts.get("sending", 0) == 0
+        counts.get(DeliveryStatus.PENDING, 0) == 0
+        and counts.get(DeliveryStatus.SENDING, 0) == 0
         and facts.next_retry_at is not None
         and facts.next_retry_at > now
     ):
         waiting = (
-            f"waiting: {counts.get('retrying', 0)} to retry, the next in "
+            f"waiting: {counts.get(DeliveryStatus.RETRYING, 0)} to retry, the next in "
             f"{duration(_seconds(facts.next_retry_at, now))}"
         )
         return Estimate(done, remaining, None, None, None, None, waiting)
@@ -122,13 +117,3 @@ def describe(estimate: Estimate) -> str:
     over = "minute" if estimate.span >= RATE_WINDOW else duration(estimate.span)
     eta = duration(estimate.eta) if estimate.eta is not None else "unknown"
     return f"rate {estimate.rate:,.1f}/s over the last {over}, ETA {eta}"
-
-
-def duration(seconds: float) -> str:
-    minutes, rest = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours} h {minutes} min"
-    if minutes:
-        return f"{minutes} min {rest} s" if rest else f"{minutes} min"
-    return f"{rest} s"

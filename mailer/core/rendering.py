@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import css_inline
@@ -28,10 +28,9 @@ from inscriptis.model.config import ParserConfig
 from markupsafe import Markup, escape
 
 from mailer.core.addresses import mask_addresses, unsafe_for_header
+from mailer.core.locales import LOCALES, Locale
 from mailer.errors import InvalidJob
 
-Locale = Literal["pl", "en"]
-LOCALES: tuple[Locale, ...] = ("pl", "en")
 BABEL_LOCALES: dict[Locale, str] = {"pl": "pl_PL", "en": "en_GB"}
 PARTS = ("subject.txt.j2", "body.html.j2", "body.txt.j2")
 

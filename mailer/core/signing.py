@@ -17,7 +17,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, get_args
 
 import dkim
 from cryptography.hazmat.primitives import hashes, serialization
@@ -28,6 +28,8 @@ from dkim.canonicalization import CanonicalizationPolicy
 from mailer.core.lines import SLICE_BYTES, line_slices
 
 Algorithm = Literal["rsa-sha256", "ed25519-sha256"]
+KeyType = Literal["rsa", "ed25519"]
+KEY_TYPES: tuple[KeyType, ...] = get_args(KeyType)
 
 # Signed if present, in this order.
 SIGNED_HEADERS = (
@@ -115,7 +117,7 @@ def load_key(pem: bytes, *, domain: str, selector: str) -> DkimKey:
     raise ValueError("only RSA and Ed25519 keys are supported")
 
 
-def generate_key(kind: Literal["rsa", "ed25519"], *, domain: str, selector: str) -> DkimKey:
+def generate_key(kind: KeyType, *, domain: str, selector: str) -> DkimKey:
     private_key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
     if kind == "rsa":
         private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

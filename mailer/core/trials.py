@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from mailer.core.locales import Locale, locale_named
 from mailer.core.outcomes import Outcome
-from mailer.core.rendering import LOCALES, Locale, Rendered
+from mailer.core.rendering import Rendered
 from mailer.errors import MailerError, TemporaryFailure
 
 # A test message's unsubscribe links (body and List-Unsubscribe) lead here, to no token: they
@@ -25,7 +26,7 @@ def trial_link(token: str) -> tuple[bool, Locale | None]:
     name, _, suffix = token.partition(".")
     if name != TRIAL_LINK:
         return False, None
-    return True, next((locale for locale in LOCALES if locale == suffix), None)
+    return True, locale_named(suffix)
 
 
 @dataclass(frozen=True, slots=True)

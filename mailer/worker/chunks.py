@@ -286,11 +286,13 @@ class ChunkRunner:
 
     def _count(self, writes: Sequence[Write], recorded: set[int]) -> None:
         for write in writes:
-            if write.delivery_id in recorded and write.status in _COUNTED:
+            if write.delivery_id in recorded and write.status in _METERED:
                 self._metrics.deliveries.labels("newsletter", str(write.status)).inc()
 
 
-_COUNTED = frozenset(
+# What the deliveries counter counts of a newsletter's writes: outcomes of sending, and
+# retries (a cancelled or handed-back delivery was not sent).
+_METERED = frozenset(
     {
         DeliveryStatus.SENT,
         DeliveryStatus.CAPTURED,

@@ -13,14 +13,12 @@ during a database outage; here every path decides what happens to the message:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from aio_pika.abc import AbstractIncomingMessage
-from aio_pika.exceptions import AMQPException
-
-from mailer.adapters.broker import FAILURES_HEADER, Broker
+from mailer.adapters.broker import Broker
+from mailer.adapters.consuming import QueueMessage
+from mailer.adapters.topology import FAILURES_HEADER
 from mailer.core.addresses import mask_addresses
 from mailer.errors import InvalidJob, ShuttingDown, TemporaryFailure
 from mailer.metrics import Metrics
@@ -51,7 +49,7 @@ class QueueHandler:
         self._metrics = metrics
         self._unavailable_delay = unavailable_delay
 
-    async def __call__(self, message: AbstractIncomingMessage) -> None:
+    async def __call__(self, message: QueueMessage) -> None:
         gauge = self._metrics.inflight.labels(self.queue)
         gauge.inc()
         try:
@@ -59,7 +57,7 @@ class QueueHandler:
         finally:
             gauge.dec()
 
-    async def _handle(self, message: AbstractIncomingMessage) -> None:
+    async def _handle(self, message: QueueMessage) -> None:
         try:
             verdict = await self._deliver(message.body)
         except InvalidJob as exc:
@@ -67,7 +65,7 @@ class QueueHandler:
             await self._settle(message, lambda: self._park(message, reason))
             return
         except ShuttingDown:
-            await _nack(message)  # straight back to the queue, for another worker
+            await message.give_back()  # straight back to the queue, for another worker
             return
         except TemporaryFailure as exc:
             log.warning("%s: %s; retrying in %.0fs", self.queue, exc, self._unavailable_delay)
@@ -80,7 +78,7 @@ class QueueHandler:
         else:
             await self._settle(message, lambda: self._later(message, verdict))
 
-    async def _unexpected(self, message: AbstractIncomingMessage, exc: Exception) -> None:
+    async def _unexpected(self, message: QueueMessage, exc: Exception) -> None:
         failures = _failures(message) + 1
         if failures >= MAX_UNEXPECTED:
             log.exception("%s: unexpected error, %d times: parking", self.queue, failures)
@@ -101,14 +99,14 @@ class QueueHandler:
 
         await self._settle(message, later)
 
-    async def _park(self, message: AbstractIncomingMessage, reason: str) -> None:
+    async def _park(self, message: QueueMessage, reason: str) -> None:
         await self._parking.park(message, origin=self.queue, reason=reason)
         self._metrics.parked.labels(self.queue).inc()
         log.warning(
             "%s: parked job=%s reason=%r", self.queue, message.message_id, mask_addresses(reason)
         )
 
-    async def _later(self, message: AbstractIncomingMessage, verdict: Later) -> None:
+    async def _later(self, message: QueueMessage, verdict: Later) -> None:
         # An unexpected error counted before stays counted across "not yet" rounds.
         await self._broker.retry_later(
             message,
@@ -119,25 +117,19 @@ class QueueHandler:
         )
 
     async def _settle(
-        self, message: AbstractIncomingMessage, before_ack: Callable[[], Awaitable[None]] | None
+        self, message: QueueMessage, before_ack: Callable[[], Awaitable[None]] | None
     ) -> None:
         try:
             if before_ack is not None:
                 await before_ack()
             await message.ack()
-        except (TemporaryFailure, AMQPException, OSError) as exc:
+        except (TemporaryFailure, OSError) as exc:
             log.warning("%s: could not settle a message (%s); it will come back", self.queue, exc)
-            await _nack(message)
+            await message.give_back()
 
 
-async def _nack(message: AbstractIncomingMessage) -> None:
-    # If the channel is gone, the broker returns the message to the queue anyway.
-    with contextlib.suppress(AMQPException, OSError):
-        await message.nack(requeue=True)
-
-
-def _failures(message: AbstractIncomingMessage) -> int:
-    previous = (message.headers or {}).get(FAILURES_HEADER, 0)
+def _failures(message: QueueMessage) -> int:
+    previous = message.headers.get(FAILURES_HEADER, 0)
     return previous if isinstance(previous, int) else 0
 
 

@@ -21,7 +21,8 @@ from mailer.adapters.deliveries import Deliveries
 from mailer.adapters.issues import ActiveIssue, Issues
 from mailer.core.audience import MailingList
 from mailer.core.jobs import NewsletterJob, decode, payload_digest
-from mailer.core.rendering import LOCALES, PreparedIssue, Renderer, prepare_issue
+from mailer.core.locales import LOCALES
+from mailer.core.rendering import PreparedIssue, Renderer, prepare_issue
 from mailer.errors import InvalidJob, ShuttingDown, TemporaryFailure
 from mailer.worker.chunks import ChunkRunner
 from mailer.worker.signals import Signals

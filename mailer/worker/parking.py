@@ -19,10 +19,8 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from aio_pika.abc import AbstractIncomingMessage
-from aio_pika.exceptions import AMQPException
-
 from mailer.adapters.broker import Broker
+from mailer.adapters.consuming import QueueMessage
 from mailer.adapters.dead_letters import parked_by_worker, parked_from_dead_queue
 from mailer.adapters.parked import ParkedJobs
 from mailer.core.addresses import mask_addresses
@@ -48,7 +46,7 @@ class Parking:
         self._clock = clock
         self._timeout = timeout
 
-    async def park(self, message: AbstractIncomingMessage, *, origin: str, reason: str) -> None:
+    async def park(self, message: QueueMessage, *, origin: str, reason: str) -> None:
         """Into the table, else into mailer.dead; TemporaryFailure when neither took it
         (the caller then hands the message back to its queue)."""
         reason = mask_addresses(reason)
@@ -85,7 +83,7 @@ class DeadQueueMover:
     def stop(self) -> None:
         self._stopping.set()
 
-    async def __call__(self, message: AbstractIncomingMessage) -> None:
+    async def __call__(self, message: QueueMessage) -> None:
         job = parked_from_dead_queue(message, now=self._clock())
         wait = FIRST_WAIT
         async with self._one_at_a_time:
@@ -95,7 +93,7 @@ class DeadQueueMover:
                     break
                 except Exception as exc:  # the database away, above all: held, tried again
                     if self._stopping.is_set():
-                        await _nack(message)
+                        await message.give_back()
                         return
                     log.warning(
                         "mailer.dead: job %s not moved into the database yet, trying again"
@@ -110,7 +108,7 @@ class DeadQueueMover:
                     wait = min(wait * 2, MAX_WAIT)
         try:
             await message.ack()
-        except (AMQPException, OSError) as exc:  # redelivered, and recorded once still
+        except TemporaryFailure as exc:  # redelivered, and recorded once still
             log.warning("mailer.dead: could not acknowledge job %s (%s)", job.ref, exc)
             return
         log.info(
@@ -120,8 +118,3 @@ class DeadQueueMover:
             "moved into" if added else "was already in",
             job.reason,
         )
-
-
-async def _nack(message: AbstractIncomingMessage) -> None:
-    with contextlib.suppress(AMQPException, OSError):  # gone: the broker returns it anyway
-        await message.nack(requeue=True)

@@ -27,8 +27,9 @@ from typing import Any, TypeVar
 from pebble import ProcessExpired, ProcessPool
 
 from mailer.core.audience import MailingList
+from mailer.core.locales import Locale
 from mailer.core.messages import Mailbox
-from mailer.core.rendering import Locale, Rendered, Renderer
+from mailer.core.rendering import Rendered, Renderer
 from mailer.core.trials import PreviewsBusy, PreviewTooCostly, TestSend, TrialResult
 from mailer.worker.previews import (
     Trial,

@@ -17,8 +17,9 @@ from uuid import UUID, uuid4
 
 from mailer.core.audience import MailingList, newsletter_locale
 from mailer.core.jobs import NewsletterJob, decode
+from mailer.core.locales import LOCALES, Locale
 from mailer.core.messages import TEST_HEADER, Draft, ListHeaders, Mailbox, parse_mailbox
-from mailer.core.rendering import LOCALES, Locale, Rendered, Renderer
+from mailer.core.rendering import Rendered, Renderer
 from mailer.core.trials import TrialResult, trial_unsubscribe_path
 from mailer.errors import InvalidJob
 from mailer.worker.newsletters import prepare

@@ -24,7 +24,8 @@ from mailer.core.addresses import address_ref
 from mailer.core.audience import receipt_delivery
 from mailer.core.consent import Suppress, decide_receipt
 from mailer.core.deliveries import DeliveryStatus, RetryPolicy, Write, suppressed, unsendable
-from mailer.core.jobs import Locale, ReceiptJob, decode, payload_digest
+from mailer.core.jobs import ReceiptJob, decode, payload_digest
+from mailer.core.locales import Locale
 from mailer.core.messages import Draft, FileAttachment, Mailbox, message_id
 from mailer.core.outcomes import retry_delay
 from mailer.core.rendering import Renderer

@@ -8,6 +8,8 @@ import logging
 import time
 from uuid import UUID
 
+from mailer.core.issues import HALTED, IssueState, issue_state
+
 log = logging.getLogger(__name__)
 REVOCATION_MEMORY = 600.0  # seconds an opt-out or a halt is remembered
 
@@ -15,7 +17,7 @@ REVOCATION_MEMORY = 600.0  # seconds an opt-out or a halt is remembered
 class Signals:
     def __init__(self) -> None:
         self._revoked: dict[tuple[int, str], float] = {}
-        self._halted: dict[UUID, str] = {}
+        self._halted: dict[UUID, IssueState] = {}
         self._halted_at: dict[UUID, float] = {}
         self.wake = asyncio.Event()
 
@@ -32,8 +34,8 @@ class Signals:
         """`<issue>:<state>`."""
         issue, _, state = payload.partition(":")
         issue_id = UUID(issue)
-        if state in ("paused", "cancelled"):
-            self._halted[issue_id] = state
+        if state in HALTED:
+            self._halted[issue_id] = issue_state(state)
             self._halted_at[issue_id] = time.monotonic()
             log.info("issue %s %s", issue_id, state)
         else:
@@ -47,7 +49,7 @@ class Signals:
     def on_reconnect(self) -> None:
         self.wake.set()
 
-    def halted(self, issue_id: UUID) -> str | None:
+    def halted(self, issue_id: UUID) -> IssueState | None:
         return self._halted.get(issue_id)
 
     def revoked(self, subscriber_id: int, list_id: int) -> bool:

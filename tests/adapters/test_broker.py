@@ -24,18 +24,19 @@ import aiohttp
 import pytest
 from aio_pika.abc import AbstractIncomingMessage, ExchangeType
 
-from mailer.adapters.broker import (
+from mailer.adapters.broker import Broker
+from mailer.adapters.consuming import QueueMessage
+from mailer.adapters.dead_letters import parked_from_dead_queue
+from mailer.adapters.queues import queue_depths, queue_names
+from mailer.adapters.topology import (
     DEAD_DELIVERY_LIMIT,
     DEAD_QUEUE,
     DELIVERY_LIMIT,
     LEGACY_DELAY_EXCHANGE,
     RETRY_EXCHANGE,
     ROUTES,
-    Broker,
     delay_queue_name,
 )
-from mailer.adapters.dead_letters import parked_from_dead_queue
-from mailer.adapters.queues import queue_depths, queue_names
 from mailer.config import build_settings, load_settings
 from mailer.errors import ConfigError, TemporaryFailure
 from mailer.service import Service
@@ -144,7 +145,9 @@ async def test_retry_later_comes_back_after_the_delay_byte_identical(broker: Bro
     body = '{"kind": "receipt", "x": "zażółć"}'.encode()
     await broker.publish(body, routing_key="receipt", headers={"h": "v"})
     original = await get(broker, "mailer.receipts")
-    await broker.retry_later(original, queue="mailer.receipts", delay_ms=400, attempt=1)
+    await broker.retry_later(
+        QueueMessage(original), queue="mailer.receipts", delay_ms=400, attempt=1
+    )
     channel = await broker.open_channel()
     receipts = await channel.get_queue("mailer.receipts", ensure=False)
     assert await receipts.get(no_ack=True, fail=False) is None  # not before the delay
@@ -167,7 +170,9 @@ async def test_a_retry_lands_in_its_own_delay_queue_and_nowhere_else(broker: Bro
     for delay_ms in (60_000, 3_600_000):
         await broker.publish(b'{"kind": "receipt"}', routing_key="receipt", message_id="j1")
         original = await get(broker, "mailer.receipts")
-        await broker.retry_later(original, queue="mailer.receipts", delay_ms=delay_ms, attempt=3)
+        await broker.retry_later(
+            QueueMessage(original), queue="mailer.receipts", delay_ms=delay_ms, attempt=3
+        )
         target = delay_queue_name(delay_ms)
         counts = await eventually(partial(_settled_counts, broker, names, target), timeout=5)
         assert counts == {name: int(name == target) for name in names}, (
@@ -190,7 +195,9 @@ async def test_a_retry_with_no_delay_queue_of_its_tier_is_an_error_not_a_loss(
     await broker.publish(b'{"kind": "receipt"}', routing_key="receipt")
     original = await get(broker, "mailer.receipts")
     with pytest.raises(TemporaryFailure, match="unroutable"):
-        await broker.retry_later(original, queue="mailer.receipts", delay_ms=999, attempt=1)
+        await broker.retry_later(
+            QueueMessage(original), queue="mailer.receipts", delay_ms=999, attempt=1
+        )
 
 
 async def test_declare_removes_the_bindings_that_matched_every_retry(
@@ -220,7 +227,9 @@ async def test_park_keeps_the_body_and_says_where_from_and_why(broker: Broker) -
     body = b"\x00not json at all"
     await broker.publish(body, routing_key="receipt", message_id="m-1")
     original = await get(broker, "mailer.receipts")
-    await broker.park(original, origin="mailer.receipts", reason="body is not JSON", deliveries=3)
+    await broker.park(
+        QueueMessage(original), origin="mailer.receipts", reason="body is not JSON", deliveries=3
+    )
     parked = await get(broker, DEAD_QUEUE)
     assert parked.body == body
     assert parked.message_id == "m-1"
@@ -238,7 +247,7 @@ async def test_a_message_that_keeps_coming_back_is_parked_as_poison(broker: Brok
         message = await eventually(lambda: queue.get(fail=False))
         await message.nack(requeue=True)  # as if the worker crashed on it
     parked = await get(broker, DEAD_QUEUE)
-    job = parked_from_dead_queue(parked, now=datetime.now(UTC))
+    job = parked_from_dead_queue(QueueMessage(parked), now=datetime.now(UTC))
     assert parked.body == b'{"poison": true}'
     assert job.origin == "mailer.receipts"
     assert job.reason == "poison: handed out more than 20 times, never settled"

@@ -15,6 +15,7 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from mailer.adapters.broker import Broker
+from mailer.adapters.consuming import QueueMessage
 from mailer.adapters.dead_letters import DeadLetters, parked_from_dead_queue
 from mailer.adapters.parked import ParkedJobs
 from mailer.errors import TemporaryFailure
@@ -87,7 +88,9 @@ async def test_a_parked_job_is_requeued_with_its_body_and_properties(
     )
     parked = ParkedJobs(pool)
     parking = Parking(parked, broker, clock=lambda: NOW)
-    await parking.park(await take(broker, "mailer.receipts"), origin="mailer.receipts", reason="r")
+    await parking.park(
+        QueueMessage(await take(broker, "mailer.receipts")), origin="mailer.receipts", reason="r"
+    )
     (row,) = await parked_rows(db)
     assert (row.body, row.origin, row.reason, row.parked_at) == (body, "mailer.receipts", "r", NOW)
     assert row.deliveries == 1
@@ -119,7 +122,7 @@ async def test_the_same_message_recorded_twice_is_one_row(
     )
     message = await take(broker, "mailer.dead")
     parked = ParkedJobs(pool)
-    job = parked_from_dead_queue(message, now=NOW)
+    job = parked_from_dead_queue(QueueMessage(message), now=NOW)
     assert await parked.record(job) is True
     assert await parked.record(job) is False
     assert len(await parked_rows(db)) == 1
@@ -133,7 +136,7 @@ async def test_two_operators_requeueing_one_job_at_once_send_it_once(
     await broker.publish(b'{"n": 1}', routing_key="receipt")
     parked = ParkedJobs(pool)
     await Parking(parked, broker, clock=lambda: NOW).park(
-        await take(broker, "mailer.receipts"), origin="mailer.receipts", reason="r"
+        QueueMessage(await take(broker, "mailer.receipts")), origin="mailer.receipts", reason="r"
     )
     (row,) = await parked_rows(db)
     dead = DeadLetters(parked, lambda: _ready(broker))
@@ -155,7 +158,7 @@ async def test_a_requeue_the_broker_refuses_keeps_the_job(
     await broker.publish(b'{"n": 2}', routing_key="receipt")
     parked = ParkedJobs(pool)
     await Parking(parked, broker, clock=lambda: NOW).park(
-        await take(broker, "mailer.receipts"), origin="mailer.receipts", reason="r"
+        QueueMessage(await take(broker, "mailer.receipts")), origin="mailer.receipts", reason="r"
     )
     (row,) = await parked_rows(db)
     channel = await broker.open_channel()
@@ -177,7 +180,9 @@ async def test_a_job_with_no_known_origin_is_left_parked_and_can_be_purged(
 ) -> None:
     await broker.publish(b"lost", routing_key="mailer.dead", exchange="")
     parked = ParkedJobs(pool)
-    await parked.record(parked_from_dead_queue(await take(broker, "mailer.dead"), now=NOW))
+    await parked.record(
+        parked_from_dead_queue(QueueMessage(await take(broker, "mailer.dead")), now=NOW)
+    )
     (row,) = await parked_rows(db)
     assert (row.origin, row.reason) == (None, "unknown")
     dead = DeadLetters(parked, lambda: _ready(broker))

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import aio_pika
 import asyncpg
 
-from mailer.adapters.broker import DEAD_DELIVERY_LIMIT, DEAD_QUEUE, DELIVERY_LIMIT
+from mailer.adapters.topology import DEAD_DELIVERY_LIMIT, DEAD_QUEUE, DELIVERY_LIMIT
 from tests.conftest import StartService
 from tests.support.dead_letters import parked, parked_rows
 from tests.support.processes import environment, mailer

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mailer.cli import _parser
+from mailer.cli import parser
 from mailer.commands.checks import check_job
 from mailer.config import build_settings
 from mailer.core.jobs import NewsletterJob
@@ -86,7 +86,7 @@ def test_the_commands_shown_run_as_written() -> None:
     for where, words in shown:
         assert words[0] == "./scripts/mailer", f"{where}: run it as ./scripts/mailer"
         try:
-            _parser().parse_args(words[1:])
+            parser().parse_args(words[1:])
         except SystemExit:
             pytest.fail(f"{where}: not a valid mailer command")
         for word in words[1:]:

@@ -10,8 +10,9 @@ from typing import Any
 
 import aio_pika
 
-from mailer.adapters.broker import DEAD_QUEUE, Broker
+from mailer.adapters.broker import Broker
 from mailer.adapters.parked import body_ref
+from mailer.adapters.topology import DEAD_QUEUE
 from tests.support.jobs import encode, receipt
 from tests.support.newsletters import issue
 from tests.support.processes import environment, mailer

@@ -15,7 +15,6 @@ from mailer.core.messages import (
     ListHeaders,
     Mailbox,
     compose,
-    compose_alternative,
     message_id,
     parse_mailbox,
 )
@@ -232,10 +231,6 @@ def test_a_newsletter_keeps_its_bytes() -> None:
         "MIME-Version: 1.0\r\n"
         'Content-Type: multipart/alternative; boundary="=_c6bc4fa57453ae296212ed9fcfe3"'
     )
-
-
-def test_compose_alternative_is_the_same_writer() -> None:
-    assert compose_alternative is compose
 
 
 def test_base64_lines_are_76_and_the_parts_end_cleanly() -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mailer.core.progress import LedgerFacts, counted, describe, duration, estimate, left
+from mailer.core.progress import LedgerFacts, counted, describe, estimate, left
 from mailer.core.terminal import one_line
 
 NOW = datetime(2026, 12, 2, 3, 0, tzinfo=UTC)
@@ -134,14 +134,6 @@ def test_a_rate_of_zero_has_an_unknown_eta() -> None:
     found = estimate(facts(sent_in_window=0, last_sent_at=NOW - timedelta(seconds=30)))
     assert found.rate == 0.0
     assert describe(found) == "rate 0.0/s over the last minute, ETA unknown"
-
-
-def test_durations_read_as_people_say_them() -> None:
-    assert duration(0.4) == "0 s"
-    assert duration(59) == "59 s"
-    assert duration(120) == "2 min"
-    assert duration(125) == "2 min 5 s"
-    assert duration(3 * 3600 + 61) == "3 h 1 min"
 
 
 def test_text_from_a_job_cannot_act_on_the_terminal() -> None:

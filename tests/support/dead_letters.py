@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncpg
 
-from mailer.adapters.broker import DEAD_QUEUE, Broker
+from mailer.adapters.broker import Broker
 from mailer.adapters.parked import ParkedJob, decode_properties
+from mailer.adapters.topology import DEAD_QUEUE
 from tests.support.waiting import eventually
 
 

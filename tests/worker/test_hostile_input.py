@@ -19,7 +19,8 @@ import asyncpg
 import dkim
 import pytest
 
-from mailer.adapters.broker import FAILURES_HEADER, Broker
+from mailer.adapters.broker import Broker
+from mailer.adapters.topology import FAILURES_HEADER
 from tests.conftest import DkimKeys, StartService
 from tests.support.dead_letters import parked
 from tests.support.jobs import encode, receipt

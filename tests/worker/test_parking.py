@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from mailer.adapters.broker import DEAD_QUEUE, Broker
+from mailer.adapters.broker import Broker
+from mailer.adapters.topology import DEAD_QUEUE
 from tests.conftest import StartService
 from tests.support.dead_letters import parked
 from tests.support.jobs import encode, receipt

@@ -11,7 +11,8 @@ from uuid import UUID
 import asyncpg
 import dkim
 
-from mailer.adapters.broker import DEAD_QUEUE, Broker
+from mailer.adapters.broker import Broker
+from mailer.adapters.topology import DEAD_QUEUE
 from mailer.core.addresses import address_key
 from mailer.core.tokens import derive_key
 from tests.conftest import SECRET, DkimKeys, StartService

@@ -6,14 +6,12 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from mailer.web.console.kit import Pages, json_response
+from mailer.web.console.kit import Pages, Route, get, json_response
 
 
 class AuditPages(Pages):
-    def add_routes(self, app: web.Application) -> None:
-        r = app.router
-        r.add_get("/audit", self._audit)
-        r.add_get("/api/audit", self._audit)
+    def routes(self) -> list[Route]:
+        return [get("/audit", self._audit, api=True)]
 
     async def _audit(self, request: web.Request) -> web.Response:
         entries = await self._c.operators.recent_audit(200)

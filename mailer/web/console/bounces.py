@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mailer.web.console.kit import Pages, json_response
+from mailer.web.console.kit import Pages, Route, get, json_response
 from mailer.web.console.masking import MAX_SHOWN, mask_text
 
 KINDS = ("hard", "soft", "policy", "complaint", "ignored", "unparseable")  # as the schema allows
@@ -21,12 +21,11 @@ def rate(part: int, whole: int) -> str:
 
 
 class BouncePages(Pages):
-    def add_routes(self, app: web.Application) -> None:
-        r = app.router
-        r.add_get("/bounces", self._bounces)
-        r.add_get("/api/bounces", self._bounces)
-        r.add_get("/bounces/{id}", self._report)
-        r.add_get("/api/bounces/{id}", self._report)
+    def routes(self) -> list[Route]:
+        return [
+            get("/bounces", self._bounces, api=True),
+            get("/bounces/{id}", self._report, api=True),
+        ]
 
     async def _bounces(self, request: web.Request) -> web.Response:
         kind = request.query.get("kind")

@@ -8,12 +8,11 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from aio_pika.exceptions import AMQPException
 from aiohttp import web
 
 from mailer.errors import MailerError
 from mailer.web.console.auth import SESSION_KEY, source_of
-from mailer.web.console.kit import Pages, json_response, stream_headers
+from mailer.web.console.kit import Pages, Route, get, json_response, post, stream_headers
 from mailer.web.console.masking import mask_text, masked_headers, pretty_body
 
 DEAD_ACTIONS = ("requeue", "purge")
@@ -21,13 +20,12 @@ DEAD_SHOWN = 200
 
 
 class DeadLetterPages(Pages):
-    def add_routes(self, app: web.Application) -> None:
-        r = app.router
-        r.add_get("/dead", self._dead)
-        r.add_get("/api/dead", self._dead)
-        r.add_get("/dead/{ref}", self._dead_one)
-        r.add_post("/dead/{action}", self._dead_action)
-        r.add_post("/api/dead/{action}", self._dead_action)
+    def routes(self) -> list[Route]:
+        return [
+            get("/dead", self._dead, api=True),
+            get("/dead/{ref}", self._dead_one),
+            post("/dead/{action}", self._dead_action, api=True),
+        ]
 
     async def _dead(self, request: web.Request) -> web.Response:
         now = datetime.now(UTC)
@@ -136,7 +134,7 @@ class DeadLetterPages(Pages):
                 }
                 text = json.dumps(line) + "\n" if api else row.render(**line)
                 await response.write(text.encode())
-        except (MailerError, AMQPException, OSError, RuntimeError) as exc:
+        except (MailerError, OSError, RuntimeError) as exc:
             result, detail = "failed", f"{done} {action}d, then: {exc}"
         else:
             result, detail = (

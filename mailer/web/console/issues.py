@@ -6,30 +6,27 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
 from aiohttp import web
 
 from mailer.adapters.ledger_views import DomainRow
-from mailer.core.progress import COUNTED
+from mailer.core.deliveries import READING_ORDER, DeliveryStatus
+from mailer.core.issues import issue_action
 from mailer.web.console.bounces import rate as rate_of
 from mailer.web.console.cache import LIVE_SECONDS, SLOW_SECONDS
-from mailer.web.console.kit import Pages, json_response
+from mailer.web.console.kit import Pages, Route, get, json_response, post
 from mailer.web.console.progress import Rated, rated, with_counts
-
-ISSUE_ACTIONS = ("pause", "resume", "cancel")
 
 
 class IssuePages(Pages):
-    def add_routes(self, app: web.Application) -> None:
-        r = app.router
-        r.add_get("/issues", self._issues)
-        r.add_get("/api/issues", self._issues)
-        r.add_get("/issues/{id}", self._issue)
-        r.add_get("/api/issues/{id}", self._issue)
-        r.add_post("/issues/{id}/{action}", self._issue_action)
-        r.add_post("/api/issues/{id}/{action}", self._issue_action)
+    def routes(self) -> list[Route]:
+        return [
+            get("/issues", self._issues, api=True),
+            get("/issues/{id}", self._issue, api=True),
+            post("/issues/{id}/{action}", self._issue_action, api=True),
+        ]
 
     async def _issues(self, request: web.Request) -> web.Response:
         now, rates = await self._c.fresh.get("issues", LIVE_SECONDS, self._issue_list)
@@ -40,7 +37,7 @@ class IssuePages(Pages):
             ]
             return json_response({"measured_at": now, "issues": issues})
         return self._render(
-            request, "issues.html.j2", rates=rates, measured_at=now, statuses=COUNTED
+            request, "issues.html.j2", rates=rates, measured_at=now, statuses=READING_ORDER
         )
 
     async def _issue_list(self) -> tuple[datetime, list[Rated]]:
@@ -73,7 +70,7 @@ class IssuePages(Pages):
             self._c.bounces.complaint_rate(issue_id),
         )
         complaints, deliveries = complained or (0, issue.size)
-        bounced = issue.counts.get("bounced", 0)
+        bounced = issue.counts.get(DeliveryStatus.BOUNCED, 0)
         return {
             "measured_at": min(rate.measured_at, counted_at or rate.measured_at),
             "issue": issue,
@@ -102,12 +99,12 @@ class IssuePages(Pages):
             raise web.HTTPNotFound(text="no such issue")
         if self._api(request):
             return json_response(data)
-        return self._render(request, "issue.html.j2", statuses=COUNTED, **data)
+        return self._render(request, "issue.html.j2", statuses=READING_ORDER, **data)
 
     async def _issue_action(self, request: web.Request) -> web.Response:
         issue_id = self._issue_id(request)
-        action = request.match_info["action"]
-        if action not in ISSUE_ACTIONS:
+        action = issue_action(request.match_info["action"])
+        if action is None:
             raise web.HTTPNotFound(text="no such action")
         form = await self._form(request)
         api = self._api(request)
@@ -125,10 +122,9 @@ class IssuePages(Pages):
                 button=action,
                 back=f"/issues/{issue_id}",
             )
-        literal: Literal["pause", "resume", "cancel"] = action  # type: ignore[assignment]
 
         async def run() -> str:
-            before, after = await self._c.issues.set_state(issue_id, literal)
+            before, after = await self._c.issues.set_state(issue_id, action)
             if before is None:
                 raise LookupError(f"no issue {issue_id}")
             if after is None:

@@ -16,7 +16,7 @@ from uuid import UUID
 import jinja2
 from aiohttp import web
 
-from mailer.core.times import when
+from mailer.core.times import duration, when
 from mailer.errors import MailerError
 from mailer.web.console.auth import SESSION_KEY, Guard, require_operator, source_of
 from mailer.web.console.context import Console
@@ -48,20 +48,7 @@ def json_response(data: object, status: int = 200) -> web.Response:
 def ago(at: datetime | None, now: datetime) -> str:
     if at is None:
         return "never"
-    seconds = max(0, int((now - at).total_seconds()))
-    if seconds < 90:
-        return f"{seconds} s ago"
-    if seconds < 5400:
-        return f"{seconds // 60} min ago"
-    return f"{seconds // 3600} h ago"
-
-
-def duration(seconds: float) -> str:
-    whole = max(0, round(seconds))
-    if whole < 90:
-        return f"{whole} s"
-    minutes = whole // 60
-    return f"{minutes} min" if minutes < 90 else f"{minutes // 60} h {minutes % 60} min"
+    return f"{duration((now - at).total_seconds())} ago"
 
 
 def moment(at: datetime | None) -> str:
@@ -91,6 +78,34 @@ def templates(templates_dir: Path) -> jinja2.Environment:
     return environment
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Route:
+    """A page's method, path and handler; `api`: the path it also answers at in JSON."""
+
+    method: str
+    path: str
+    handler: Handler
+    api: str | None = None
+
+
+def get(path: str, handler: Handler, *, api: bool | str = False) -> Route:
+    """`api=True`: also at /api<path> (or at the path given)."""
+    return Route("GET", path, handler, _api_path(path, api))
+
+
+def post(path: str, handler: Handler, *, api: bool = False) -> Route:
+    return Route("POST", path, handler, _api_path(path, api))
+
+
+def _api_path(path: str, api: bool | str) -> str | None:
+    if isinstance(api, str):
+        return api
+    return f"/api{path}" if api else None
+
+
 class Pages(ABC):
     """Base of each area's pages."""
 
@@ -100,7 +115,13 @@ class Pages(ABC):
         self._env = env
 
     @abstractmethod
-    def add_routes(self, app: web.Application) -> None: ...
+    def routes(self) -> list[Route]: ...
+
+    def add_routes(self, app: web.Application) -> None:
+        for route in self.routes():
+            for path in (route.path, route.api):
+                if path is not None:
+                    app.router.add_route(route.method, path, route.handler)
 
     def _render(
         self, request: web.Request, template: str, http_status: int = 200, **values: Any

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from mailer.web.console.kit import Pages
+from mailer.web.console.kit import Pages, Route, get, post
 
 
 class LoginPages(Pages):
-    def add_routes(self, app: web.Application) -> None:
-        r = app.router
-        r.add_get("/login", self._login_page)
-        r.add_post("/login", self._login)
-        r.add_post("/logout", self._guard.logout)
+    def routes(self) -> list[Route]:
+        return [
+            get("/login", self._login_page),
+            post("/login", self._login),
+            post("/logout", self._guard.logout),
+        ]
 
     async def _login_page(self, request: web.Request) -> web.Response:
         return self._render(request, "login.html.j2", error=None)

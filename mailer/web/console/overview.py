@@ -14,7 +14,7 @@ from mailer.adapters.workers import WorkerProcess
 from mailer.errors import MailerError
 from mailer.web.console.cache import LIVE_SECONDS, SLOW_SECONDS
 from mailer.web.console.charts import sends_chart
-from mailer.web.console.kit import Pages, json_response
+from mailer.web.console.kit import Pages, Route, get, json_response
 from mailer.web.console.minutes import MinuteCounts
 from mailer.web.console.progress import rated, with_counts
 
@@ -24,10 +24,8 @@ class OverviewPages(Pages):
         super().__init__(*args, **kwargs)
         self._minutes = MinuteCounts(self._c.views)
 
-    def add_routes(self, app: web.Application) -> None:
-        r = app.router
-        r.add_get("/", self._overview)
-        r.add_get("/api/overview", self._overview)
+    def routes(self) -> list[Route]:
+        return [get("/", self._overview, api="/api/overview")]
 
     async def _queues(self) -> tuple[list[QueueState], str | None]:
         try:

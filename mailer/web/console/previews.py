@@ -22,11 +22,12 @@ from typing import Any
 from aiohttp import web
 
 from mailer.core.addresses import mask_address
+from mailer.core.locales import LOCALES, Locale
 from mailer.core.outcomes import Sent
-from mailer.core.rendering import LOCALES, Locale, Rendered
+from mailer.core.rendering import Rendered
 from mailer.core.trials import PreviewsBusy, PreviewTooCostly, TrialResult
 from mailer.errors import InvalidJob
-from mailer.web.console.kit import Pages, json_response, stream_headers
+from mailer.web.console.kit import Pages, Route, get, json_response, post, stream_headers
 from mailer.web.listener import CONSOLE_POLICY
 
 KEPT_SECONDS = 600.0
@@ -52,13 +53,13 @@ class PreviewPages(Pages):
         super().__init__(*args, **kwargs)
         self._kept: dict[str, Shown] = {}
 
-    def add_routes(self, app: web.Application) -> None:
-        r = app.router
-        r.add_get("/preview", self._preview)
-        r.add_post("/preview", self._preview)
-        r.add_get("/preview/{id}/{locale}", self._frame)
-        r.add_post("/preview/test", self._test)
-        r.add_post("/api/preview/test", self._test)
+    def routes(self) -> list[Route]:
+        return [
+            get("/preview", self._preview),
+            post("/preview", self._preview),
+            get("/preview/{id}/{locale}", self._frame),
+            post("/preview/test", self._test, api=True),
+        ]
 
     def _forget_old(self) -> None:
         now = time.monotonic()

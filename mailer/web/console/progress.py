@@ -12,12 +12,12 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from mailer.adapters.ledger_views import IssueSummary
+from mailer.core.issues import ENDED
 from mailer.core.progress import Estimate, LedgerFacts, describe, estimate
 from mailer.web.console.cache import LIVE_SECONDS
 from mailer.web.console.context import Console
 
-FINISHED = ("done", "cancelled")
-FINISHED_SECONDS = 24 * 3600.0
+ENDED_SECONDS = 24 * 3600.0
 Counted = tuple[datetime, dict[str, int]]
 
 
@@ -37,8 +37,8 @@ async def with_counts(
         *(
             console.fresh.get(
                 f"counts {issue.id}",
-                FINISHED_SECONDS
-                if issue.state in FINISHED and issue.finished_at is not None
+                ENDED_SECONDS
+                if issue.state in ENDED and issue.finished_at is not None
                 else LIVE_SECONDS,
                 reader(issue),
             )
@@ -46,7 +46,7 @@ async def with_counts(
         )
     )
     oldest = min(
-        (at for issue, (at, _) in zip(issues, found, strict=True) if issue.state not in FINISHED),
+        (at for issue, (at, _) in zip(issues, found, strict=True) if issue.state not in ENDED),
         default=None,
     )
     counted = [
@@ -79,10 +79,10 @@ async def rated(
 
     async def read(issue: IssueSummary) -> LedgerFacts:
         # Shared by the pages that show it, like its counts; a finished issue's, once.
-        finished = issue.state in FINISHED and issue.finished_at is not None
+        finished = issue.state in ENDED and issue.finished_at is not None
         return await console.fresh.get(
             f"facts {issue.id} {issue.state}",
-            FINISHED_SECONDS if finished else LIVE_SECONDS,
+            ENDED_SECONDS if finished else LIVE_SECONDS,
             lambda: console.views.facts(issue),
         )
 

@@ -9,17 +9,17 @@ from uuid import UUID
 
 from aiohttp import web
 
-from mailer.core.addresses import InvalidAddress, address_key, normalize_address
-from mailer.core.progress import COUNTED
-from mailer.web.console.kit import Pages, json_response
+from mailer.core.addresses import InvalidAddress, typed_address_key
+from mailer.core.deliveries import READING_ORDER, DeliveryStatus
+from mailer.web.console.kit import Pages, Route, get, json_response, post
 
 
 class ReceiptPages(Pages):
-    def add_routes(self, app: web.Application) -> None:
-        r = app.router
-        r.add_get("/receipts", self._receipts)
-        r.add_get("/api/receipts", self._receipts)
-        r.add_post("/receipts", self._receipts)  # a typed address travels in the body only
+    def routes(self) -> list[Route]:
+        return [
+            get("/receipts", self._receipts, api=True),
+            post("/receipts", self._receipts),  # a typed address travels in the body only
+        ]
 
     async def _receipts(self, request: web.Request) -> web.Response:
         views = self._c.views
@@ -38,20 +38,19 @@ class ReceiptPages(Pages):
             typed = form.get("address")
             if isinstance(typed, str) and typed.strip():
                 try:
-                    normalized = normalize_address(typed.strip())
+                    recipient_key = typed_address_key(self._c.hash_key, typed)
                 except (InvalidAddress, ValueError):
                     error = "not an e-mail address"
                 else:
-                    recipient_key = address_key(self._c.hash_key, normalized)
                     looked_up = "the address typed"  # never echoed back, never stored
-        status = query.get("status") if query.get("status") in COUNTED else None
+        status = query.get("status") if query.get("status") in READING_ORDER else None
         now = await views.now()
         if job is not None or recipient_key is not None:
             found = await views.receipts(job_id=job, recipient_key=recipient_key, limit=100)
             retrying = []
         else:
             found = await views.receipts(status=status, limit=50)
-            retrying = await views.receipts(status="retrying", limit=50)
+            retrying = await views.receipts(status=DeliveryStatus.RETRYING, limit=50)
         counts = await views.receipt_counts(24)
         data: dict[str, Any] = {
             "measured_at": now,

@@ -11,35 +11,35 @@ from typing import Any
 from aiohttp import web
 
 from mailer.adapters.bounces import OPERATOR_REASONS, Suppression
-from mailer.core.addresses import InvalidAddress, address_key, address_ref, normalize_address
+from mailer.core.addresses import InvalidAddress, address_ref, typed_address_key
+from mailer.core.consent import SUPPRESSION_REASONS
 from mailer.core.times import when
 from mailer.web.console.auth import SESSION_KEY
-from mailer.web.console.kit import Pages, json_response
+from mailer.web.console.kit import Pages, Route, get, json_response, post
 
-REASONS = ("hard_bounce", "soft_bounce", "complaint", "manual", "erased")  # as the schema allows
 MAX_DAYS = 3650
 
 
 class SuppressionPages(Pages):
-    def add_routes(self, app: web.Application) -> None:
-        r = app.router
-        r.add_get("/suppressions", self._suppressions)
-        r.add_get("/api/suppressions", self._suppressions)
-        r.add_post("/suppressions", self._suppressions)  # a typed address travels in the body
-        r.add_post("/suppressions/{action}", self._suppression_action)
+    def routes(self) -> list[Route]:
+        return [
+            get("/suppressions", self._suppressions, api=True),
+            post("/suppressions", self._suppressions),  # a typed address travels in the body
+            post("/suppressions/{action}", self._suppression_action),
+        ]
 
     def _key(self, typed: object) -> bytes | None:
         if not isinstance(typed, str) or not typed.strip():
             return None
         try:
-            return address_key(self._c.hash_key, normalize_address(typed.strip()))
+            return typed_address_key(self._c.hash_key, typed)
         except (InvalidAddress, ValueError):
             return None
 
     async def _suppressions(self, request: web.Request) -> web.Response:
         views = self._c.views
         reason = request.query.get("reason")
-        if reason not in REASONS:
+        if reason not in SUPPRESSION_REASONS:
             reason = None
         lists = await views.lists()
         now = await views.now()
@@ -75,7 +75,7 @@ class SuppressionPages(Pages):
             lookup=lookup,
             error=error,
             typed=typed,
-            reasons=REASONS,
+            reasons=SUPPRESSION_REASONS,
             operator_reasons=OPERATOR_REASONS,
             **data,
         )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -31,6 +32,7 @@ from mailer.adapters.subscribers import Source, Standing, Subscribers
 from mailer.config import HttpSettings
 from mailer.core.addresses import mask_address
 from mailer.core.audience import MailingList
+from mailer.core.locales import DEFAULT_LOCALE, Locale, locale_named
 from mailer.core.tokens import (
     Confirmation,
     Subscription,
@@ -44,7 +46,7 @@ from mailer.core.tokens import (
 from mailer.core.trials import trial_link
 from mailer.web.limits import InvalidAttempts, source_of
 from mailer.web.listener import client_of
-from mailer.web.public.strings import STRINGS, Locale
+from mailer.web.public.strings import STRINGS
 
 log = logging.getLogger(__name__)
 Action = Literal["unsubscribe", "resubscribe", "confirm"]
@@ -52,6 +54,16 @@ Result = Literal["unsubscribed", "resubscribed", "confirmed"]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _UNKNOWN_SOURCE = (0, 0)  # a peer with no IP address (a Unix socket)
+
+
+@dataclass(frozen=True, slots=True)
+class Form:
+    """A page's one button: the action it posts, with an undo token and a hint for an undo."""
+
+    button: str
+    action: Action
+    undo: str | None = None
+    hint: str | None = None
 
 
 class RecipientPages:
@@ -137,15 +149,24 @@ class RecipientPages:
 
     # Handlers ---------------------------------------------------------------------------
 
-    async def _unsubscribe_page(self, request: web.Request) -> web.Response:
-        if (answer := self._trial_link(request, status=200)) is not None:
+    def _subscription_or_answer(
+        self, request: web.Request, *, trial_status: int
+    ) -> Subscription | web.Response:
+        """The subscription an unsubscribe link names, or the page that says why there is
+        none (a test message's link, or a link that is not valid)."""
+        if (answer := self._trial_link(request, status=trial_status)) is not None:
             return answer
         subscription = self._unsubscribe_subscription(request)
-        if subscription is None:
-            return self._invalid(request)
-        standing = await self._subscribers.standing(
-            subscription.subscriber_id, subscription.list_id
-        )
+        return self._invalid(request) if subscription is None else subscription
+
+    async def _standing(self, subscription: Subscription) -> Standing | None:
+        return await self._subscribers.standing(subscription.subscriber_id, subscription.list_id)
+
+    async def _unsubscribe_page(self, request: web.Request) -> web.Response:
+        subscription = self._subscription_or_answer(request, trial_status=200)
+        if isinstance(subscription, web.Response):
+            return subscription
+        standing = await self._standing(subscription)
         mailing_list = self._lists[subscription.list_id]
         if standing is None:
             return self._render(_accepted_locale(request), "not_subscribed")
@@ -154,11 +175,9 @@ class RecipientPages:
         return self._question(standing, mailing_list, "unsubscribe")
 
     async def _unsubscribe_post(self, request: web.Request) -> web.Response:
-        if (answer := self._trial_link(request, status=400)) is not None:
-            return answer
-        subscription = self._unsubscribe_subscription(request)
-        if subscription is None:
-            return self._invalid(request)
+        subscription = self._subscription_or_answer(request, trial_status=400)
+        if isinstance(subscription, web.Response):
+            return subscription
         form = await request.post()  # read already, in time (mailer/web/listener.py)
         if form.get("List-Unsubscribe") == "One-Click":
             return await self._unsubscribe(request, subscription, "one-click")
@@ -185,9 +204,7 @@ class RecipientPages:
         before = await self._subscribers.set_status(
             subscription.subscriber_id, subscription.list_id, "unsubscribed", source
         )
-        standing = await self._subscribers.standing(
-            subscription.subscriber_id, subscription.list_id
-        )
+        standing = await self._standing(subscription)
         if before is None or standing is None:
             return self._render(_accepted_locale(request), "not_subscribed")
         log.info("unsubscribe list=%s via %s (was %s)", subscription.list_id, source, before)
@@ -215,9 +232,7 @@ class RecipientPages:
             subscription.list_id,
             _EPOCH + undo.unsubscribed_at * _MICROSECOND,
         )
-        standing = await self._subscribers.standing(
-            subscription.subscriber_id, subscription.list_id
-        )
+        standing = await self._standing(subscription)
         if standing is None:
             return self._render(_accepted_locale(request), "not_subscribed")
         if not undone:
@@ -230,9 +245,7 @@ class RecipientPages:
         if confirmation is None:
             return self._invalid(request)
         subscription = confirmation.subscription
-        standing = await self._subscribers.standing(
-            subscription.subscriber_id, subscription.list_id
-        )
+        standing = await self._standing(subscription)
         if standing is None:
             return self._invalid(request)
         mailing_list = self._lists[subscription.list_id]
@@ -250,9 +263,7 @@ class RecipientPages:
         confirmed = await self._subscribers.confirm(
             subscription.subscriber_id, subscription.list_id, confirmation.day
         )
-        standing = await self._subscribers.standing(
-            subscription.subscriber_id, subscription.list_id
-        )
+        standing = await self._standing(subscription)
         if standing is None:
             return self._invalid(request)
         mailing_list = self._lists[subscription.list_id]
@@ -286,8 +297,7 @@ class RecipientPages:
             locale,
             strings[f"{action}_title"],
             strings[f"{action}_question"].format(**values),
-            button=strings[f"{action}_button"],
-            action=action,
+            Form(strings[f"{action}_button"], action),
         )
 
     def _outcome(
@@ -301,25 +311,13 @@ class RecipientPages:
         strings = STRINGS[locale]
         text = strings[f"{result}_text"].format(**_values(standing, mailing_list))
         if result == "unsubscribed" and undo is not None:
-            return self._html(
-                locale,
-                strings["unsubscribed_title"],
-                text,
-                button=strings["resubscribe_button"],
-                action="resubscribe",
-                undo=undo,
-                hint=strings["undo_text"],
-            )
+            undoing = Form(strings["resubscribe_button"], "resubscribe", undo, strings["undo_text"])
+            return self._html(locale, strings["unsubscribed_title"], text, undoing)
         if result == "unsubscribed":
             return self._html(locale, strings["unsubscribed_title"], text)
         if result == "resubscribed":
-            return self._html(
-                locale,
-                strings["resubscribed_title"],
-                text,
-                button=strings["unsubscribe_button"],
-                action="unsubscribe",
-            )
+            again = Form(strings["unsubscribe_button"], "unsubscribe")
+            return self._html(locale, strings["resubscribed_title"], text, again)
         return self._html(locale, strings["confirmed_title"], text)
 
     def _render(
@@ -344,23 +342,12 @@ class RecipientPages:
         locale: Locale,
         title: str,
         text: str,
+        form: Form | None = None,
         *,
-        button: str | None = None,
-        action: str | None = None,
-        undo: str | None = None,
-        hint: str | None = None,
         status: int = 200,
         headers: Mapping[str, str] | None = None,
     ) -> web.Response:
-        body = self._page.render(
-            locale=locale,
-            title=title,
-            text=text,
-            button=button,
-            action=action,
-            undo=undo,
-            hint=hint,
-        )
+        body = self._page.render(locale=locale, title=title, text=text, form=form)
         return web.Response(
             text=body, content_type="text/html", status=status, headers=dict(headers or {})
         )
@@ -382,12 +369,13 @@ def _accepted_locale(request: web.Request) -> Locale:
     for part in header.split(",", 32)[:32]:  # a browser names a handful
         tag, _, params = part.partition(";")
         language = tag.strip().lower().split("-", 1)[0]
-        if language not in ("pl", "en"):
+        locale = locale_named(language)
+        if locale is None:
             continue
         quality = _quality(params)
         if quality > 0 and (best is None or quality > best[0]):
-            best = (quality, "pl" if language == "pl" else "en")
-    return best[1] if best is not None else "pl"
+            best = (quality, locale)
+    return best[1] if best is not None else DEFAULT_LOCALE
 
 
 def _quality(params: str) -> float:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-Locale = Literal["pl", "en"]
+from mailer.core.locales import Locale
 
 STRINGS: dict[Locale, dict[str, str]] = {
     "pl": {

@@ -11,7 +11,8 @@ import aio_pika
 import aiohttp
 import asyncpg
 
-from mailer.adapters.broker import DEAD_QUEUE, DELIVERY_LIMIT, Broker
+from mailer.adapters.broker import Broker
+from mailer.adapters.topology import DEAD_QUEUE, DELIVERY_LIMIT
 from tests.conftest import StartService
 from tests.support.dead_letters import dead_queue_depth, parked
 from tests.support.http import admin_url

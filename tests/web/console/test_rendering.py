@@ -1,4 +1,4 @@
-"""The console's pure helpers: the chart, masking of parked jobs."""
+"""The console's pure helpers: the chart, masking of parked jobs, lengths of time."""
 
 from __future__ import annotations
 
@@ -6,8 +6,11 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from mailer.adapters.ledger_views import MinuteCount
+from mailer.core.times import duration
 from mailer.web.console.charts import sends_chart
+from mailer.web.console.kit import templates
 from mailer.web.console.masking import mask_text, masked_headers, pretty_body
+from tests.conftest import ROOT
 
 NOW = datetime(2026, 12, 2, 10, 30, 20, tzinfo=UTC)
 
@@ -70,3 +73,14 @@ def test_hostile_bodies_are_shown_not_crashed_on() -> None:
     assert (
         pretty_body(b"\xff\xfe not utf-8 jan@example.pl") == "\ufffd\ufffd not utf-8 j***n@e***e.pl"
     )
+
+
+def test_the_console_writes_a_length_of_time_as_the_commands_do() -> None:
+    """One formatter: a worker silent for 66 minutes reads `1 h 6 min` on the console as in
+    `mailer workers` and `mailer issue status`, and a last send as long ago likewise."""
+    filters = templates(ROOT / "templates").filters
+    for seconds in (42, 65, 125, 601, 66 * 60, 3 * 3600 + 61):
+        assert filters["duration"](seconds) == duration(seconds), seconds
+    assert filters["duration"](66 * 60) == "1 h 6 min"
+    assert filters["ago"](NOW - timedelta(minutes=66), NOW) == "1 h 6 min ago"
+    assert filters["ago"](None, NOW) == "never"
