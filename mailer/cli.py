@@ -30,6 +30,7 @@ from mailer.adapters.operators import Operators
 from mailer.adapters.parked import ParkedJobs, body_ref
 from mailer.adapters.subscribers import Subscribers
 from mailer.adapters.workers import Workers
+from mailer.assembly.prepared import load_signer, retry_tiers
 from mailer.commands import bounces as bounce_commands
 from mailer.commands import dead_letters as dead_letter_commands
 from mailer.commands import operators, person, previews
@@ -43,7 +44,7 @@ from mailer.config import Settings, load_settings
 from mailer.core.signing import generate_key, txt_strings
 from mailer.core.tokens import derive_key
 from mailer.errors import ConfigError, MailerError
-from mailer.service import Service, load_signer, retry_tiers
+from mailer.service import Service
 
 log = logging.getLogger("mailer")
 T = TypeVar("T")
