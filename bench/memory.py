@@ -49,7 +49,7 @@ MODES = ("before", "after")
 
 def _compose_before_the_slot() -> None:
     """The order before relay sessions: build on the loop, then wait for a connection."""
-    from mailer import service
+    from mailer.assembly import worker as worker_assembly
     from mailer.core.messages import Draft
     from mailer.core.outcomes import Outcome, classify, transport_failure
     from mailer.errors import TemporaryFailure
@@ -72,7 +72,7 @@ def _compose_before_the_slot() -> None:
                 return transport_failure(str(exc))
             return classify(reply)
 
-    service.Sender = EagerSender  # type: ignore[attr-defined]
+    worker_assembly.Sender = EagerSender  # type: ignore[attr-defined]
 
 
 def child(mode: str) -> None:

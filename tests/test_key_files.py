@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from mailer.assembly.prepared import prepare
 from mailer.config import build_settings, load_settings
 from mailer.core.signing import generate_key, load_key
 from mailer.errors import ConfigError
-from mailer.service import build_parts
 from tests.conftest import ROOT, SECRET
 from tests.support.processes import mailer
 
@@ -36,7 +36,7 @@ def key_file(tmp_path: Path, mode: int) -> Path:
 def test_a_dkim_key_others_can_read_is_refused_at_start(tmp_path: Path, mode: int) -> None:
     path = key_file(tmp_path, mode)
     with pytest.raises(ConfigError) as refused:
-        build_parts(build_settings(settings_with_key(path)))
+        prepare(build_settings(settings_with_key(path)))
     assert str(refused.value) == (
         f"config: [dkim] key_file: {path} is open to other users (mode {mode:04o}); "
         f"run: chmod 600 {path}"
@@ -46,8 +46,8 @@ def test_a_dkim_key_others_can_read_is_refused_at_start(tmp_path: Path, mode: in
 @pytest.mark.parametrize("mode", [0o600, 0o400])
 def test_a_dkim_key_only_its_owner_can_read_is_used(tmp_path: Path, mode: int) -> None:
     path = key_file(tmp_path, mode)
-    parts = build_parts(build_settings(settings_with_key(path)))
-    assert parts.signer.sign(b"From: a@lucid.example\r\n\r\nx\r\n", 1).startswith(
+    prepared = prepare(build_settings(settings_with_key(path)))
+    assert prepared.signer.sign(b"From: a@lucid.example\r\n\r\nx\r\n", 1).startswith(
         b"DKIM-Signature:"
     )
 

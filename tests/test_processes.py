@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 
 from mailer.adapters.broker import Broker
-from mailer.service import DISPATCH_LOOPS
+from mailer.parts.worker import DISPATCH_LOOPS
 from mailer.worker.recording import RECORD_WINDOW
 from tests.conftest import StartService
 from tests.support.jobs import encode

@@ -257,18 +257,30 @@ class _ReadOnlyWatch:
         task.add_done_callback(self._tasks.discard)
 
 
+def new_pool(dsn: str, *, size: int) -> asyncpg.Pool:
+    """A pool that opens no connection until `opened`: what uses it can be built first."""
+    watch = _ReadOnlyWatch()
+    pool = asyncpg.create_pool(
+        dsn, min_size=1, max_size=size, command_timeout=30, timeout=10, init=watch.init
+    )
+    watch.pool = pool
+    return pool
+
+
 async def open_pool(dsn: str, *, size: int) -> asyncpg.Pool:
     """A pool for a schema that is exactly at LATEST_VERSION, else SchemaMismatch."""
-    watch = _ReadOnlyWatch()
+    return await opened(new_pool(dsn, size=size))
+
+
+async def opened(pool: asyncpg.Pool) -> asyncpg.Pool:
+    """`pool` (from new_pool) open, for a schema that is exactly at LATEST_VERSION, else
+    SchemaMismatch (and the pool closed again)."""
     try:
-        pool = await asyncpg.create_pool(
-            dsn, min_size=1, max_size=size, command_timeout=30, timeout=10, init=watch.init
-        )
+        await pool
     except asyncpg.InvalidCatalogNameError:
         raise SchemaMismatch("the database does not exist yet: run `mailer migrate`") from None
     except (*UNAVAILABLE, asyncpg.PostgresError) as exc:
         raise ConfigError(f"database: cannot connect ({exc})") from None
-    watch.pool = pool
     async with pool.acquire() as conn:
         current = await schema_version(conn)
         applied = await _applied_versions(conn) if current else set()

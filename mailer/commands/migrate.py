@@ -14,9 +14,9 @@ from mailer.adapters.broker import Broker
 from mailer.adapters.dead_letters import DeadQueueUpgrade, move_dead_queue
 from mailer.adapters.parked import ParkedJobs
 from mailer.adapters.topology import DEAD_QUEUE
+from mailer.assembly.prepared import retry_tiers
 from mailer.commands.running import Subcommands, runs_async, with_broker, with_database
 from mailer.config import Settings
-from mailer.service import retry_tiers
 
 
 def add_parser(commands: Subcommands) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mailer.adapters.capture import CaptureServer
 from mailer.adapters.relay import Relay, tls_context
+from mailer.assembly.prepared import load_signer
 from mailer.commands.checks import mailing_lists, templates
 from mailer.commands.running import Subcommands, read_input, runs, runs_async
 from mailer.config import Settings, SmtpRelay
@@ -26,7 +27,6 @@ from mailer.core.messages import Mailbox, compose
 from mailer.core.outcomes import Sent
 from mailer.errors import ConfigError, InvalidJob, MailerError
 from mailer.metrics import Metrics
-from mailer.service import load_signer
 from mailer.worker.previews import (
     Issue,
     prepare_trial,

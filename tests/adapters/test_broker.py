@@ -39,6 +39,7 @@ from mailer.adapters.topology import (
 )
 from mailer.config import build_settings, load_settings
 from mailer.errors import ConfigError, TemporaryFailure
+from mailer.parts.broker import BrokerConnection
 from mailer.service import Service
 from tests.conftest import StartService
 from tests.support.http import base_url
@@ -343,8 +344,7 @@ async def the_worker_connection(service: Service) -> str:
 
 
 async def all_consuming(service: Service) -> bool:
-    assert service.broker is not None
-    return service.broker.ready
+    return service.part(BrokerConnection).broker.ready
 
 
 async def receipt_after_fault(portal: Broker, smtp_server: SmtpServer, started: float) -> float:

@@ -14,6 +14,7 @@ import asyncpg
 from mailer.adapters import database
 from mailer.adapters.deliveries import record_bounce
 from mailer.adapters.issues import Issues
+from mailer.parts.broker import BrokerConnection
 from tests.conftest import StartService
 from tests.support.jobs import encode
 from tests.support.newsletters import issue, outcomes, people, subscribe, until_state
@@ -60,9 +61,9 @@ async def test_an_issue_done_keeps_its_counts_and_an_active_one_is_counted_live(
     smtp_server.rcpt_replies["person3@example.pl"] = "550 5.1.1 no such mailbox"
     config["newsletter"] = {"rate": 4}  # slow enough to pause one with most still to send
     service = await start_service(config)
-    assert service.broker is not None
+    broker = service.part(BrokerConnection).broker
     done = issue()
-    await service.broker.publish(encode(done), routing_key="newsletter")
+    await broker.publish(encode(done), routing_key="newsletter")
     await until_state(db, done["id"], "done")
     assert await outcomes(db, done["id"]) == {"sent": 11, "failed": 1}
     assert await stored(db, done["id"]) == {"sent": 11, "failed": 1}
@@ -86,7 +87,7 @@ async def test_an_issue_done_keeps_its_counts_and_an_active_one_is_counted_live(
     }
 
     paused = issue()
-    await service.broker.publish(encode(paused), routing_key="newsletter")
+    await broker.publish(encode(paused), routing_key="newsletter")
     env = environment(config)
 
     async def some_sent() -> bool:
@@ -131,9 +132,9 @@ async def test_cancelled_while_sending_stores_its_counts_once_the_last_is_record
     smtp_server.hold_after = 3  # then DATA waits: messages in flight when it is cancelled
     config["smtp"]["timeout"] = 60
     service = await start_service(config)
-    assert service.broker is not None
+    broker = service.part(BrokerConnection).broker
     job = issue()
-    await service.broker.publish(encode(job), routing_key="newsletter")
+    await broker.publish(encode(job), routing_key="newsletter")
 
     async def in_flight() -> bool:
         return len(smtp_server.received) >= 3 and sum(smtp_server.in_flight.values()) > 0

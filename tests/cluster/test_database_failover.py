@@ -19,7 +19,7 @@ import pytest
 from mailer.adapters import database
 from mailer.adapters.broker import Broker
 from mailer.adapters.notifications import Listener
-from mailer.service import DISPATCH_LOOPS
+from mailer.parts.worker import DISPATCH_LOOPS
 from mailer.worker.recording import RECORD_WINDOW
 from tests.conftest import StartService
 from tests.support.dead_letters import nothing_parked as support_nothing_parked

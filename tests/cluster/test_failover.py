@@ -21,6 +21,7 @@ import asyncpg
 import pytest
 
 from mailer.adapters.broker import Broker
+from mailer.parts.broker import BrokerConnection
 from tests.cluster.conftest import Cluster, amqp_port
 from tests.conftest import ROOT, StartService
 from tests.support.jobs import encode, receipt
@@ -71,8 +72,8 @@ async def test_the_leader_node_dies_mid_issue_and_mid_receipts(
     await subscribe(database_url, audience)
     smtp_server.data_delay = 0.01
     service = await start_service(cluster_config(config, cluster, vhost))
-    assert service.broker is not None
-    first = service.broker.node
+    worker_broker = service.part(BrokerConnection).broker
+    first = worker_broker.node
     leader = await asyncio.to_thread(cluster.leader, vhost, "mailer.receipts", 2)
     assert first == f"127.0.0.1:{amqp_port(leader)}"
     assert await asyncio.to_thread(cluster.leader, vhost, "mailer.newsletters", 2) == leader
@@ -96,8 +97,7 @@ async def test_the_leader_node_dies_mid_issue_and_mid_receipts(
         await asyncio.to_thread(cluster.stop, leader)
 
         async def consuming_elsewhere() -> bool:
-            assert service.broker is not None
-            return service.broker.ready and service.broker.node != first
+            return worker_broker.ready and worker_broker.node != first
 
         await eventually(consuming_elsewhere, timeout=60, interval=0.1)
         recovered = time.monotonic() - stopped
@@ -118,7 +118,7 @@ async def test_the_leader_node_dies_mid_issue_and_mid_receipts(
             f"lost 0 of {len(receipts) + 1} receipts and {len(audience)} newsletters; "
             f"duplicates {receipt_dups} receipts (bound {RECEIPT_DUPLICATE_BOUND}), "
             f"{news_dups} newsletters (bound {NEWSLETTER_DUPLICATE_BOUND}); consumers back on "
-            f"{service.broker.node} {recovered:.1f}s after node {leader} was stopped"
+            f"{worker_broker.node} {recovered:.1f}s after node {leader} was stopped"
         )
         print(figures)
         assert set(received_news) == {email for email, _, _ in audience}, figures

@@ -12,6 +12,7 @@ import aio_pika
 import asyncpg
 
 from mailer.adapters.topology import DEAD_DELIVERY_LIMIT, DEAD_QUEUE, DELIVERY_LIMIT
+from mailer.parts.broker import BrokerConnection
 from tests.conftest import StartService
 from tests.support.dead_letters import parked, parked_rows
 from tests.support.processes import environment, mailer
@@ -138,7 +139,7 @@ async def test_a_worker_uses_an_old_mailer_dead_until_migrate_can_declare_it_ane
     connection = await old_topology(broker_url)
     env = environment(config)
     service = await start_service(config)
-    assert service.broker is not None and service.broker.dead_queue_outdated
+    assert service.part(BrokerConnection).broker.dead_queue_outdated
     async with connection:
         channel = await connection.channel()
         await channel.default_exchange.publish(

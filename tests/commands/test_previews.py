@@ -14,6 +14,7 @@ import dkim
 
 from mailer.adapters.broker import Broker
 from tests.conftest import DkimKeys, StartService
+from tests.support.http import base_url
 from tests.support.jobs import encode
 from tests.support.newsletters import issue, subscribe, until_state
 from tests.support.processes import environment, mailer
@@ -197,8 +198,7 @@ async def test_a_test_send_is_marked_signed_and_recorded_nowhere(
     # The test message's unsubscribe link changes nobody, and says so in the message's
     # language (English here) whatever the reader's browser asks for, or if it asks nothing.
     service = await start_service(config)
-    assert service.web is not None
-    local = trial_url("en").replace(PUBLIC_URL, f"http://127.0.0.1:{service.web.port}")
+    local = trial_url("en").replace(PUBLIC_URL, base_url(service))
     async with aiohttp.ClientSession(skip_auto_headers=["Accept-Language"]) as session:
         async with session.post(local, data={"List-Unsubscribe": "One-Click"}) as response:
             assert response.status == 400

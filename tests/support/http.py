@@ -5,18 +5,22 @@ from __future__ import annotations
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from mailer.parts.console import OperatorsConsole
+from mailer.parts.web import PublicWeb
 from mailer.service import Service
 
 
 def base_url(service: Service) -> str:
-    assert service.web is not None and service.web.port is not None
-    return f"http://127.0.0.1:{service.web.port}"
+    port = service.part(PublicWeb).port
+    assert port is not None
+    return f"http://127.0.0.1:{port}"
 
 
 def admin_url(service: Service) -> str:
     """The [admin] listener: the console, its API and /metrics."""
-    assert service.admin is not None and service.admin.port is not None
-    return f"http://127.0.0.1:{service.admin.port}"
+    port = service.part(OperatorsConsole).port
+    assert port is not None
+    return f"http://127.0.0.1:{port}"
 
 
 async def metric(service: Service, name: str, **labels: str) -> float:

@@ -16,6 +16,7 @@ import pytest
 
 from mailer.config import build_settings, load_settings
 from mailer.errors import ConfigError
+from mailer.parts.web import PublicWeb
 from mailer.service import Service
 from mailer.web.limits import ClientAddresses, InvalidAttempts, source_of
 from tests.support.http import base_url
@@ -91,8 +92,7 @@ async def test_a_flood_of_sources_stays_bounded_and_the_pages_keep_serving(
     assert statuses == [400] * 2000
     assert served and set(served) == {200}
     assert await status(db) == "unsubscribed"
-    assert web.web is not None
-    pages = web.web._pages
+    pages = web.part(PublicWeb).server._pages
     assert pages is not None and len(pages._attempts) == 200
 
 

@@ -20,6 +20,7 @@ from mailer.adapters.inbound import CONNECTIONS_PER_SOURCE
 from mailer.core.bounce_rules import Effect
 from mailer.core.return_paths import ReturnPathKeys, decode, return_path
 from mailer.metrics import Metrics
+from mailer.parts.bounces import BounceReception
 from mailer.service import Service
 from mailer.worker.bounces import BounceProcessor, SoftRule
 from mailer.worker.classifiers import ClassifierPool
@@ -81,13 +82,12 @@ async def start_with_bounces(
 ) -> Service:
     config["bounces"] = bounce_config(**bounces)
     service = await start_service(config)
-    assert service.bounces is not None
+    assert service.runs(BounceReception)
     return service
 
 
 def port_of(service: Service) -> int:
-    assert service.bounces is not None
-    return service.bounces.receiver.port
+    return service.part(BounceReception).bounces.receiver.port
 
 
 # ---------------------------------------------------------------- outgoing
@@ -144,7 +144,7 @@ async def test_without_a_bounces_section_the_envelope_sender_stays_the_from_addr
 ) -> None:
     smtp_server.dsn = True
     service = await start_service(config)
-    assert service.bounces is None
+    assert not service.runs(BounceReception)
     _, mail_from = await sent_receipt(portal, db, smtp_server)
     assert mail_from == "no-reply@lucid.example"
     (received,) = smtp_server.received
@@ -223,8 +223,7 @@ async def test_a_report_classified_twice_changes_nothing_the_second_time(
     answer = await send_report(port_of(service), verp, raw)
     report_id = stored_id(answer.text)
     await classified(db, report_id)
-    assert service.bounces is not None
-    processor = service.bounces.processor
+    processor = service.part(BounceReception).bounces.processor
     assert await processor.classify(report_id) is None
     await db.execute(  # as after a crash before the mark, once its claim has lapsed
         "UPDATE bounce_reports SET classified_at = NULL, claimed_until = NULL WHERE id = $1",

@@ -21,6 +21,7 @@ from mailer.adapters.broker import Broker
 from mailer.adapters.deliveries import Deliveries
 from mailer.core.addresses import address_key
 from mailer.core.jobs import decode, payload_digest
+from mailer.parts.database import Database
 from tests.conftest import StartService
 from tests.support.dead_letters import nothing_parked as support_nothing_parked
 from tests.support.jobs import encode, receipt
@@ -329,10 +330,10 @@ async def test_issue_rows_whose_claim_reply_was_lost_are_sent_after_their_lease(
     job = issue()
     await portal.publish(encode(job), routing_key="newsletter")
     await until_state(db, job["id"], "sending")
-    assert service.pool is not None
     list_id = await db.fetchval("SELECT id FROM lists WHERE slug = 'lucid-news'")
     # Another store in the worker's name: its claims are unknown to the worker's own.
-    lost = Deliveries(service.pool, worker_id=service.worker_id, lease=config["worker"]["lease"])
+    pool = service.part(Database).pool
+    lost = Deliveries(pool, worker_id=service.worker_id, lease=config["worker"]["lease"])
     assert len(await lost.claim_chunk(uuid.UUID(job["id"]), list_id, 5)) == 5
     await until_state(db, job["id"], "done", timeout=30)
     assert await outcomes(db, job["id"]) == {"sent": 50}

@@ -19,7 +19,7 @@ import asyncpg
 
 from mailer.adapters.broker import Broker
 from mailer.adapters.queues import queue_depths, queue_names
-from mailer.service import retry_tiers
+from mailer.assembly.prepared import retry_tiers
 from tests.conftest import StartService
 from tests.support.jobs import encode, receipt
 from tests.support.smtp import SmtpServer

@@ -16,9 +16,11 @@ import dkim
 from mailer.adapters.broker import Broker
 from mailer.adapters.issues import Issues
 from mailer.core.tokens import Subscription, TokenKeys, unsubscribe_token
+from mailer.parts.database import Database
 from tests.conftest import SECRET, DkimKeys, StartService
 from tests.support.dead_letters import parked, reasons
 from tests.support.dkim import signature_tags
+from tests.support.http import base_url
 from tests.support.jobs import encode, receipt
 from tests.support.newsletters import (
     issue,
@@ -220,10 +222,9 @@ async def test_a_one_click_unsubscribe_mid_send_stops_that_message(
 
     await eventually(under_way)
     last = max(ids, key=lambda email: ids[email])  # sent last: deliveries go in id order
-    assert service.web is not None
     async with aiohttp.ClientSession() as session:
         response = await session.post(
-            f"http://127.0.0.1:{service.web.port}/u/{await token_for(db, ids[last])}",
+            f"{base_url(service)}/u/{await token_for(db, ids[last])}",
             data={"List-Unsubscribe": "One-Click"},
             allow_redirects=False,
         )
@@ -264,10 +265,9 @@ async def test_an_unsubscribe_for_a_message_already_in_hand_is_honoured(
         await db.fetchval("SELECT status FROM deliveries WHERE subscriber_id = $1", ids[last])
         == "sending"
     )
-    assert service.web is not None
     async with aiohttp.ClientSession() as session:
         response = await session.post(
-            f"http://127.0.0.1:{service.web.port}/u/{await token_for(db, ids[last])}",
+            f"{base_url(service)}/u/{await token_for(db, ids[last])}",
             data={"action": "unsubscribe"},
             allow_redirects=False,
         )
@@ -288,8 +288,7 @@ async def test_pause_resume_and_cancel(
     await subscribe(database_url, people(200))
     config["newsletter"] = {"rate": 50}
     service = await start_service(config)
-    assert service.pool is not None
-    issues = Issues(service.pool)
+    issues = Issues(service.part(Database).pool)
     job = issue()
     await publish(portal, job)
 

@@ -17,7 +17,7 @@ from mailer.adapters.broker import Broker
 from mailer.core.addresses import address_key, address_ref
 from tests.conftest import StartService
 from tests.support.dead_letters import parked, reasons
-from tests.support.http import metric
+from tests.support.http import base_url, metric
 from tests.support.jobs import encode, receipt
 from tests.support.newsletters import HASH_KEY, issue, subscribe, until_state
 from tests.support.outage import database_away
@@ -151,8 +151,7 @@ async def test_double_opt_in(
     assert text is not None
     link = re.search(r"https://mail\.lucid\.example/c/[A-Za-z0-9_-]+", text.get_content())
     assert link is not None
-    assert service.web is not None
-    url = link[0].replace("https://mail.lucid.example", f"http://127.0.0.1:{service.web.port}")
+    url = link[0].replace("https://mail.lucid.example", base_url(service))
     async with aiohttp.ClientSession() as session:
         for method in ("GET", "HEAD", "GET"):  # a mail scanner following the link
             async with session.request(method, url) as page:

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-import asyncpg
 from aiohttp import web
 
-from mailer.adapters import database
-from mailer.adapters.broker import Broker
 from mailer.config import HttpSettings
 from mailer.web import favicon
 from mailer.web.listener import Listener, application
@@ -24,16 +21,14 @@ class WebServer:
         self,
         settings: HttpSettings,
         *,
-        pool: asyncpg.Pool,
-        broker: Broker | None,
+        readiness: Readiness,
         pages: RecipientPages | None = None,
-        readiness: Readiness | None = None,
     ) -> None:
+        """`readiness`: the checks of the parts this process runs (the database's, and the
+        worker's when it runs here)."""
         self._settings = settings
         self._readiness = readiness
         self._pages = pages
-        self._pool = pool
-        self._broker = broker
         self._listener: Listener | None = None
 
     @property
@@ -68,18 +63,7 @@ class WebServer:
 
     async def _readyz(self, request: web.Request) -> web.Response:
         """Ready to do its work: each check says what is wrong, if anything."""
-        reachable = await database.ping(self._pool)
-        checks: dict[str, dict[str, object]] = {
-            "database": {"ok": reachable, "detail": "reachable" if reachable else "unreachable"}
-        }
-        if self._readiness is not None:
-            checks.update(await self._readiness())
-        elif self._broker is not None:
-            connected = self._broker.is_connected
-            checks["broker"] = {
-                "ok": connected,
-                "detail": "connected" if connected else "not connected",
-            }
+        checks = await self._readiness()
         ready = all(check["ok"] for check in checks.values())
         return web.json_response(
             {"status": "ready" if ready else "not ready", "checks": checks},

@@ -17,6 +17,7 @@ import asyncpg
 
 from mailer.adapters.broker import Broker
 from mailer.core.addresses import address_key
+from mailer.parts.worker import WorkerRuntime
 from tests.conftest import StartService
 from tests.support.http import admin_url
 from tests.support.jobs import encode, receipt
@@ -411,4 +412,4 @@ async def test_a_console_without_the_worker_shows_the_relay_as_the_worker_proces
     relay = await eventually(accepting, timeout=30)
     assert relay["failing"] == []
     assert "sender address rejected" in relay["last_reason"]  # the last failure, still told
-    assert worker.workers is not None
+    assert worker.part(WorkerRuntime).presence.registered

@@ -12,6 +12,7 @@ import asyncpg
 
 from mailer.adapters.broker import Broker
 from mailer.core.addresses import address_key, address_ref
+from mailer.parts.bounces import BounceReception
 from tests.conftest import StartService
 from tests.support.bounces import arf, bounce_config, dsn, send_report
 from tests.support.http import admin_url
@@ -32,7 +33,7 @@ async def _console(
     config["bounces"] = bounce_config()
     await add_operators(database_url)
     service = await start_service(config)
-    assert service.bounces is not None
+    assert service.runs(BounceReception)
     return Console(service, admin_url(service))
 
 
@@ -54,8 +55,7 @@ async def test_reports_by_kind_issue_rates_and_the_suppression_they_made(
     smtp_server: SmtpServer,
 ) -> None:
     console = await _console(config, start_service, database_url)
-    assert console.service.bounces is not None
-    port = console.service.bounces.receiver.port
+    port = console.service.part(BounceReception).bounces.receiver.port
     await subscribe(
         database_url, [(HARD, "Jan", "pl"), (COMPLAINER, "Ola", "pl"), (QUIET, None, "pl")]
     )

@@ -10,6 +10,7 @@ import time
 import aiohttp
 import asyncpg
 
+from mailer.parts.web import PublicWeb
 from mailer.service import Service
 from tests.support.http import base_url
 from tests.web.conftest import StartWeb, link, status
@@ -22,8 +23,9 @@ BODY_CUT_OFF_BY = 2 * TIMEOUT + 2.0
 
 
 async def connect(web: Service) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    assert web.web is not None and web.web.port is not None
-    return await asyncio.open_connection("127.0.0.1", web.web.port)
+    port = web.part(PublicWeb).port
+    assert port is not None
+    return await asyncio.open_connection("127.0.0.1", port)
 
 
 async def trickle(writer: asyncio.StreamWriter, data: bytes, every: float) -> None:
