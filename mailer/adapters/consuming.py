@@ -139,13 +139,14 @@ class Consumer:
         )
 
     async def cancel(self) -> None:
-        """Take no more messages."""
-        if self._tag is not None and not self._channel.is_closed:
+        """Take no more messages. Not live from the moment it is asked, not only once the
+        broker confirms: /readyz says so for every queue as soon as a stop begins."""
+        tag, self._tag = self._tag, None
+        if tag is not None and not self._channel.is_closed:
             try:
-                await self._queue.cancel(self._tag)
+                await self._queue.cancel(tag)
             except (TimeoutError, AMQPException, OSError):
                 log.warning("could not cancel the consumer of %s cleanly", self._queue.name)
-        self._tag = None
 
     async def drain(self, drain_timeout: float) -> None:
         """Let the messages in hand be settled; past the timeout, return them to the queue."""
