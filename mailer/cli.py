@@ -21,7 +21,7 @@ import asyncpg
 
 from mailer import logs
 from mailer.adapters import database
-from mailer.adapters.bounces import BounceReports, Suppressions
+from mailer.adapters.bounces import BounceReports
 from mailer.adapters.broker import DEAD_QUEUE, ROUTES, Broker
 from mailer.adapters.dead_letters import DeadLetters, DeadQueueUpgrade, move_dead_queue
 from mailer.adapters.issues import Issues
@@ -29,6 +29,7 @@ from mailer.adapters.ledger_views import LedgerViews
 from mailer.adapters.operators import Operators
 from mailer.adapters.parked import ParkedJobs, body_ref
 from mailer.adapters.subscribers import Subscribers
+from mailer.adapters.suppressions import Suppressions
 from mailer.adapters.workers import Workers
 from mailer.commands import bounces as bounce_commands
 from mailer.commands import dead_letters as dead_letter_commands
@@ -194,6 +195,8 @@ async def _with_database(settings: Settings, call: Callable[[asyncpg.Pool], Awai
 
 
 async def _subscribers(args: argparse.Namespace, settings: Settings) -> int:
+    if args.subscribers_command == "unsubscribe":
+        return await _unsubscribe(args, settings)
     if args.subscribers_command == "show":
         hash_key = derive_key(settings.security.address_secret(), "address")
 
@@ -230,6 +233,19 @@ async def _subscribers(args: argparse.Namespace, settings: Settings) -> int:
         return 1 if report.bad else 0
 
     return await _with_database(settings, run)
+
+
+async def _unsubscribe(args: argparse.Namespace, settings: Settings) -> int:
+    if args.list_slug is not None and args.list_slug not in settings.lists:
+        raise ConfigError(f"no list {args.list_slug!r} in the configuration ([lists.<slug>])")
+    hash_key = derive_key(settings.security.address_secret(), "address")
+
+    async def leave(pool: asyncpg.Pool) -> int:
+        subscribers = Subscribers(pool)
+        lists = await subscribers.list_ids(settings.lists)
+        return await person.unsubscribe(args, subscribers, lists, hash_key, sys.stdout)
+
+    return await _with_database(settings, leave)
 
 
 async def _issue(args: argparse.Namespace, settings: Settings) -> int:

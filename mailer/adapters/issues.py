@@ -1,9 +1,11 @@
-"""Newsletter issues and their deliveries: accept, start, hand out in chunks, record.
+"""Newsletter issues: accepted, started, paused, resumed, cancelled, and read. The one writer
+of the `issues` table, with the SQL functions of `sql/issues.sql`.
 
 An issue's deliveries are materialized as ledger rows in one `INSERT … SELECT` when it
-starts; workers then claim chunks of them (mailer/adapters/deliveries.py), so any number of worker
-processes share an issue and no row goes to two of them.
-State changes (pause, resume, cancel, new work) are announced on `mailer_issues`.
+starts, and its waiting ones cancelled when it is, by mailer/adapters/deliveries.py in the
+same transaction; workers then claim chunks of them, so any number of worker processes share
+an issue and no row goes to two of them. State changes (pause, resume, cancel, new work) are
+announced on `mailer_issues`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from uuid import UUID
 import asyncpg
 
 from mailer.adapters.database import transaction, unavailable_is_temporary
+from mailer.adapters.deliveries import cancel_waiting, materialize
+from mailer.adapters.jobs import register
 from mailer.core.progress import RATE_WINDOW, Estimate, LedgerFacts, estimate
 
 ISSUES_CHANNEL = "mailer_issues"
@@ -121,15 +125,6 @@ SELECT i.id, i.state, l.slug, i.payload -> 'subject' AS subject, i.created_at, i
 """
 
 
-_MATERIALIZE = """
-INSERT INTO deliveries (job_id, recipient_key, subscriber_id)
-SELECT $1, s.address_key, s.id
-  FROM subscriptions sub JOIN subscribers s ON s.id = sub.subscriber_id
- WHERE sub.list_id = $2 AND sub.status = 'subscribed'
-ON CONFLICT (job_id, recipient_key) DO NOTHING
-"""
-
-
 class Issues:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -144,16 +139,9 @@ class Issues:
     ) -> Accepted:
         """Store a new issue, scheduled for `send_at` (or now)."""
         async with transaction(self._pool, "accept issue") as conn:
-            inserted = await conn.fetchval(
-                "INSERT INTO jobs (id, kind, digest) VALUES ($1, 'newsletter', $2)"
-                " ON CONFLICT (id) DO NOTHING RETURNING true",
-                issue_id,
-                digest,
-            )
-            if not inserted:
-                row = await conn.fetchrow("SELECT kind, digest FROM jobs WHERE id = $1", issue_id)
-                same = row is not None and row["kind"] == "newsletter" and row["digest"] == digest
-                return "duplicate" if same else "conflict"
+            seen = await register(conn, issue_id, "newsletter", digest)
+            if seen != "new":
+                return "duplicate" if seen == "done" else "conflict"
             await conn.execute(
                 "INSERT INTO issues (id, list_id, payload, state, send_at)"
                 " VALUES ($1, $2, $3::jsonb, 'scheduled', coalesce($4, now()))",
@@ -177,8 +165,7 @@ class Issues:
                 )
                 if due is None:
                     return started
-                result: str = await conn.execute(_MATERIALIZE, due["id"], due["list_id"])
-                total = int(result.rsplit(" ", 1)[1])
+                total = await materialize(conn, due["id"], due["list_id"])
                 await conn.execute(
                     "UPDATE issues SET state = CASE WHEN $2 = 0 THEN 'done' ELSE 'sending' END,"
                     " total = $2, started_at = now(),"
@@ -236,11 +223,7 @@ class Issues:
                 target = "scheduled"  # paused before it started: wait for send_at again
             await conn.execute("UPDATE issues SET state = $2 WHERE id = $1", issue_id, target)
             if target == "cancelled":
-                await conn.execute(
-                    "UPDATE deliveries SET status = 'cancelled', detail = 'issue cancelled',"
-                    " updated_at = now() WHERE job_id = $1 AND status IN ('pending', 'retrying')",
-                    issue_id,
-                )
+                await cancel_waiting(conn, issue_id)
                 await conn.execute("UPDATE issues SET finished_at = now() WHERE id = $1", issue_id)
                 # Its final counts, unless messages in flight are still to be recorded.
                 await conn.execute("SELECT issues_done($1)", [issue_id])

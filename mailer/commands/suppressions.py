@@ -11,7 +11,7 @@ import argparse
 import sys
 from typing import TextIO
 
-from mailer.adapters.bounces import Suppression, Suppressions
+from mailer.adapters.suppressions import Suppression, Suppressions
 from mailer.core.addresses import InvalidAddress, address_key, address_ref, normalize_address
 from mailer.core.times import WIDTH, when
 from mailer.errors import MailerError
