@@ -250,11 +250,12 @@ async def _unsubscribe(args: argparse.Namespace, settings: Settings) -> int:
 
 async def _issue(args: argparse.Namespace, settings: Settings) -> int:
     async def run(pool: asyncpg.Pool) -> int:
-        issues = Issues(pool)
+        locales = {slug: lst.default_locale for slug, lst in settings.lists.items()}
+        issues = Issues(pool, default_locales=locales)
         if args.issue_command == "list":
-            found = await issues.newest(limit=args.limit, state=args.state)
-            locales = {slug: lst.default_locale for slug, lst in settings.lists.items()}
-            for line in issue_rows(found, locales, as_json=args.json):
+            states = None if args.state is None else [args.state]
+            found = await issues.newest(limit=args.limit, states=states)
+            for line in issue_rows(found, as_json=args.json):
                 print(line)
             return 0
         if args.issue_command == "status":

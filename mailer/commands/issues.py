@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Mapping
 from typing import Literal, TextIO
 from uuid import UUID
 
@@ -74,19 +73,9 @@ async def watch(
     return progress
 
 
-def subject_of(summary: IssueSummary, default_locale: str | None) -> str:
-    subject = summary.subject
-    if isinstance(subject, str):
-        return subject
-    if default_locale in subject:
-        return subject[default_locale]
-    return next(iter(subject.values()), "")
-
-
-def issue_rows(
-    summaries: list[IssueSummary], default_locales: Mapping[str, str], *, as_json: bool
-) -> list[str]:
-    """`mailer issue list`: newest first, one line each."""
+def issue_rows(summaries: list[IssueSummary], *, as_json: bool) -> list[str]:
+    """`mailer issue list`: newest first, one line each; the subject in the list's default
+    locale, in JSON as the job gave it."""
     if as_json:
         return [
             json.dumps(
@@ -94,7 +83,7 @@ def issue_rows(
                     "id": str(s.id),
                     "state": s.state,
                     "list": s.list_slug,
-                    "subject": s.subject,
+                    "subject": s.subjects,
                     "created_at": s.created_at.isoformat(),
                     "started_at": s.started_at.isoformat() if s.started_at else None,
                     "finished_at": s.finished_at.isoformat() if s.finished_at else None,
@@ -117,7 +106,7 @@ def issue_rows(
     for s in summaries:
         numbers = {**dict(core.counted(s.counts)), "left": core.left(s.counts)}
         total = "-" if s.total is None else str(s.total)
-        subject = one_line(subject_of(s, default_locales.get(s.list_slug)), 60)
+        subject = one_line(s.subject, 60)
         lines.append(
             f"{s.id!s:36}  {s.state:9}  {one_line(s.list_slug, 16):16}  "
             f"{when(s.created_at):{WIDTH}}  {when(s.started_at):{WIDTH}}  "

@@ -3,7 +3,7 @@
 
 -- Issues among p_ids that are sending and have nothing left to send become done. Those done,
 -- and those cancelled whose last messages in flight have now settled, keep their final
--- counts: their rows change no more. Called by record_deliveries
+-- counts and their last send: their rows change no more. Called by record_deliveries
 -- (mailer/adapters/sql/deliveries.sql) for the issues whose outcomes it recorded. (The count
 -- is a subquery, not a function of its own: a SQL function's generic plan for
 -- "job_id = $1" may scan the whole table.)
@@ -17,17 +17,23 @@ LANGUAGE sql AS $$
                        AND d.status IN ('pending', 'sending', 'retrying'))
        FOR UPDATE;
     UPDATE issues i
-       SET final_counts = (SELECT coalesce(jsonb_object_agg(c.status, c.n), '{}')
-                           FROM (SELECT d.status, count(*) AS n FROM deliveries d
-                                  WHERE d.job_id = i.id GROUP BY d.status) c)
+       SET (final_counts, last_sent_at) =
+           (SELECT coalesce(jsonb_object_agg(c.status, c.n), '{}'), max(c.last_sent)
+              FROM (SELECT d.status, count(*) AS n,
+                           max(d.updated_at) FILTER (WHERE d.status IN ('sent', 'captured'))
+                               AS last_sent
+                      FROM deliveries d WHERE d.job_id = i.id GROUP BY d.status) c)
      WHERE i.id = ANY (p_ids) AND i.state = 'cancelled' AND i.final_counts IS NULL
        AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_id = i.id
                        AND d.status IN ('pending', 'sending', 'retrying'));
     UPDATE issues i
        SET state = 'done', finished_at = now(),
-           final_counts = (SELECT coalesce(jsonb_object_agg(c.status, c.n), '{}')
-                           FROM (SELECT d.status, count(*) AS n FROM deliveries d
-                                  WHERE d.job_id = i.id GROUP BY d.status) c)
+           (final_counts, last_sent_at) =
+           (SELECT coalesce(jsonb_object_agg(c.status, c.n), '{}'), max(c.last_sent)
+              FROM (SELECT d.status, count(*) AS n,
+                           max(d.updated_at) FILTER (WHERE d.status IN ('sent', 'captured'))
+                               AS last_sent
+                      FROM deliveries d WHERE d.job_id = i.id GROUP BY d.status) c)
      WHERE i.id = ANY (p_ids) AND i.state = 'sending'
        AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_id = i.id
                        AND d.status IN ('pending', 'sending', 'retrying'))

@@ -37,7 +37,9 @@ def build_console(
         settings=settings.admin,
         operators=Operators(pool),
         views=LedgerViews(pool),
-        issues=Issues(pool),
+        issues=Issues(
+            pool, default_locales={slug: one.default_locale for slug, one in settings.lists.items()}
+        ),
         suppressions=Suppressions(pool),
         bounces=BounceReports(pool),
         broker=broker,
