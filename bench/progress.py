@@ -3,16 +3,17 @@ metrics sampler (every 10 s, per process serving /metrics) do it.
 
     .venv/bin/python -m bench.progress [RECIPIENTS ...]
 
-Makes a scratch database, and in it two issues per size given (default 10,000 and 100,000
+Makes a scratch database, and in it three issues per size given (default 10,000 and 100,000
 recipients): one sending (60% sent over the last hour, the rest pending), one alike whose
-last send was two hours ago (stalled), and one done (its final counts stored by
-`issues_done`, as when its last outcome is recorded). Then times `Issues.progress` of the one
-sending (one pass over its ledger rows) and of the one done (its stored counts),
-`LedgerViews.facts` (the console's rate and newest send) of the sending and the stalled one,
-`Issues.newest` (the
-`issue list` page of 20: active issues counted live, finished ones read from their row),
-the finished issues listed with their counts stored and, side by side, counted live as
-before migration 0007, and `Workers.list`.
+last send was two hours ago (stalled), and one done as long ago (its final counts and newest
+send stored by `issues_done`, as when its last outcome is recorded). Then times
+`Issues.progress` (what `issue status` and the console's issue page read) of the one sending
+(its count and rate facts) and of the one done (its row alone), `Issues.facts` (the rate and
+newest send) of the sending and the stalled one, the done one's newest send read from its
+rows as the console did before migration 0014 (once a day per issue), `Issues.newest` (the
+`issue list` page of 20: active issues counted live, finished ones read from their row), the
+finished issues listed with their counts stored and, side by side, counted live as before
+migration 0007, and `Workers.list`.
 
 Then, at the middle size, whether an index on deliveries (job_id, status) is worth having:
 the live count of an issue sending without and with it, and the cost of the writes every
@@ -35,9 +36,9 @@ import asyncpg
 
 from bench.table import print_table
 from mailer.adapters import database
-from mailer.adapters.issues import _LIST, Issues
-from mailer.adapters.ledger_views import LedgerViews
+from mailer.adapters.issues import _FACTS, _NEWEST, Issues
 from mailer.adapters.workers import Workers
+from mailer.core.progress import RATE_WINDOW
 
 ADMIN = os.environ.get("MAILER_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 NAME = f"mailer_bench_progress_{os.getpid()}"
@@ -90,13 +91,13 @@ async def make_issue(
 
 async def finished_listing(pool: asyncpg.Pool, issues: Issues) -> tuple[float, float]:
     """Listing the issues done: with their stored counts, then counted live (as before)."""
-    stored = await timed(lambda: issues.newest(limit=20, state="done"))
+    stored = await timed(lambda: issues.newest(limit=20, states=["done"]))
     async with pool.acquire() as conn:
         unstored = conn.transaction()
         await unstored.start()
         try:
             await conn.execute("UPDATE issues SET final_counts = NULL WHERE state = 'done'")
-            live = await timed(lambda: conn.fetch(_LIST, 20, "done"), rounds=5)
+            live = await timed(lambda: conn.fetch(_NEWEST, 20, ["done"]), rounds=5)
         finally:
             await unstored.rollback()  # the stored counts back
     return stored, live
@@ -147,18 +148,19 @@ async def main(sizes: list[int]) -> None:
     pool = await asyncpg.create_pool(f"{base}/{NAME}", min_size=1, max_size=2)
     rows = []
     try:
-        issues, workers, views = Issues(pool), Workers(pool), LedgerViews(pool)
+        issues, workers = Issues(pool), Workers(pool)
         for size in sizes:
             stalled_id = await make_issue(pool, size, done=False, quiet_for=timedelta(hours=2))
             issue_id = await make_issue(pool, size, done=False)
-            done_id = await make_issue(pool, size, done=True)
+            done_id = await make_issue(pool, size, done=True, quiet_for=timedelta(hours=2))
             progress = await timed(partial(issues.progress, issue_id))
             progress_done = await timed(partial(issues.progress, done_id))
             facts = []
             for shown in (issue_id, stalled_id):
-                summary = await views.issue(shown)
+                summary = await issues.summary(shown)
                 assert summary is not None
-                facts.append(await timed(partial(views.facts, summary)))
+                facts.append(await timed(partial(issues.facts, summary)))
+            done_rows = await timed(partial(pool.fetchrow, _FACTS, done_id, RATE_WINDOW, False))
             newest = await timed(lambda: issues.newest(limit=20))
             stored, live = await finished_listing(pool, issues)
             listed = await timed(workers.list)
@@ -169,6 +171,7 @@ async def main(sizes: list[int]) -> None:
                     f"{progress_done * 1000:.2f}",
                     f"{facts[0] * 1000:.2f}",
                     f"{facts[1] * 1000:.2f}",
+                    f"{done_rows * 1000:.2f}",
                     f"{newest * 1000:.1f}",
                     f"{live * 1000:.1f}",
                     f"{stored * 1000:.2f}",
@@ -190,8 +193,9 @@ async def main(sizes: list[int]) -> None:
             "recipients of each issue",
             "Issues.progress, sending",
             "Issues.progress, done",
-            "console facts, sending",
-            "console facts, stalled 2 h",
+            "Issues.facts, sending",
+            "Issues.facts, stalled 2 h",
+            "done: newest send from its rows (before 0014)",
             "Issues.newest(20)",
             "done listed, counted live",
             "done listed, stored",

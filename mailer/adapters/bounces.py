@@ -1,24 +1,28 @@
-"""Bounce reports and suppressions in PostgreSQL: the raw report stored before the receiver
-answers 250, its classification applied once, in one transaction, and what operators read.
+"""Bounce reports in PostgreSQL: the raw report stored before the receiver answers 250, its
+classification applied once, in one transaction, and what operators read. The one writer of
+the `bounce_reports` table.
 
 A report is classified under a row lock and marked classified in the same transaction as
 everything it changes, so a report classified twice (two workers, a crash and a retry)
-changes nothing the second time. The delivery row itself is written by
-`deliveries.record_bounce`, its one owner.
+changes nothing the second time. What it changes is written by each table's owner, in that
+transaction: the delivery by mailer/adapters/deliveries.py, the suppression list by
+mailer/adapters/suppressions.py, a complainer's subscriptions by
+mailer/adapters/subscribers.py (its one unsubscribe).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime
 
 import asyncpg
 
+from mailer.adapters import suppressions
 from mailer.adapters.database import transaction, unavailable_is_temporary
 from mailer.adapters.deliveries import record_bounce
-from mailer.adapters.subscribers import OPTOUT_CHANNEL
+from mailer.adapters.subscribers import unsubscribe
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,16 +64,6 @@ class StoredReport:
     raw: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
-class Suppression:
-    address_key: bytes
-    reason: str
-    detail: str | None
-    created_at: datetime
-    expires_at: datetime | None
-    report_id: int | None
-
-
 _REPORT_COLUMNS = (
     "id, received_at, peer, delivery_id, size, kind, reason, status, diagnostic, domain,"
     " outcome, classified_at, evidence"
@@ -83,23 +77,13 @@ def _report(row: asyncpg.Record, *, with_raw: bool = False) -> StoredReport:
     )
 
 
-def _suppression(row: asyncpg.Record) -> Suppression:
-    return Suppression(
-        row["address_key"],
-        row["reason"],
-        row["detail"],
-        row["created_at"],
-        row["expires_at"],
-        row["report_id"],
-    )
-
-
 class Classification:
     """One report being classified: the writes it makes, in its transaction."""
 
     def __init__(self, conn: asyncpg.Connection, pending: PendingReport) -> None:
         self._conn = conn
         self.pending = pending
+        self.unsubscribed = 0  # subscriptions a complaint ended, counted once committed
 
     async def bounce(
         self, kind: str, status: str | None, diagnostic: str | None, reason: str
@@ -120,53 +104,31 @@ class Classification:
         )
         return now or "gone"
 
+    def _recipient(self) -> bytes:
+        key = self.pending.recipient_key
+        assert key is not None  # only a report about a delivery of ours changes anything
+        return key
+
     async def suppress_hard(self, reason: str) -> None:
         """For everything, at once; it outranks a soft bounce's suppression."""
-        await self._conn.execute(
-            "INSERT INTO suppressions (address_key, reason, detail, report_id)"
-            " VALUES ($1, 'hard_bounce', $2, $3)"
-            " ON CONFLICT (address_key) DO UPDATE"
-            "   SET reason = 'hard_bounce', detail = excluded.detail, expires_at = NULL,"
-            "       report_id = excluded.report_id, created_at = now()"
-            " WHERE suppressions.reason = 'soft_bounce'",
-            self.pending.recipient_key,
-            reason[:1000],
-            self.pending.id,
-        )
+        await suppressions.suppress_hard(self._conn, self._recipient(), reason, self.pending.id)
 
     async def soft_point(self, day: date, *, keep_days: int) -> list[date]:
         """The day's point (one a day however many bounces); returns the address's bounce
         days within the last `keep_days`."""
-        await self._conn.execute(
-            "INSERT INTO soft_bounce_days (address_key, day) VALUES ($1, $2)"
-            " ON CONFLICT DO NOTHING",
-            self.pending.recipient_key,
-            day,
+        return await suppressions.soft_point(
+            self._conn, self._recipient(), day, keep_days=keep_days
         )
-        rows = await self._conn.fetch(
-            "SELECT day FROM soft_bounce_days WHERE address_key = $1 AND day > $2 ORDER BY day",
-            self.pending.recipient_key,
-            day - timedelta(days=keep_days),
-        )
-        return [row["day"] for row in rows]
 
     async def suppress_soft(self, until: date, reason: str) -> None:
         """Newsletters only, until `until`; never downgrades another suppression."""
-        await self._conn.execute(
-            "INSERT INTO suppressions (address_key, reason, detail, report_id, expires_at)"
-            " VALUES ($1, 'soft_bounce', $2, $3, $4)"
-            " ON CONFLICT (address_key) DO UPDATE"
-            "   SET detail = excluded.detail, report_id = excluded.report_id,"
-            "       expires_at = greatest(suppressions.expires_at, excluded.expires_at)"
-            " WHERE suppressions.reason = 'soft_bounce'",
-            self.pending.recipient_key,
-            reason[:1000],
-            self.pending.id,
-            datetime.combine(until, time(), tzinfo=UTC),
+        await suppressions.suppress_soft(
+            self._conn, self._recipient(), until, reason, self.pending.id
         )
 
     async def unsubscribe_everywhere(self) -> int:
-        """A complaint: the person leaves every list at once. Returns the lists left."""
+        """A complaint: the person leaves every list at once, as any unsubscribe does.
+        Returns the lists left."""
         subscriber_id: int | None = self.pending.subscriber_id
         if subscriber_id is None:
             subscriber_id = await self._conn.fetchval(
@@ -174,13 +136,9 @@ class Classification:
             )
         if subscriber_id is None:
             return 0
-        result: str = await self._conn.execute(
-            "UPDATE subscriptions SET status = 'unsubscribed', source = 'complaint',"
-            " changed_at = now() WHERE subscriber_id = $1 AND status <> 'unsubscribed'",
-            subscriber_id,
-        )
-        await self._conn.execute("SELECT pg_notify($1, $2)", OPTOUT_CHANNEL, f"{subscriber_id}:*")
-        return int(result.rsplit(" ", 1)[1])
+        before = await unsubscribe(self._conn, subscriber_id, "complaint")
+        self.unsubscribed = sum(1 for status in before.values() if status != "unsubscribed")
+        return self.unsubscribed
 
     async def done(
         self,
@@ -339,14 +297,8 @@ class BounceReports:
                 " WHERE raw IS NOT NULL AND received_at < now() - make_interval(days => $1)",
                 retention_days,
             )
-            lifted: str = await conn.execute(
-                "DELETE FROM suppressions WHERE expires_at IS NOT NULL AND expires_at <= now()"
-            )
-            await conn.execute(
-                "DELETE FROM soft_bounce_days WHERE day < current_date - $1::integer",
-                keep_soft_days,
-            )
-        return int(emptied.rsplit(" ", 1)[1]), int(lifted.rsplit(" ", 1)[1])
+            lifted = await suppressions.lift_lapsed(conn, keep_soft_days=keep_soft_days)
+        return int(emptied.rsplit(" ", 1)[1]), lifted
 
     # ------------------------------------------------------------ what operators read
 
@@ -398,80 +350,3 @@ class BounceReports:
                 limit,
             )
         return [(row["id"], row["total"], row["bounced"], row["complaints"]) for row in rows]
-
-
-# What an operator may add by hand: every reason the schema allows but an erasure, which
-# only a person's erasure request makes, together with forgetting them (and never lifted).
-OPERATOR_REASONS = ("manual", "hard_bounce", "complaint", "soft_bounce")
-
-
-class Suppressions:
-    """The suppression list, as operators see and change it."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
-    async def active(self, *, reason: str | None = None, limit: int = 100) -> list[Suppression]:
-        async with unavailable_is_temporary("list suppressions"):
-            rows = await self._pool.fetch(
-                "SELECT * FROM suppressions WHERE ($1::text IS NULL OR reason = $1)"
-                "   AND (expires_at IS NULL OR expires_at > now())"
-                " ORDER BY created_at DESC LIMIT $2",
-                reason,
-                limit,
-            )
-        return [_suppression(row) for row in rows]
-
-    async def show(self, address_key: bytes) -> Suppression | None:
-        async with unavailable_is_temporary("show suppression"):
-            row = await self._pool.fetchrow(
-                "SELECT * FROM suppressions WHERE address_key = $1", address_key
-            )
-        return _suppression(row) if row is not None else None
-
-    async def find(self, prefix: bytes) -> Sequence[Suppression]:
-        """By the first bytes of the keyed hash, as logs and lists show it (`#1a2b3c4d`)."""
-        async with unavailable_is_temporary("find suppression"):
-            rows = await self._pool.fetch(
-                "SELECT * FROM suppressions WHERE substring(address_key FROM 1 FOR $2) = $1"
-                " LIMIT 2",
-                prefix,
-                len(prefix),
-            )
-        return [_suppression(row) for row in rows]
-
-    async def lift(self, address_key: bytes) -> str | None:
-        """Remove a bounce, complaint or operator suppression and the address's bounce days;
-        an erasure stays (the person asked never to be mailed). The reason lifted, or None."""
-        async with transaction(self._pool, "lift suppression") as conn:
-            reason: str | None = await conn.fetchval(
-                "DELETE FROM suppressions WHERE address_key = $1 AND reason <> 'erased'"
-                " RETURNING reason",
-                address_key,
-            )
-            await conn.execute("DELETE FROM soft_bounce_days WHERE address_key = $1", address_key)
-        return reason
-
-    async def add(
-        self,
-        address_key: bytes,
-        detail: str,
-        *,
-        reason: str = "manual",
-        expires_at: datetime | None = None,
-    ) -> bool:
-        """An operator's suppression (for everything; a soft bounce's for newsletters, until
-        it expires); False when one is there already."""
-        if reason not in OPERATOR_REASONS:
-            raise ValueError(f"reason: one of {', '.join(OPERATOR_REASONS)}")
-        async with unavailable_is_temporary("add suppression"):
-            added: int | None = await self._pool.fetchval(
-                "INSERT INTO suppressions (address_key, reason, detail, expires_at)"
-                " VALUES ($1, $2, $3, $4)"
-                " ON CONFLICT (address_key) DO NOTHING RETURNING 1",
-                address_key,
-                reason,
-                detail[:1000],
-                expires_at,
-            )
-        return added is not None

@@ -1,8 +1,11 @@
-"""The one writer of the `deliveries` table: the writes of mailer/core/deliveries.py as rows.
+"""The one writer of the `deliveries` table: the writes of mailer/core/deliveries.py as rows,
+with the SQL functions of `sql/deliveries.sql`.
 
-Every method is one round trip to the SQL functions of `sql/deliveries.sql`. A delivery
-being sent is claimed by one worker for a lease that the worker keeps renewing; a stopped
-worker's claims lapse and another worker takes them over.
+Every method is one round trip. A delivery being sent is claimed by one worker for a lease
+that the worker keeps renewing; a stopped worker's claims lapse and another worker takes
+them over. What other owners change together with deliveries (an issue started or
+cancelled, an unsubscribe, a bounce) they change through the functions at the end, in
+their own transaction.
 
 Only the claims in hand (`held`) are renewed: a claim that committed but whose reply never
 arrived (the session cut at that moment) is unknown to the worker, so it lapses and is taken
@@ -253,6 +256,52 @@ class Deliveries:
         return _count(result)
 
 
+_MATERIALIZE = """
+INSERT INTO deliveries (job_id, recipient_key, subscriber_id)
+SELECT $1, s.address_key, s.id
+  FROM subscriptions sub JOIN subscribers s ON s.id = sub.subscriber_id
+ WHERE sub.list_id = $2 AND sub.status = 'subscribed'
+ON CONFLICT (job_id, recipient_key) DO NOTHING
+"""
+
+
+async def materialize(conn: asyncpg.Connection, issue_id: UUID, list_id: int) -> int:
+    """An issue starting: one delivery for each person subscribed to its list now, in one
+    statement, in the caller's transaction. Returns how many."""
+    return _count(await conn.execute(_MATERIALIZE, issue_id, list_id))
+
+
+async def cancel_waiting(conn: asyncpg.Connection, issue_id: UUID) -> int:
+    """An issue cancelled: its deliveries not yet attempted, or waiting for a retry, are
+    cancelled, in the caller's transaction (those being sent are cancelled as they are
+    handed back or recorded). Returns how many."""
+    return _count(
+        await conn.execute(
+            "UPDATE deliveries SET status = 'cancelled', detail = 'issue cancelled',"
+            " updated_at = now() WHERE job_id = $1 AND status IN ('pending', 'retrying')",
+            issue_id,
+        )
+    )
+
+
+async def suppress_waiting(
+    conn: asyncpg.Connection, subscriber_id: int, list_ids: Sequence[int]
+) -> int:
+    """Someone unsubscribed from these lists: their deliveries of the lists' issues that
+    wait to be sent are suppressed, in the caller's transaction. Returns how many."""
+    return _count(
+        await conn.execute(
+            "UPDATE deliveries d SET status = 'suppressed', detail = 'unsubscribed',"
+            "   updated_at = now()"
+            " FROM issues i"
+            " WHERE d.subscriber_id = $1 AND d.status IN ('pending', 'retrying')"
+            "   AND i.id = d.job_id AND i.list_id = ANY($2::smallint[])",
+            subscriber_id,
+            list(list_ids),
+        )
+    )
+
+
 async def record_bounce(
     conn: asyncpg.Connection,
     delivery_id: int,
@@ -263,37 +312,15 @@ async def record_bounce(
     reason: str,
 ) -> bool:
     """A delivery that went out bounced later, as a bounce report says; written in the
-    caller's transaction (the report's classification). Only a delivery that went out (sent
-    or captured) becomes bounced: one already bounced keeps its first report, so a report
-    applied twice changes nothing the second time. False when nothing was written.
-
-    A finished issue's stored counts move the delivery from sent (or captured) to bounced.
-    Its issue row is locked first, as issues_done locks it before it counts: so either the
-    count sees this bounce or this bounce sees the stored counts."""
-    await conn.execute(
-        "SELECT 1 FROM issues WHERE id = (SELECT job_id FROM deliveries WHERE id = $1) FOR UPDATE",
-        delivery_id,
-    )
-    row = await conn.fetchrow(
-        "WITH before AS (SELECT id, job_id, status FROM deliveries"
-        "                 WHERE id = $1 AND status IN ('sent', 'captured') FOR UPDATE)"
-        " UPDATE deliveries d SET status = 'bounced', bounce_kind = $2, bounce_status = $3,"
-        " bounce_diagnostic = $4, detail = $5, updated_at = now()"
-        " FROM before WHERE d.id = before.id RETURNING before.job_id, before.status",
+    caller's transaction (the report's classification) by `bounce_delivery` (see
+    sql/deliveries.sql), which moves a finished issue's stored counts with it. False when
+    nothing was written: the delivery had bounced already, or never went out."""
+    written: bool = await conn.fetchval(
+        "SELECT bounce_delivery($1, $2, $3, $4, $5)",
         delivery_id,
         kind,
         status,
         diagnostic,
         reason[:1000],
     )
-    if row is None:
-        return False
-    await conn.execute(
-        "UPDATE issues SET final_counts = final_counts"
-        " || jsonb_build_object($2::text, (final_counts ->> $2)::bigint - 1,"
-        "                       'bounced', coalesce((final_counts ->> 'bounced')::bigint, 0) + 1)"
-        " WHERE id = $1 AND final_counts IS NOT NULL AND (final_counts ->> $2)::bigint > 0",
-        row["job_id"],
-        row["status"],
-    )
-    return True
+    return written

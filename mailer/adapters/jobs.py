@@ -1,7 +1,9 @@
-"""Jobs seen before: the idempotency key of every job, with the digest of its payload.
+"""Jobs seen before: the idempotency key of every job, with the digest of its payload. The
+one writer of the `jobs` table, with the SQL function of `sql/jobs.sql`.
 
 The same id published twice is handled once; the same id with another payload is a conflict.
-Receipts and issues register their ids as they claim; subscription changes use this.
+Receipts register their ids as they claim (`claim_receipt` calls `register_job`), issues as
+they are accepted (`register`); subscription changes use `Jobs`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,16 @@ import asyncpg
 from mailer.adapters.database import unavailable_is_temporary
 
 Seen = Literal["new", "done", "conflict"]
+
+
+async def register(conn: asyncpg.Connection, job_id: UUID, kind: str, digest: bytes) -> Seen:
+    """Register a job in the caller's transaction: "new", or, for an id registered before,
+    whether it was the same job ("done") or another ("conflict")."""
+    if await conn.fetchval("SELECT register_job($1, $2, $3)", job_id, kind, digest):
+        return "new"
+    row = await conn.fetchrow("SELECT kind, digest FROM jobs WHERE id = $1", job_id)
+    same = row is not None and (row["kind"], row["digest"]) == (kind, digest)
+    return "done" if same else "conflict"
 
 
 class Jobs:
@@ -30,10 +42,4 @@ class Jobs:
 
     async def mark_done(self, job_id: UUID, kind: str, digest: bytes) -> None:
         async with unavailable_is_temporary("mark job"):
-            await self._pool.execute(
-                "INSERT INTO jobs (id, kind, digest) VALUES ($1, $2, $3)"
-                " ON CONFLICT (id) DO NOTHING",
-                job_id,
-                kind,
-                digest,
-            )
+            await self._pool.execute("SELECT register_job($1, $2, $3)", job_id, kind, digest)

@@ -1,47 +1,23 @@
 """What the operators' console reads from the ledger: read-only queries, each answer with the
-database's own time of measurement.
-
-An issue's rate, ETA and stall are estimated by mailer/core/progress.py, as for
-`mailer issue status`; `facts` reads what that estimate needs.
+database's own time of measurement. Issues themselves, with their counts and what their rate
+and ETA are estimated from, are read as everywhere else, from mailer/adapters/issues.py.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, get_args
+from typing import get_args
 from uuid import UUID
 
 import asyncpg
 
 from mailer.adapters.database import unavailable_is_temporary
-from mailer.core.deliveries import OUTCOMES, UNFINISHED, DeliveryStatus
-from mailer.core.issues import IssueState
+from mailer.core.deliveries import OUTCOMES, DeliveryStatus
 from mailer.core.jobs import Transactional
-from mailer.core.progress import RATE_WINDOW, LedgerFacts
 
 RECORDED = (*OUTCOMES, DeliveryStatus.RETRYING)  # what an attempt records: the chart counts these
 TRANSACTIONAL: tuple[Transactional, ...] = get_args(Transactional)  # sent one at a time
-_FACTS = """
-WITH window_sent AS (
-    SELECT count(*) AS n, max(updated_at) AS last FROM deliveries
-     WHERE job_id = $1 AND status IN ('sent', 'captured')
-       AND updated_at > now() - make_interval(secs => $2)
-)
-SELECT now() AS at, w.n AS sent,
-       -- none in the window (stalled): one pass over this issue's rows. OFFSET 0 keeps max()
-       -- from becoming a walk down the updated_at index, which would read every newer row
-       -- of every other job first (115 ms for a 100,000 issue quiet for 2 h).
-       coalesce(w.last, (SELECT max(s.updated_at) FROM (SELECT updated_at FROM deliveries
-                          WHERE job_id = $1 AND status IN ('sent', 'captured') OFFSET 0) s))
-           AS last_sent,
-       CASE WHEN $3 THEN (SELECT min(not_before) FROM deliveries
-                           WHERE job_id = $1 AND status = 'retrying') END AS next_retry,
-       (SELECT count(*) FROM workers WHERE stopped_at IS NULL
-           AND heartbeat_at >= now() - gone_after)::int AS alive
-  FROM window_sent w
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,32 +26,6 @@ class MinuteCount:
     kind: str
     status: str
     count: int
-
-
-@dataclass(frozen=True, slots=True)
-class IssueSummary:
-    id: UUID
-    list_slug: str
-    state: IssueState
-    subject: str
-    total: int | None
-    created_at: datetime
-    send_at: datetime  # when it starts, or started, sending
-    started_at: datetime | None
-    finished_at: datetime | None
-    counts: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def done(self) -> int:
-        return sum(n for status, n in self.counts.items() if status not in UNFINISHED)
-
-    @property
-    def size(self) -> int:
-        return self.total if self.total is not None else sum(self.counts.values())
-
-    @property
-    def remaining(self) -> int:
-        return sum(self.counts.get(status, 0) for status in UNFINISHED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,15 +91,6 @@ class DeliveryRow:
     detail: str | None
 
 
-def _subject(payload: Any) -> str:
-    if isinstance(payload, str):
-        payload = json.loads(payload)
-    subject = payload.get("subject") if isinstance(payload, dict) else None
-    if isinstance(subject, dict):
-        subject = next((v for v in subject.values() if isinstance(v, str)), "")
-    return subject if isinstance(subject, str) else ""
-
-
 class LedgerViews:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -175,101 +116,6 @@ class LedgerViews:
                 since,
             )
         return [MinuteCount(r["minute"], r["kind"], r["status"], r["n"]) for r in rows]
-
-    async def issues(
-        self, *, active_only: bool = False, limit: int = 100, counted: bool = True
-    ) -> list[IssueSummary]:
-        """Newest first; `counted=False` leaves the counts out (see `counts`)."""
-        where = "WHERE i.state IN ('scheduled', 'sending', 'paused')" if active_only else ""
-        async with unavailable_is_temporary("issues"):
-            rows = await self._pool.fetch(
-                "SELECT i.id, l.slug, i.state, i.payload, i.total, i.created_at, i.send_at,"
-                " i.started_at, i.finished_at FROM issues i JOIN lists l ON l.id = i.list_id "
-                f"{where} ORDER BY i.created_at DESC LIMIT $1",
-                limit,
-            )
-            counts = await self.counts([r["id"] for r in rows]) if counted else {}
-        return [
-            IssueSummary(
-                id=r["id"],
-                list_slug=r["slug"],
-                state=r["state"],
-                subject=_subject(r["payload"]),
-                total=r["total"],
-                created_at=r["created_at"],
-                send_at=r["send_at"],
-                started_at=r["started_at"],
-                finished_at=r["finished_at"],
-                counts=counts.get(r["id"], {}),
-            )
-            for r in rows
-        ]
-
-    async def counts(self, job_ids: list[UUID]) -> dict[UUID, dict[str, int]]:
-        """Deliveries by status, per job: a scan of each job's rows."""
-        found: dict[UUID, dict[str, int]] = {}
-        if not job_ids:
-            return found
-        async with unavailable_is_temporary("counts"):
-            rows = await self._pool.fetch(
-                "SELECT job_id, status, count(*) AS n FROM deliveries WHERE job_id = ANY($1)"
-                " GROUP BY job_id, status",
-                job_ids,
-            )
-        for r in rows:
-            found.setdefault(r["job_id"], {})[r["status"]] = r["n"]
-        return found
-
-    async def issue(self, issue_id: UUID, *, counted: bool = True) -> IssueSummary | None:
-        async with unavailable_is_temporary("issue"):
-            r = await self._pool.fetchrow(
-                "SELECT i.id, l.slug, i.state, i.payload, i.total, i.created_at, i.send_at,"
-                " i.started_at, i.finished_at FROM issues i JOIN lists l ON l.id = i.list_id"
-                " WHERE i.id = $1",
-                issue_id,
-            )
-            if r is None:
-                return None
-            counts = await self.counts([issue_id]) if counted else {}
-        return IssueSummary(
-            id=r["id"],
-            list_slug=r["slug"],
-            state=r["state"],
-            subject=_subject(r["payload"]),
-            total=r["total"],
-            created_at=r["created_at"],
-            send_at=r["send_at"],
-            started_at=r["started_at"],
-            finished_at=r["finished_at"],
-            counts=counts.get(issue_id, {}),
-        )
-
-    async def facts(self, issue: IssueSummary) -> LedgerFacts:
-        """What an issue's rate and ETA are estimated from (mailer/core/progress.py), with
-        the counts already read: only the rate window's rows, through the index on
-        updated_at; the whole issue only when nothing was sent in the window, for the
-        newest send; the next retry only when nothing else is left to send."""
-        counts = issue.counts
-        only_retries = (
-            counts.get(DeliveryStatus.RETRYING, 0) > 0
-            and counts.get(DeliveryStatus.PENDING, 0) == 0
-            and counts.get(DeliveryStatus.SENDING, 0) == 0
-        )
-        async with unavailable_is_temporary("issue rate"):
-            r = await self._pool.fetchrow(_FACTS, issue.id, RATE_WINDOW, only_retries)
-        assert r is not None
-        return LedgerFacts(
-            state=issue.state,
-            total=issue.total,
-            counts=counts,
-            measured_at=r["at"],
-            started_at=issue.started_at,
-            finished_at=issue.finished_at,
-            sent_in_window=r["sent"],
-            last_sent_at=r["last_sent"],
-            next_retry_at=r["next_retry"],
-            workers_alive=r["alive"],
-        )
 
     async def domains(self, issue_id: UUID, limit: int = 50) -> list[DomainRow]:
         """Outcomes by recipient domain (largest first) and each domain's throttle."""

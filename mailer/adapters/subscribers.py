@@ -1,15 +1,16 @@
-"""Lists, subscribers and their per-list status, in PostgreSQL.
+"""Lists, subscribers and their per-list status: the one writer of the `lists`,
+`subscribers` and `subscriptions` tables.
 
 `subscribers.email` is the one place an address is held in clear. Erasing a person deletes
 that row (and with it their subscriptions) and leaves the keyed hash in `suppressions`.
-Changes made from a link (unsubscribe, undo, confirm) also take the person out of every
-issue still being sent to their list, and are announced on the `mailer_optout` channel so
-that workers drop any of their messages already in hand.
+There is one unsubscribe (`unsubscribe`), whatever asked for it: it also takes the person
+out of every issue of the list still being sent, and is announced on the `mailer_optout`
+channel so that workers drop any of their messages already in hand.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,14 +18,17 @@ from typing import Literal, get_args
 
 import asyncpg
 
+from mailer.adapters import suppressions
 from mailer.adapters.database import transaction, unavailable_is_temporary
+from mailer.adapters.deliveries import suppress_waiting
 from mailer.core.audience import ImportedPerson
 from mailer.core.consent import SubscriptionStatus
 from mailer.core.locales import Locale
 from mailer.metrics import Metrics
 
 OPTOUT_CHANNEL = "mailer_optout"
-Source = Literal["portal", "import", "confirmation", "page", "one-click"]
+# What made a subscription what it is.
+Source = Literal["portal", "import", "confirmation", "page", "one-click", "complaint", "operator"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +57,47 @@ class ImportCounts:
     duplicates: int = 0
 
 
+async def unsubscribe(
+    conn: asyncpg.Connection, subscriber_id: int, source: Source, *, list_id: int | None = None
+) -> dict[int, SubscriptionStatus]:
+    """The one unsubscribe, whatever asked for it (the portal, the page's button, a one-click
+    POST, a complaint, an operator), in the caller's transaction: the person's subscription
+    to the list (to every list, without one) ends; their messages of those lists' issues
+    still waiting to go out are suppressed (by mailer/adapters/deliveries.py); and workers
+    are told to drop any such message they hold. It writes no suppression: leaving lists
+    stops newsletters, not receipts. Returns the status every subscription it found had
+    before, changed or not."""
+    rows = await conn.fetch(
+        "SELECT list_id, status FROM subscriptions"
+        " WHERE subscriber_id = $1 AND ($2::smallint IS NULL OR list_id = $2)"
+        " ORDER BY list_id FOR UPDATE",
+        subscriber_id,
+        list_id,
+    )
+    before: dict[int, SubscriptionStatus] = {row["list_id"]: row["status"] for row in rows}
+    left = [one for one, status in before.items() if status != "unsubscribed"]
+    if left:
+        await conn.execute(
+            "UPDATE subscriptions SET status = 'unsubscribed', source = $3, changed_at = now()"
+            " WHERE subscriber_id = $1 AND list_id = ANY($2::smallint[])",
+            subscriber_id,
+            left,
+            source,
+        )
+        await suppress_waiting(conn, subscriber_id, left)
+        lists = "*" if list_id is None else str(list_id)
+        await conn.execute("SELECT pg_notify($1, $2)", OPTOUT_CHANNEL, f"{subscriber_id}:{lists}")
+    return before
+
+
 class Subscribers:
     def __init__(self, pool: asyncpg.Pool, metrics: Metrics | None = None) -> None:
         self._pool = pool
         self._metrics = metrics
         if metrics is not None:
             for source in get_args(Source):  # every source shown from the start, at 0
-                metrics.unsubscribes.labels(source)
+                if source != "operator":  # a command's, in a process of its own
+                    metrics.unsubscribes.labels(source)
 
     async def list_ids(self, slugs: Iterable[str]) -> dict[str, int]:
         """The numeric id of every list (they go into tokens), made on first use."""
@@ -98,10 +136,7 @@ class Subscribers:
                 name,
                 locale,
             )
-            await conn.execute(
-                "DELETE FROM suppressions WHERE address_key = $1 AND reason = 'erased'",
-                address_key,
-            )
+            await suppressions.forget_erasure(conn, address_key)
             before: SubscriptionStatus | None = await conn.fetchval(
                 "SELECT status FROM subscriptions WHERE list_id = $1 AND subscriber_id = $2"
                 " FOR UPDATE",
@@ -122,15 +157,37 @@ class Subscribers:
             )
         return subscriber_id, before
 
-    async def unsubscribe_address(self, *, list_id: int, address_key: bytes) -> bool:
-        """The portal's unsubscribe; False when the address was not on the list."""
-        async with unavailable_is_temporary("unsubscribe"):
-            subscriber_id: int | None = await self._pool.fetchval(
+    async def unsubscribe(
+        self, subscriber_id: int, list_id: int, source: Source
+    ) -> SubscriptionStatus | None:
+        """Unsubscribe someone from one list (see `unsubscribe`); returns their status on it
+        before, None if they were never on it."""
+        async with transaction(self._pool, "unsubscribe") as conn:
+            before = await unsubscribe(conn, subscriber_id, source, list_id=list_id)
+        self._count_unsubscribes(before, source)
+        return before.get(list_id)
+
+    async def unsubscribe_address(
+        self, address_key: bytes, source: Source, *, list_id: int | None = None
+    ) -> dict[int, SubscriptionStatus]:
+        """Unsubscribe the person with this address from one list, or every list (see
+        `unsubscribe`): the portal's unsubscribe, and an operator's. Returns the status each
+        of their subscriptions had before; none when the address is nobody's."""
+        async with transaction(self._pool, "unsubscribe") as conn:
+            subscriber_id: int | None = await conn.fetchval(
                 "SELECT id FROM subscribers WHERE address_key = $1", address_key
             )
-        if subscriber_id is None:
-            return False
-        return await self.set_status(subscriber_id, list_id, "unsubscribed", "portal") is not None
+            if subscriber_id is None:
+                return {}
+            before = await unsubscribe(conn, subscriber_id, source, list_id=list_id)
+        self._count_unsubscribes(before, source)
+        return before
+
+    def _count_unsubscribes(self, before: Mapping[int, SubscriptionStatus], source: Source) -> None:
+        """The metric of subscriptions ended, after they were committed."""
+        ended = sum(1 for status in before.values() if status != "unsubscribed")
+        if ended and self._metrics is not None:
+            self._metrics.unsubscribes.labels(source).inc(ended)
 
     async def erase(self, address_key: bytes) -> bool:
         """Forget the person; keep the keyed hash so they are not mailed again unasked."""
@@ -138,55 +195,10 @@ class Subscribers:
             subscriber_id: int | None = await conn.fetchval(
                 "DELETE FROM subscribers WHERE address_key = $1 RETURNING id", address_key
             )
-            await conn.execute(
-                "INSERT INTO suppressions (address_key, reason) VALUES ($1, 'erased')"
-                " ON CONFLICT (address_key) DO NOTHING",
-                address_key,
-            )
+            await suppressions.keep_erased(conn, address_key)
             if subscriber_id is not None:
                 await conn.execute("SELECT pg_notify($1, $2)", OPTOUT_CHANNEL, f"{subscriber_id}:*")
         return subscriber_id is not None
-
-    async def set_status(
-        self, subscriber_id: int, list_id: int, status: SubscriptionStatus, source: Source
-    ) -> SubscriptionStatus | None:
-        """Change one subscription; returns the status before, None if there is none.
-
-        Leaving a list also takes the subscriber out of every issue of it still going out.
-        """
-        async with transaction(self._pool, "set status") as conn:
-            before: SubscriptionStatus | None = await conn.fetchval(
-                "SELECT status FROM subscriptions WHERE list_id = $1 AND subscriber_id = $2"
-                " FOR UPDATE",
-                list_id,
-                subscriber_id,
-            )
-            if before is None or before == status:
-                return before
-            await conn.execute(
-                "UPDATE subscriptions SET status = $3, source = $4, changed_at = now()"
-                " WHERE list_id = $1 AND subscriber_id = $2",
-                list_id,
-                subscriber_id,
-                status,
-                source,
-            )
-            if status == "unsubscribed":
-                await conn.execute(
-                    "UPDATE deliveries d SET status = 'suppressed', detail = 'unsubscribed',"
-                    "   updated_at = now()"
-                    " FROM issues i"
-                    " WHERE d.subscriber_id = $1 AND d.status IN ('pending', 'retrying')"
-                    "   AND i.id = d.job_id AND i.list_id = $2",
-                    subscriber_id,
-                    list_id,
-                )
-                await conn.execute(
-                    "SELECT pg_notify($1, $2)", OPTOUT_CHANNEL, f"{subscriber_id}:{list_id}"
-                )
-        if status == "unsubscribed" and self._metrics is not None:
-            self._metrics.unsubscribes.labels(source).inc()
-        return before
 
     async def standing(self, subscriber_id: int, list_id: int) -> Standing | None:
         async with unavailable_is_temporary("standing"):

@@ -7,7 +7,6 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Mapping
 from typing import TextIO
 from uuid import UUID
 
@@ -56,16 +55,22 @@ def add_parser(commands: Subcommands) -> None:
     previews.add_parser(actions)
 
 
-async def list_issues(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool) -> int:
-    found = await Issues(pool).newest(limit=args.limit, state=args.state)
+def _issues(settings: Settings, pool: asyncpg.Pool) -> Issues:
+    """The issues, each subject read in its list's default locale."""
     locales = {slug: one.default_locale for slug, one in settings.lists.items()}
-    for line in issue_rows(found, locales, as_json=args.json):
+    return Issues(pool, default_locales=locales)
+
+
+async def list_issues(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool) -> int:
+    states = None if args.state is None else [args.state]
+    found = await _issues(settings, pool).newest(limit=args.limit, states=states)
+    for line in issue_rows(found, as_json=args.json):
         print(line)
     return 0
 
 
 async def show_status(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool) -> int:
-    issues = Issues(pool)
+    issues = _issues(settings, pool)
     progress = await (
         watch(issues, args.issue_id) if args.watch else issues.progress(args.issue_id)
     )
@@ -79,7 +84,7 @@ async def change_state(args: argparse.Namespace, settings: Settings, pool: async
     action = issue_action(args.issue_command)
     assert action is not None  # the parser offers no other
     try:
-        print(await change(Issues(pool), args.issue_id, action))
+        print(await change(_issues(settings, pool), args.issue_id, action))
     except (LookupError, ValueError) as exc:
         raise MailerError(str(exc)) from None
     return 0
@@ -137,19 +142,9 @@ async def watch(
     return progress
 
 
-def subject_of(summary: IssueSummary, default_locale: str | None) -> str:
-    subject = summary.subject
-    if isinstance(subject, str):
-        return subject
-    if default_locale in subject:
-        return subject[default_locale]
-    return next(iter(subject.values()), "")
-
-
-def issue_rows(
-    summaries: list[IssueSummary], default_locales: Mapping[str, str], *, as_json: bool
-) -> list[str]:
-    """`mailer issue list`: newest first, one line each."""
+def issue_rows(summaries: list[IssueSummary], *, as_json: bool) -> list[str]:
+    """`mailer issue list`: newest first, one line each; the subject in the list's default
+    locale, in JSON as the job gave it."""
     if as_json:
         return [
             json.dumps(
@@ -157,7 +152,7 @@ def issue_rows(
                     "id": str(s.id),
                     "state": s.state,
                     "list": s.list_slug,
-                    "subject": s.subject,
+                    "subject": s.subjects,
                     "created_at": s.created_at.isoformat(),
                     "started_at": s.started_at.isoformat() if s.started_at else None,
                     "finished_at": s.finished_at.isoformat() if s.finished_at else None,
@@ -180,7 +175,7 @@ def issue_rows(
     for s in summaries:
         numbers = {**dict(core.counted(s.counts)), "left": core.left(s.counts)}
         total = "-" if s.total is None else str(s.total)
-        subject = one_line(subject_of(s, default_locales.get(s.list_slug)), 60)
+        subject = one_line(s.subject, 60)
         lines.append(
             f"{s.id!s:36}  {s.state:9}  {one_line(s.list_slug, 16):16}  "
             f"{when(s.created_at):{WIDTH}}  {when(s.started_at):{WIDTH}}  "

@@ -1,28 +1,32 @@
-"""`mailer subscribers show ADDRESS`: one person as mailer knows them, by the address typed.
+"""`mailer subscribers show|unsubscribe ADDRESS`: one person as mailer knows them, by the
+address typed, and their unsubscribe at an operator's hand.
 
 The address is hashed with the ledger key, as `mailer suppressions` does, and is never
 printed: the person is named by the reference the logs use (`#1a2b3c4d`). Shown: their status
 on each list and since when, their suppression, and the newest messages of any kind sent to
-them (receipts, confirmations, newsletters). No other address is ever shown.
+them (receipts, confirmations, newsletters). No other address is ever shown. Unsubscribing
+them is the one unsubscribe every other path makes (mailer/adapters/subscribers.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from datetime import datetime
 from typing import TextIO
 
 import asyncpg
 
-from mailer.adapters.bounces import Suppression, Suppressions
 from mailer.adapters.ledger_views import DeliveryRow, LedgerViews, ListStanding
+from mailer.adapters.subscribers import Subscribers
+from mailer.adapters.suppressions import Suppression, Suppressions
 from mailer.commands.running import Subcommands, address_hash_key, on_database
 from mailer.config import Settings
 from mailer.core.addresses import InvalidAddress, address_ref, typed_address_key
 from mailer.core.terminal import one_line
 from mailer.core.times import WIDTH, when
-from mailer.errors import MailerError
+from mailer.errors import ConfigError, MailerError
 
 DELIVERIES = 10
 
@@ -42,11 +46,29 @@ def add_parser(actions: Subcommands) -> None:
         help=f"how many of the latest messages to them to show (default {DELIVERIES})",
     )
     on_database(show, _show)
+    leave = actions.add_parser(
+        "unsubscribe",
+        help="take one person off a list, or off every list, as their own unsubscribe does "
+        "(their messages still waiting are suppressed), by the address typed",
+    )
+    leave.add_argument("address", metavar="ADDRESS", help="an e-mail address")
+    leave.add_argument(
+        "--list", dest="list_slug", metavar="SLUG", help="the list (default: every list)"
+    )
+    on_database(leave, _unsubscribe)
 
 
 async def _show(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool) -> int:
     views, suppressions = LedgerViews(pool), Suppressions(pool)
     return await show(args, views, suppressions, address_hash_key(settings), sys.stdout)
+
+
+async def _unsubscribe(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool) -> int:
+    if args.list_slug is not None and args.list_slug not in settings.lists:
+        raise ConfigError(f"no list {args.list_slug!r} in the configuration ([lists.<slug>])")
+    subscribers = Subscribers(pool)
+    lists = await subscribers.list_ids(settings.lists)
+    return await unsubscribe(args, subscribers, lists, address_hash_key(settings), sys.stdout)
 
 
 def _key(typed: str, hash_key: bytes) -> bytes:
@@ -118,3 +140,28 @@ async def show(
     ]
     print("\n".join(lines), file=out)
     return 0 if standings or suppression or deliveries else 1
+
+
+async def unsubscribe(
+    args: argparse.Namespace,
+    subscribers: Subscribers,
+    lists: Mapping[str, int],
+    hash_key: bytes,
+    out: TextIO,
+) -> int:
+    """An operator's unsubscribe, one line per list the person was on. Exit status 1 when
+    they are on none (of the list named, or at all)."""
+    key = _key(args.address, hash_key)
+    list_id = None if args.list_slug is None else lists[args.list_slug]
+    before = await subscribers.unsubscribe_address(key, "operator", list_id=list_id)
+    ref = address_ref(key)
+    if not before:
+        where = f"the list {args.list_slug}" if args.list_slug else "any list"
+        print(f"{ref}: not on {where}", file=out)
+        return 1
+    slugs = {one: slug for slug, one in lists.items()}
+    for one, status in sorted(before.items(), key=lambda item: slugs.get(item[0], "")):
+        slug = one_line(slugs.get(one, f"list {one}"), 24)
+        done = "unsubscribed already" if status == "unsubscribed" else f"{status} → unsubscribed"
+        print(f"{ref}: {slug}: {done}", file=out)
+    return 0

@@ -13,7 +13,7 @@ from typing import TextIO
 
 import asyncpg
 
-from mailer.adapters.bounces import Suppression, Suppressions
+from mailer.adapters.suppressions import Suppression, Suppressions
 from mailer.commands.running import Subcommands, address_hash_key, on_database
 from mailer.config import Settings
 from mailer.core.addresses import InvalidAddress, address_ref, typed_address_key

@@ -15,6 +15,8 @@ IssueState = Literal["scheduled", "sending", "paused", "cancelled", "done"]
 ISSUE_STATES: tuple[IssueState, ...] = get_args(IssueState)
 ENDED: tuple[IssueState, ...] = ("done", "cancelled")
 HALTED: tuple[IssueState, ...] = ("paused", "cancelled")  # its messages must not go now
+UNDER_WAY: tuple[IssueState, ...] = ("sending", "paused")  # what the metrics follow
+NOT_FINISHED: tuple[IssueState, ...] = ("scheduled", "sending", "paused")
 
 IssueAction = Literal["pause", "resume", "cancel"]
 ISSUE_ACTIONS: tuple[IssueAction, ...] = get_args(IssueAction)

@@ -188,6 +188,8 @@ class BounceProcessor:
         if resent:
             await self._reports.release(report_id)
             return NotYet()
+        if job.unsubscribed:  # a complaint's unsubscribe, counted as every unsubscribe is
+            self._metrics.unsubscribes.labels("complaint").inc(job.unsubscribed)
         self._after(pending.delivery_id, pending.job_id, pending.recipient_key, effect, outcome)
         if effect.applies and effect.kind is Kind.COMPLAINT and pending.job_id is not None:
             await self._complaint_rate(pending.job_id)

@@ -93,7 +93,7 @@ class SubscriptionChanges:
             await self._subscribers.erase(key)
         elif job.action == "unsubscribe":
             assert mailing_list is not None
-            await self._subscribers.unsubscribe_address(list_id=mailing_list.id, address_key=key)
+            await self._subscribers.unsubscribe_address(key, "portal", list_id=mailing_list.id)
         else:
             assert mailing_list is not None
             subscriber_id, before = await self._subscribers.subscribe(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -213,3 +214,62 @@ async def test_the_migration_stores_the_counts_of_issues_finished_before_it(
     assert (await listed(database_url))[str(made["in flight"])] == {"sent": 1, "cancelled": 2}
     assert await stored(db, str(made["in flight"])) == {"sent": 1, "cancelled": 2}
     assert await stored(db, str(made["sending"])) is None
+
+
+async def test_the_migration_stores_the_newest_send_of_issues_finished_before_it(
+    db: asyncpg.Connection, database_url: str
+) -> None:
+    """0014: a finished issue's newest send (or capture) kept on its row, which `issue status`
+    and the console then read instead of its deliveries; an active issue's stays unset."""
+    await db.execute(
+        "ALTER TABLE issues DROP COLUMN last_sent_at;"
+        "DELETE FROM schema_migrations WHERE version = 14"
+    )
+    list_id = await db.fetchval(
+        "INSERT INTO lists (slug) VALUES ('lucid-news') ON CONFLICT (slug)"
+        " DO UPDATE SET slug = excluded.slug RETURNING id"
+    )
+    newest = await db.fetchval("SELECT now() - interval '3 hours'")
+    made = {}
+    for name, state, counts, statuses in (
+        (
+            "done",
+            "done",
+            '{"sent": 1, "captured": 1, "bounced": 1}',
+            ["sent", "captured", "bounced"],
+        ),
+        ("sending", "sending", None, ["sent", "pending"]),
+    ):
+        issue_id = uuid.uuid4()
+        made[name] = issue_id
+        await db.execute(
+            "INSERT INTO jobs (id, kind, digest) VALUES ($1, 'newsletter', '\\x00')", issue_id
+        )
+        await db.execute(
+            "INSERT INTO issues (id, list_id, payload, state, send_at, total, started_at,"
+            ' final_counts) VALUES ($1, $2, \'{"subject": "Old"}\', $3, now(), $4, now(), $5)',
+            issue_id,
+            list_id,
+            state,
+            len(statuses),
+            counts,
+        )
+        # The capture is the newest send; the bounce came back later and is none.
+        await db.executemany(
+            "INSERT INTO deliveries (job_id, recipient_key, status, updated_at)"
+            " VALUES ($1, $2, $3, $4)",
+            [
+                (issue_id, f"{name}{n}".encode(), status, newest - (1 - n) * timedelta(hours=1))
+                for n, status in enumerate(statuses)
+            ],
+        )
+    applied = await database.migrate(database_url)
+    assert [m.version for m in applied] == [14]
+    kept = dict(await db.fetch("SELECT id, last_sent_at FROM issues"))
+    assert kept == {made["done"]: newest, made["sending"]: None}
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    try:
+        shown = await Issues(pool).progress(made["done"])
+    finally:
+        await pool.close()
+    assert shown is not None and shown.last_sent_at == newest

@@ -1,17 +1,19 @@
-"""`mailer subscribers show ADDRESS` as an operator runs it, against a real worker: one
-person's lists and status, suppression and latest messages, the address never printed."""
+"""`mailer subscribers show|unsubscribe ADDRESS` as an operator runs it, against a real worker:
+one person's lists and status, suppression and latest messages, the address never printed;
+their unsubscribe from one list or every list."""
 
 from __future__ import annotations
 
 import re
 import uuid
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from mailer.adapters.broker import Broker
 from mailer.core.addresses import address_key, address_ref
-from tests.conftest import StartService
+from tests.conftest import ROOT, StartService
 from tests.support.jobs import encode, receipt
 from tests.support.newsletters import HASH_KEY, issue, subscribe, until_state
 from tests.support.processes import environment, mailer
@@ -115,3 +117,47 @@ async def test_show_a_persons_lists_suppression_and_latest_messages(
     bad = mailer("subscribers", "show", "not-an-address", env=env)
     assert bad.returncode == 1 and "not a valid e-mail address" in bad.stderr
     assert "not-an-address" not in bad.stderr
+
+
+async def test_unsubscribe_a_person_from_one_list_then_every_list(
+    config: dict[str, Any], db: asyncpg.Connection, database_url: str, tmp_path: Path
+) -> None:
+    """By the address typed, which is hashed and never printed: one line per list they were
+    on; someone on no list is told so with exit status 1, an unknown list with 2."""
+    await subscribe(database_url, [(ANNA, "Anna Nowak", "pl"), (JAN, "Jan Kowalski", "pl")])
+    await subscribe(database_url, [(ANNA, "Anna Nowak", "pl")], list_slug="lucid-offers")
+    toml = tmp_path / "mailer.toml"
+    toml.write_text(
+        (ROOT / "config" / "mailer.toml").read_text(encoding="utf-8")
+        + '\n[lists.lucid-offers]\nname = "Lucid Offers"\n'
+        'from = "Lucid Offers <offers@lucid.example>"\n',
+        encoding="utf-8",
+    )
+    env = environment(config, MAILER_CONFIG=str(toml))
+    ref = address_ref(address_key(HASH_KEY, ANNA))
+
+    one = mailer("subscribers", "unsubscribe", ANNA, "--list", "lucid-offers", env=env)
+    assert (one.returncode, one.stdout) == (0, f"{ref}: lucid-offers: subscribed → unsubscribed\n")
+    every = mailer("subscribers", "unsubscribe", "Anna.Nowak@Example.PL", env=env)
+    assert every.returncode == 0, every.stderr
+    assert every.stdout.splitlines() == [
+        f"{ref}: lucid-news: subscribed → unsubscribed",
+        f"{ref}: lucid-offers: unsubscribed already",
+    ]
+    statuses = await db.fetch(
+        "SELECT s.email, l.slug, sub.status, sub.source FROM subscriptions sub"
+        " JOIN subscribers s ON s.id = sub.subscriber_id JOIN lists l ON l.id = sub.list_id"
+        " ORDER BY s.email, l.slug"
+    )
+    assert [tuple(r) for r in statuses] == [
+        (ANNA, "lucid-news", "unsubscribed", "operator"),
+        (ANNA, "lucid-offers", "unsubscribed", "operator"),
+        (JAN, "lucid-news", "subscribed", "import"),
+    ]
+    nobody = mailer("subscribers", "unsubscribe", "nobody@example.org", env=env)
+    nobody_ref = address_ref(address_key(HASH_KEY, "nobody@example.org"))
+    assert (nobody.returncode, nobody.stdout) == (1, f"{nobody_ref}: not on any list\n")
+    unknown = mailer("subscribers", "unsubscribe", ANNA, "--list", "nope", env=env)
+    assert unknown.returncode == 2 and "no list 'nope'" in unknown.stderr
+    said = "".join(r.stdout + r.stderr for r in (one, every, nobody, unknown))
+    assert "@" not in said

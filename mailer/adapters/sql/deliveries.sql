@@ -1,6 +1,7 @@
--- The deliveries table has one owner: these functions, called only by
--- mailer/adapters/deliveries.py. Re-applied by every `mailer migrate`: edit here, never in a
--- numbered migration.
+-- The deliveries table has one owner: mailer/adapters/deliveries.py, with these functions,
+-- which it alone calls. What they change in another owner's table they change by calling
+-- that owner's function (docs/architecture.md lists each call). Re-applied by every
+-- `mailer migrate`: edit here, never in a numbered migration.
 
 -- Superseded by record_deliveries.
 DROP FUNCTION IF EXISTS record_delivery(bigint, uuid, text, boolean, text, text, text, text);
@@ -23,8 +24,7 @@ DECLARE
     v_kind text;
     v_digest bytea;
 BEGIN
-    INSERT INTO jobs (id, kind, digest) VALUES (p_job, p_kind, p_digest)
-    ON CONFLICT (id) DO NOTHING;
+    PERFORM register_job(p_job, p_kind, p_digest);
     SELECT j.kind, j.digest, j.created_at INTO v_kind, v_digest, first_seen
     FROM jobs j WHERE j.id = p_job;
     IF v_kind NOT IN ('receipt', 'confirmation') OR v_digest <> p_digest THEN
@@ -66,6 +66,8 @@ RETURNS TABLE (recorded bigint[], finished uuid[])
 LANGUAGE plpgsql AS $$
 DECLARE
     v_jobs uuid[];
+    v_bounced bytea[];
+    v_replies text[];
 BEGIN
     -- Wait for a pause or cancel under way on these issues, and hold one off until we are
     -- done: the next statement then sees the state the issue is really in.
@@ -95,48 +97,49 @@ BEGIN
            AND ((d.claimed_by = p_worker AND d.status = 'sending')
                 OR (r.attempted AND d.claimed_by IS NULL AND d.status IN ('pending', 'retrying')))
         RETURNING d.id, d.job_id, d.recipient_key, r.suppress, r.reply
-    ), bounced AS (
-        INSERT INTO suppressions (address_key, reason, detail)
-        SELECT recipient_key, 'hard_bounce', reply FROM done WHERE suppress
-        ON CONFLICT (address_key) DO UPDATE
-            SET reason = 'hard_bounce', detail = excluded.detail, expires_at = NULL,
-                report_id = NULL, created_at = now()
-            WHERE suppressions.reason = 'soft_bounce'    -- a hard bounce outranks a soft one
     )
-    SELECT coalesce(array_agg(id), '{}'), array_agg(DISTINCT job_id) INTO recorded, v_jobs
+    SELECT coalesce(array_agg(id), '{}'), array_agg(DISTINCT job_id),
+           array_agg(recipient_key) FILTER (WHERE suppress),
+           array_agg(reply) FILTER (WHERE suppress)
+      INTO recorded, v_jobs, v_bounced, v_replies
       FROM done;
+    IF v_bounced IS NOT NULL THEN
+        PERFORM suppress_hard_bounces(v_bounced, v_replies, NULL);
+    END IF;
     finished := coalesce((SELECT array_agg(id) FROM issues_done(v_jobs) AS id), '{}');
     RETURN NEXT;
 END;
 $$;
 
--- Issues among p_ids that are sending and have nothing left to send become done. Those done,
--- and those cancelled whose last messages in flight have now settled, keep their final
--- counts: their rows change no more. (The count is a subquery, not a function of its own:
--- a SQL function's generic plan for "job_id = $1" may scan the whole table.)
-CREATE OR REPLACE FUNCTION issues_done(p_ids uuid[]) RETURNS SETOF uuid
-LANGUAGE sql AS $$
-    -- Those about to get their final counts, locked first: a bounce being recorded for one
-    -- (record_bounce locks it too) is then committed, and seen by the counts below.
-    SELECT 1 FROM issues i
-     WHERE i.id = ANY (p_ids) AND i.state IN ('sending', 'cancelled') AND i.final_counts IS NULL
-       AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_id = i.id
-                       AND d.status IN ('pending', 'sending', 'retrying'))
-       FOR UPDATE;
-    UPDATE issues i
-       SET final_counts = (SELECT coalesce(jsonb_object_agg(c.status, c.n), '{}')
-                           FROM (SELECT d.status, count(*) AS n FROM deliveries d
-                                  WHERE d.job_id = i.id GROUP BY d.status) c)
-     WHERE i.id = ANY (p_ids) AND i.state = 'cancelled' AND i.final_counts IS NULL
-       AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_id = i.id
-                       AND d.status IN ('pending', 'sending', 'retrying'));
-    UPDATE issues i
-       SET state = 'done', finished_at = now(),
-           final_counts = (SELECT coalesce(jsonb_object_agg(c.status, c.n), '{}')
-                           FROM (SELECT d.status, count(*) AS n FROM deliveries d
-                                  WHERE d.job_id = i.id GROUP BY d.status) c)
-     WHERE i.id = ANY (p_ids) AND i.state = 'sending'
-       AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_id = i.id
-                       AND d.status IN ('pending', 'sending', 'retrying'))
-    RETURNING i.id;
+-- A delivery that went out bounced later, as a bounce report says (p_kind: hard, soft or
+-- policy). Only a delivery that went out (sent or captured) becomes bounced: one already
+-- bounced keeps its first report, so a report applied twice changes nothing the second
+-- time. False when nothing was written. A finished issue's stored counts move the delivery
+-- from sent (or captured) to bounced; its issue row is locked first, as issues_done locks
+-- it before it counts: so either the count sees this bounce or this bounce sees the stored
+-- counts.
+CREATE OR REPLACE FUNCTION bounce_delivery(p_id bigint, p_kind text, p_status text,
+                                           p_diagnostic text, p_detail text)
+RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_job uuid;
+    v_was text;
+BEGIN
+    PERFORM 1 FROM issues WHERE id = (SELECT job_id FROM deliveries WHERE id = p_id) FOR UPDATE;
+    WITH before AS (
+        SELECT id, job_id, status FROM deliveries
+         WHERE id = p_id AND status IN ('sent', 'captured') FOR UPDATE
+    )
+    UPDATE deliveries d
+       SET status = 'bounced', bounce_kind = p_kind, bounce_status = p_status,
+           bounce_diagnostic = p_diagnostic, detail = p_detail, updated_at = now()
+      FROM before WHERE d.id = before.id
+    RETURNING before.job_id, before.status INTO v_job, v_was;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM issue_outcome_moved(v_job, v_was, 'bounced');
+    RETURN true;
+END;
 $$;

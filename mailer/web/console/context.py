@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from mailer.adapters.bounces import BounceReports, Suppressions
+from mailer.adapters.bounces import BounceReports
 from mailer.adapters.broker import Broker
 from mailer.adapters.dead_letters import DeadLetters
 from mailer.adapters.issues import Issues
 from mailer.adapters.ledger_views import LedgerViews
 from mailer.adapters.operators import Operators
 from mailer.adapters.parked import ParkedJobs
+from mailer.adapters.suppressions import Suppressions
 from mailer.adapters.workers import Workers
 from mailer.config import AdminSettings
 from mailer.core.trials import Previewer, TestSend

@@ -11,13 +11,14 @@ from uuid import UUID
 
 from aiohttp import web
 
+from mailer.adapters.issues import Progress
 from mailer.adapters.ledger_views import DomainRow
 from mailer.core.deliveries import READING_ORDER, DeliveryStatus
 from mailer.core.issues import issue_action
 from mailer.web.console.bounces import rate as rate_of
 from mailer.web.console.cache import LIVE_SECONDS, SLOW_SECONDS
 from mailer.web.console.kit import Pages, Route, get, json_response, post
-from mailer.web.console.progress import Rated, rated, with_counts
+from mailer.web.console.progress import rated
 
 
 class IssuePages(Pages):
@@ -40,12 +41,9 @@ class IssuePages(Pages):
             request, "issues.html.j2", rates=rates, measured_at=now, statuses=READING_ORDER
         )
 
-    async def _issue_list(self) -> tuple[datetime, list[Rated]]:
+    async def _issue_list(self) -> tuple[datetime, list[Progress]]:
         now = await self._c.views.now()
-        issues, counted_at = await with_counts(
-            self._c, await self._c.views.issues(limit=200, counted=False)
-        )
-        return min(now, counted_at or now), await rated(self._c, issues, now)
+        return now, await rated(self._c, await self._c.issues.newest(limit=200))
 
     def _issue_id(self, request: web.Request) -> UUID:
         try:
@@ -55,16 +53,15 @@ class IssuePages(Pages):
 
     async def _issue_data(self, issue_id: UUID) -> dict[str, Any] | None:
         views = self._c.views
-        found = await views.issue(issue_id, counted=False)
-        if found is None:
+        issue = await self._c.issues.summary(issue_id)
+        if issue is None:
             return None
-        (issue,), counted_at = await with_counts(self._c, [found])
 
         async def domains() -> tuple[datetime, list[DomainRow]]:
             return await views.now(), await views.domains(issue_id)
 
         (rate,), (domains_at, by_domain), failures, complained = await asyncio.gather(
-            rated(self._c, [issue], await views.now(), last_sent=True),
+            rated(self._c, [issue], newest_send=True),
             self._c.fresh.get(f"domains {issue_id}", SLOW_SECONDS, domains),
             views.failures(issue_id),
             self._c.bounces.complaint_rate(issue_id),
@@ -72,7 +69,7 @@ class IssuePages(Pages):
         complaints, deliveries = complained or (0, issue.size)
         bounced = issue.counts.get(DeliveryStatus.BOUNCED, 0)
         return {
-            "measured_at": min(rate.measured_at, counted_at or rate.measured_at),
+            "measured_at": min(rate.measured_at, issue.measured_at),
             "issue": issue,
             "estimate": rate.estimate,
             "rate": rate.said,
@@ -90,11 +87,15 @@ class IssuePages(Pages):
             },
         }
 
-    async def _issue(self, request: web.Request) -> web.Response:
-        issue_id = self._issue_id(request)
-        data = await self._c.fresh.get(
+    async def _issue_read(self, issue_id: UUID) -> dict[str, Any] | None:
+        """Shared by the issue's page and its actions' confirmations."""
+        return await self._c.fresh.get(
             f"issue {issue_id}", LIVE_SECONDS, lambda: self._issue_data(issue_id)
         )
+
+    async def _issue(self, request: web.Request) -> web.Response:
+        issue_id = self._issue_id(request)
+        data = await self._issue_read(issue_id)
         if data is None:
             raise web.HTTPNotFound(text="no such issue")
         if self._api(request):
@@ -110,9 +111,10 @@ class IssuePages(Pages):
         api = self._api(request)
         if not api and form.get("confirm") != "yes":
             await self._operator(request, f"issue {action}", str(issue_id))
-            issue = await self._c.views.issue(issue_id, counted=False)
-            if issue is None:
+            data = await self._issue_read(issue_id)
+            if data is None:
                 raise web.HTTPNotFound(text="no such issue")
+            issue = data["issue"]
             return self._render(
                 request,
                 "confirm.html.j2",

@@ -11,12 +11,13 @@ from aiohttp import web
 
 from mailer.adapters.queues import QueueState, queue_states
 from mailer.adapters.workers import WorkerProcess
+from mailer.core.issues import NOT_FINISHED
 from mailer.errors import MailerError
 from mailer.web.console.cache import LIVE_SECONDS, SLOW_SECONDS
 from mailer.web.console.charts import sends_chart
 from mailer.web.console.kit import Pages, Route, get, json_response
 from mailer.web.console.minutes import MinuteCounts
-from mailer.web.console.progress import rated, with_counts
+from mailer.web.console.progress import rated
 
 
 class OverviewPages(Pages):
@@ -62,16 +63,15 @@ class OverviewPages(Pages):
             parked,
         ) = await asyncio.gather(
             self._c.fresh.get("chart", SLOW_SECONDS, self._minutes.read),
-            views.issues(active_only=True, limit=20, counted=False),
+            self._c.issues.newest(limit=20, states=NOT_FINISHED),
             self._queues(),
             self._workers(),
             self._c.readiness() if self._c.readiness is not None else _none(),
             self._parked(),
         )
-        active, counted_at = await with_counts(self._c, active)
-        rates = await rated(self._c, active, now)
+        rates = await rated(self._c, active)
         return {
-            "measured_at": min(now, counted_at or now),
+            "measured_at": now,
             "chart_measured_at": chart_at,
             "minutes": counts,
             "active_issues": [

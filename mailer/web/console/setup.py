@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 
-from mailer.adapters.bounces import BounceReports, Suppressions
+from mailer.adapters.bounces import BounceReports
 from mailer.adapters.broker import Broker
 from mailer.adapters.dead_letters import DeadLetters
 from mailer.adapters.issues import Issues
@@ -14,6 +14,7 @@ from mailer.adapters.ledger_views import LedgerViews
 from mailer.adapters.operators import Operators
 from mailer.adapters.parked import ParkedJobs
 from mailer.adapters.queues import queue_names
+from mailer.adapters.suppressions import Suppressions
 from mailer.adapters.workers import Workers
 from mailer.config import Settings
 from mailer.core.trials import Previewer, TestSend
@@ -36,7 +37,9 @@ def build_console(
         settings=settings.admin,
         operators=Operators(pool),
         views=LedgerViews(pool),
-        issues=Issues(pool),
+        issues=Issues(
+            pool, default_locales={slug: one.default_locale for slug, one in settings.lists.items()}
+        ),
         suppressions=Suppressions(pool),
         bounces=BounceReports(pool),
         broker=broker,

@@ -1,7 +1,7 @@
 """Suppressions and lists: subscribers per list by status, the suppressions in force (with
 the bounce report that made each and when it expires), an address's suppression and lists,
 lifting or adding a suppression (audited by the address's hash reference). The suppression
-list is read and changed through its one owner, mailer/adapters/bounces.py."""
+list is read and changed through its one owner, mailer/adapters/suppressions.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mailer.adapters.bounces import OPERATOR_REASONS, Suppression
+from mailer.adapters.suppressions import OPERATOR_REASONS, Suppression
 from mailer.core.addresses import InvalidAddress, address_ref, typed_address_key
 from mailer.core.consent import SUPPRESSION_REASONS
 from mailer.core.times import when

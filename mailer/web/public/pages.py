@@ -201,8 +201,8 @@ class RecipientPages:
     async def _unsubscribe(
         self, request: web.Request, subscription: Subscription, source: Source
     ) -> web.Response:
-        before = await self._subscribers.set_status(
-            subscription.subscriber_id, subscription.list_id, "unsubscribed", source
+        before = await self._subscribers.unsubscribe(
+            subscription.subscriber_id, subscription.list_id, source
         )
         standing = await self._standing(subscription)
         if before is None or standing is None:

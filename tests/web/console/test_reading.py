@@ -5,6 +5,7 @@ issue's last send, receipts and confirmations each called so, and nothing half-r
 from __future__ import annotations
 
 import html
+import json
 import re
 import uuid
 from typing import Any
@@ -13,10 +14,13 @@ import aiohttp
 import asyncpg
 
 from mailer.adapters.broker import Broker
+from mailer.parts.bounces import BounceReception
 from tests.conftest import StartService
+from tests.support.bounces import bounce_config, dsn, send_report
 from tests.support.http import admin_url, base_url
 from tests.support.jobs import encode, receipt
 from tests.support.newsletters import issue, people, subscribe, until_state
+from tests.support.processes import environment, mailer
 from tests.support.smtp import SmtpServer
 from tests.support.waiting import eventually
 from tests.web.console.conftest import Console, add_operators, log_in
@@ -81,6 +85,64 @@ async def test_a_finished_issue_whose_mail_was_captured_says_so_and_when(
     listed = text_of(await page(http, f"{console.url}/issues"))
     heads = "sent captured bounced suppressed failed cancelled pending sending retrying"
     assert re.search(rf"{heads} .* 2 / 2 2 / 2 — 0 2 0 0 0 0 0 0 0 ", listed), listed
+
+
+async def test_a_finished_issue_reads_as_issue_list_reads_it(
+    config: dict[str, Any],
+    start_service: StartService,
+    http: aiohttp.ClientSession,
+    db: asyncpg.Connection,
+    database_url: str,
+    portal: Broker,
+    smtp_server: SmtpServer,
+) -> None:
+    """Its subject in the list's default locale (Polish here), and its counts as stored:
+    a bounce that comes back after the console first showed the issue moves one message
+    from sent to bounced on its page and in the list at once, as in `mailer issue list`."""
+    config["bounces"] = bounce_config()
+    config["admin"]["refresh_seconds"] = 1
+    await add_operators(database_url)
+    service = await start_service(config)
+    console = Console(service, admin_url(service))
+    await subscribe(database_url, people(2))
+    done = issue(subject={"pl": "Listopad", "en": "November"})
+    await portal.publish(encode(done), routing_key="newsletter")
+    await until_state(db, done["id"], "done")
+    await log_in(http, console, "alice")
+
+    async def shown() -> tuple[str, dict[str, int], dict[str, int]]:
+        async with http.get(f"{console.url}/api/issues/{done['id']}") as response:
+            one = (await response.json())["issue"]
+        async with http.get(f"{console.url}/api/issues") as response:
+            (listed,) = (await response.json())["issues"]
+        assert listed["subject"] == one["subject"]
+        return one["subject"], one["counts"], listed["counts"]
+
+    assert await shown() == ("Listopad", {"sent": 2}, {"sent": 2})
+    address = "person0@example.pl"
+    (sent,) = smtp_server.to(address)
+    port = service.part(BounceReception).bounces.receiver.port
+    await send_report(port, sent.mail_from, dsn(sent.mail_from, address))
+
+    async def bounced() -> bool:
+        status = await db.fetchval(
+            "SELECT status FROM deliveries WHERE job_id = $1 AND status = 'bounced'",
+            uuid.UUID(done["id"]),
+        )
+        return status is not None
+
+    await eventually(bounced)
+    moved = {"sent": 1, "bounced": 1}
+
+    async def after() -> bool:
+        return await shown() == ("Listopad", moved, moved)
+
+    await eventually(after)
+    listed = mailer("issue", "list", "--json", env=environment(config))
+    (row,) = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert row["counts"] == moved
+    text = mailer("issue", "list", env=environment(config)).stdout.splitlines()[1]
+    assert text.endswith("  Listopad"), text
 
 
 async def test_a_scheduled_issue_says_when_it_starts(
