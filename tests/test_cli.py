@@ -25,7 +25,7 @@ from mailer.core.signing import load_key
 from tests.conftest import ROOT, DkimKeys, StartService
 from tests.support.jobs import encode, receipt
 from tests.support.newsletters import HASH_KEY, issue, people, subscribe, until_state
-from tests.support.processes import environment, free_port, mailer
+from tests.support.processes import amailer, environment, free_port, mailer
 from tests.support.smtp import SmtpServer
 from tests.support.waiting import eventually
 
@@ -48,7 +48,7 @@ async def test_migrate_creates_schema_and_topology(
     empty_database_url: str, broker_url: str, config: dict[str, Any]
 ) -> None:
     config["database"]["url"] = empty_database_url
-    result = mailer("migrate", env=environment(config))
+    result = await amailer("migrate", env=environment(config))
     assert result.returncode == 0, result.stderr
     assert "applied 0001_ledger" in result.stdout
     said = result.stdout + result.stderr  # what `scripts/run` shows of it
@@ -56,7 +56,7 @@ async def test_migrate_creates_schema_and_topology(
         name = f"{migration.version:04d}_{migration.name}"
         assert said.count(name) == 1, f"{name} reported {said.count(name)} times:\n{said}"
     assert "broker topology declared" in result.stdout
-    again = mailer("migrate", env=environment(config))
+    again = await amailer("migrate", env=environment(config))
     assert again.returncode == 0
     assert "applied" not in again.stdout
     conn = await asyncpg.connect(empty_database_url)
@@ -67,10 +67,10 @@ async def test_migrate_creates_schema_and_topology(
 async def test_enqueue_publishes_the_file_byte_for_byte(
     config: dict[str, Any], broker_url: str, tmp_path: Path
 ) -> None:
-    assert mailer("migrate", env=environment(config)).returncode == 0
+    assert (await amailer("migrate", env=environment(config))).returncode == 0
     job = tmp_path / "job.json"
     job.write_bytes(encode(receipt(id="5f1c2a0e-8b1e-4c53-9a55-3f0c1e7d9a10")) + b"\n")
-    result = mailer("enqueue", str(job), env=environment(config))
+    result = await amailer("enqueue", str(job), env=environment(config))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
         "published 5f1c2a0e-8b1e-4c53-9a55-3f0c1e7d9a10 with routing key receipt"
@@ -81,13 +81,13 @@ async def test_enqueue_publishes_the_file_byte_for_byte(
 
 
 async def test_enqueue_refuses_what_it_cannot_route(config: dict[str, Any]) -> None:
-    assert mailer("migrate", env=environment(config)).returncode == 0
-    unknown = mailer(
+    assert (await amailer("migrate", env=environment(config))).returncode == 0
+    unknown = await amailer(
         "enqueue", "--no-check", "-", env=environment(config), stdin=b'{"kind": "fax"}'
     )
     assert unknown.returncode == 1
     assert "no known 'kind' to route by" in unknown.stderr
-    unroutable = mailer(
+    unroutable = await amailer(
         "enqueue", "--no-check", "--routing-key", "fax", "-", env=environment(config), stdin=b"{}"
     )
     assert unroutable.returncode == 1
@@ -115,46 +115,46 @@ async def test_dlq_list_requeue_and_purge(
     bad = encode(receipt(template="nope"))
     for body in (b"garbage", bad):
         assert (
-            mailer(
+            await amailer(
                 "enqueue", "--no-check", "--routing-key", "receipt", "-", env=env, stdin=body
-            ).returncode
-            == 0
-        )
+            )
+        ).returncode == 0
 
     async def both_parked() -> bool:
-        listed = mailer("dlq", "list", "--json", env=env)
+        listed = await amailer("dlq", "list", "--json", env=env)
         return len(listed.stdout.splitlines()) == 2
 
     await eventually(both_parked)
     rows = [
-        json.loads(line) for line in mailer("dlq", "list", "--json", env=env).stdout.splitlines()
+        json.loads(line)
+        for line in (await amailer("dlq", "list", "--json", env=env)).stdout.splitlines()
     ]
     reasons = sorted(r["reason"] for r in rows)
     assert reasons[0].startswith("body is not JSON")
     assert reasons[1] == "template: unknown template 'nope'"
     assert {r["origin"] for r in rows} == {"mailer.receipts"}
-    human = mailer("dlq", "list", env=env).stdout.splitlines()
+    human = (await amailer("dlq", "list", env=env)).stdout.splitlines()
     assert human[0].split() == ["REF", "JOB", "ID", "ORIGIN", "PARKED", "DELIVERIES", "REASON"]
     assert len(human) == 3
     assert any(line.endswith("  1  template: unknown template 'nope'") for line in human), human
 
     garbage = next(r for r in rows if r["reason"].startswith("body is not JSON"))
-    purged = mailer("dlq", "purge", garbage["ref"], env=env)
+    purged = await amailer("dlq", "purge", garbage["ref"], env=env)
     assert purged.returncode == 0
     # a purge says what it deleted, never an arrow as if it had gone somewhere
     assert purged.stdout == (
         f"purged {garbage['ref']} {garbage['job_id']} (parked from mailer.receipts)\n"
     )
-    requeued = mailer("dlq", "requeue", "--all", env=env)
+    requeued = await amailer("dlq", "requeue", "--all", env=env)
     assert requeued.returncode == 0
     assert "1 job(s) requeued" in requeued.stderr
 
     async def parked_again() -> bool:  # still invalid: the worker parks it once more
-        listed = mailer("dlq", "list", "--json", env=env).stdout.splitlines()
+        listed = (await amailer("dlq", "list", "--json", env=env)).stdout.splitlines()
         return len(listed) == 1 and json.loads(listed[0])["reason"].startswith("template:")
 
     await eventually(parked_again)
-    nothing = mailer("dlq", "requeue", "no-such-ref", env=env)
+    nothing = await amailer("dlq", "requeue", "no-such-ref", env=env)
     assert nothing.returncode == 1
 
 
@@ -234,7 +234,7 @@ async def test_run_with_the_embedded_capture_then_sigterm(
     config["admin"]["port"] = admin_port
     outbox = tmp_path / "outbox"
     env = environment(config, MAILER_SMTP_CAPTURE_DIR=str(outbox), MAILER_SMTP_CAPTURE="true")
-    assert mailer("migrate", env=env).returncode == 0
+    assert (await amailer("migrate", env=env)).returncode == 0
     process = subprocess.Popen(
         [sys.executable, "-m", "mailer", "run"],
         env=env,
@@ -254,7 +254,9 @@ async def test_run_with_the_embedded_capture_then_sigterm(
             assert {name: check["ok"] for name, check in checks.items()} == dict.fromkeys(
                 ("database", "broker", "consumers", "relay", "heartbeat"), True
             )
-        assert mailer("enqueue", str(ROOT / "examples" / "receipt.json"), env=env).returncode == 0
+        assert (
+            await amailer("enqueue", str(ROOT / "examples" / "receipt.json"), env=env)
+        ).returncode == 0
 
         async def captured() -> list[Path]:
             return sorted(outbox.glob("*.eml"))
@@ -324,7 +326,7 @@ async def test_sigterm_finishes_or_returns_work_in_hand_and_loses_nothing(
     port = free_port()
     config["http"]["port"] = port
     env = environment(config)
-    assert mailer("migrate", env=env).returncode == 0
+    assert (await amailer("migrate", env=env)).returncode == 0
     process = subprocess.Popen(
         [sys.executable, "-m", "mailer", "worker"],
         env=env,
@@ -386,7 +388,7 @@ async def test_subscribers_import_reports_bad_rows_and_respects_opt_outs(
         "zofia@example.pl;;\n",
         encoding="utf-8",
     )
-    result = mailer(
+    result = await amailer(
         "subscribers", "import", str(csv_file), "--list", "lucid-news", env=environment(config)
     )
     assert result.returncode == 1, result.stderr  # bad rows: the rest imported, status 1
@@ -408,11 +410,11 @@ async def test_subscribers_import_reports_bad_rows_and_respects_opt_outs(
         ("left@example.pl", "Left", "pl", "unsubscribed"),
         ("zofia@example.pl", None, None, "subscribed"),
     ]
-    again = mailer(
+    again = await amailer(
         "subscribers", "import", str(csv_file), "--list", "lucid-news", env=environment(config)
     )
     assert "0 subscribed, 3 already subscribed" in again.stdout
-    unknown = mailer(
+    unknown = await amailer(
         "subscribers", "import", str(csv_file), "--list", "nope", env=environment(config)
     )
     assert unknown.returncode == 2
@@ -427,8 +429,9 @@ async def test_issue_status_pause_resume_cancel(
     database_url: str,
     broker_url: str,
 ) -> None:
-    await subscribe(database_url, people(100))
-    config["newsletter"] = {"rate": 20}
+    # 200 people at 5 a second: 40 s of sending, longer than the commands below take.
+    await subscribe(database_url, people(200))
+    config["newsletter"] = {"rate": 5}
     await start_service(config)
     env = environment(config)
     job = issue()
@@ -439,31 +442,31 @@ async def test_issue_status_pause_resume_cancel(
 
     async def recorded() -> bool:  # outcomes are written a chunk at a time
         sent = await db.fetchval("SELECT count(*) FROM deliveries WHERE status = 'sent'")
-        return bool(sent >= 40)
+        return bool(sent >= 10)
 
     await eventually(recorded)
-    status = mailer("issue", "status", job["id"], env=env)
+    status = await amailer("issue", "status", job["id"], env=env)
     assert status.returncode == 0
     lines = status.stdout.splitlines()
     assert lines[0] == f"issue {job['id']} (list lucid-news): sending"
-    assert lines[1].startswith("  total 100   sent ")
+    assert lines[1].startswith("  total 200   sent ")
     found = re.fullmatch(
         r"  rate (\d+\.\d)/s over the last (minute|\d+ s), ETA (\d+ min ?)?(\d+ s)?", lines[2]
     )
     assert found is not None, lines[2]
-    assert 0 < float(found[1]) <= 40  # the configured 20 per second, with a burst
-    paused = mailer("issue", "pause", job["id"], env=env)
+    assert 0 < float(found[1]) <= 10  # the configured 5 per second, with a burst
+    paused = await amailer("issue", "pause", job["id"], env=env)
     assert paused.stdout.strip() == f"issue {job['id']}: sending → paused"
-    again = mailer("issue", "pause", job["id"], env=env)
+    again = await amailer("issue", "pause", job["id"], env=env)
     assert again.returncode == 1
     assert f"issue {job['id']} is paused: cannot pause it" in again.stderr
-    assert mailer("issue", "resume", job["id"], env=env).returncode == 0
-    cancelled = mailer("issue", "cancel", job["id"], env=env)
+    assert (await amailer("issue", "resume", job["id"], env=env)).returncode == 0
+    cancelled = await amailer("issue", "cancel", job["id"], env=env)
     assert cancelled.stdout.strip() == f"issue {job['id']}: sending → cancelled"
     await until_state(db, job["id"], "cancelled")
-    final = mailer("issue", "status", "--watch", job["id"], env=env)
+    final = await amailer("issue", "status", "--watch", job["id"], env=env)
     assert final.returncode == 0
     assert "cancelled" in final.stdout.splitlines()[0]
-    missing = mailer("issue", "status", "00000000-0000-0000-0000-000000000000", env=env)
+    missing = await amailer("issue", "status", "00000000-0000-0000-0000-000000000000", env=env)
     assert missing.returncode == 1
     assert "no issue" in missing.stderr

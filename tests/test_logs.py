@@ -15,7 +15,7 @@ import asyncpg
 
 from mailer import logs
 from mailer.adapters.topology import DEAD_QUEUE
-from tests.support.processes import environment, mailer, start
+from tests.support.processes import amailer, environment, start
 from tests.support.waiting import eventually
 
 # A record as mailer writes it: its time, level and logger, at the start of a line.
@@ -43,7 +43,7 @@ async def test_a_hostile_message_id_and_headers_forge_no_log_line(
     reason headers do the same. Figures: forged lines 0; the values are still in the log,
     escaped, on the line of the record that logged them."""
     env = environment(config)
-    assert mailer("migrate", env=env).returncode == 0
+    assert (await amailer("migrate", env=env)).returncode == 0
     worker = start("worker", env=env)
     try:
         connection = await aio_pika.connect(broker_url)

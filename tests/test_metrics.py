@@ -20,7 +20,7 @@ from tests.conftest import StartService
 from tests.support.http import admin_url, base_url
 from tests.support.jobs import encode, receipt
 from tests.support.newsletters import issue, people, subscribe, until_state
-from tests.support.processes import environment, free_port, mailer
+from tests.support.processes import amailer, environment, free_port
 from tests.support.smtp import SmtpServer
 from tests.support.waiting import eventually
 
@@ -72,7 +72,7 @@ async def test_metrics_show_queues_issues_subscriptions_and_the_process(
 
     await eventually(some_sent, timeout=30)
     env = environment(config)
-    assert mailer("issue", "pause", job["id"], env=env).returncode == 0
+    assert (await amailer("issue", "pause", job["id"], env=env)).returncode == 0
     paused_at = time.time()
     newsletter = next(m for m in smtp_server.received if UNSUBSCRIBE.search(m.data))
     found = UNSUBSCRIBE.search(newsletter.data)
@@ -135,7 +135,7 @@ async def test_metrics_show_queues_issues_subscriptions_and_the_process(
     assert "process_cpu_seconds_total" in set(names(samples))
 
     # Once done (cancelled here), an issue leaves the gauges: active issues only.
-    assert mailer("issue", "cancel", issue_id, env=env).returncode == 0
+    assert (await amailer("issue", "cancel", issue_id, env=env)).returncode == 0
     await until_state(db, issue_id, "cancelled")
 
     async def gone() -> bool:

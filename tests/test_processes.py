@@ -16,7 +16,7 @@ from mailer.worker.recording import RECORD_WINDOW
 from tests.conftest import StartService
 from tests.support.jobs import encode
 from tests.support.newsletters import issue, outcomes, people, subscribe, until_state
-from tests.support.processes import environment, free_port, mailer, start
+from tests.support.processes import amailer, environment, free_port, start
 from tests.support.smtp import SmtpServer
 from tests.support.waiting import eventually
 
@@ -50,7 +50,7 @@ async def test_a_worker_killed_mid_issue_leaves_nobody_missing(
     config["http"]["port"] = free_port()
     config["newsletter"] = {"chunk_size": 200, "pool_size": 4}  # two chunks hold everyone
     env = environment(config)
-    assert mailer("migrate", env=env).returncode == 0
+    assert (await amailer("migrate", env=env)).returncode == 0
     worker = start("worker", env=env)
     job = issue()
     try:
@@ -90,7 +90,7 @@ async def test_two_worker_processes_on_one_issue_send_one_copy_each(
     for name in ("worker-a", "worker-b"):
         config["http"]["port"] = free_port()
         envs.append(environment(config, MAILER_SMTP_HELO_NAME=name))
-    assert mailer("migrate", env=envs[0]).returncode == 0
+    assert (await amailer("migrate", env=envs[0])).returncode == 0
     workers = [start("worker", env=env) for env in envs]
     job = issue()
     try:

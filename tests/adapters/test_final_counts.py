@@ -19,7 +19,7 @@ from mailer.parts.broker import BrokerConnection
 from tests.conftest import StartService
 from tests.support.jobs import encode
 from tests.support.newsletters import issue, outcomes, people, subscribe, until_state
-from tests.support.processes import environment, mailer
+from tests.support.processes import amailer, environment
 from tests.support.smtp import SmtpServer
 from tests.support.waiting import eventually
 
@@ -95,7 +95,7 @@ async def test_an_issue_done_keeps_its_counts_and_an_active_one_is_counted_live(
         return (await outcomes(db, paused["id"])).get("sent", 0) >= 2
 
     await eventually(some_sent, timeout=30)
-    assert mailer("issue", "pause", paused["id"], env=env).returncode == 0
+    assert (await amailer("issue", "pause", paused["id"], env=env)).returncode == 0
 
     async def settled() -> bool:
         return (await outcomes(db, paused["id"])).get("sending", 0) == 0
@@ -106,14 +106,14 @@ async def test_an_issue_done_keeps_its_counts_and_an_active_one_is_counted_live(
     assert counts[paused["id"]] == await outcomes(db, paused["id"])
     assert counts[paused["id"]]["pending"] > 0
     assert counts[done["id"]] == {"sent": 10, "failed": 1, "bounced": 1}
-    shown = mailer("issue", "list", "--json", env=env)
+    shown = await amailer("issue", "list", "--json", env=env)
     assert shown.returncode == 0, shown.stderr
     by_id = {row["id"]: row for row in map(json.loads, shown.stdout.splitlines())}
     assert by_id[done["id"]]["counts"] == {"sent": 10, "failed": 1, "bounced": 1}
     assert by_id[paused["id"]]["counts"] == counts[paused["id"]]
 
     # Cancelled: what was left is cancelled, and the counts are final at once.
-    assert mailer("issue", "cancel", paused["id"], env=env).returncode == 0
+    assert (await amailer("issue", "cancel", paused["id"], env=env)).returncode == 0
     await until_state(db, paused["id"], "cancelled")
     final = await outcomes(db, paused["id"])
     assert not any(final.get(status) for status in LEFT)
@@ -142,7 +142,7 @@ async def test_cancelled_while_sending_stores_its_counts_once_the_last_is_record
 
     await eventually(in_flight, timeout=30)
     env = environment(config)
-    assert mailer("issue", "cancel", job["id"], env=env).returncode == 0
+    assert (await amailer("issue", "cancel", job["id"], env=env)).returncode == 0
     await until_state(db, job["id"], "cancelled")
     assert (await outcomes(db, job["id"])).get("sending", 0) > 0
     assert await stored(db, job["id"]) is None  # not final while some are in flight

@@ -17,7 +17,7 @@ from mailer.adapters.workers import Workers
 from tests.conftest import StartService
 from tests.support.http import metric
 from tests.support.jobs import encode, receipt
-from tests.support.processes import environment, free_port, mailer, start
+from tests.support.processes import amailer, environment, free_port, mailer, start
 from tests.support.smtp import SmtpServer
 from tests.support.waiting import eventually
 
@@ -57,7 +57,7 @@ async def test_receipts_held_by_a_worker_show_as_unacked_until_they_are_sent(
     config["smtp"]["timeout"] = 60  # the relay holds DATA for as long as the test wants
     config["http"]["port"] = free_port()
     env = environment(config)
-    assert mailer("migrate", env=env).returncode == 0
+    assert (await amailer("migrate", env=env)).returncode == 0
     worker = start("worker", env=env)
     try:
         pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)

@@ -13,7 +13,7 @@ import asyncpg
 
 from mailer.adapters.workers import WorkerProcess, Workers
 from mailer.build import VERSION
-from tests.support.processes import environment, free_port, mailer, start
+from tests.support.processes import amailer, environment, free_port, start
 from tests.support.waiting import eventually
 
 
@@ -38,7 +38,7 @@ async def test_worker_processes_show_as_alive_then_stopped_or_gone(
     for _ in range(2):
         config["http"]["port"] = free_port()
         envs.append(environment(config))
-    assert mailer("migrate", env=envs[0]).returncode == 0
+    assert (await amailer("migrate", env=envs[0])).returncode == 0
     clean = start("worker", env=envs[0])
     killed = start("run", env=envs[1])
     try:
@@ -61,7 +61,7 @@ async def test_worker_processes_show_as_alive_then_stopped_or_gone(
             return (await listed(database_url))[clean.pid].heartbeat_at > first.heartbeat_at
 
         await eventually(beat_again, timeout=10)
-        shown = mailer("workers", env=envs[0]).stdout.splitlines()
+        shown = (await amailer("workers", env=envs[0])).stdout.splitlines()
         assert shown[0].split()[:3] == ["PRESENCE", "HOST", "PID"]
         rows = {int(line.split()[2]): line for line in shown[1:-1]}
         assert rows[clean.pid].startswith("alive")
@@ -85,7 +85,7 @@ async def test_worker_processes_show_as_alive_then_stopped_or_gone(
         dead = (await listed(database_url))[killed.pid]
         assert dead.silent_for >= 3
         assert dead.stopped_at is None
-        shown = mailer("workers", env=envs[0]).stdout.splitlines()
+        shown = (await amailer("workers", env=envs[0])).stdout.splitlines()
         presence = {int(line.split()[2]): line.split()[0] for line in shown[1:-1]}
         assert presence == {clean.pid: "stopped", killed.pid: "gone"}
         assert shown[1].startswith("gone")  # what needs looking at comes first

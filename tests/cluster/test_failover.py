@@ -26,7 +26,7 @@ from tests.cluster.conftest import Cluster, amqp_port
 from tests.conftest import ROOT, StartService
 from tests.support.jobs import encode, receipt
 from tests.support.newsletters import issue, outcomes, people, subscribe, until_state
-from tests.support.processes import environment, mailer
+from tests.support.processes import amailer, environment
 from tests.support.smtp import SmtpServer
 from tests.support.waiting import eventually
 
@@ -144,7 +144,7 @@ async def test_two_nodes_of_three_down_refuses_publishes_and_the_worker_backs_of
     await asyncio.to_thread(cluster.ensure_all_running)
     vhost = await asyncio.to_thread(cluster.new_vhost)
     env = environment(cluster_config(config, cluster, vhost))
-    assert mailer("migrate", env=env).returncode == 0
+    assert (await amailer("migrate", env=env)).returncode == 0
     log_path = tmp_path / "worker.log"
     with log_path.open("w") as log_file:
         worker = subprocess.Popen(
@@ -159,7 +159,7 @@ async def test_two_nodes_of_three_down_refuses_publishes_and_the_worker_backs_of
         before = [f"b{n}@shop.example.pl" for n in range(5)]
         for address in before:
             job_file.write_bytes(encode(receipt(to={"email": address, "name": "K"})))
-            assert mailer("enqueue", str(job_file), env=env).returncode == 0
+            assert (await amailer("enqueue", str(job_file), env=env)).returncode == 0
 
         async def delivered(addresses: list[str]) -> bool:
             return set(addresses) <= set(copies(smtp_server, "shop.example.pl"))
@@ -168,7 +168,7 @@ async def test_two_nodes_of_three_down_refuses_publishes_and_the_worker_backs_of
 
         await asyncio.gather(*(asyncio.to_thread(cluster.stop, n) for n in (1, 2)))
         job_file.write_bytes(encode(receipt(to={"email": "refused@shop.example.pl"})))
-        refused = mailer("enqueue", str(job_file), env=env)
+        refused = await amailer("enqueue", str(job_file), env=env)
         assert refused.returncode == 1, refused.stderr
         lines = refused.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("mailer: "), refused.stderr
@@ -198,7 +198,7 @@ async def test_two_nodes_of_three_down_refuses_publishes_and_the_worker_backs_of
         job_file.write_bytes(encode(receipt(to={"email": after[0], "name": "K"})))
 
         async def accepted() -> bool:
-            return mailer("enqueue", str(job_file), env=env).returncode == 0
+            return (await amailer("enqueue", str(job_file), env=env)).returncode == 0
 
         await eventually(accepted, timeout=60, interval=1)
         await eventually(lambda: delivered(after), timeout=60)

@@ -16,7 +16,7 @@ from mailer.core.return_paths import ReturnPathKeys, return_path
 from tests.conftest import SECRET
 from tests.support.bounces import BOUNCE_DOMAIN, dsn, send_report
 from tests.support.newsletters import HASH_KEY
-from tests.support.processes import environment, free_port, mailer, start
+from tests.support.processes import amailer, environment, free_port, start
 from tests.support.waiting import eventually
 
 ADDRESS = "jan.kowalski@example.pl"
@@ -27,7 +27,7 @@ async def test_add_show_list_and_lift_a_suppression(
     config: dict[str, Any], db: asyncpg.Connection
 ) -> None:
     env = environment(config)
-    added = mailer("suppressions", "add", "Jan.Kowalski@Example.pl", env=env)
+    added = await amailer("suppressions", "add", "Jan.Kowalski@Example.pl", env=env)
     assert added.returncode == 0, added.stderr
     assert added.stdout.strip() == f"{REF}: suppressed"
     reason = await db.fetchval(
@@ -35,29 +35,29 @@ async def test_add_show_list_and_lift_a_suppression(
     )
     assert reason == "manual"
 
-    shown = mailer("suppressions", "show", ADDRESS, env=env)
+    shown = await amailer("suppressions", "show", ADDRESS, env=env)
     assert shown.returncode == 0 and shown.stdout.startswith(f"{REF}  manual")
-    listed = mailer("suppressions", "list", env=env)
+    listed = await amailer("suppressions", "list", env=env)
     assert REF in listed.stdout and "1 suppression(s) shown" in listed.stderr
-    by_ref = mailer("suppressions", "show", REF, env=env)
+    by_ref = await amailer("suppressions", "show", REF, env=env)
     assert by_ref.stdout == shown.stdout
     for result in (added, shown, listed, by_ref):
         assert ADDRESS not in result.stdout + result.stderr
 
-    lifted = mailer("suppressions", "lift", ADDRESS, env=env)
+    lifted = await amailer("suppressions", "lift", ADDRESS, env=env)
     assert lifted.stdout.strip() == f"{REF}: manual suppression lifted"
     assert await db.fetchval("SELECT count(*) FROM suppressions") == 0
-    gone = mailer("suppressions", "show", ADDRESS, env=env)
+    gone = await amailer("suppressions", "show", ADDRESS, env=env)
     assert (gone.returncode, gone.stdout.strip()) == (1, f"{REF}: not suppressed")
 
     await db.execute(
         "INSERT INTO suppressions (address_key, reason) VALUES ($1, 'erased')",
         address_key(HASH_KEY, ADDRESS),
     )
-    kept = mailer("suppressions", "lift", ADDRESS, env=env)
+    kept = await amailer("suppressions", "lift", ADDRESS, env=env)
     assert kept.returncode == 1  # an erasure is never lifted
     assert await db.fetchval("SELECT count(*) FROM suppressions") == 1
-    bad = mailer("suppressions", "add", "not-an-address", env=env)
+    bad = await amailer("suppressions", "add", "not-an-address", env=env)
     assert bad.returncode == 1 and "not a valid e-mail address" in bad.stderr
 
 
@@ -77,7 +77,7 @@ async def test_bounces_serve_receives_reports_and_list_and_show_them(
     env = environment(
         config, MAILER_BOUNCES_DOMAIN=BOUNCE_DOMAIN, MAILER_BOUNCES_LISTEN=f"127.0.0.1:{port}"
     )
-    without = mailer("bounces", "serve", env=environment(config))
+    without = await amailer("bounces", "serve", env=environment(config))
     assert without.returncode == 2 and "[bounces] domain" in without.stderr
 
     process = start("bounces", "serve", env=env)
@@ -109,18 +109,18 @@ async def test_bounces_serve_receives_reports_and_list_and_show_them(
     assert process.returncode == 0, stderr
     assert ADDRESS not in stderr
 
-    listed = mailer("bounces", "list", env=env)
+    listed = await amailer("bounces", "list", env=env)
     assert listed.returncode == 0, listed.stderr
     assert "hard" in listed.stdout and f"delivery {delivery_id}" in listed.stdout
     assert "bounced; address suppressed for everything" in listed.stdout
     assert "example.pl" in listed.stdout  # counted by destination domain
     report_id = int(listed.stdout.split()[0])
-    shown = mailer("bounces", "show", str(report_id), "--raw", env=env)
+    shown = await amailer("bounces", "show", str(report_id), "--raw", env=env)
     assert "kind:        hard" in shown.stdout
     assert "status:      5.1.1" in shown.stdout
     assert 'evidence:    Diagnostic-Code says "user unknown"' in shown.stdout
     assert "Final-Recipient" in shown.stdout  # the raw report, on request
-    plain = mailer("bounces", "show", str(report_id), env=env)
+    plain = await amailer("bounces", "show", str(report_id), env=env)
     assert ADDRESS not in plain.stdout
-    missing = mailer("bounces", "show", "999999", env=env)
+    missing = await amailer("bounces", "show", "999999", env=env)
     assert missing.returncode == 1

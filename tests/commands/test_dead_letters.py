@@ -15,7 +15,7 @@ from mailer.adapters.topology import DEAD_DELIVERY_LIMIT, DEAD_QUEUE, DELIVERY_L
 from mailer.parts.broker import BrokerConnection
 from tests.conftest import StartService
 from tests.support.dead_letters import parked, parked_rows
-from tests.support.processes import environment, mailer
+from tests.support.processes import amailer, environment
 from tests.support.vhosts import rabbitmqctl
 from tests.support.waiting import eventually
 
@@ -88,7 +88,7 @@ async def test_migrate_moves_an_old_mailer_dead_into_the_table_and_declares_it_a
         await eventually(both_there)
 
     env = environment(config)
-    result = mailer("migrate", env=env)
+    result = await amailer("migrate", env=env)
     assert result.returncode == 0, result.stderr
     assert "moved 2 parked job(s) from mailer.dead into the database" in result.stdout
     assert "mailer.dead declared anew, with a delivery limit" in result.stdout
@@ -113,11 +113,11 @@ async def test_migrate_moves_an_old_mailer_dead_into_the_table_and_declares_it_a
     assert poison.reason == "poison: handed out more than 20 times, never settled"
     assert "x-death" in poison.headers  # kept to be shown, dropped when requeued
 
-    again = mailer("migrate", env=env)
+    again = await amailer("migrate", env=env)
     assert again.returncode == 0, again.stderr
     assert "moved" not in again.stdout
     assert len(await parked_rows(db)) == 2
-    listed = mailer("dlq", "list", env=env)
+    listed = await amailer("dlq", "list", env=env)
     assert listed.returncode == 0
     lines = listed.stdout.splitlines()
     assert len(lines) == 3  # the header and the two jobs
@@ -148,12 +148,12 @@ async def test_a_worker_uses_an_old_mailer_dead_until_migrate_can_declare_it_ane
         )
     (job,) = await parked(db, 1)
     assert job.body == b"parked by an old worker"
-    kept = mailer("migrate", env=env)
+    kept = await amailer("migrate", env=env)
     assert kept.returncode == 0, kept.stderr
     assert "mailer.dead kept as an older mailer declared it (no delivery limit)" in kept.stderr
     assert "declared anew" not in kept.stdout
     await service.stop()
-    again = mailer("migrate", env=env)
+    again = await amailer("migrate", env=env)
     assert again.returncode == 0, again.stderr
     assert "mailer.dead declared anew, with a delivery limit" in again.stdout
     assert dead_queue_arguments(broker_url)["x-delivery-limit"] == DEAD_DELIVERY_LIMIT

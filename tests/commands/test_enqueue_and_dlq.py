@@ -15,7 +15,7 @@ from mailer.adapters.parked import body_ref
 from mailer.adapters.topology import DEAD_QUEUE
 from tests.support.jobs import encode, receipt
 from tests.support.newsletters import issue
-from tests.support.processes import environment, mailer
+from tests.support.processes import amailer, environment
 
 QUEUES = ("mailer.receipts", "mailer.newsletters", "mailer.subscriptions", DEAD_QUEUE)
 
@@ -38,7 +38,7 @@ async def test_enqueue_refuses_a_bad_job_in_one_line_and_publishes_nothing(
     config: dict[str, Any], broker_url: str, tmp_path: Path
 ) -> None:
     env = environment(config)
-    assert mailer("migrate", env=env).returncode == 0
+    assert (await amailer("migrate", env=env)).returncode == 0
     job = tmp_path / "job.json"
     injected = receipt()
     injected["to"]["name"] = "Jan\r\nBcc: victim@example.com"
@@ -91,24 +91,26 @@ async def test_enqueue_refuses_a_bad_job_in_one_line_and_publishes_nothing(
     ]
     for body, reason in cases:
         job.write_bytes(body)
-        result = mailer("enqueue", str(job), env=env)
+        result = await amailer("enqueue", str(job), env=env)
         assert result.returncode == 1, (body[:40], result.stdout)
         assert result.stdout == ""
         lines = result.stderr.splitlines()
         assert len(lines) == 1, result.stderr
         assert lines[0].startswith(f"mailer: {job}: not a valid job, nothing published: {reason}")
         assert "victim@" not in result.stderr
-    from_stdin = mailer("enqueue", "-", env=env, stdin=b"not json")
+    from_stdin = await amailer("enqueue", "-", env=env, stdin=b"not json")
     assert from_stdin.stderr.startswith(
         "mailer: -: not a valid job, nothing published: body is not JSON"
     )
     assert await depths(broker_url) == dict.fromkeys(QUEUES, 0)
 
     job.write_bytes(encode(issue()))
-    ok = mailer("enqueue", str(job), env=env)
+    ok = await amailer("enqueue", str(job), env=env)
     assert ok.returncode == 0, ok.stderr
     assert (await depths(broker_url))["mailer.newsletters"] == 1
-    forced = mailer("enqueue", "--no-check", "--routing-key", "receipt", "-", env=env, stdin=b"x")
+    forced = await amailer(
+        "enqueue", "--no-check", "--routing-key", "receipt", "-", env=env, stdin=b"x"
+    )
     assert forced.returncode == 0, forced.stderr
     assert forced.stdout.strip() == f"published {body_ref(b'x')} with routing key receipt"
     assert (await depths(broker_url))["mailer.receipts"] == 1
@@ -120,7 +122,7 @@ async def test_dlq_requeue_and_purge_of_an_unknown_ref_say_so(
     """Jobs left in mailer.dead (parked while the database was away, no worker running since)
     are moved into the table by `mailer migrate`; then `mailer dlq` acts on them."""
     env = environment(config)
-    assert mailer("migrate", env=env).returncode == 0
+    assert (await amailer("migrate", env=env)).returncode == 0
     connection = await aio_pika.connect(broker_url)
     async with connection:
         channel = await connection.channel()
@@ -129,12 +131,12 @@ async def test_dlq_requeue_and_purge_of_an_unknown_ref_say_so(
                 aio_pika.Message(body, headers={"x-mailer-origin-queue": "mailer.receipts"}),
                 routing_key=DEAD_QUEUE,
             )
-    moved = mailer("migrate", env=env)
+    moved = await amailer("migrate", env=env)
     assert moved.returncode == 0, moved.stderr
     assert "moved 2 parked job(s) from mailer.dead into the database" in moved.stdout
     assert (await depths(broker_url))[DEAD_QUEUE] == 0
     for action in ("requeue", "purge"):
-        result = mailer("dlq", action, "no-such-ref", env=env)
+        result = await amailer("dlq", action, "no-such-ref", env=env)
         assert result.returncode == 1
         assert result.stdout == ""
         assert result.stderr.splitlines() == [
@@ -142,7 +144,7 @@ async def test_dlq_requeue_and_purge_of_an_unknown_ref_say_so(
             f"mailer: dlq {action}: no parked job 'no-such-ref' (see `mailer dlq list`)",
         ]
 
-    mixed = mailer("dlq", "purge", body_ref(b"first"), "deadbeef0000", env=env)
+    mixed = await amailer("dlq", "purge", body_ref(b"first"), "deadbeef0000", env=env)
     assert mixed.returncode == 1
     assert re.fullmatch(
         rf"purged {body_ref(b'first')} \S+ \(parked from mailer\.receipts\)\n", mixed.stdout
@@ -150,13 +152,13 @@ async def test_dlq_requeue_and_purge_of_an_unknown_ref_say_so(
     assert mixed.stderr.splitlines()[-1] == (
         "mailer: dlq purge: no parked job 'deadbeef0000' (see `mailer dlq list`)"
     )
-    listed = mailer("dlq", "list", "--json", env=env)
+    listed = await amailer("dlq", "list", "--json", env=env)
     assert [json.loads(line)["ref"] for line in listed.stdout.splitlines()] == [body_ref(b"second")]
-    requeued = mailer("dlq", "requeue", body_ref(b"second"), env=env)
+    requeued = await amailer("dlq", "requeue", body_ref(b"second"), env=env)
     assert requeued.returncode == 0, requeued.stderr
     assert re.fullmatch(
         rf"requeued {body_ref(b'second')} \S+ → mailer\.receipts\n", requeued.stdout
     )
     assert await depths(broker_url) == {**dict.fromkeys(QUEUES, 0), "mailer.receipts": 1}
-    empty = mailer("dlq", "purge", "--all", env=env)
+    empty = await amailer("dlq", "purge", "--all", env=env)
     assert empty.returncode == 0

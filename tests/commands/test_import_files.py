@@ -11,7 +11,7 @@ import asyncpg
 from mailer.adapters.subscribers import Subscribers
 from mailer.core.audience import imported_person
 from tests.support.newsletters import HASH_KEY
-from tests.support.processes import environment, mailer
+from tests.support.processes import amailer, environment, mailer
 
 POLISH_ROWS = (
     "email;name;locale\r\n"
@@ -34,7 +34,7 @@ async def test_a_cp1250_file_imports_what_is_valid_and_names_the_line_that_is_no
 ) -> None:
     export = tmp_path / "excel.csv"
     export.write_bytes(POLISH_ROWS.encode("cp1250"))
-    result = mailer(
+    result = await amailer(
         "subscribers", "import", str(export), "--list", "lucid-news", env=environment(config)
     )
     assert result.returncode == 1
@@ -51,7 +51,7 @@ async def test_a_cp1250_file_imports_what_is_valid_and_names_the_line_that_is_no
         ("john@example.com", "John Smith", "en", "subscribed"),
     ]
 
-    again = mailer(
+    again = await amailer(
         "subscribers",
         "import",
         str(export),
@@ -95,7 +95,7 @@ async def test_columns_are_found_by_their_header_names(
         ",,,zofia@example.pl,Acme\n",
         encoding="utf-8",
     )
-    result = mailer(
+    result = await amailer(
         "subscribers", "import", str(export), "--list", "lucid-news", env=environment(config)
     )
     assert result.returncode == 0, result.stderr
@@ -112,7 +112,7 @@ async def test_a_header_without_an_email_column_is_refused_whole(
 ) -> None:
     export = tmp_path / "crm.csv"
     export.write_text("name;email_2;phone\nAnna;anna@example.pl;123\n", encoding="utf-8")
-    result = mailer(
+    result = await amailer(
         "subscribers", "import", str(export), "--list", "lucid-news", env=environment(config)
     )
     assert result.returncode == 1
@@ -122,7 +122,7 @@ async def test_a_header_without_an_email_column_is_refused_whole(
     )
     assert await people(db) == []
     export.write_text("Email;Name\n", encoding="utf-8")
-    empty = mailer(
+    empty = await amailer(
         "subscribers", "import", str(export), "--list", "lucid-news", env=environment(config)
     )
     assert empty.returncode == 0, empty.stderr
@@ -141,7 +141,7 @@ async def test_duplicate_rows_are_counted_and_the_first_one_wins(
         "anna@example.pl,Anna thrice,\n",
         encoding="utf-8",
     )
-    result = mailer(
+    result = await amailer(
         "subscribers", "import", str(export), "--list", "lucid-news", env=environment(config)
     )
     assert result.returncode == 0, result.stderr
@@ -178,7 +178,7 @@ async def test_excels_other_exports_utf16_and_a_workbook(
 ) -> None:
     unicode_text = tmp_path / "unicode.txt"  # Excel's "Unicode text": UTF-16 with BOM, tabs
     unicode_text.write_bytes(POLISH_ROWS.replace(";", "\t").encode("utf-16"))
-    result = mailer(
+    result = await amailer(
         "subscribers", "import", str(unicode_text), "--list", "lucid-news", env=environment(config)
     )
     assert result.returncode == 0, result.stderr
@@ -187,7 +187,7 @@ async def test_excels_other_exports_utf16_and_a_workbook(
 
     workbook = tmp_path / "people.xlsx"
     workbook.write_bytes(b"PK\x03\x04\x14\x00\x06\x00" + bytes(range(256)) * 4)
-    refused = mailer(
+    refused = await amailer(
         "subscribers", "import", str(workbook), "--list", "lucid-news", env=environment(config)
     )
     assert refused.returncode == 1
@@ -210,7 +210,7 @@ async def test_hostile_rows_are_bad_rows_and_the_rest_is_imported(
         "fine@example.pl,Fine,en\n",
         encoding="utf-8",
     )
-    result = mailer(
+    result = await amailer(
         "subscribers", "import", str(export), "--list", "lucid-news", env=environment(config)
     )
     assert result.returncode == 1

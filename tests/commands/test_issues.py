@@ -19,7 +19,7 @@ from mailer.adapters.broker import Broker
 from tests.conftest import ROOT, StartService
 from tests.support.jobs import encode
 from tests.support.newsletters import issue, people, subscribe, until_state
-from tests.support.processes import environment, free_port, mailer, start
+from tests.support.processes import amailer, environment, free_port, start
 from tests.support.smtp import SmtpServer
 from tests.support.waiting import eventually
 
@@ -74,7 +74,7 @@ async def test_issue_list_shows_issues_newest_first_with_their_counts(
     await publish(broker_url, scheduled)
     await until_state(db, scheduled["id"], "scheduled")
 
-    listing = mailer("issue", "list", env=env)
+    listing = await amailer("issue", "list", env=env)
     assert listing.returncode == 0, listing.stderr
     header, first, second, *rest = listing.stdout.splitlines()
     assert rest == []
@@ -93,7 +93,7 @@ async def test_issue_list_shows_issues_newest_first_with_their_counts(
     ]
     assert re.search(r" \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC ", second)  # the one format of time
 
-    as_json = mailer("issue", "list", "--json", "--state", "done", env=env)
+    as_json = await amailer("issue", "list", "--json", "--state", "done", env=env)
     rows = [json.loads(line) for line in as_json.stdout.splitlines()]
     assert [row["id"] for row in rows] == [done["id"]]
     assert rows[0]["counts"] == {"sent": 5}
@@ -119,7 +119,7 @@ async def test_captured_mail_is_counted_as_captured_by_list_and_status_alike(
     await publish(broker_url, job)
     await until_state(db, job["id"], "done")
 
-    listing = mailer("issue", "list", env=env)
+    listing = await amailer("issue", "list", env=env)
     assert listing.returncode == 0, listing.stderr
     header, row = listing.stdout.splitlines()
     listed = {name.lower(): column(header, row, name) for name in COUNTED}
@@ -133,7 +133,7 @@ async def test_captured_mail_is_counted_as_captured_by_list_and_status_alike(
         "left": "0",
     }, listing.stdout
 
-    status = mailer("issue", "status", job["id"], env=env)
+    status = await amailer("issue", "status", job["id"], env=env)
     assert status.returncode == 0, status.stderr
     lines = status.stdout.splitlines()
     assert lines[1] == (
@@ -158,7 +158,7 @@ async def test_a_scheduled_issue_says_when_it_starts_in_the_one_format_of_time(
     job = issue(send_at="2030-01-02T09:30:00+01:00")
     await publish(broker_url, job)
     await until_state(db, job["id"], "scheduled")
-    status = mailer("issue", "status", job["id"], env=env)
+    status = await amailer("issue", "status", job["id"], env=env)
     assert status.returncode == 0, status.stderr
     lines = status.stdout.splitlines()
     assert lines[1] == "  starts at 2030-01-02 08:30:00 UTC", status.stdout
@@ -183,19 +183,19 @@ async def test_status_says_stalled_when_no_worker_is_alive_and_recovers_with_one
     config["http"]["port"] = free_port()
     config["newsletter"] = {"rate": 20}
     env = environment(config)
-    assert mailer("migrate", env=env).returncode == 0
+    assert (await amailer("migrate", env=env)).returncode == 0
     worker = start("worker", env=env)
     job = issue()
     try:
         await publish(broker_url, job)
         await eventually(lambda: sent(db, 20), timeout=60)
-        running = mailer("issue", "status", job["id"], env=env)
+        running = await amailer("issue", "status", job["id"], env=env)
         assert re.match(r"  rate \d+\.\d/s over the last ", running.stdout.splitlines()[2])
     finally:
         await asyncio.to_thread(stop, worker, signal.SIGKILL)
 
     async def stalled() -> str | None:  # once the dead process has been silent for a lease
-        status = mailer("issue", "status", job["id"], env=env)
+        status = await amailer("issue", "status", job["id"], env=env)
         line = status.stdout.splitlines()[2]
         return line if "stalled" in line else None
 
@@ -203,19 +203,19 @@ async def test_status_says_stalled_when_no_worker_is_alive_and_recovers_with_one
     assert re.fullmatch(
         r"  stalled: no worker process is alive; the last send was \d+ s ago", line
     ), line
-    status = mailer("issue", "status", job["id"], env=env).stdout
+    status = (await amailer("issue", "status", job["id"], env=env)).stdout
     assert "rate" not in status and "ETA" not in status
     assert re.search(r"\n  measured at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$", status)
 
     await start_service(config)  # a worker again: sending resumes, and so does the rate
 
     async def moving() -> str | None:
-        line = mailer("issue", "status", job["id"], env=env).stdout.splitlines()[2]
+        line = (await amailer("issue", "status", job["id"], env=env)).stdout.splitlines()[2]
         return line if line.startswith("  rate ") else None
 
     line = await eventually(moving, timeout=30, interval=0.5)
     assert float(re.findall(r"[\d.]+", line)[0]) <= 40
-    assert mailer("issue", "cancel", job["id"], env=env).returncode == 0
+    assert (await amailer("issue", "cancel", job["id"], env=env)).returncode == 0
 
 
 async def test_watch_started_mid_issue_shows_the_ledger_rate_and_the_worker_logs_changes(
@@ -245,10 +245,10 @@ async def test_watch_started_mid_issue_shows_the_ledger_rate_and_the_worker_logs
     )
     try:
         await asyncio.sleep(3)  # a few refreshes of the bar
-        assert mailer("issue", "pause", job["id"], env=env).returncode == 0
+        assert (await amailer("issue", "pause", job["id"], env=env)).returncode == 0
         await asyncio.sleep(1.5)
-        assert mailer("issue", "resume", job["id"], env=env).returncode == 0
-        assert mailer("issue", "cancel", job["id"], env=env).returncode == 0
+        assert (await amailer("issue", "resume", job["id"], env=env)).returncode == 0
+        assert (await amailer("issue", "cancel", job["id"], env=env)).returncode == 0
         out, bar = await asyncio.to_thread(watcher.communicate, timeout=30)
     finally:
         if watcher.poll() is None:

@@ -8,14 +8,14 @@ from typing import Any
 import asyncpg
 
 from mailer.core.passwords import verify_password
-from tests.support.processes import environment, mailer
+from tests.support.processes import amailer, environment
 
 
 async def test_add_change_and_remove_an_operator(
     config: dict[str, Any], db: asyncpg.Connection
 ) -> None:
     env = environment(config)
-    added = mailer(
+    added = await amailer(
         "operator", "add", "alice", "--role", "viewer", env=env, stdin=b"a long enough password\n"
     )
     assert added.returncode == 0, added.stderr
@@ -25,7 +25,7 @@ async def test_add_change_and_remove_an_operator(
     assert verify_password(row["password_hash"], "a long enough password")
     assert "a long enough password" not in row["password_hash"]
 
-    again = mailer(
+    again = await amailer(
         "operator", "add", "alice", "--role", "operator", env=env, stdin=b"another long password\n"
     )
     assert again.returncode == 1
@@ -37,13 +37,13 @@ async def test_add_change_and_remove_an_operator(
         "INSERT INTO console_sessions (token_hash, operator_id, csrf_token, expires_at)"
         " SELECT 'x', id, 'y', now() + interval '1 hour' FROM operators WHERE name = 'alice'"
     )
-    changed = mailer("operator", "passwd", "alice", env=env, stdin=b"a brand new password\n")
+    changed = await amailer("operator", "passwd", "alice", env=env, stdin=b"a brand new password\n")
     assert changed.returncode == 0, changed.stderr
     stored = await db.fetchval("SELECT password_hash FROM operators WHERE name = 'alice'")
     assert verify_password(stored, "a brand new password")
     assert await db.fetchval("SELECT count(*) FROM console_sessions") == 0  # logged out
 
-    removed = mailer("operator", "remove", "alice", env=env)
+    removed = await amailer("operator", "remove", "alice", env=env)
     assert removed.returncode == 0
     assert await db.fetchval("SELECT count(*) FROM operators") == 0
     audit = await db.fetch("SELECT operator, action, target FROM console_audit ORDER BY id")
@@ -83,10 +83,10 @@ async def test_bad_names_passwords_and_unknown_accounts_get_one_line(
         (("operator", "remove", "nobody"), None, "mailer: no operator nobody"),
     ]
     for args, stdin, message in cases:
-        result = mailer(*args, env=env, stdin=stdin)
+        result = await amailer(*args, env=env, stdin=stdin)
         assert result.returncode == 1, args
         assert result.stderr.strip() == message
         assert "Traceback" not in result.stderr
     assert await db.fetchval("SELECT count(*) FROM operators") == 0
-    refused = mailer("operator", "add", "bob", "--role", "admin", env=env)
+    refused = await amailer("operator", "add", "bob", "--role", "admin", env=env)
     assert refused.returncode == 2  # argparse: not a role

@@ -16,7 +16,7 @@ from mailer.core.addresses import address_key, address_ref
 from tests.conftest import ROOT, StartService
 from tests.support.jobs import encode, receipt
 from tests.support.newsletters import HASH_KEY, issue, subscribe, until_state
-from tests.support.processes import environment, mailer
+from tests.support.processes import amailer, environment
 from tests.support.smtp import SmtpServer
 from tests.support.waiting import eventually
 
@@ -78,9 +78,9 @@ async def test_show_a_persons_lists_suppression_and_latest_messages(
         return bool(n == 5)
 
     await eventually(all_sent)
-    assert mailer("suppressions", "add", ANNA, env=env).returncode == 0
+    assert (await amailer("suppressions", "add", ANNA, env=env)).returncode == 0
 
-    shown = mailer("subscribers", "show", "Anna.Nowak@Example.PL", env=env)
+    shown = await amailer("subscribers", "show", "Anna.Nowak@Example.PL", env=env)
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
     ref = address_ref(address_key(HASH_KEY, ANNA))
@@ -107,14 +107,14 @@ async def test_show_a_persons_lists_suppression_and_latest_messages(
     assert "@" not in shown.stdout + shown.stderr  # no address, Anna's or anyone's
     assert others["id"] not in shown.stdout
 
-    unknown = mailer("subscribers", "show", "nobody@example.org", env=env)
+    unknown = await amailer("subscribers", "show", "nobody@example.org", env=env)
     assert unknown.returncode == 1
     assert unknown.stdout.splitlines()[1:4] == [
         "lists: on none",
         "suppression: none",
         "latest messages: none",
     ]
-    bad = mailer("subscribers", "show", "not-an-address", env=env)
+    bad = await amailer("subscribers", "show", "not-an-address", env=env)
     assert bad.returncode == 1 and "not a valid e-mail address" in bad.stderr
     assert "not-an-address" not in bad.stderr
 
@@ -136,9 +136,9 @@ async def test_unsubscribe_a_person_from_one_list_then_every_list(
     env = environment(config, MAILER_CONFIG=str(toml))
     ref = address_ref(address_key(HASH_KEY, ANNA))
 
-    one = mailer("subscribers", "unsubscribe", ANNA, "--list", "lucid-offers", env=env)
+    one = await amailer("subscribers", "unsubscribe", ANNA, "--list", "lucid-offers", env=env)
     assert (one.returncode, one.stdout) == (0, f"{ref}: lucid-offers: subscribed → unsubscribed\n")
-    every = mailer("subscribers", "unsubscribe", "Anna.Nowak@Example.PL", env=env)
+    every = await amailer("subscribers", "unsubscribe", "Anna.Nowak@Example.PL", env=env)
     assert every.returncode == 0, every.stderr
     assert every.stdout.splitlines() == [
         f"{ref}: lucid-news: subscribed → unsubscribed",
@@ -154,10 +154,10 @@ async def test_unsubscribe_a_person_from_one_list_then_every_list(
         (ANNA, "lucid-offers", "unsubscribed", "operator"),
         (JAN, "lucid-news", "subscribed", "import"),
     ]
-    nobody = mailer("subscribers", "unsubscribe", "nobody@example.org", env=env)
+    nobody = await amailer("subscribers", "unsubscribe", "nobody@example.org", env=env)
     nobody_ref = address_ref(address_key(HASH_KEY, "nobody@example.org"))
     assert (nobody.returncode, nobody.stdout) == (1, f"{nobody_ref}: not on any list\n")
-    unknown = mailer("subscribers", "unsubscribe", ANNA, "--list", "nope", env=env)
+    unknown = await amailer("subscribers", "unsubscribe", ANNA, "--list", "nope", env=env)
     assert unknown.returncode == 2 and "no list 'nope'" in unknown.stderr
     said = "".join(r.stdout + r.stderr for r in (one, every, nobody, unknown))
     assert "@" not in said

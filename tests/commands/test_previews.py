@@ -17,7 +17,7 @@ from tests.conftest import DkimKeys, StartService
 from tests.support.http import base_url
 from tests.support.jobs import encode
 from tests.support.newsletters import issue, subscribe, until_state
-from tests.support.processes import environment, mailer
+from tests.support.processes import amailer, environment, mailer
 from tests.support.smtp import Received, SmtpServer
 from tests.support.waiting import eventually
 
@@ -68,7 +68,7 @@ async def test_preview_is_what_a_subscriber_receives(
     out = tmp_path / "preview"
     env = environment(config)
     for locale, name in (("pl", "Anna Nowak"), ("en", "John Smith")):
-        shown = mailer(
+        shown = await amailer(
             "issue",
             "preview",
             str(job_file),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -48,6 +49,14 @@ def mailer(
         check=False,
         input=stdin.decode() if stdin else None,
     )
+
+
+async def amailer(
+    *args: str, env: dict[str, str], stdin: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`mailer` from an async test: the process runs while the test's event loop goes on, so
+    a service running in the test's own loop keeps its heartbeat and its consumers."""
+    return await asyncio.to_thread(mailer, *args, env=env, stdin=stdin)
 
 
 def start(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:

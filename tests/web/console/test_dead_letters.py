@@ -18,7 +18,7 @@ from tests.support.dead_letters import dead_queue_depth, parked
 from tests.support.http import admin_url
 from tests.support.jobs import encode, receipt
 from tests.support.newsletters import issue
-from tests.support.processes import environment, mailer
+from tests.support.processes import amailer, environment
 from tests.support.smtp import SmtpServer
 from tests.support.waiting import eventually
 from tests.web.console.conftest import Console, add_operators, log_in
@@ -92,7 +92,7 @@ async def test_looking_changes_nothing_and_a_requeued_poison_job_is_delivered(
     rows = await db.fetch("SELECT * FROM parked_jobs")
     env = environment(config)
     for look in (("list",), ("list", "--json"), ("show", ref)):
-        shown = mailer("dlq", *look, env=env)
+        shown = await amailer("dlq", *look, env=env)
         assert shown.returncode == 0, shown.stderr
         assert job["id"] in shown.stdout
     assert await db.fetch("SELECT * FROM parked_jobs") == rows
@@ -169,8 +169,8 @@ async def test_no_reason_listing_or_page_shows_an_address(
         assert stored[body].reason.startswith(reason), (reason, stored[body].reason)
     assert not [job.reason for job in stored.values() if "@example.pl" in job.reason]
     env = environment(config)
-    shown = [mailer("dlq", "list", env=env), mailer("dlq", "list", "--json", env=env)]
-    shown += [mailer("dlq", "show", job.ref, env=env) for job in stored.values()]
+    shown = [await amailer("dlq", "list", env=env), await amailer("dlq", "list", "--json", env=env)]
+    shown += [await amailer("dlq", "show", job.ref, env=env) for job in stored.values()]
     for result in shown:
         assert result.returncode == 0, result.stderr
         assert PRIVATE not in result.stdout

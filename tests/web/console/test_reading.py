@@ -20,7 +20,7 @@ from tests.support.bounces import bounce_config, dsn, send_report
 from tests.support.http import admin_url, base_url
 from tests.support.jobs import encode, receipt
 from tests.support.newsletters import issue, people, subscribe, until_state
-from tests.support.processes import environment, mailer
+from tests.support.processes import amailer, environment
 from tests.support.smtp import SmtpServer
 from tests.support.waiting import eventually
 from tests.web.console.conftest import Console, add_operators, log_in
@@ -138,10 +138,10 @@ async def test_a_finished_issue_reads_as_issue_list_reads_it(
         return await shown() == ("Listopad", moved, moved)
 
     await eventually(after)
-    listed = mailer("issue", "list", "--json", env=environment(config))
+    listed = await amailer("issue", "list", "--json", env=environment(config))
     (row,) = [json.loads(line) for line in listed.stdout.splitlines()]
     assert row["counts"] == moved
-    text = mailer("issue", "list", env=environment(config)).stdout.splitlines()[1]
+    text = (await amailer("issue", "list", env=environment(config))).stdout.splitlines()[1]
     assert text.endswith("  Listopad"), text
 
 
