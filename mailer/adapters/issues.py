@@ -26,7 +26,7 @@ from uuid import UUID
 
 import asyncpg
 
-from mailer.adapters.database import transaction, unavailable_is_temporary
+from mailer.adapters.database import from_row, transaction, unavailable_is_temporary
 from mailer.adapters.deliveries import cancel_waiting, materialize
 from mailer.adapters.jobs import register
 from mailer.core.deliveries import UNFINISHED
@@ -299,20 +299,13 @@ class Issues:
 
     def _summary(self, row: asyncpg.Record) -> IssueSummary:
         subjects = json.loads(row["subject"]) if row["subject"] is not None else ""
-        return IssueSummary(
-            id=row["id"],
+        return from_row(
+            IssueSummary,
+            row,
             list_slug=row["slug"],
-            state=row["state"],
             subject=_shown_subject(subjects, self._default_locales.get(row["slug"])),
             subjects=subjects,
-            total=row["total"],
-            created_at=row["created_at"],
-            send_at=row["send_at"],
-            started_at=row["started_at"],
-            finished_at=row["finished_at"],
-            measured_at=row["measured_at"],
             counts=json.loads(row["counts"]),
-            final=row["final"],
             last_sent_at=row["last_sent_at"] if row["final"] else None,
         )
 

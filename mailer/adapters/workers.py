@@ -22,7 +22,7 @@ from uuid import UUID
 
 import asyncpg
 
-from mailer.adapters.database import unavailable_is_temporary
+from mailer.adapters.database import from_row, unavailable_is_temporary
 
 Presence = Literal["alive", "gone", "stopped"]
 FORGET_AFTER = timedelta(days=1)  # stopped or gone processes are listed for this long
@@ -174,22 +174,12 @@ class Workers:
         async with unavailable_is_temporary("list workers"):
             rows = await self._pool.fetch(_LIST, within)
         return [
-            WorkerProcess(
-                id=r["id"],
-                host=r["host"],
-                pid=r["pid"],
-                version=r["version"],
+            from_row(
+                WorkerProcess,
+                r,
                 runs=tuple(r["runs"]),
-                started_at=r["started_at"],
-                heartbeat_at=r["heartbeat_at"],
-                stopped_at=r["stopped_at"],
-                presence=r["presence"],
-                silent_for=r["silent_for"],
-                measured_at=r["measured_at"],
                 unacked=json.loads(r["unacked"]),
-                unacked_at=r["unacked_at"],
                 relay=json.loads(r["relay"]) if r["relay"] is not None else None,
-                relay_at=r["relay_at"],
             )
             for r in rows
         ]
