@@ -98,9 +98,7 @@ class IssuePages(Pages):
         data = await self._issue_read(issue_id)
         if data is None:
             raise web.HTTPNotFound(text="no such issue")
-        if self._api(request):
-            return json_response(data)
-        return self._render(request, "issue.html.j2", statuses=READING_ORDER, **data)
+        return self._answer(request, "issue.html.j2", data, statuses=READING_ORDER)
 
     async def _issue_action(self, request: web.Request) -> web.Response:
         issue_id = self._issue_id(request)
