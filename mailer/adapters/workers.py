@@ -125,16 +125,23 @@ class Workers:
                 FORGET_AFTER,
             )
 
-    async def heartbeat(
+    async def report(
         self,
         worker_id: UUID,
+        *,
         unacked: Mapping[str, int] | None = None,
         relay: Mapping[str, Any] | None = None,
+        heartbeat: bool = False,
     ) -> bool:
-        """False when the row is missing (deleted by hand): the caller registers again."""
-        async with unavailable_is_temporary("worker heartbeat"):
+        """What this process holds unacknowledged, and what its relay did (a None is left as
+        it was), with its heartbeat when `heartbeat`. False when the row is missing (deleted
+        by hand): the caller registers again."""
+        async with unavailable_is_temporary(
+            "worker heartbeat" if heartbeat else "report worker state"
+        ):
             found = await self._pool.fetchval(
-                "UPDATE workers SET heartbeat_at = now(),"
+                "UPDATE workers SET"
+                + (" heartbeat_at = now()," if heartbeat else "")
                 + _STATE
                 + " WHERE id = $1 RETURNING true",
                 worker_id,
@@ -142,23 +149,6 @@ class Workers:
                 _json(relay),
             )
         return bool(found)
-
-    async def report(
-        self,
-        worker_id: UUID,
-        *,
-        unacked: Mapping[str, int] | None = None,
-        relay: Mapping[str, Any] | None = None,
-    ) -> None:
-        """What this process holds unacknowledged, and what its relay did, between
-        heartbeats; a None is left as it was."""
-        async with unavailable_is_temporary("report worker state"):
-            await self._pool.execute(
-                "UPDATE workers SET" + _STATE + " WHERE id = $1",
-                worker_id,
-                _json(unacked),
-                _json(relay),
-            )
 
     async def deregister(self, worker_id: UUID) -> None:
         async with unavailable_is_temporary("deregister worker"):
