@@ -83,46 +83,6 @@ class Progress:
     facts: LedgerFacts
 
     @property
-    def issue_id(self) -> UUID:
-        return self.issue.id
-
-    @property
-    def list_slug(self) -> str:
-        return self.issue.list_slug
-
-    @property
-    def send_at(self) -> datetime:
-        return self.issue.send_at
-
-    @property
-    def state(self) -> IssueState:
-        return self.issue.state
-
-    @property
-    def total(self) -> int | None:
-        return self.issue.total
-
-    @property
-    def counts(self) -> Mapping[str, int]:
-        return self.issue.counts
-
-    @property
-    def started_at(self) -> datetime | None:
-        return self.issue.started_at
-
-    @property
-    def finished_at(self) -> datetime | None:
-        return self.issue.finished_at
-
-    @property
-    def measured_at(self) -> datetime:
-        return self.facts.measured_at
-
-    @property
-    def last_sent_at(self) -> datetime | None:
-        return self.facts.last_sent_at
-
-    @property
     def estimate(self) -> Estimate:
         return estimate(self.facts)
 

@@ -69,12 +69,12 @@ class IssuePages(Pages):
         complaints, deliveries = complained or (0, issue.size)
         bounced = issue.counts.get(DeliveryStatus.BOUNCED, 0)
         return {
-            "measured_at": min(rate.measured_at, issue.measured_at),
+            "measured_at": min(rate.facts.measured_at, issue.measured_at),
             "issue": issue,
             "estimate": rate.estimate,
             "rate": rate.said,
             "stalled": rate.estimate.stalled,
-            "last_sent_at": rate.last_sent_at,
+            "last_sent_at": rate.facts.last_sent_at,
             "domains_measured_at": domains_at,
             "domains": by_domain,
             "failures": failures,
