@@ -192,7 +192,7 @@ def _peer(session: Session) -> str:
     return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
 
 
-@dataclass(eq=False, kw_only=True)
+@dataclass(eq=False, repr=False, kw_only=True)
 class BounceReceiver:
     host: str
     port: int

@@ -82,7 +82,7 @@ class SoftRule:
     expire_after_days: int = 90
 
 
-@dataclass(eq=False, kw_only=True)
+@dataclass(eq=False, repr=False, kw_only=True)
 class BounceProcessor:
     reports: BounceReports
     hash_key: bytes

@@ -64,7 +64,7 @@ class _Chunk:
     accepted: set[str] = field(default_factory=set)
 
 
-@dataclass(eq=False, kw_only=True)
+@dataclass(eq=False, repr=False, kw_only=True)
 class ChunkRunner:
     deliveries: Deliveries
     throttle: Throttle

@@ -32,7 +32,7 @@ Deliver = Callable[[bytes], Awaitable[Verdict]]
 MAX_UNEXPECTED = 5
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class QueueHandler:
     queue: str
     deliver: Deliver

@@ -50,7 +50,7 @@ def prepare(job: NewsletterJob, mailing_list: MailingList, renderer: Renderer) -
     return prepare_issue(renderer, job.template, contexts)
 
 
-@dataclass(eq=False, kw_only=True)
+@dataclass(eq=False, repr=False, kw_only=True)
 class IssueIntake:
     """The mailer.newsletters consumer: a valid issue is stored, scheduled, and acked."""
 
@@ -76,7 +76,7 @@ class IssueIntake:
         return Done()
 
 
-@dataclass(eq=False, kw_only=True)
+@dataclass(eq=False, repr=False, kw_only=True)
 class Dispatcher:
     """Schedules the sending of issues in progress; several loops per process, each with
     one chunk in hand at a time."""

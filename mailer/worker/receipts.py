@@ -41,7 +41,7 @@ FIRST_WAIT = 0.2
 MAX_WAIT = 5.0
 
 
-@dataclass(eq=False, kw_only=True)
+@dataclass(eq=False, repr=False, kw_only=True)
 class ReceiptPipeline:
     renderer: Renderer
     attempts: Attempts

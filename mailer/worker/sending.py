@@ -43,7 +43,7 @@ def draft_weight(draft: Draft) -> int:
     )
 
 
-@dataclass(eq=False, kw_only=True)
+@dataclass(eq=False, repr=False, kw_only=True)
 class Sender:
     kind: str
     composer: Composer

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 _CONFIRMATION_IDS = uuid.UUID("6f0d4c1e-4a51-4f4e-9f7a-2b8c0f6d9e31")
 
 
-@dataclass(eq=False, kw_only=True)
+@dataclass(eq=False, repr=False, kw_only=True)
 class SubscriptionChanges:
     subscribers: Subscribers
     jobs: Jobs

@@ -23,7 +23,7 @@ from mailer.web.listener import CONSOLE_POLICY, Listener, application
 MAX_BODY = 256 * 1024
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class AdminServer:
     console: Console
     _: KW_ONLY
