@@ -64,10 +64,10 @@ def _compose_before_the_slot() -> None:
             *,
             delivery_id: int | None = None,
         ) -> Outcome:
-            message = self._signer.sign(self._compose(draft), int(now.timestamp()))
-            sender = self._return_path or draft.sender.address
+            message = self.signer.sign(self.composer(draft), int(now.timestamp()))
+            sender = self.return_path or draft.sender.address
             try:
-                reply = await self._relay.send(sender, draft.to.address, message, still_wanted)
+                reply = await self.relay.send(sender, draft.to.address, message, still_wanted)
             except TemporaryFailure as exc:
                 return transport_failure(str(exc))
             return classify(reply)

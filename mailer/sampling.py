@@ -184,15 +184,16 @@ class Sampler:
 
     async def _sample_issues(self) -> None:
         for progress in await self._issues.active():
-            labels = (str(progress.issue_id), progress.list_slug)
+            issue = progress.issue
+            labels = (str(issue.id), issue.list_slug)
             for status in READING_ORDER:
-                self._series["deliveries"].set((*labels, status), progress.counts.get(status, 0))
+                self._series["deliveries"].set((*labels, status), issue.counts.get(status, 0))
             estimate = progress.estimate
             facts = progress.facts
             last = facts.last_sent_at or facts.started_at
             if last is not None:
                 age = (facts.measured_at - last).total_seconds()
                 self._series["last_send"].set(labels, max(0.0, age))
-            sending = progress.state == "sending"
+            sending = issue.state == "sending"
             self._series["rate"].set(labels, estimate.rate or 0.0)
             self._series["stalled"].set(labels, int(sending and estimate.stalled is not None))

@@ -20,7 +20,7 @@ from datetime import date, datetime
 import asyncpg
 
 from mailer.adapters import suppressions
-from mailer.adapters.database import transaction, unavailable_is_temporary
+from mailer.adapters.database import from_row, transaction, unavailable_is_temporary
 from mailer.adapters.deliveries import record_bounce
 from mailer.adapters.subscribers import unsubscribe
 
@@ -71,10 +71,7 @@ _REPORT_COLUMNS = (
 
 
 def _report(row: asyncpg.Record, *, with_raw: bool = False) -> StoredReport:
-    return StoredReport(
-        **{key: row[key] for key in _REPORT_COLUMNS.replace(" ", "").split(",")},
-        raw=row["raw"] if with_raw else None,
-    )
+    return from_row(StoredReport, row, raw=row["raw"] if with_raw else None)
 
 
 class Classification:

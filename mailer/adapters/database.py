@@ -15,6 +15,8 @@ connections are all replaced once one of them meets it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import hashlib
 import logging
 import re
@@ -22,15 +24,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 
 from mailer.config import parse_database_url
 from mailer.errors import ConfigError, MailerError, TemporaryFailure
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Row = TypeVar("Row", bound="DataclassInstance")
 
 MIGRATION_LOCK = 0x6D61696C6572  # "mailer"
 _MIGRATION_FILE = re.compile(r"(\d{4})_([a-z0-9_]+)\.sql")
@@ -94,6 +100,17 @@ def repeatables() -> list[tuple[str, str]]:
 
 
 LATEST_VERSION = migrations()[-1].version
+
+
+def from_row(cls: type[Row], row: asyncpg.Record, **given: Any) -> Row:
+    """A row as the dataclass whose fields are its columns of the same names; `given` holds
+    the fields no column holds as they are (renamed, decoded, or not read)."""
+    return cls(**{name: row[name] for name in _fields(cls) if name not in given}, **given)
+
+
+@functools.cache
+def _fields(cls: type[DataclassInstance]) -> tuple[str, ...]:
+    return tuple(field.name for field in dataclasses.fields(cls) if field.init)
 
 
 @asynccontextmanager

@@ -23,7 +23,7 @@ from uuid import UUID
 
 import asyncpg
 
-from mailer.adapters.database import unavailable_is_temporary
+from mailer.adapters.database import from_row, unavailable_is_temporary
 from mailer.core.consent import SubscriptionStatus, SuppressionReason
 from mailer.core.deliveries import DeliveryStatus, Write
 from mailer.core.jobs import Transactional
@@ -133,13 +133,11 @@ class Deliveries:
         assert row is not None
         if row["verdict"] == "claimed":
             self.held.add(row["delivery_id"])
-        return ReceiptClaim(
-            verdict=row["verdict"],
-            delivery_id=row["delivery_id"],
+        return from_row(
+            ReceiptClaim,
+            row,
             status=DeliveryStatus(row["status"]) if row["status"] else None,
             attempts=row["attempts"] or 0,
-            first_seen=row["first_seen"],
-            suppression=row["suppression"],
         )
 
     async def claim_chunk(self, issue_id: UUID, list_id: int, size: int) -> list[ClaimedDelivery]:
@@ -149,21 +147,7 @@ class Deliveries:
                 _CLAIM_CHUNK, issue_id, self.worker_id, size, self._lease, list_id
             )
         self.held.update(r["id"] for r in rows)
-        return [
-            ClaimedDelivery(
-                id=r["id"],
-                issue_id=issue_id,
-                attempts=r["attempts"],
-                created_at=r["created_at"],
-                subscriber_id=r["subscriber_id"],
-                email=r["email"],
-                name=r["name"],
-                locale=r["locale"],
-                subscription=r["subscription"],
-                suppression=r["suppression"],
-            )
-            for r in rows
-        ]
+        return [from_row(ClaimedDelivery, r, issue_id=issue_id) for r in rows]
 
     async def record(self, writes: Sequence[Write]) -> Recorded:
         """Write outcomes (TemporaryFailure when the database cannot take them now). A value

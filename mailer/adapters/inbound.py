@@ -26,6 +26,7 @@ import logging
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -191,44 +192,32 @@ def _peer(session: Session) -> str:
     return str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class BounceReceiver:
-    def __init__(
-        self,
-        *,
-        host: str,
-        port: int,
-        domain: str,
-        keys: ReturnPathKeys,
-        max_age_days: int,
-        max_bytes: int,
-        limiter: SourceLimiter,
-        store: Callable[[str, int | None, bytes], Awaitable[int]],
-        on_stored: Callable[[int], None],
-        refused: Callable[[str], None],
-        today: Callable[[], date],
-        feedback_local: str | None = None,
-        max_connections: int = 100,
-        max_session_seconds: float = 300.0,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.domain = domain.lower()
-        self.keys = keys
-        self.max_age_days = max_age_days
-        self.max_bytes = max_bytes
-        self.limiter = limiter
-        self.store = store
-        self.on_stored = on_stored
-        self.refused = refused
-        self.today = today
-        self.feedback_local = feedback_local.lower() if feedback_local else None
-        # The mailboxes taken on trust at RCPT: their reports are checked after the data.
+    host: str
+    port: int
+    domain: str
+    keys: ReturnPathKeys
+    max_age_days: int
+    max_bytes: int
+    limiter: SourceLimiter
+    store: Callable[[str, int | None, bytes], Awaitable[int]]
+    on_stored: Callable[[int], None]
+    refused: Callable[[str], None]
+    today: Callable[[], date]
+    feedback_local: str | None = None
+    max_connections: int = 100
+    max_session_seconds: float = 300.0
+    # The mailboxes taken on trust at RCPT: their reports are checked after the data.
+    mailboxes: set[str] = field(init=False)
+    _server: asyncio.Server | None = field(init=False, default=None)
+    _sessions: set[SMTP] = field(init=False, default_factory=set)
+    _open_by_source: Counter[str] = field(init=False, default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        self.domain = self.domain.lower()
+        self.feedback_local = self.feedback_local.lower() if self.feedback_local else None
         self.mailboxes = {POSTMASTER} | ({self.feedback_local} if self.feedback_local else set())
-        self.max_connections = max_connections
-        self.max_session_seconds = max_session_seconds
-        self._server: asyncio.Server | None = None
-        self._sessions: set[SMTP] = set()
-        self._open_by_source: Counter[str] = Counter()
 
     def delivery_in(self, raw: bytes) -> int | None:
         """The delivery whose return path a feedback loop's report quotes (the returned

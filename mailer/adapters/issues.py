@@ -26,7 +26,7 @@ from uuid import UUID
 
 import asyncpg
 
-from mailer.adapters.database import transaction, unavailable_is_temporary
+from mailer.adapters.database import from_row, transaction, unavailable_is_temporary
 from mailer.adapters.deliveries import cancel_waiting, materialize
 from mailer.adapters.jobs import register
 from mailer.core.deliveries import UNFINISHED
@@ -81,46 +81,6 @@ class Progress:
 
     issue: IssueSummary
     facts: LedgerFacts
-
-    @property
-    def issue_id(self) -> UUID:
-        return self.issue.id
-
-    @property
-    def list_slug(self) -> str:
-        return self.issue.list_slug
-
-    @property
-    def send_at(self) -> datetime:
-        return self.issue.send_at
-
-    @property
-    def state(self) -> IssueState:
-        return self.issue.state
-
-    @property
-    def total(self) -> int | None:
-        return self.issue.total
-
-    @property
-    def counts(self) -> Mapping[str, int]:
-        return self.issue.counts
-
-    @property
-    def started_at(self) -> datetime | None:
-        return self.issue.started_at
-
-    @property
-    def finished_at(self) -> datetime | None:
-        return self.issue.finished_at
-
-    @property
-    def measured_at(self) -> datetime:
-        return self.facts.measured_at
-
-    @property
-    def last_sent_at(self) -> datetime | None:
-        return self.facts.last_sent_at
 
     @property
     def estimate(self) -> Estimate:
@@ -299,20 +259,13 @@ class Issues:
 
     def _summary(self, row: asyncpg.Record) -> IssueSummary:
         subjects = json.loads(row["subject"]) if row["subject"] is not None else ""
-        return IssueSummary(
-            id=row["id"],
+        return from_row(
+            IssueSummary,
+            row,
             list_slug=row["slug"],
-            state=row["state"],
             subject=_shown_subject(subjects, self._default_locales.get(row["slug"])),
             subjects=subjects,
-            total=row["total"],
-            created_at=row["created_at"],
-            send_at=row["send_at"],
-            started_at=row["started_at"],
-            finished_at=row["finished_at"],
-            measured_at=row["measured_at"],
             counts=json.loads(row["counts"]),
-            final=row["final"],
             last_sent_at=row["last_sent_at"] if row["final"] else None,
         )
 

@@ -15,7 +15,7 @@ from typing import Literal, get_args
 
 import asyncpg
 
-from mailer.adapters.database import transaction, unavailable_is_temporary
+from mailer.adapters.database import from_row, transaction, unavailable_is_temporary
 
 Role = Literal["viewer", "operator"]
 ROLES: tuple[Role, ...] = get_args(Role)
@@ -169,7 +169,7 @@ class Operators:
                 " ORDER BY id DESC LIMIT $1",
                 limit,
             )
-        return [AuditEntry(**dict(row)) for row in rows]
+        return [from_row(AuditEntry, row) for row in rows]
 
     # Login slots -----------------------------------------------------------------------
 

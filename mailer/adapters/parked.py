@@ -23,7 +23,7 @@ import asyncpg
 import pamqp.decode
 import pamqp.encode
 
-from mailer.adapters.database import UNAVAILABLE, unavailable_is_temporary
+from mailer.adapters.database import UNAVAILABLE, from_row, unavailable_is_temporary
 
 REASON_CHARS = 1000
 JOB_ID_CHARS = 200
@@ -113,28 +113,15 @@ def _text(value: str | None, limit: int) -> str | None:
 
 
 def _row(record: asyncpg.Record) -> ParkedRow:
-    return ParkedRow(
-        id=record["id"],
-        ref=record["ref"],
-        job_id=record["job_id"],
-        origin=record["origin"],
-        reason=record["reason"],
-        parked_at=record["parked_at"],
-        deliveries=record["deliveries"],
-        size=record["size"],
-    )
+    return from_row(ParkedRow, record)
 
 
 def _job(record: asyncpg.Record) -> ParkedJob:
-    return ParkedJob(
+    return from_row(
+        ParkedJob,
+        record,
         body=bytes(record["body"]),
-        origin=record["origin"],
-        reason=record["reason"],
-        parked_at=record["parked_at"],
-        job_id=record["job_id"],
-        deliveries=record["deliveries"],
         properties=decode_properties(bytes(record["properties"])),
-        id=record["id"],
     )
 
 

@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import asyncpg
 
-from mailer.adapters.database import transaction, unavailable_is_temporary
+from mailer.adapters.database import from_row, transaction, unavailable_is_temporary
 
 # What an operator may add by hand: every reason the schema allows but an erasure, which
 # only a person's erasure request makes, together with forgetting them (and never lifted).
@@ -35,14 +35,7 @@ class Suppression:
 
 
 def _suppression(row: asyncpg.Record) -> Suppression:
-    return Suppression(
-        row["address_key"],
-        row["reason"],
-        row["detail"],
-        row["created_at"],
-        row["expires_at"],
-        row["report_id"],
-    )
+    return from_row(Suppression, row)
 
 
 async def suppress_hard(

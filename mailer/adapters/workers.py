@@ -22,7 +22,7 @@ from uuid import UUID
 
 import asyncpg
 
-from mailer.adapters.database import unavailable_is_temporary
+from mailer.adapters.database import from_row, unavailable_is_temporary
 
 Presence = Literal["alive", "gone", "stopped"]
 FORGET_AFTER = timedelta(days=1)  # stopped or gone processes are listed for this long
@@ -125,16 +125,23 @@ class Workers:
                 FORGET_AFTER,
             )
 
-    async def heartbeat(
+    async def report(
         self,
         worker_id: UUID,
+        *,
         unacked: Mapping[str, int] | None = None,
         relay: Mapping[str, Any] | None = None,
+        heartbeat: bool = False,
     ) -> bool:
-        """False when the row is missing (deleted by hand): the caller registers again."""
-        async with unavailable_is_temporary("worker heartbeat"):
+        """What this process holds unacknowledged, and what its relay did (a None is left as
+        it was), with its heartbeat when `heartbeat`. False when the row is missing (deleted
+        by hand): the caller registers again."""
+        async with unavailable_is_temporary(
+            "worker heartbeat" if heartbeat else "report worker state"
+        ):
             found = await self._pool.fetchval(
-                "UPDATE workers SET heartbeat_at = now(),"
+                "UPDATE workers SET"
+                + (" heartbeat_at = now()," if heartbeat else "")
                 + _STATE
                 + " WHERE id = $1 RETURNING true",
                 worker_id,
@@ -142,23 +149,6 @@ class Workers:
                 _json(relay),
             )
         return bool(found)
-
-    async def report(
-        self,
-        worker_id: UUID,
-        *,
-        unacked: Mapping[str, int] | None = None,
-        relay: Mapping[str, Any] | None = None,
-    ) -> None:
-        """What this process holds unacknowledged, and what its relay did, between
-        heartbeats; a None is left as it was."""
-        async with unavailable_is_temporary("report worker state"):
-            await self._pool.execute(
-                "UPDATE workers SET" + _STATE + " WHERE id = $1",
-                worker_id,
-                _json(unacked),
-                _json(relay),
-            )
 
     async def deregister(self, worker_id: UUID) -> None:
         async with unavailable_is_temporary("deregister worker"):
@@ -174,22 +164,12 @@ class Workers:
         async with unavailable_is_temporary("list workers"):
             rows = await self._pool.fetch(_LIST, within)
         return [
-            WorkerProcess(
-                id=r["id"],
-                host=r["host"],
-                pid=r["pid"],
-                version=r["version"],
+            from_row(
+                WorkerProcess,
+                r,
                 runs=tuple(r["runs"]),
-                started_at=r["started_at"],
-                heartbeat_at=r["heartbeat_at"],
-                stopped_at=r["stopped_at"],
-                presence=r["presence"],
-                silent_for=r["silent_for"],
-                measured_at=r["measured_at"],
                 unacked=json.loads(r["unacked"]),
-                unacked_at=r["unacked_at"],
                 relay=json.loads(r["relay"]) if r["relay"] is not None else None,
-                relay_at=r["relay_at"],
             )
             for r in rows
         ]

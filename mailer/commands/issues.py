@@ -91,25 +91,27 @@ async def change_state(args: argparse.Namespace, settings: Settings, pool: async
 
 
 def describe(progress: Progress) -> str:
-    counts = progress.counts
-    total = progress.total if progress.total is not None else sum(counts.values())
-    lines = [f"issue {progress.issue_id} (list {progress.list_slug}): {progress.state}"]
-    if progress.state == "scheduled":
-        lines.append(f"  starts at {when(progress.send_at)}")
+    issue = progress.issue
+    counts = issue.counts
+    total = issue.total if issue.total is not None else sum(counts.values())
+    lines = [f"issue {issue.id} (list {issue.list_slug}): {issue.state}"]
+    if issue.state == "scheduled":
+        lines.append(f"  starts at {when(issue.send_at)}")
     shown = "   ".join(f"{status} {n}" for status, n in core.counted(counts))
     lines.append(f"  total {total}   {shown}")
-    if progress.state == "sending":
+    if issue.state == "sending":
         lines.append(f"  {core.describe(progress.estimate) or 'nothing left to send'}")
-    elif progress.finished_at is not None:
-        lines.append(f"  finished at {when(progress.finished_at)}")
-    lines.append(f"  measured at {when(progress.measured_at)}")
+    elif issue.finished_at is not None:
+        lines.append(f"  finished at {when(issue.finished_at)}")
+    lines.append(f"  measured at {when(progress.facts.measured_at)}")
     return "\n".join(lines)
 
 
 def status_line(progress: Progress) -> str:
     """The bar's postfix: the state, and the rate or why there is none."""
-    detail = core.describe(progress.estimate) if progress.state == "sending" else ""
-    return f"{progress.state}, {detail}" if detail else progress.state
+    state = progress.issue.state
+    detail = core.describe(progress.estimate) if state == "sending" else ""
+    return f"{state}, {detail}" if detail else state
 
 
 async def watch(
@@ -121,7 +123,7 @@ async def watch(
         return None
     first = progress.estimate
     with tqdm(
-        total=progress.total or 0,
+        total=progress.issue.total or 0,
         initial=first.done,
         unit="msg",
         file=out,
@@ -129,11 +131,11 @@ async def watch(
         bar_format=BAR_FORMAT,
     ) as bar:
         while True:
-            bar.total = progress.total or 0
+            bar.total = progress.issue.total or 0
             bar.n = progress.estimate.done
             bar.set_postfix_str(status_line(progress), refresh=False)
             bar.refresh()
-            if progress.state in ENDED:
+            if progress.issue.state in ENDED:
                 break
             await asyncio.sleep(interval)
             latest = await issues.progress(issue_id)

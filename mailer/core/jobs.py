@@ -55,7 +55,23 @@ class _Value(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
 
 
+def _matching(pattern: re.Pattern[str], what: str) -> AfterValidator:
+    """A text `pattern` matches whole, else the error says it `must be {what}`."""
+
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(f"must be {what}")
+        return value
+
+    return AfterValidator(check)
+
+
 HeaderText = Annotated[str, Field(max_length=256), AfterValidator(header_safe)]
+ListSlug = Annotated[str, _matching(SLUG, "a list slug such as 'lucid-news'")]
+ReceiptTemplate = Annotated[str, _matching(TEMPLATE_NAME, "a template name such as 'receipt'")]
+NewsletterTemplate = Annotated[
+    str, _matching(TEMPLATE_NAME, "a template name such as 'newsletter'")
+]
 # Validated and normalized (ASCII, IDN as punycode) on decode.
 Address = Annotated[str, Field(max_length=320), AfterValidator(normalize_address)]
 
@@ -106,16 +122,9 @@ class ReceiptJob(_Value):
     id: UUID
     to: Recipient
     locale: Locale | None = None
-    template: str = "receipt"
+    template: ReceiptTemplate = "receipt"
     data: dict[str, Any] = {}
     attachments: tuple[Attachment, ...] = ()
-
-    @field_validator("template")
-    @classmethod
-    def _template_name(cls, value: str) -> str:
-        if not TEMPLATE_NAME.fullmatch(value):
-            raise ValueError("must be a template name such as 'receipt'")
-        return value
 
     @property
     def message_kind(self) -> Transactional:
@@ -142,27 +151,13 @@ class NewsletterJob(_Value):
     kind: Literal["newsletter"]
     version: Literal[1]
     id: UUID
-    list: str
+    list: ListSlug
     subject: Annotated[str | dict[Locale, str], BeforeValidator(_subject)] = Field(
         union_mode="left_to_right"
     )
-    template: str = "newsletter"
+    template: NewsletterTemplate = "newsletter"
     data: dict[str, Any] = {}
     send_at: datetime | None = None
-
-    @field_validator("list")
-    @classmethod
-    def _slug(cls, value: str) -> str:
-        if not SLUG.fullmatch(value):
-            raise ValueError("must be a list slug such as 'lucid-news'")
-        return value
-
-    @field_validator("template")
-    @classmethod
-    def _template_name(cls, value: str) -> str:
-        if not TEMPLATE_NAME.fullmatch(value):
-            raise ValueError("must be a template name such as 'newsletter'")
-        return value
 
     @field_validator("send_at")
     @classmethod
@@ -225,18 +220,11 @@ class SubscriptionJob(_Value):
     version: Literal[1]
     id: UUID
     action: Literal["subscribe", "unsubscribe", "erase"]
-    list: str | None = None
+    list: ListSlug | None = None
     email: Address
     name: HeaderText | None = None
     locale: Locale | None = None
     confirmed: bool = False
-
-    @field_validator("list")
-    @classmethod
-    def _slug(cls, value: str | None) -> str | None:
-        if value is not None and not SLUG.fullmatch(value):
-            raise ValueError("must be a list slug such as 'lucid-news'")
-        return value
 
 
 Job = ReceiptJob | NewsletterJob | SubscriptionJob

@@ -19,12 +19,12 @@ import hashlib
 import hmac
 import re
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 
-from mailer.core.tokens import derive_key
+from mailer.core.tokens import SigningKeys
 
 PREFIX = "b-"
 _LAYOUT = struct.Struct(">BHQ")
@@ -55,20 +55,14 @@ def _mac(key: bytes, body: bytes) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
-class ReturnPathKeys:
+class ReturnPathKeys(SigningKeys):
     """The key that signs new return paths, and every key whose return paths still verify.
 
     Derived from the same secrets as the link tokens, under a purpose of its own, so that a
     return path can never stand in for an unsubscribe link or the other way round.
     """
 
-    signing: bytes
-    accepted: tuple[bytes, ...]
-
-    @classmethod
-    def from_secrets(cls, current: bytes, retired: Sequence[bytes] = ()) -> ReturnPathKeys:
-        signing = derive_key(current, "return-path")
-        return cls(signing, (signing, *(derive_key(old, "return-path") for old in retired)))
+    purpose = "return-path"
 
 
 def encode_token(keys: ReturnPathKeys, delivery_id: int, today: date) -> str:

@@ -25,7 +25,7 @@ import hmac
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal, Self
 
 Purpose = Literal["unsubscribe", "confirm", "undo"]
 _MAC_BYTES = 12
@@ -43,16 +43,25 @@ def derive_key(secret: bytes, purpose: str) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
-class TokenKeys:
-    """The key that signs new tokens, and every key whose tokens are still accepted."""
+class SigningKeys:
+    """The key that signs, from the current secret, and every key whose signatures are still
+    accepted (the current and the retired secrets'): derived under the subclass's purpose."""
 
+    purpose: ClassVar[str]
     signing: bytes
     accepted: tuple[bytes, ...]
 
     @classmethod
-    def from_secrets(cls, current: bytes, retired: Sequence[bytes] = ()) -> TokenKeys:
-        signing = derive_key(current, "tokens")
-        return cls(signing, (signing, *(derive_key(old, "tokens") for old in retired)))
+    def from_secrets(cls, current: bytes, retired: Sequence[bytes] = ()) -> Self:
+        signing = derive_key(current, cls.purpose)
+        return cls(signing, (signing, *(derive_key(old, cls.purpose) for old in retired)))
+
+
+@dataclass(frozen=True, slots=True)
+class TokenKeys(SigningKeys):
+    """The key that signs new tokens, and every key whose tokens are still accepted."""
+
+    purpose = "tokens"
 
 
 def _key_id(key: bytes) -> int:

@@ -57,7 +57,10 @@ class Presence:
     async def beat(self) -> None:
         """Operators see the process alive while this goes on."""
         try:
-            if not await self._workers.heartbeat(self.worker_id, *self.report.now()):
+            unacked, relay = self.report.now()
+            if not await self._workers.report(
+                self.worker_id, unacked=unacked, relay=relay, heartbeat=True
+            ):
                 await self.register()  # its row was deleted by hand
         except TemporaryFailure as exc:
             log.warning("could not record the worker heartbeat: %s", exc)

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Protocol
 
@@ -82,31 +82,24 @@ class SoftRule:
     expire_after_days: int = 90
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class BounceProcessor:
-    def __init__(
-        self,
-        *,
-        reports: BounceReports,
-        hash_key: bytes,
-        soft: SoftRule,
-        complaint_alert_rate: float,
-        retention_days: int,
-        metrics: Metrics,
-        clock: Callable[[], datetime],
-        classifier: Classifier,
-    ) -> None:
-        self._reports = reports
-        self._classifier = classifier
-        self._turns = asyncio.Semaphore(classifier.processes)
+    reports: BounceReports
+    hash_key: bytes
+    soft: SoftRule
+    complaint_alert_rate: float
+    retention_days: int
+    metrics: Metrics
+    clock: Callable[[], datetime]
+    classifier: Classifier
+    _turns: asyncio.Semaphore = field(init=False)
+    _claim_seconds: float = field(init=False)
+    _tasks: set[asyncio.Task[None]] = field(init=False, default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._turns = asyncio.Semaphore(self.classifier.processes)
         # A claim outlasts the longest classification (a new process's start included).
-        self._claim_seconds = 2 * classifier.timeout + 60
-        self._hash_key = hash_key
-        self._soft = soft
-        self._complaint_alert_rate = complaint_alert_rate
-        self._retention_days = retention_days
-        self._metrics = metrics
-        self._clock = clock
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._claim_seconds = 2 * self.classifier.timeout + 60
 
     def stored(self, report_id: int) -> None:
         """The receiver committed a report: classify it soon, off the SMTP session."""
@@ -133,16 +126,16 @@ class BounceProcessor:
         """Classify and apply one stored report; None when it was done already (or another
         classification holds it), NotYet when its delivery's outcome is still being
         recorded. ClassifierStopped when the service stops first."""
-        status = await self._reports.delivery_status(report_id)
+        status = await self.reports.delivery_status(report_id)
         if status is None:
             return None
         if status == "sending":
             # A fast relay's DSN can arrive before the 250 that preceded it is recorded.
             return NotYet()
         async with self._turns:
-            if self._classifier.closed:  # stopping: left for the next start, not counted
+            if self.classifier.closed:  # stopping: left for the next start, not counted
                 raise ClassifierStopped
-            claim = await self._reports.claim(report_id, seconds=self._claim_seconds)
+            claim = await self.reports.claim(report_id, seconds=self._claim_seconds)
             if claim is None:
                 return None
             if claim.attempts > MAX_ATTEMPTS:
@@ -154,10 +147,10 @@ class BounceProcessor:
                 )
             else:
                 try:
-                    report = await self._classifier.classify(claim.raw)
+                    report = await self.classifier.classify(claim.raw)
                 except ClassifierStopped:
                     # Cut off by the stop: free for the next start, the attempt still counted.
-                    await self._reports.release(report_id, attempt_counts=True)
+                    await self.reports.release(report_id, attempt_counts=True)
                     raise
         if report.reason.endswith(KEPT):  # over its time limit, or its process died
             log.warning("bounce report %d is unparseable: %s", report_id, report.reason)
@@ -165,7 +158,7 @@ class BounceProcessor:
 
     async def _record(self, report_id: int, report: Report) -> Effect | NotYet | None:
         """Apply a classified report, and mark it classified, in one transaction."""
-        async with self._reports.classifying(report_id) as job:
+        async with self.reports.classifying(report_id) as job:
             if job is None:
                 return None
             pending = job.pending
@@ -186,10 +179,10 @@ class BounceProcessor:
                     evidence=_clean(effect.evidence),
                 )
         if resent:
-            await self._reports.release(report_id)
+            await self.reports.release(report_id)
             return NotYet()
         if job.unsubscribed:  # a complaint's unsubscribe, counted as every unsubscribe is
-            self._metrics.unsubscribes.labels("complaint").inc(job.unsubscribed)
+            self.metrics.unsubscribes.labels("complaint").inc(job.unsubscribed)
         self._after(pending.delivery_id, pending.job_id, pending.recipient_key, effect, outcome)
         if effect.applies and effect.kind is Kind.COMPLAINT and pending.job_id is not None:
             await self._complaint_rate(pending.job_id)
@@ -211,7 +204,7 @@ class BounceProcessor:
             report,
             delivery_id=pending.delivery_id,
             recipient_key=pending.recipient_key,
-            hash_key=self._hash_key,
+            hash_key=self.hash_key,
         )
         return effect, await self._apply(job, effect) if effect.applies else effect.reason
 
@@ -220,7 +213,7 @@ class BounceProcessor:
         marked unparseable with the reason, so it is not tried again on every sweep."""
         log.error("bounce report %d: classification failed", report_id, exc_info=error)
         with contextlib.suppress(TemporaryFailure):
-            await self._reports.give_up(report_id, f"classification failed: {type(error).__name__}")
+            await self.reports.give_up(report_id, f"classification failed: {type(error).__name__}")
 
     async def _apply(self, job: Classification, effect: Effect) -> str:
         kind = effect.kind
@@ -243,8 +236,8 @@ class BounceProcessor:
         return await self._soft_point(job)
 
     async def _soft_point(self, job: Classification) -> str:
-        today = self._clock().date()
-        rule = self._soft
+        today = self.clock().date()
+        rule = self.soft
         days = await job.soft_point(today, keep_days=rule.window_days + rule.expire_after_days)
         decision = soft_bounce_decision(
             days,
@@ -268,7 +261,7 @@ class BounceProcessor:
     ) -> None:
         ref = address_ref(recipient_key) if recipient_key else "-"
         kind = str(effect.kind) if effect.applies else "mismatched"
-        self._metrics.bounce_reports.labels(kind).inc()
+        self.metrics.bounce_reports.labels(kind).inc()
         log.info(
             "bounce report kind=%s delivery=%s rcpt=%s outcome=%r",
             kind,
@@ -279,10 +272,10 @@ class BounceProcessor:
         if not effect.applies:
             return
         if effect.kind is Kind.COMPLAINT:
-            self._metrics.complaints.inc()
+            self.metrics.complaints.inc()
             log.warning("complaint from rcpt=%s about job=%s: flagged for operators", ref, job_id)
         if effect.kind is Kind.POLICY:
-            self._metrics.bounce_alerts.labels("policy").inc()
+            self.metrics.bounce_alerts.labels("policy").inc()
             log.warning(
                 "alert: policy bounce from %s (our sender or content refused, not the"
                 " recipient): %s",
@@ -291,33 +284,33 @@ class BounceProcessor:
             )
 
     async def _complaint_rate(self, job_id: object) -> None:
-        rate = await self._reports.complaint_rate(job_id)
+        rate = await self.reports.complaint_rate(job_id)
         if rate is None:
             return
         complaints, total = rate
-        if complaints / total > self._complaint_alert_rate:
-            self._metrics.bounce_alerts.labels("complaint_rate").inc()
+        if complaints / total > self.complaint_alert_rate:
+            self.metrics.bounce_alerts.labels("complaint_rate").inc()
             log.error(
                 "alert: issue %s has %d complaint(s) in %d deliveries (%.2f%%), over %.2f%%",
                 job_id,
                 complaints,
                 total,
                 100 * complaints / total,
-                100 * self._complaint_alert_rate,
+                100 * self.complaint_alert_rate,
             )
 
     async def sweep(self) -> None:
         """Classify what was left unclassified, and apply the retention."""
-        for report_id in await self._reports.unclassified():
+        for report_id in await self.reports.unclassified():
             try:
                 await self.classify(report_id)
             except (TemporaryFailure, ClassifierStopped):
                 raise
             except Exception as exc:
                 await self._give_up(report_id, exc)
-        rule = self._soft
-        emptied, lifted = await self._reports.sweep(
-            retention_days=self._retention_days,
+        rule = self.soft
+        emptied, lifted = await self.reports.sweep(
+            retention_days=self.retention_days,
             keep_soft_days=rule.window_days + rule.expire_after_days,
         )
         if emptied or lifted:

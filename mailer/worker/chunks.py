@@ -64,35 +64,21 @@ class _Chunk:
     accepted: set[str] = field(default_factory=set)
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class ChunkRunner:
-    def __init__(
-        self,
-        *,
-        deliveries: Deliveries,
-        throttle: Throttle,
-        attempts: Attempts,
-        signals: Signals,
-        token_keys: TokenKeys,
-        public_url: str,
-        default_domain_rate: float,
-        policy: RetryPolicy,
-        metrics: Metrics,
-        clock: Callable[[], datetime],
-        feedback_sender: str = "mailer",
-    ) -> None:
-        self._feedback_sender = feedback_sender
-        self._deliveries = deliveries
-        self._throttle = throttle
-        self._attempts = attempts
-        self._signals = signals
-        self._token_keys = token_keys
-        self._public_url = public_url
-        self._default_domain_rate = default_domain_rate
-        self._policy = policy
-        self._metrics = metrics
-        self._clock = clock
-        self._holders: set[UUID] = set()
-        self._recorders: set[Recorder] = set()
+    deliveries: Deliveries
+    throttle: Throttle
+    attempts: Attempts
+    signals: Signals
+    token_keys: TokenKeys
+    public_url: str
+    default_domain_rate: float
+    policy: RetryPolicy
+    metrics: Metrics
+    clock: Callable[[], datetime]
+    feedback_sender: str = "mailer"
+    _holders: set[UUID] = field(init=False, default_factory=set)
+    _recorders: set[Recorder] = field(init=False, default_factory=set)
 
     def holders(self) -> list[UUID]:
         """Throttle slot holders in use now, whose leases the heartbeat renews."""
@@ -115,7 +101,7 @@ class ChunkRunner:
         finished: list[UUID] = []
 
         async def record(writes: Sequence[Write]) -> set[int]:
-            recorded = await self._deliveries.record(writes)
+            recorded = await self.deliveries.record(writes)
             finished.extend(recorded.finished_issues)
             self._count(writes, recorded.ids)
             return recorded.ids
@@ -140,8 +126,8 @@ class ChunkRunner:
             except asyncio.CancelledError:
                 await recorder.abandon()
                 raise
-            await self._throttle.release(
-                holder, sorted(state.deferred), sorted(state.accepted), self._default_domain_rate
+            await self.throttle.release(
+                holder, sorted(state.deferred), sorted(state.accepted), self.default_domain_rate
             )
         finally:
             self._holders.discard(holder)
@@ -153,9 +139,9 @@ class ChunkRunner:
         """Stopped mid-chunk (SIGTERM past the drain timeout): write what is known, and
         what was under way at the relay as tried (it may have arrived). What never started
         stays claimed, for the shutdown to hand back."""
-        now = self._clock()
+        now = self.clock()
         for row in chunk.in_flight.values():
-            chunk.recorder.add(interrupted(row.id, now, self._policy, row.attempts), reserved=False)
+            chunk.recorder.add(interrupted(row.id, now, self.policy, row.attempts), reserved=False)
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(chunk.recorder.close(), LAST_WRITE_AT_SHUTDOWN)
         await chunk.recorder.abandon()
@@ -173,14 +159,14 @@ class ChunkRunner:
                 recorder.add(suppressed(row.id, decision.reason), reserved=False)
             else:
                 ready.append(row)
-        grants = await self._throttle.take(chunk.holder, Counter(_domain(row) for row in ready))
+        grants = await self.throttle.take(chunk.holder, Counter(_domain(row) for row in ready))
         allowed = {domain: grant.messages for domain, grant in grants.items()}
         lanes = {
             domain: asyncio.Semaphore(grant.lanes)
             for domain, grant in grants.items()
             if grant.lanes is not None
         }
-        later = self._clock() + timedelta(seconds=1)
+        later = self.clock() + timedelta(seconds=1)
         to_send = []
         for row in ready:
             domain = _domain(row)
@@ -223,7 +209,7 @@ class ChunkRunner:
             return unsendable(row.id, str(error))
         log.error("newsletter delivery %d: unexpected error", row.id, exc_info=error)
         return handed_back(
-            row.id, row.attempts, self._clock() + timedelta(seconds=UNEXPECTED_ERROR_DELAY)
+            row.id, row.attempts, self.clock() + timedelta(seconds=UNEXPECTED_ERROR_DELAY)
         )
 
     async def _one(self, chunk: _Chunk, row: ClaimedDelivery) -> Write:
@@ -233,27 +219,25 @@ class ChunkRunner:
         skipped = self._skipped(issue, mailing_list, row)
         if skipped is not None:
             return skipped
-        token = unsubscribe_token(
-            self._token_keys, Subscription(row.subscriber_id, mailing_list.id)
-        )
-        url = f"{self._public_url}/u/{token}"
+        token = unsubscribe_token(self.token_keys, Subscription(row.subscriber_id, mailing_list.id))
+        url = f"{self.public_url}/u/{token}"
         locale = newsletter_locale(row.locale, mailing_list)
         draft = Draft(
             sender=mailing_list.sender,
             to=Mailbox(row.email, row.name),
             message_id=newsletter_message_id(issue.id, row.subscriber_id, mailing_list),
-            date=self._clock(),
+            date=self.clock(),
             content=chunk.prepared.personalize(locale, row.name, url),
             list_headers=ListHeaders(
                 mailing_list.list_id(),
                 url,
                 feedback_id=(
-                    f"{issue.id.hex}:{mailing_list.slug}:newsletter:{self._feedback_sender}"
+                    f"{issue.id.hex}:{mailing_list.slug}:newsletter:{self.feedback_sender}"
                 ),
             ),
         )
         try:
-            write, outcome = await self._attempts.attempt(
+            write, outcome = await self.attempts.attempt(
                 row.id,
                 draft,
                 attempts_before=row.attempts,
@@ -274,20 +258,20 @@ class ChunkRunner:
         self, issue: ActiveIssue, mailing_list: MailingList, row: ClaimedDelivery
     ) -> Write | None:
         """What became of a message that must not go after all, decided at the last moment."""
-        halted = self._signals.halted(issue.id)
+        halted = self.signals.halted(issue.id)
         if halted == "cancelled":
             return cancelled(row.id)
         if halted == "paused":
             return handed_back(row.id, row.attempts)
         assert row.subscriber_id is not None
-        if self._signals.revoked(row.subscriber_id, mailing_list.id):
+        if self.signals.revoked(row.subscriber_id, mailing_list.id):
             return suppressed(row.id, "unsubscribed")
         return None
 
     def _count(self, writes: Sequence[Write], recorded: set[int]) -> None:
         for write in writes:
             if write.delivery_id in recorded and write.status in _METERED:
-                self._metrics.deliveries.labels("newsletter", str(write.status)).inc()
+                self.metrics.deliveries.labels("newsletter", str(write.status)).inc()
 
 
 # What the deliveries counter counts of a newsletter's writes: outcomes of sending, and

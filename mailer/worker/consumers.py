@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import KW_ONLY, dataclass
 
 from mailer.adapters.broker import Broker
 from mailer.adapters.consuming import QueueMessage
@@ -31,26 +32,18 @@ Deliver = Callable[[bytes], Awaitable[Verdict]]
 MAX_UNEXPECTED = 5
 
 
+@dataclass(eq=False, repr=False)
 class QueueHandler:
-    def __init__(
-        self,
-        queue: str,
-        deliver: Deliver,
-        *,
-        broker: Broker,
-        parking: Parking,
-        metrics: Metrics,
-        unavailable_delay: float,
-    ) -> None:
-        self.queue = queue
-        self._deliver = deliver
-        self._broker = broker
-        self._parking = parking
-        self._metrics = metrics
-        self._unavailable_delay = unavailable_delay
+    queue: str
+    deliver: Deliver
+    _: KW_ONLY
+    broker: Broker
+    parking: Parking
+    metrics: Metrics
+    unavailable_delay: float
 
     async def __call__(self, message: QueueMessage) -> None:
-        gauge = self._metrics.inflight.labels(self.queue)
+        gauge = self.metrics.inflight.labels(self.queue)
         gauge.inc()
         try:
             await self._handle(message)
@@ -59,7 +52,7 @@ class QueueHandler:
 
     async def _handle(self, message: QueueMessage) -> None:
         try:
-            verdict = await self._deliver(message.body)
+            verdict = await self.deliver(message.body)
         except InvalidJob as exc:
             reason = exc.reason
             await self._settle(message, lambda: self._park(message, reason))
@@ -68,8 +61,8 @@ class QueueHandler:
             await message.give_back()  # straight back to the queue, for another worker
             return
         except TemporaryFailure as exc:
-            log.warning("%s: %s; retrying in %.0fs", self.queue, exc, self._unavailable_delay)
-            verdict = Later(self._unavailable_delay, 0)
+            log.warning("%s: %s; retrying in %.0fs", self.queue, exc, self.unavailable_delay)
+            verdict = Later(self.unavailable_delay, 0)
         except Exception as exc:
             await self._unexpected(message, exc)
             return
@@ -86,10 +79,10 @@ class QueueHandler:
             await self._settle(message, lambda: self._park(message, reason))
             return
         log.exception("%s: unexpected error (%d); retrying later", self.queue, failures)
-        delay = self._unavailable_delay
+        delay = self.unavailable_delay
 
         async def later() -> None:
-            await self._broker.retry_later(
+            await self.broker.retry_later(
                 message,
                 queue=self.queue,
                 delay_ms=_ms(delay),
@@ -100,15 +93,15 @@ class QueueHandler:
         await self._settle(message, later)
 
     async def _park(self, message: QueueMessage, reason: str) -> None:
-        await self._parking.park(message, origin=self.queue, reason=reason)
-        self._metrics.parked.labels(self.queue).inc()
+        await self.parking.park(message, origin=self.queue, reason=reason)
+        self.metrics.parked.labels(self.queue).inc()
         log.warning(
             "%s: parked job=%s reason=%r", self.queue, message.message_id, mask_addresses(reason)
         )
 
     async def _later(self, message: QueueMessage, verdict: Later) -> None:
         # An unexpected error counted before stays counted across "not yet" rounds.
-        await self._broker.retry_later(
+        await self.broker.retry_later(
             message,
             queue=self.queue,
             delay_ms=_ms(verdict.delay),

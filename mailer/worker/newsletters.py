@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from uuid import UUID
 
 from mailer.adapters.deliveries import Deliveries
@@ -49,31 +50,24 @@ def prepare(job: NewsletterJob, mailing_list: MailingList, renderer: Renderer) -
     return prepare_issue(renderer, job.template, contexts)
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class IssueIntake:
     """The mailer.newsletters consumer: a valid issue is stored, scheduled, and acked."""
 
-    def __init__(
-        self,
-        *,
-        issues: Issues,
-        lists: Mapping[str, MailingList],
-        renderer: Renderer,
-        max_attachment_bytes: int,
-    ) -> None:
-        self._issues = issues
-        self._lists = lists
-        self._renderer = renderer
-        self._max_attachment_bytes = max_attachment_bytes
+    issues: Issues
+    lists: Mapping[str, MailingList]
+    renderer: Renderer
+    max_attachment_bytes: int
 
     async def accept(self, body: bytes) -> Verdict:
-        job = decode(body, max_attachment_bytes=self._max_attachment_bytes)
+        job = decode(body, max_attachment_bytes=self.max_attachment_bytes)
         if not isinstance(job, NewsletterJob):
             raise InvalidJob(f"kind: a {job.kind} job does not belong on the newsletters queue")
-        mailing_list = self._lists.get(job.list)
+        mailing_list = self.lists.get(job.list)
         if mailing_list is None:
             raise InvalidJob(f"list: no list {job.list!r} is configured")
-        prepare(job, mailing_list, self._renderer)
-        result = await self._issues.accept(
+        prepare(job, mailing_list, self.renderer)
+        result = await self.issues.accept(
             job.id, payload_digest(job), mailing_list.id, job.model_dump(mode="json"), job.send_at
         )
         if result == "conflict":
@@ -82,41 +76,33 @@ class IssueIntake:
         return Done()
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class Dispatcher:
     """Schedules the sending of issues in progress; several loops per process, each with
     one chunk in hand at a time."""
 
-    def __init__(
-        self,
-        *,
-        issues: Issues,
-        deliveries: Deliveries,
-        runner: ChunkRunner,
-        signals: Signals,
-        renderer: Renderer,
-        lists: Mapping[int, MailingList],
-        chunk_size: int,
-        rate: float,
-        poll_interval: float,
-        lease: float,
-    ) -> None:
-        self._issues = issues
-        self._deliveries = deliveries
-        self._runner = runner
-        self._signals = signals
-        self._renderer = renderer
-        self._lists = lists
+    issues: Issues
+    deliveries: Deliveries
+    runner: ChunkRunner
+    signals: Signals
+    renderer: Renderer
+    lists: Mapping[int, MailingList]
+    chunk_size: int
+    rate: float
+    poll_interval: float
+    lease: float
+    _prepared: dict[UUID, PreparedIssue] = field(init=False, default_factory=dict)
+    _stopping: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    _last_reclaim: float = field(init=False, default=0.0)
+
+    def __post_init__(self) -> None:
         # About a second's worth of mail per chunk: the consent read with the claim stays
         # fresh, and pausing takes effect quickly.
-        self._chunk_size = min(chunk_size, max(1, int(rate))) if rate > 0 else chunk_size
-        self._poll_interval = poll_interval
-        self._lease = lease
-        self._prepared: dict[UUID, PreparedIssue] = {}
-        self._stopping = asyncio.Event()
-        self._last_reclaim = 0.0
+        if self.rate > 0:
+            self.chunk_size = min(self.chunk_size, max(1, int(self.rate)))
 
     async def run(self) -> None:
-        wake = self._signals.wake
+        wake = self.signals.wake
         while not self._stopping.is_set():
             try:
                 busy = await self._step()
@@ -132,34 +118,34 @@ class Dispatcher:
             if not busy:
                 wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), self._poll_interval)
+                    await asyncio.wait_for(wake.wait(), self.poll_interval)
 
     def stop(self) -> None:
         self._stopping.set()
-        self._signals.wake.set()
+        self.signals.wake.set()
 
     async def _step(self) -> bool:
-        for issue_id, total in await self._issues.start_due():
+        for issue_id, total in await self.issues.start_due():
             log.info("issue %s started: %d deliveries", issue_id, total)
-        active = await self._issues.sending()
+        active = await self.issues.sending()
         self._forget(active)
         await self._reclaim(active)
         for issue in active:
-            if self._signals.halted(issue.id) or self._stopping.is_set():
+            if self.signals.halted(issue.id) or self._stopping.is_set():
                 continue
             try:
                 mailing_list, prepared = await self._issue(issue)
             except InvalidJob as exc:  # e.g. a template changed since the issue was accepted
                 log.error("issue %s cannot be rendered, pausing it: %s", issue.id, exc.reason)
-                await self._issues.set_state(issue.id, "pause")
+                await self.issues.set_state(issue.id, "pause")
                 continue
-            chunk = await self._deliveries.claim_chunk(issue.id, issue.list_id, self._chunk_size)
+            chunk = await self.deliveries.claim_chunk(issue.id, issue.list_id, self.chunk_size)
             if chunk:
-                for issue_id in await self._runner.run(issue, mailing_list, prepared, chunk):
+                for issue_id in await self.runner.run(issue, mailing_list, prepared, chunk):
                     log.info("issue %s done", issue_id)
                 return True
         if active:
-            for issue_id in await self._issues.complete([issue.id for issue in active]):
+            for issue_id in await self.issues.complete([issue.id for issue in active]):
                 log.info("issue %s done", issue_id)
         return False
 
@@ -167,23 +153,23 @@ class Dispatcher:
         """Drop what is kept about issues no longer sending."""
         keep = {issue.id for issue in active}
         self._prepared = {k: v for k, v in self._prepared.items() if k in keep}
-        self._signals.forget_old()
+        self.signals.forget_old()
 
     async def _reclaim(self, active: list[ActiveIssue]) -> None:
         now = time.monotonic()
-        if active and now - self._last_reclaim > self._lease / 2:
+        if active and now - self._last_reclaim > self.lease / 2:
             self._last_reclaim = now
-            reclaimed = await self._deliveries.reclaim_expired([issue.id for issue in active])
+            reclaimed = await self.deliveries.reclaim_expired([issue.id for issue in active])
             if reclaimed:
                 log.warning("took back %d deliveries from a worker that stopped", reclaimed)
 
     async def _issue(self, issue: ActiveIssue) -> tuple[MailingList, PreparedIssue]:
         """The issue rendered for every locale: once per process, kept while it sends."""
-        mailing_list = self._lists.get(issue.list_id)
+        mailing_list = self.lists.get(issue.list_id)
         if mailing_list is None:
             raise InvalidJob("its list is no longer in the configuration")
         prepared = self._prepared.get(issue.id)
         if prepared is None:
-            job = NewsletterJob.model_validate(await self._issues.payload(issue.id))
-            prepared = self._prepared[issue.id] = prepare(job, mailing_list, self._renderer)
+            job = NewsletterJob.model_validate(await self.issues.payload(issue.id))
+            prepared = self._prepared[issue.id] = prepare(job, mailing_list, self.renderer)
         return mailing_list, prepared

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -40,43 +41,32 @@ FIRST_WAIT = 0.2
 MAX_WAIT = 5.0
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class ReceiptPipeline:
-    def __init__(
-        self,
-        *,
-        renderer: Renderer,
-        attempts: Attempts,
-        deliveries: Deliveries,
-        from_: Mailbox,
-        hash_key: bytes,
-        default_locale: Locale,
-        max_attachment_bytes: int,
-        retry: RetryPolicy,
-        metrics: Metrics,
-        clock: Callable[[], datetime],
-    ) -> None:
-        self._renderer = renderer
-        self._attempts = attempts
-        self._deliveries = deliveries
-        self._from = from_
-        self._hash_key = hash_key
-        self._default_locale = default_locale
-        self._max_attachment_bytes = max_attachment_bytes
-        self._retry = retry
-        self._metrics = metrics
-        self._clock = clock
-        self._stopping = asyncio.Event()
-        self._owed: set[int] = set()
-        self._writes: set[asyncio.Task[Any]] = set()
-        # One at a time, as on the loop: a decode's transient copies are about five times
-        # the job's size, and several at once would only add them up.
-        self._large_decodes = asyncio.Semaphore(1)
+    renderer: Renderer
+    attempts: Attempts
+    deliveries: Deliveries
+    from_: Mailbox
+    hash_key: bytes
+    default_locale: Locale
+    max_attachment_bytes: int
+    retry: RetryPolicy
+    metrics: Metrics
+    clock: Callable[[], datetime]
+    _stopping: asyncio.Event = field(init=False, default_factory=asyncio.Event)
+    _owed: set[int] = field(init=False, default_factory=set)
+    _writes: set[asyncio.Task[Any]] = field(init=False, default_factory=set)
+    # One at a time, as on the loop: a decode's transient copies are about five times
+    # the job's size, and several at once would only add them up.
+    _large_decodes: asyncio.Semaphore = field(
+        init=False, default_factory=lambda: asyncio.Semaphore(1)
+    )
 
     def stop(self) -> None:
         self._stopping.set()
 
     def _decode(self, body: bytes) -> tuple[ReceiptJob, bytes]:
-        job = decode(body, max_attachment_bytes=self._max_attachment_bytes)
+        job = decode(body, max_attachment_bytes=self.max_attachment_bytes)
         if not isinstance(job, ReceiptJob):
             raise InvalidJob(f"kind: a {job.kind} job does not belong on the receipts queue")
         return job, payload_digest(job)
@@ -91,24 +81,22 @@ class ReceiptPipeline:
                 job, digest = await asyncio.to_thread(self._decode, body)
         else:
             job, digest = self._decode(body)
-        delivery = receipt_delivery(
-            job, hash_key=self._hash_key, default_locale=self._default_locale
-        )
-        content = self._renderer.render(job.template, delivery.locale, _receipt_context(job))
+        delivery = receipt_delivery(job, hash_key=self.hash_key, default_locale=self.default_locale)
+        content = self.renderer.render(job.template, delivery.locale, _receipt_context(job))
         kind = job.message_kind
-        claim = await self._deliveries.claim_receipt(job.id, digest, delivery.recipient_key, kind)
+        claim = await self.deliveries.claim_receipt(job.id, digest, delivery.recipient_key, kind)
         ref = address_ref(delivery.recipient_key)
         if claim.verdict == "conflict":
             raise InvalidJob(f"id: {job.id} was already used for a different payload")
         if claim.verdict == "done":
-            self._metrics.duplicates.labels(kind).inc()
+            self.metrics.duplicates.labels(kind).inc()
             log.info(
                 "%s already %s, not sent again job=%s rcpt=%s", kind, claim.status, job.id, ref
             )
             return Done()
         if claim.verdict == "busy":
             log.info("%s being sent by another worker job=%s rcpt=%s", kind, job.id, ref)
-            return Later(self._retry.tiers[0], claim.attempts)
+            return Later(self.retry.tiers[0], claim.attempts)
         assert claim.delivery_id is not None
         decision = decide_receipt(claim.suppression)
         if isinstance(decision, Suppress):
@@ -116,10 +104,10 @@ class ReceiptPipeline:
             await self._record_shielded(not_sent, _Named(kind, job.id, ref))
             return Done()
         draft = Draft(
-            sender=self._from,
+            sender=self.from_,
             to=delivery.to,
-            message_id=message_id(str(job.id), self._from.domain),
-            date=self._clock(),
+            message_id=message_id(str(job.id), self.from_.domain),
+            date=self.clock(),
             content=content,
             attachments=[
                 FileAttachment(a.filename, a.content_type, a.content) for a in job.attachments
@@ -135,7 +123,7 @@ class ReceiptPipeline:
         if write is None:
             return Done()
         if write.status == DeliveryStatus.RETRYING:
-            return Later(retry_delay(claim.attempts + 1, self._retry.tiers), claim.attempts + 1)
+            return Later(retry_delay(claim.attempts + 1, self.retry.tiers), claim.attempts + 1)
         return Done()
 
     async def _send_and_record(
@@ -145,14 +133,14 @@ class ReceiptPipeline:
         delivery_id = claim.delivery_id
         assert delivery_id is not None
         try:
-            write, _ = await self._attempts.attempt(
+            write, _ = await self.attempts.attempt(
                 delivery_id,
                 draft,
                 attempts_before=claim.attempts,
                 first_seen=claim.first_seen,
             )
         except ShuttingDown:
-            await self._deliveries.hand_back([delivery_id])
+            await self.deliveries.hand_back([delivery_id])
             raise
         except ValueError as exc:  # cannot be made into a message: never will be
             write = unsendable(delivery_id, str(exc))
@@ -175,7 +163,7 @@ class ReceiptPipeline:
         self._owed.add(write.delivery_id)
         while True:
             try:
-                recorded = await self._deliveries.record([write])
+                recorded = await self.deliveries.record([write])
                 break
             except TemporaryFailure as exc:
                 if self._stopping.is_set() and not write.attempted:
@@ -194,7 +182,7 @@ class ReceiptPipeline:
         if write.delivery_id not in recorded.ids:
             log.warning("%s claim lost before its outcome was recorded job=%s rcpt=%s", *named)
             return False
-        self._metrics.deliveries.labels(named.kind, str(write.status)).inc()
+        self.metrics.deliveries.labels(named.kind, str(write.status)).inc()
         log.info(
             "%s %s job=%s rcpt=%s reply=%r",
             named.kind,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from mailer.adapters.relay import MessageTooLarge, Relay
@@ -42,31 +43,22 @@ def draft_weight(draft: Draft) -> int:
     )
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class Sender:
-    def __init__(
-        self,
-        *,
-        kind: str,
-        composer: Composer,
-        signer: Signer,
-        relay: Relay,
-        return_path: str | None,
-        metrics: Metrics,
-        large_message_bytes: int = LARGE_MESSAGE_BYTES,
-        return_paths: ReturnPaths | None = None,
-    ) -> None:
-        self._kind = kind
-        self._compose = composer
-        self._signer = signer
-        self._relay = relay
-        self._return_path = return_path
-        self._return_paths = return_paths
-        self._metrics = metrics
-        self._large = large_message_bytes
-        # One large message built at a time: the build holds the GIL for most of its time, so
-        # building several at once would only multiply the transient copies (about six times
-        # the message's size) without finishing any sooner.
-        self._large_builds = asyncio.Semaphore(1)
+    kind: str
+    composer: Composer
+    signer: Signer
+    relay: Relay
+    return_path: str | None
+    metrics: Metrics
+    large_message_bytes: int = LARGE_MESSAGE_BYTES
+    return_paths: ReturnPaths | None = None
+    # One large message built at a time: the build holds the GIL for most of its time, so
+    # building several at once would only multiply the transient copies (about six times
+    # the message's size) without finishing any sooner.
+    _large_builds: asyncio.Semaphore = field(
+        init=False, default_factory=lambda: asyncio.Semaphore(1)
+    )
 
     async def send(
         self,
@@ -84,15 +76,15 @@ class Sender:
         return path and the delivery id its DSN envelope id; else [sender] return_path or
         the From address."""
         envelope_id: str | None = None
-        if self._return_paths is not None and delivery_id is not None:
-            envelope_sender = self._return_paths(delivery_id, now.date())
+        if self.return_paths is not None and delivery_id is not None:
+            envelope_sender = self.return_paths(delivery_id, now.date())
             envelope_id = str(delivery_id)
         else:
-            envelope_sender = self._return_path or draft.sender.address
+            envelope_sender = self.return_path or draft.sender.address
         try:
-            async with self._relay.session(still_wanted) as session:
+            async with self.relay.session(still_wanted) as session:
                 message = await self._build(draft, int(now.timestamp()))
-                with self._metrics.smtp_seconds.labels(self._kind).time():
+                with self.metrics.smtp_seconds.labels(self.kind).time():
                     reply = await session.send(
                         envelope_sender, draft.to.address, message, envelope_id
                     )
@@ -105,14 +97,14 @@ class Sender:
         return classify(reply)
 
     async def _build(self, draft: Draft, timestamp: int) -> DataSection:
-        if draft_weight(draft) > self._large:
+        if draft_weight(draft) > self.large_message_bytes:
             async with self._large_builds:
                 return await asyncio.to_thread(self._ready, draft, timestamp)
         return self._ready(draft, timestamp)
 
     def _ready(self, draft: Draft, timestamp: int) -> DataSection:
         """Composed, signed and made transparent for DATA."""
-        return data_section(self._signer.sign(self._compose(draft), timestamp))
+        return data_section(self.signer.sign(self.composer(draft), timestamp))
 
 
 def few_large_jobs(

@@ -17,6 +17,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from mailer.adapters.broker import Broker
@@ -33,41 +34,29 @@ log = logging.getLogger(__name__)
 _CONFIRMATION_IDS = uuid.UUID("6f0d4c1e-4a51-4f4e-9f7a-2b8c0f6d9e31")
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class SubscriptionChanges:
-    def __init__(
-        self,
-        *,
-        subscribers: Subscribers,
-        jobs: Jobs,
-        broker: Broker,
-        lists: Mapping[str, MailingList],
-        hash_key: bytes,
-        token_keys: TokenKeys,
-        public_url: str,
-        max_attachment_bytes: int,
-        clock: Callable[[], datetime],
-    ) -> None:
-        self._subscribers = subscribers
-        self._jobs = jobs
-        self._broker = broker
-        self._lists = lists
-        self._hash_key = hash_key
-        self._token_keys = token_keys
-        self._public_url = public_url
-        self._max_attachment_bytes = max_attachment_bytes
-        self._clock = clock
-        self._stopping = asyncio.Event()
+    subscribers: Subscribers
+    jobs: Jobs
+    broker: Broker
+    lists: Mapping[str, MailingList]
+    hash_key: bytes
+    token_keys: TokenKeys
+    public_url: str
+    max_attachment_bytes: int
+    clock: Callable[[], datetime]
+    _stopping: asyncio.Event = field(init=False, default_factory=asyncio.Event)
 
     def stop(self) -> None:
         self._stopping.set()
 
     async def apply(self, body: bytes) -> Verdict:
-        job = decode(body, max_attachment_bytes=self._max_attachment_bytes)
+        job = decode(body, max_attachment_bytes=self.max_attachment_bytes)
         if not isinstance(job, SubscriptionJob):
             raise InvalidJob(f"kind: a {job.kind} job does not belong on the subscriptions queue")
         mailing_list = None
         if job.list is not None:
-            mailing_list = self._lists.get(job.list)
+            mailing_list = self.lists.get(job.list)
             if mailing_list is None:
                 raise InvalidJob(f"list: no list {job.list!r} is configured")
         wait = 0.5
@@ -83,20 +72,20 @@ class SubscriptionChanges:
                 wait = min(wait * 2, 30)
 
     async def _apply(self, job: SubscriptionJob, mailing_list: MailingList | None) -> Verdict:
-        seen = await self._jobs.seen(job.id, "subscription", payload_digest(job))
+        seen = await self.jobs.seen(job.id, "subscription", payload_digest(job))
         if seen == "conflict":
             raise InvalidJob(f"id: {job.id} was already used for a different payload")
         if seen == "done":
             return Done()
-        key = address_key(self._hash_key, job.email)
+        key = address_key(self.hash_key, job.email)
         if job.action == "erase":
-            await self._subscribers.erase(key)
+            await self.subscribers.erase(key)
         elif job.action == "unsubscribe":
             assert mailing_list is not None
-            await self._subscribers.unsubscribe_address(key, "portal", list_id=mailing_list.id)
+            await self.subscribers.unsubscribe_address(key, "portal", list_id=mailing_list.id)
         else:
             assert mailing_list is not None
-            subscriber_id, before = await self._subscribers.subscribe(
+            subscriber_id, before = await self.subscribers.subscribe(
                 list_id=mailing_list.id,
                 address_key=key,
                 email=job.email,
@@ -106,7 +95,7 @@ class SubscriptionChanges:
             )
             if not job.confirmed and before != "subscribed":
                 await self._ask_for_confirmation(job, mailing_list, subscriber_id)
-        await self._jobs.mark_done(job.id, "subscription", payload_digest(job))
+        await self.jobs.mark_done(job.id, "subscription", payload_digest(job))
         log.info("subscription %s %s rcpt=%s", job.action, job.list or "*", address_ref(key))
         return Done()
 
@@ -116,8 +105,8 @@ class SubscriptionChanges:
         """A transactional message on the receipts queue (recorded and logged as a
         confirmation), whose id follows from the job's: applying the change twice sends one
         mail."""
-        day = int(self._clock().timestamp() // 86400)
-        token = confirm_token(self._token_keys, Subscription(subscriber_id, mailing_list.id), day)
+        day = int(self.clock().timestamp() // 86400)
+        token = confirm_token(self.token_keys, Subscription(subscriber_id, mailing_list.id), day)
         mail_id = str(uuid.uuid5(_CONFIRMATION_IDS, str(job.id)))
         confirmation = {
             "kind": "receipt",
@@ -128,10 +117,10 @@ class SubscriptionChanges:
             "template": CONFIRM_TEMPLATE,
             "data": {
                 "list_name": mailing_list.name,
-                "confirm_url": f"{self._public_url}/c/{token}",
+                "confirm_url": f"{self.public_url}/c/{token}",
             },
         }
-        await self._broker.publish(
+        await self.broker.publish(
             json.dumps(confirmation, ensure_ascii=False).encode(),
             routing_key="receipt",
             message_id=mail_id,

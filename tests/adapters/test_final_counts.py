@@ -272,4 +272,4 @@ async def test_the_migration_stores_the_newest_send_of_issues_finished_before_it
         shown = await Issues(pool).progress(made["done"])
     finally:
         await pool.close()
-    assert shown is not None and shown.last_sent_at == newest
+    assert shown is not None and shown.facts.last_sent_at == newest

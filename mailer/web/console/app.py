@@ -6,6 +6,7 @@ Only operators reach it (it binds to loopback by default); every page but the lo
 
 from __future__ import annotations
 
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 
 from aiohttp import web
@@ -22,21 +23,20 @@ from mailer.web.listener import CONSOLE_POLICY, Listener, application
 MAX_BODY = 256 * 1024
 
 
+@dataclass(eq=False, repr=False)
 class AdminServer:
-    def __init__(
-        self,
-        console: Console,
-        *,
-        http: HttpSettings,
-        metrics: Metrics,
-        templates_dir: Path,
-    ) -> None:
-        self._console = console
-        self._http = http
-        self._metrics = metrics
-        self._guard = Guard(console.operators, console.settings)
-        self._pages = ConsolePages(console, self._guard, templates_dir)
-        self._listener: Listener | None = None
+    console: Console
+    _: KW_ONLY
+    http: HttpSettings
+    metrics: Metrics
+    templates_dir: Path
+    _guard: Guard = field(init=False)
+    _pages: ConsolePages = field(init=False)
+    _listener: Listener | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self._guard = Guard(self.console.operators, self.console.settings)
+        self._pages = ConsolePages(self.console, self._guard, self.templates_dir)
 
     @property
     def port(self) -> int | None:
@@ -44,7 +44,7 @@ class AdminServer:
 
     def application(self) -> web.Application:
         app = application(
-            self._http,
+            self.http,
             max_body=MAX_BODY,
             policy=CONSOLE_POLICY,
             middlewares=[self._guard.middleware],
@@ -55,18 +55,18 @@ class AdminServer:
         return app
 
     async def start(self) -> None:
-        settings = self._console.settings
+        settings = self.console.settings
         self._listener = Listener(
             self.application(),
             host=settings.host,
             port=settings.port,
-            http=self._http,
+            http=self.http,
             name="operators' console",
         )
         await self._listener.start()
 
     async def stop(self) -> None:
-        await self._console.fresh.close()
+        await self.console.fresh.close()
         if self._listener is not None:
             await self._listener.stop()
             self._listener = None
@@ -74,6 +74,6 @@ class AdminServer:
 
     async def _metrics_page(self, request: web.Request) -> web.Response:
         return web.Response(
-            body=generate_latest(self._metrics.registry),
+            body=generate_latest(self.metrics.registry),
             headers={"Content-Type": CONTENT_TYPE_LATEST},
         )

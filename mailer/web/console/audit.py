@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from mailer.web.console.kit import Pages, Route, get, json_response
+from mailer.web.console.kit import Pages, Route, get
 
 
 class AuditPages(Pages):
@@ -16,6 +16,4 @@ class AuditPages(Pages):
     async def _audit(self, request: web.Request) -> web.Response:
         entries = await self._c.operators.recent_audit(200)
         now = datetime.now(UTC)
-        if self._api(request):
-            return json_response({"measured_at": now, "entries": entries})
-        return self._render(request, "audit.html.j2", entries=entries, measured_at=now)
+        return self._answer(request, "audit.html.j2", {"measured_at": now, "entries": entries})

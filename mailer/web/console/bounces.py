@@ -56,9 +56,7 @@ class BouncePages(Pages):
                 for issue_id, total, bounced, complaints in await reports.issue_rates(limit=20)
             ],
         }
-        if self._api(request):
-            return json_response(data)
-        return self._render(request, "bounces.html.j2", kinds=KINDS, **data)
+        return self._answer(request, "bounces.html.j2", data, kinds=KINDS)
 
     async def _report(self, request: web.Request) -> web.Response:
         try:

@@ -69,12 +69,12 @@ class IssuePages(Pages):
         complaints, deliveries = complained or (0, issue.size)
         bounced = issue.counts.get(DeliveryStatus.BOUNCED, 0)
         return {
-            "measured_at": min(rate.measured_at, issue.measured_at),
+            "measured_at": min(rate.facts.measured_at, issue.measured_at),
             "issue": issue,
             "estimate": rate.estimate,
             "rate": rate.said,
             "stalled": rate.estimate.stalled,
-            "last_sent_at": rate.last_sent_at,
+            "last_sent_at": rate.facts.last_sent_at,
             "domains_measured_at": domains_at,
             "domains": by_domain,
             "failures": failures,
@@ -98,9 +98,7 @@ class IssuePages(Pages):
         data = await self._issue_read(issue_id)
         if data is None:
             raise web.HTTPNotFound(text="no such issue")
-        if self._api(request):
-            return json_response(data)
-        return self._render(request, "issue.html.j2", statuses=READING_ORDER, **data)
+        return self._answer(request, "issue.html.j2", data, statuses=READING_ORDER)
 
     async def _issue_action(self, request: web.Request) -> web.Response:
         issue_id = self._issue_id(request)

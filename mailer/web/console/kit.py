@@ -140,6 +140,14 @@ class Pages(ABC):
     def _api(request: web.Request) -> bool:
         return request.path.startswith("/api/")
 
+    def _answer(
+        self, request: web.Request, template: str, data: Mapping[str, Any], **page: Any
+    ) -> web.Response:
+        """`data` as JSON under /api/, else the page: `data` and what only the page shows."""
+        if self._api(request):
+            return json_response(data)
+        return self._render(request, template, **page, **data)
+
     async def _form(self, request: web.Request) -> Mapping[str, Any]:
         if request.content_type == "application/json":
             try:

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from mailer.core.addresses import InvalidAddress, typed_address_key
 from mailer.core.deliveries import READING_ORDER, DeliveryStatus
-from mailer.web.console.kit import Pages, Route, get, json_response, post
+from mailer.web.console.kit import Pages, Route, get, post
 
 
 class ReceiptPages(Pages):
@@ -60,12 +60,4 @@ class ReceiptPages(Pages):
             "job": job,
             "status": status,
         }
-        if self._api(request):
-            return json_response(data)
-        return self._render(
-            request,
-            "receipts.html.j2",
-            error=error,
-            looked_up=looked_up,
-            **data,
-        )
+        return self._answer(request, "receipts.html.j2", data, error=error, looked_up=looked_up)

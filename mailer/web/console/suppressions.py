@@ -15,7 +15,7 @@ from mailer.core.addresses import InvalidAddress, address_ref, typed_address_key
 from mailer.core.consent import SUPPRESSION_REASONS
 from mailer.core.times import when
 from mailer.web.console.auth import SESSION_KEY
-from mailer.web.console.kit import Pages, Route, get, json_response, post
+from mailer.web.console.kit import Pages, Route, get, post
 
 MAX_DAYS = 3650
 
@@ -66,18 +66,16 @@ class SuppressionPages(Pages):
                 {**_shown(one), "ref": address_ref(one.address_key)} for one in in_force
             ],
         }
-        if self._api(request):
-            return json_response(data)
-        return self._render(
+        return self._answer(
             request,
             "suppressions.html.j2",
+            data,
             lists=lists,
             lookup=lookup,
             error=error,
             typed=typed,
             reasons=SUPPRESSION_REASONS,
             operator_reasons=OPERATOR_REASONS,
-            **data,
         )
 
     async def _suppression_action(self, request: web.Request) -> web.Response:
