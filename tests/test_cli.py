@@ -124,7 +124,7 @@ async def test_dlq_list_requeue_and_purge(
         listed = await amailer("dlq", "list", "--json", env=env)
         return len(listed.stdout.splitlines()) == 2
 
-    await eventually(both_parked)
+    await eventually(both_parked, timeout=60)  # each look runs the CLI
     rows = [
         json.loads(line)
         for line in (await amailer("dlq", "list", "--json", env=env)).stdout.splitlines()
@@ -153,7 +153,7 @@ async def test_dlq_list_requeue_and_purge(
         listed = (await amailer("dlq", "list", "--json", env=env)).stdout.splitlines()
         return len(listed) == 1 and json.loads(listed[0])["reason"].startswith("template:")
 
-    await eventually(parked_again)
+    await eventually(parked_again, timeout=60)
     nothing = await amailer("dlq", "requeue", "no-such-ref", env=env)
     assert nothing.returncode == 1
 
