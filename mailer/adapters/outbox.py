@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeAlias
 from uuid import UUID
 
 import asyncpg
@@ -39,7 +39,7 @@ from mailer.core.events import (
 # The advisory lock the relay leader holds for as long as it relays ('mailer.ev' in hex).
 RELAY_LOCK = 0x6D61696C65722E6576
 
-Connection = asyncpg.Connection | asyncpg.Pool
+Connection: TypeAlias = asyncpg.Connection | asyncpg.Pool  # a reader takes either
 
 
 def new_id() -> UUID:
