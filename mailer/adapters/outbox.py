@@ -243,3 +243,68 @@ def event(
         message_id=message_id,
         detail=detail,
     )
+
+
+# --- events of an issue's changes (read from the issues, in the change's transaction) ----
+
+
+async def issue_event(
+    conn: asyncpg.Connection,
+    type_: EventType,
+    issue_id: UUID,
+    detail: dict[str, Any] | None = None,
+) -> Event:
+    """An event of one issue, with its list's slug."""
+    slug = await conn.fetchval(
+        "SELECT l.slug FROM issues i JOIN lists l ON l.id = i.list_id WHERE i.id = $1", issue_id
+    )
+    return event(type_, job_id=issue_id, kind="newsletter", list_slug=slug, detail=detail)
+
+
+async def issues_finished(conn: asyncpg.Connection, issue_ids: Sequence[UUID]) -> list[Event]:
+    """issue.finished for each issue that was just done, with its final counts."""
+    rows = await conn.fetch(
+        "SELECT i.id, l.slug, i.state, i.final_counts::text AS counts"
+        " FROM issues i JOIN lists l ON l.id = i.list_id WHERE i.id = ANY($1::uuid[])"
+        " ORDER BY i.id",
+        list(issue_ids),
+    )
+    at = now()
+    return [
+        event(
+            "issue.finished",
+            job_id=r["id"],
+            kind="newsletter",
+            list_slug=r["slug"],
+            detail={"state": r["state"], "counts": json.loads(r["counts"] or "{}")},
+            at=at,
+        )
+        for r in rows
+    ]
+
+
+async def delivery_event(
+    conn: asyncpg.Connection, type_: EventType, delivery_id: int, detail: dict[str, Any]
+) -> Event | None:
+    """An event about one delivery that went out (a bounce, a complaint), as the ledger
+    knows it: its job, kind, list, Message-ID and, of a newsletter, the subscriber's address
+    (the ledger keeps no receipt's: null). None when the delivery is gone."""
+    row = await conn.fetchrow(
+        "SELECT d.job_id, j.kind, l.slug, d.message_id, s.email FROM deliveries d"
+        " LEFT JOIN jobs j ON j.id = d.job_id"
+        " LEFT JOIN issues i ON i.id = d.job_id LEFT JOIN lists l ON l.id = i.list_id"
+        " LEFT JOIN subscribers s ON s.id = d.subscriber_id"
+        " WHERE d.id = $1",
+        delivery_id,
+    )
+    if row is None:
+        return None
+    return event(
+        type_,
+        job_id=row["job_id"],
+        kind=row["kind"],
+        list_slug=row["slug"],
+        recipient=row["email"],
+        message_id=row["message_id"],
+        detail=detail,
+    )

@@ -64,10 +64,34 @@ def event_type(text: str) -> EventType:
     raise ValueError(f"{text!r} is not an event type")
 
 
-def delivery_event_type(status: DeliveryStatus) -> EventType | None:
-    """The event a delivery moving to `status` has; None for one with none (cancelled, or
-    handed back unattempted)."""
+def delivery_event_type(status: DeliveryStatus, *, attempted: bool) -> EventType | None:
+    """The event of a delivery written with `status`; None for one with none: cancelled, or
+    handed back without an attempt (pending, or retrying again without one)."""
+    if status in (DeliveryStatus.PENDING, DeliveryStatus.RETRYING) and not attempted:
+        return None
     return _DELIVERY_EVENTS.get(status)
+
+
+def delivery_detail(
+    status: DeliveryStatus,
+    *,
+    reply: str | None,
+    reason: str | None,
+    retry_at: datetime | None,
+) -> dict[str, Any]:
+    """What a message event's `detail` says: the relay's reply (the address scrubbed from
+    it), why it was not sent or failed, when it is tried again; `captured` for a message the
+    embedded capture server took (it was not delivered)."""
+    detail: dict[str, Any] = {}
+    if reply is not None:
+        detail["reply"] = reply
+    if status == DeliveryStatus.CAPTURED:
+        detail["captured"] = True
+    if reason is not None and status != DeliveryStatus.SENT:
+        detail["reason"] = reason
+    if retry_at is not None and status == DeliveryStatus.RETRYING:
+        detail["retry_at"] = moment(retry_at)
+    return detail
 
 
 @dataclass(frozen=True, slots=True)
