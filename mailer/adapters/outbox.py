@@ -37,7 +37,7 @@ from mailer.core.events import (
 )
 
 # The advisory lock the relay leader holds for as long as it relays ('mailer.ev' in hex).
-RELAY_LOCK = 0x6D61696C65722E6576
+RELAY_LOCK = 0x6D61696C2E6576  # 'mail.ev': fits in a bigint
 
 Connection: TypeAlias = asyncpg.Connection | asyncpg.Pool  # a reader takes either
 
@@ -113,6 +113,12 @@ async def newest_position(conn: Connection, account: str | None = None) -> int:
     return int(value or 0)
 
 
+async def lead(conn: asyncpg.Connection) -> bool:
+    """Whether this connection holds the relay's lock now (taken if free). A session lock:
+    it goes with the connection, so another process takes over once this one's is gone."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK))
+
+
 # --- the relay leader's writes -------------------------------------------------------------
 
 _SEQUENCE = """
@@ -169,15 +175,16 @@ async def purge(conn: asyncpg.Connection, retention: timedelta, limit: int) -> i
 class Backlog:
     waiting: int  # not yet published
     oldest: datetime | None  # the oldest unpublished event's time
+    measured_at: datetime  # by the database's clock
 
 
 async def backlog(conn: Connection) -> Backlog:
     row = await conn.fetchrow(
-        "SELECT count(*) AS waiting, min(occurred_at) AS oldest FROM events"
+        "SELECT count(*) AS waiting, min(occurred_at) AS oldest, now() AS at FROM events"
         " WHERE published_at IS NULL"
     )
     assert row is not None
-    return Backlog(row["waiting"], row["oldest"])
+    return Backlog(row["waiting"], row["oldest"], row["at"])
 
 
 async def kept(

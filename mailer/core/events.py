@@ -8,6 +8,7 @@ it twice drops the repeat.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -148,3 +149,23 @@ def body(event: Event) -> dict[str, Any]:
 def routing_key(account: str, type_: EventType) -> str:
     """Where the event goes on `mailer.events`: `<account>.<type>`."""
     return f"{account}.{type_}"
+
+
+def order_key(event_body: Mapping[str, Any]) -> tuple[object, ...]:
+    """What events must reach a consumer in the order they happened share: one message (a
+    receipt is its job; a newsletter message its issue and recipient), one subscription
+    (its list and person), one issue. The relay publishes events with the same key one after
+    another, and those with different keys together."""
+    kind = event_body.get("kind")
+    if kind in ("receipt", "confirmation"):
+        return ("job", event_body.get("job_id"))
+    if kind == "subscription":
+        return ("subscription", event_body.get("list"), event_body.get("recipient"))
+    if str(event_body.get("type", "")).startswith("issue."):
+        return ("job", event_body.get("job_id"))
+    return ("message", event_body.get("job_id"), event_body.get("recipient"))
+
+
+def encode(event_body: Mapping[str, Any]) -> bytes:
+    """The bytes published: the body as JSON, UTF-8."""
+    return json.dumps(event_body, separators=(",", ":"), ensure_ascii=False).encode()
