@@ -67,7 +67,7 @@ def deliveries(n: int, account: str = "default") -> list[Event]:
 async def test_events_are_published_persistent_under_their_routing_key_and_marked(
     database_url: str, broker: Broker, consumer: EventsConsumer, db: asyncpg.Connection
 ) -> None:
-    written = deliveries(30) + [outbox.event("issue.started", account="acme")]
+    written = [*deliveries(30), outbox.event("issue.started", account="acme")]
     await write(database_url, written)
     relay = EventRelay(database_url, broker.publish_event, FAST, Metrics())
     await relay.start()
@@ -168,12 +168,15 @@ async def test_the_broker_connection_cut_loses_nothing(
     relay = EventRelay(database_url, broker.publish_event, FAST, Metrics())
     await relay.start()
     try:
-        writing = asyncio.create_task(
-            _write_in_steps(database_url, [deliveries(50) for _ in range(20)])
+
+        async def cut() -> int:
+            await eventually(consumer.at_least(100))
+            return await close_broker_connections("mailer worker events-test")
+
+        _, closed = await asyncio.gather(
+            _write_in_steps(database_url, [deliveries(50) for _ in range(20)]), cut()
         )
-        await eventually(consumer.at_least(100))
-        assert await close_broker_connections("mailer worker events-test") == 1
-        await writing
+        assert closed == 1
         await eventually(consumer.at_least(1000), timeout=30)
     finally:
         await relay.stop()
