@@ -144,7 +144,7 @@ class EventRelay:
         while not self._stopping.is_set():
             sequenced = await outbox.sequence(conn, batch)
             events = await outbox.unpublished(conn, batch)
-            done, error = await self._publish_in_order(events)
+            done, error = await publish_in_order(self._publish, events)
             if done:
                 await outbox.mark_published(conn, [e.position for e in done])
                 self._count(done)
@@ -162,36 +162,6 @@ class EventRelay:
             broker_wait = FIRST_WAIT
             if sequenced < batch and len(events) < batch:
                 await self._pause(self._settings.poll_interval)
-
-    async def _publish_in_order(
-        self, events: Sequence[StoredEvent]
-    ) -> tuple[list[StoredEvent], Exception | None]:
-        """Publish in waves of events with distinct order keys, each wave confirmed before
-        the next; stops after the first wave with a failure. Returns those confirmed."""
-        done: list[StoredEvent] = []
-        wave: list[StoredEvent] = []
-        keys: set[tuple[object, ...]] = set()
-        for event in [*events, None]:
-            key = order_key(event.body) if event is not None else None
-            if event is None or key in keys:
-                results = await asyncio.gather(
-                    *(self._publish(e) for e in wave), return_exceptions=True
-                )
-                error: Exception | None = None
-                for sent, result in zip(wave, results, strict=True):
-                    if isinstance(result, BaseException):
-                        if not isinstance(result, Exception):
-                            raise result
-                        error = error or result
-                    else:
-                        done.append(sent)
-                if error is not None:
-                    return done, _temporary(error)
-                wave, keys = [], set()
-            if event is not None:
-                wave.append(event)
-                keys.add(key)  # type: ignore[arg-type]
-        return done, None
 
     def _count(self, done: Sequence[StoredEvent]) -> None:
         self.published += len(done)
@@ -229,6 +199,41 @@ class EventRelay:
                 await asyncio.wait_for(conn.close(), 2)
             if not conn.is_closed():
                 conn.terminate()
+
+
+async def publish_in_order(
+    publish: Publish, events: Sequence[StoredEvent]
+) -> tuple[list[StoredEvent], Exception | None]:
+    """Publish `events` (in position order) in waves of events with distinct order keys,
+    each wave confirmed before the next; stop after the first wave with a failure. Returns
+    those confirmed, and the failure."""
+    done: list[StoredEvent] = []
+    wave: list[StoredEvent] = []
+    keys: set[tuple[object, ...]] = set()
+
+    async def flush() -> Exception | None:
+        results = await asyncio.gather(*(publish(e) for e in wave), return_exceptions=True)
+        error: Exception | None = None
+        for sent, result in zip(wave, results, strict=True):
+            if isinstance(result, Exception):
+                error = error or result
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                done.append(sent)
+        wave.clear()
+        keys.clear()
+        return error
+
+    for event in events:
+        key = order_key(event.body)
+        if key in keys and (error := await flush()) is not None:
+            return done, _temporary(error)
+        wave.append(event)
+        keys.add(key)
+    if wave and (error := await flush()) is not None:
+        return done, _temporary(error)
+    return done, None
 
 
 def _temporary(error: Exception) -> Exception:
