@@ -5,13 +5,14 @@
 Side by side, in one run, on this machine:
   - events per second from the outbox to mailer.events: `--events` events written, then
     one relay publishing them (confirmed, marked) to a portal's quorum queue bound to `#`;
-  - the CPU a newsletter message costs with its events, and with the outbox write removed
-    (`outbox.append` replaced by a no-op in the worker process: no event row, nothing to
-    publish), each twice, alternating: an issue to `--recipients` people sent by one
-    `mailer worker` at `[newsletter] rate` = `--rate` messages/s to a discarding SMTP sink in
-    a process of its own. CPU: the worker process and the PostgreSQL backends serving the
-    bench's database (RabbitMQ's is not counted), from the issue's publish until every
-    event is published;
+  - the CPU a newsletter message costs with its events; with its events written but the
+    relay not running in the worker (what the write in the outcome's transaction costs);
+    and with the outbox write removed (`outbox.append` a no-op in the worker process, the
+    relay not running: no event row, nothing to publish), each twice, in turn: an issue to
+    `--recipients` people sent by one `mailer worker` at `[newsletter] rate` = `--rate`
+    messages/s to a discarding SMTP sink in a process of its own. CPU: the worker process
+    and the PostgreSQL backends serving the bench's database (RabbitMQ's is not counted),
+    from the issue's publish until every event is published;
   - with events, from each message event's change (its `occurred_at`, stamped just before
     its transaction commits) to the broker's confirm (`published_at`): p50, p99 and max.
 
@@ -79,9 +80,22 @@ if sys.argv[1] == "off":
         return 0
 
     outbox.append = _no_events
+if sys.argv[1] in ("off", "written"):
+    from mailer.parts.events import EventRelay
+
+    async def _idle():
+        pass
+
+    EventRelay.start = lambda self: _idle()
+    EventRelay.stop = lambda self: _idle()
 from mailer.cli import main
 raise SystemExit(main(["worker"]))
 """
+MODES = {
+    "on": "events on",
+    "written": "events written, relay off",
+    "off": "outbox write and relay removed",
+}
 
 
 def free_port() -> int:
@@ -201,7 +215,7 @@ async def relay_throughput(dsn: str, amqp: str, count: int) -> float:
 
 @dataclass(frozen=True)
 class Run:
-    events: bool
+    mode: str
     sent: int
     send_seconds: float
     cpu: float  # seconds: the worker and the database's backends
@@ -209,9 +223,9 @@ class Run:
     delays: list[float]  # seconds from each message event's change to its confirm
 
 
-async def send_issue(dsn: str, amqp: str, env: dict[str, str], *, events: bool) -> Run:
+async def send_issue(dsn: str, amqp: str, env: dict[str, str], *, mode: str) -> Run:
     worker = subprocess.Popen(
-        [sys.executable, "-c", _WORKER, "on" if events else "off"],
+        [sys.executable, "-c", _WORKER, mode],
         cwd=ROOT,
         env={**env, "MAILER_HTTP_PORT": str(free_port()), "MAILER_ADMIN_PORT": str(free_port())},
         stdout=subprocess.DEVNULL,
@@ -233,7 +247,9 @@ async def send_issue(dsn: str, amqp: str, env: dict[str, str], *, events: bool) 
         await broker.close()
         while (await conn.fetchval("SELECT state FROM issues WHERE id = $1", issue_id)) != "done":
             await asyncio.sleep(0.2)
-        while await conn.fetchval("SELECT count(*) FROM events WHERE published_at IS NULL"):
+        while mode == "on" and await conn.fetchval(
+            "SELECT count(*) FROM events WHERE published_at IS NULL"
+        ):
             await asyncio.sleep(0.1)
         watched |= await backends(conn, name)
         cpu = cpu_seconds(watched) - before
@@ -249,15 +265,17 @@ async def send_issue(dsn: str, amqp: str, env: dict[str, str], *, events: bool) 
             float(r["delay"])
             for r in await conn.fetch(
                 "SELECT extract(epoch FROM published_at - occurred_at) AS delay FROM events"
-                " WHERE body ->> 'job_id' = $1 AND type LIKE 'message.%'",
+                " WHERE body ->> 'job_id' = $1 AND type LIKE 'message.%'"
+                " AND published_at IS NOT NULL",
                 str(issue_id),
             )
         ]
+        await conn.execute("DELETE FROM events")  # none left for the next run to publish
     finally:
         await conn.close()
         worker.terminate()
         worker.wait(timeout=60)
-    return Run(events, int(row["sent"]), float(row["seconds"]), cpu, worker_cpu, delays)
+    return Run(mode, int(row["sent"]), float(row["seconds"]), cpu, worker_cpu, delays)
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -317,9 +335,9 @@ async def main() -> None:
         print(f"relaying {args.events:,} events…", file=sys.stderr)
         per_second = await relay_throughput(dsn, amqp, args.events)
         portal = await portal_queue(amqp)
-        for events in (True, False, True, False):
-            print(f"an issue, events {'on' if events else 'off'}…", file=sys.stderr)
-            runs.append(await send_issue(dsn, amqp, env, events=events))
+        for mode in (*MODES, *MODES):
+            print(f"an issue, {MODES[mode]}…", file=sys.stderr)
+            runs.append(await send_issue(dsn, amqp, env, mode=mode))
         await portal.close()
     finally:
         sink.terminate()
@@ -330,7 +348,10 @@ async def main() -> None:
         ["events", "events/s"],
         [(f"{args.events:,}", f"{per_second:,.0f}")],
     )
-    off = statistics.mean(r.cpu / r.sent for r in runs if not r.events)
+    per_message = {
+        mode: statistics.mean(r.cpu / r.sent for r in runs if r.mode == mode) for mode in MODES
+    }
+    off = per_message["off"]
     print_table(
         f"A newsletter to {args.recipients:,} at up to {args.rate:,.0f} msg/s, one worker:"
         " CPU of the worker and its database backends",
@@ -340,7 +361,7 @@ async def main() -> None:
         ],
         [
             (
-                "events on" if r.events else "outbox write removed",
+                MODES[r.mode],
                 f"{r.sent:,}",
                 f"{r.sent / r.send_seconds:,.0f}",
                 f"{1000 * r.cpu / r.sent:.3f}",
@@ -354,8 +375,11 @@ async def main() -> None:
             for r in runs
         ],
     )
-    on = statistics.mean(r.cpu / r.sent for r in runs if r.events)
-    print(f"\nadded CPU per message with events: {on / off - 1:+.1%} (mean of two runs each)")
+    for mode in ("written", "on"):
+        print(
+            f"\nadded CPU per message, {MODES[mode]}: {per_message[mode] / off - 1:+.1%}"
+            f" ({1000 * (per_message[mode] - off):+.3f} ms; mean of two runs each)"
+        )
     print(f"retention: {timedelta(days=EventsSettings().retention_days)} (default)")
 
 
