@@ -178,10 +178,13 @@ async def mark_published(conn: asyncpg.Connection, positions: Sequence[int]) -> 
 
 async def purge(conn: asyncpg.Connection, retention: timedelta, limit: int) -> int:
     """Delete, of the `limit` oldest rows, those published longer than `retention` ago
-    (oldest first: no index on the time is kept up for this). Returns how many."""
+    (oldest first: no index on the time is kept up for this). The row with the highest
+    position stays, whatever its age: positions go on from it, never back to 1 (a webhook's
+    cursor would skip what followed). Returns how many."""
     result: str = await conn.execute(
         "DELETE FROM events WHERE seq IN (SELECT seq FROM events ORDER BY seq LIMIT $2)"
-        " AND published_at < now() - $1::interval",
+        " AND published_at < now() - $1::interval"
+        " AND position < (SELECT max(position) FROM events)",
         retention,
         limit,
     )
