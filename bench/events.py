@@ -14,7 +14,8 @@ Side by side, in one run, on this machine:
     and the PostgreSQL backends serving the bench's database (RabbitMQ's is not counted),
     from the issue's publish until every event is published;
   - with events, from each message event's change (its `occurred_at`, stamped just before
-    its transaction commits) to the broker's confirm (`published_at`): p50, p99 and max.
+    its transaction commits) to its arrival at a portal consuming the quorum queue (after
+    the broker's confirm, so the figure bounds commit → publish from above): p50, p99, max.
 
 Needs PostgreSQL and RabbitMQ as the tests do.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -34,7 +36,7 @@ import tempfile
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import aio_pika
@@ -160,7 +162,7 @@ def rabbitmqctl(*args: str) -> None:
 
 
 async def portal_queue(amqp: str) -> aio_pika.abc.AbstractRobustConnection:
-    """A portal's durable quorum queue bound to every event (nobody consumes it here)."""
+    """A portal's durable quorum queue bound to every event."""
     connection = await aio_pika.connect_robust(amqp)
     channel = await connection.channel()
     exchange = await channel.declare_exchange(
@@ -220,10 +222,36 @@ class Run:
     send_seconds: float
     cpu: float  # seconds: the worker and the database's backends
     worker_cpu: float  # seconds: the worker process alone
-    delays: list[float]  # seconds from each message event's change to its confirm
+    delays: list[float]  # seconds from each message event's change to its arrival
 
 
-async def send_issue(dsn: str, amqp: str, env: dict[str, str], *, mode: str) -> Run:
+class Arrivals:
+    """A portal consuming bench.portal: for each message event, the seconds from its change
+    (`occurred_at`, stamped just before the change's commit) to its arrival here."""
+
+    def __init__(self, connection: aio_pika.abc.AbstractRobustConnection) -> None:
+        self._connection = connection
+        self.delays: dict[str, float] = {}  # by event id: a repeat keeps the first arrival
+
+    async def start(self) -> None:
+        channel = await self._connection.channel()
+        await channel.set_qos(prefetch_count=1000)
+        queue = await channel.declare_queue(
+            "bench.portal", durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await queue.consume(self._take, no_ack=True)
+
+    async def _take(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        arrived = time.time()
+        event = json.loads(message.body)
+        if event["type"].startswith("message.") and event["id"] not in self.delays:
+            happened = datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00"))
+            self.delays[event["id"]] = arrived - happened.timestamp()
+
+
+async def send_issue(
+    dsn: str, amqp: str, env: dict[str, str], *, mode: str, arrivals: Arrivals
+) -> Run:
     worker = subprocess.Popen(
         [sys.executable, "-c", _WORKER, mode],
         cwd=ROOT,
@@ -261,15 +289,14 @@ async def send_issue(dsn: str, amqp: str, env: dict[str, str], *, mode: str) -> 
             issue_id,
         )
         assert row is not None
-        delays = [
-            float(r["delay"])
-            for r in await conn.fetch(
-                "SELECT extract(epoch FROM published_at - occurred_at) AS delay FROM events"
-                " WHERE body ->> 'job_id' = $1 AND type LIKE 'message.%'"
-                " AND published_at IS NOT NULL",
-                str(issue_id),
-            )
-        ]
+        wanted = await conn.fetchval(
+            "SELECT count(*) FROM events WHERE type LIKE 'message.%' AND published_at IS NOT NULL"
+        )
+        deadline = time.monotonic() + 30
+        while len(arrivals.delays) < wanted and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        delays = list(arrivals.delays.values())
+        arrivals.delays.clear()
         await conn.execute("DELETE FROM events")  # none left for the next run to publish
     finally:
         await conn.close()
@@ -335,9 +362,11 @@ async def main() -> None:
         print(f"relaying {args.events:,} events…", file=sys.stderr)
         per_second = await relay_throughput(dsn, amqp, args.events)
         portal = await portal_queue(amqp)
+        arrivals = Arrivals(portal)
+        await arrivals.start()
         for mode in (*MODES, *MODES):
             print(f"an issue, {MODES[mode]}…", file=sys.stderr)
-            runs.append(await send_issue(dsn, amqp, env, mode=mode))
+            runs.append(await send_issue(dsn, amqp, env, mode=mode, arrivals=arrivals))
         await portal.close()
     finally:
         sink.terminate()
