@@ -62,9 +62,17 @@ $$;
 -- For each id recorded, in the same order: its status now, its job, the job's kind and the
 -- list slug of a newsletter's issue (for the events mailer/adapters/deliveries.py writes in
 -- the same transaction).
-DROP FUNCTION IF EXISTS record_deliveries(uuid, bigint[], text[], boolean[], text[], text[],
-                                          text[], timestamptz[], boolean[]);
-CREATE FUNCTION record_deliveries(
+-- One from before 0016 returns less: dropped once, so that the one below can be created.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_proc WHERE proname = 'record_deliveries'
+                  AND pg_get_function_result(oid) NOT LIKE '%statuses%') THEN
+        DROP FUNCTION record_deliveries(uuid, bigint[], text[], boolean[], text[], text[],
+                                        text[], timestamptz[], boolean[]);
+    END IF;
+END
+$$;
+CREATE OR REPLACE FUNCTION record_deliveries(
     p_worker uuid, p_ids bigint[], p_status text[], p_attempted boolean[], p_reply text[],
     p_message_id text[], p_detail text[], p_not_before timestamptz[], p_suppress boolean[])
 RETURNS TABLE (recorded bigint[], finished uuid[], statuses text[], job_ids uuid[],
