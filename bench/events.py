@@ -131,7 +131,9 @@ def cpu_seconds(pids: set[int]) -> float:
 
 async def backends(conn: asyncpg.Connection, name: str) -> set[int]:
     rows = await conn.fetch(
-        "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", name
+        "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()"
+        " AND backend_type = 'client backend'",  # not autovacuum: it comes when it likes
+        name,
     )
     return {r["pid"] for r in rows}
 
