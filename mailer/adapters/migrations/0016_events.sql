@@ -11,10 +11,15 @@ CREATE TABLE events (
     type         text NOT NULL,                    -- e.g. 'message.delivered'
     occurred_at  timestamptz NOT NULL,
     body         jsonb NOT NULL,                   -- the whole event exactly as published
-    position     bigint UNIQUE,                    -- set by the relay leader, in commit order
+    position     bigint,                           -- set by the relay leader, in commit order;
+                                                   -- unique (events_position, below)
     published_at timestamptz                       -- when the broker confirmed it
 );
 
+-- Unique where set. Rows not yet sequenced have no entry: an index with an entry for each
+-- NULL puts them at its end, and the leader's max(position), a scan from that end, would
+-- walk every one left there by rows sequenced since the last vacuum.
+CREATE UNIQUE INDEX events_position ON events (position) WHERE position IS NOT NULL;
 -- What the relay leader sequences next.
 CREATE INDEX events_unsequenced ON events (seq) WHERE position IS NULL;
 -- What it publishes next, when the broker was away while it sequenced (normally an event is
@@ -22,7 +27,8 @@ CREATE INDEX events_unsequenced ON events (seq) WHERE position IS NULL;
 CREATE INDEX events_unpublished ON events (position)
     WHERE published_at IS NULL AND position IS NOT NULL;
 -- An account's events after a cursor (webhooks), and in a time range (replay).
-CREATE INDEX events_account_position ON events (account, position);
+CREATE INDEX events_account_position ON events (account, position)
+    WHERE position IS NOT NULL;
 -- A person erased: their address leaves the kept events.
 CREATE INDEX events_recipient ON events ((lower(body ->> 'recipient')))
     WHERE body ->> 'recipient' IS NOT NULL;
