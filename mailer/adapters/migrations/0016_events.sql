@@ -13,7 +13,7 @@ CREATE TABLE events (
     body         jsonb NOT NULL,                   -- the whole event exactly as published
     position     bigint,                           -- set by the relay leader, in commit order;
                                                    -- unique (events_position, below)
-    published_at timestamptz                       -- when the broker confirmed it
+    published_at timestamptz                       -- when published (committed once confirmed)
 );
 
 -- Unique where set. Rows not yet sequenced have no entry: an index with an entry for each
