@@ -249,15 +249,41 @@ class Broker:
     async def publish_event(self, event: StoredEvent) -> None:
         """An event on mailer.events under `<account>.<type>`, its id as the message id, and
         the broker's confirm waited for; TemporaryFailure otherwise. Not mandatory: with no
-        queue bound for it, the broker drops it, and it is published all the same."""
-        await self.publish(
-            encode(event.body),
-            routing_key=routing_key(event.account, event.type),
-            exchange=EVENTS_EXCHANGE,
-            message_id=str(event.id),
-            headers={"x-mailer-event-type": event.type},
-            mandatory=False,
-        )
+        queue bound for it, the broker drops it, and it is published all the same.
+
+        Straight through the publishing channel's aiormq channel: aio-pika's message and
+        exchange objects cost a fifth of an event's publish, and an event needs neither."""
+        routing = routing_key(event.account, event.type)
+        publisher = self._channel()
+        if publisher.is_closed or not self.is_connected:  # fail at once, as aio-pika would
+            raise TemporaryFailure(f"publish to {EVENTS_EXCHANGE}/{routing}: not connected")
+        try:
+            channel = await publisher.get_underlay_channel()
+            await channel.basic_publish(
+                encode(event.body),
+                exchange=EVENTS_EXCHANGE,
+                routing_key=routing,
+                properties=aiormq.spec.Basic.Properties(
+                    content_type="application/json",
+                    delivery_mode=int(DeliveryMode.PERSISTENT),
+                    message_id=str(event.id),
+                ),
+                timeout=self._publish_timeout,
+            )
+        except DeliveryError as exc:
+            raise TemporaryFailure(
+                f"broker did not accept the event for {EVENTS_EXCHANGE}/{routing}: "
+                f"{_describe_delivery_error(exc)}"
+            ) from None
+        except TimeoutError:
+            raise TemporaryFailure(
+                f"broker did not confirm the event for {EVENTS_EXCHANGE}/{routing} within"
+                f" {self._publish_timeout:g}s"
+            ) from None
+        except (AMQPException, aiormq.exceptions.AMQPError, OSError, RuntimeError) as exc:
+            raise TemporaryFailure(
+                f"publish to {EVENTS_EXCHANGE}/{routing} failed: {exc!r}"
+            ) from None
 
     async def republish(
         self,
