@@ -18,6 +18,7 @@ from mailer.commands import (
     dead_letters,
     dkim,
     enqueue,
+    events,
     issues,
     migrate,
     operators,
@@ -44,6 +45,7 @@ COMMANDS = (
     dkim,
     bounces,
     suppressions,
+    events,
 )
 
 

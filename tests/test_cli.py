@@ -252,7 +252,7 @@ async def test_run_with_the_embedded_capture_then_sigterm(
             assert response.status == 200
             checks = (await response.json())["checks"]
             assert {name: check["ok"] for name, check in checks.items()} == dict.fromkeys(
-                ("database", "broker", "consumers", "relay", "heartbeat"), True
+                ("database", "broker", "consumers", "relay", "heartbeat", "events"), True
             )
         assert (
             await amailer("enqueue", str(ROOT / "examples" / "receipt.json"), env=env)

@@ -128,7 +128,11 @@ async def test_metrics_show_queues_issues_subscriptions_and_the_process(
     build = [dict(labels) for name, labels in samples if name == "mailer_build_info"]
     assert [b["version"] for b in build] == [VERSION]
     assert (value(samples, "mailer_worker_heartbeat_timestamp_seconds") or 0) > 1.7e9
-    for part in ("database", "queues", "parked", "workers", "issues"):
+    # A receipt sent: its event published by this process's relay, none waiting.
+    assert (value(samples, "mailer_events_published_total") or 0) >= 1
+    assert value(samples, "mailer_events_relay_leader") == 1
+    assert value(samples, "mailer_events_backlog") is not None
+    for part in ("database", "queues", "parked", "workers", "events", "issues"):
         sampled = value(samples, "mailer_metrics_sampled_timestamp_seconds", part=part)
         assert (sampled or 0) > 1.7e9, part
     assert (value(samples, "process_resident_memory_bytes") or 0) > 0

@@ -28,6 +28,7 @@ from mailer.adapters.topology import (
     DELAY_HEADER,
     DELIVERIES_HEADER,
     DELIVERY_COUNT_HEADER,
+    EVENTS_EXCHANGE,
     EXCHANGE,
     FAILURES_HEADER,
     ORIGIN_HEADER,
@@ -38,6 +39,7 @@ from mailer.adapters.topology import (
     queue_arguments,
 )
 from mailer.config import BrokerSettings
+from mailer.core.events import StoredEvent, encode, routing_key
 from mailer.errors import ConfigError, TemporaryFailure
 
 log = logging.getLogger(__name__)
@@ -193,8 +195,11 @@ class Broker:
         headers: Mapping[str, Any] | None = None,
         message_id: str | None = None,
         content_type: str | None = "application/json",
+        mandatory: bool = True,
     ) -> None:
-        """Publish persistently and wait for the broker's confirm; TemporaryFailure otherwise."""
+        """Publish persistently and wait for the broker's confirm; TemporaryFailure otherwise.
+        `mandatory`: a message no queue takes is a failure (jobs); an event is not (its
+        exchange has the queues consumers bound, none when nobody listens)."""
         message = aio_pika.Message(
             body,
             headers=dict(headers or {}),
@@ -202,10 +207,17 @@ class Broker:
             message_id=message_id,
             delivery_mode=DeliveryMode.PERSISTENT,
         )
-        await self.publish_message(message, routing_key=routing_key, exchange=exchange)
+        await self.publish_message(
+            message, routing_key=routing_key, exchange=exchange, mandatory=mandatory
+        )
 
     async def publish_message(
-        self, message: aio_pika.Message, *, routing_key: str, exchange: str = EXCHANGE
+        self,
+        message: aio_pika.Message,
+        *,
+        routing_key: str,
+        exchange: str = EXCHANGE,
+        mandatory: bool = True,
     ) -> None:
         """Publish a message made by the caller and wait for the confirm, as `publish`."""
         channel = self._channel()
@@ -216,7 +228,10 @@ class Broker:
                 else await channel.get_exchange(exchange, ensure=False)
             )
             await target.publish(
-                message, routing_key=routing_key, mandatory=True, timeout=self._publish_timeout
+                message,
+                routing_key=routing_key,
+                mandatory=mandatory,
+                timeout=self._publish_timeout,
             )
         except DeliveryError as exc:
             raise TemporaryFailure(
@@ -230,6 +245,45 @@ class Broker:
             ) from None
         except (PublishError, AMQPException, OSError) as exc:
             raise TemporaryFailure(f"publish to {exchange}/{routing_key} failed: {exc!r}") from None
+
+    async def publish_event(self, event: StoredEvent) -> None:
+        """An event on mailer.events under `<account>.<type>`, its id as the message id, and
+        the broker's confirm waited for; TemporaryFailure otherwise. Not mandatory: with no
+        queue bound for it, the broker drops it, and it is published all the same.
+
+        Straight through the publishing channel's aiormq channel: aio-pika's message and
+        exchange objects cost a fifth of an event's publish, and an event needs neither."""
+        routing = routing_key(event.account, event.type)
+        publisher = self._channel()
+        if publisher.is_closed or not self.is_connected:  # fail at once, as aio-pika would
+            raise TemporaryFailure(f"publish to {EVENTS_EXCHANGE}/{routing}: not connected")
+        try:
+            channel = await publisher.get_underlay_channel()
+            await channel.basic_publish(
+                encode(event.body),
+                exchange=EVENTS_EXCHANGE,
+                routing_key=routing,
+                properties=aiormq.spec.Basic.Properties(
+                    content_type="application/json",
+                    delivery_mode=int(DeliveryMode.PERSISTENT),
+                    message_id=str(event.id),
+                ),
+                timeout=self._publish_timeout,
+            )
+        except DeliveryError as exc:
+            raise TemporaryFailure(
+                f"broker did not accept the event for {EVENTS_EXCHANGE}/{routing}: "
+                f"{_describe_delivery_error(exc)}"
+            ) from None
+        except TimeoutError:
+            raise TemporaryFailure(
+                f"broker did not confirm the event for {EVENTS_EXCHANGE}/{routing} within"
+                f" {self._publish_timeout:g}s"
+            ) from None
+        except (AMQPException, aiormq.exceptions.AMQPError, OSError, RuntimeError) as exc:
+            raise TemporaryFailure(
+                f"publish to {EVENTS_EXCHANGE}/{routing} failed: {exc!r}"
+            ) from None
 
     async def republish(
         self,

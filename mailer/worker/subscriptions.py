@@ -79,7 +79,7 @@ class SubscriptionChanges:
             return Done()
         key = address_key(self.hash_key, job.email)
         if job.action == "erase":
-            await self.subscribers.erase(key)
+            await self.subscribers.erase(key, job.email)
         elif job.action == "unsubscribe":
             assert mailing_list is not None
             await self.subscribers.unsubscribe_address(key, "portal", list_id=mailing_list.id)

@@ -9,7 +9,7 @@ import aiohttp
 from mailer.service import Service
 from tests.support.http import base_url
 
-CHECKS = ("database", "broker", "consumers", "relay", "heartbeat")
+CHECKS = ("database", "broker", "consumers", "relay", "heartbeat", "events")
 
 
 async def readiness(service: Service) -> tuple[int, dict[str, Any]]:

@@ -47,7 +47,7 @@ async def test_a_healthy_service_is_ready_and_says_so_check_by_check(
     config: dict[str, Any], start_service: StartService
 ) -> None:
     """200, and a check of its own, ok and explained, for each of database, broker,
-    consumers (per queue), relay and heartbeat."""
+    consumers (per queue), relay, heartbeat and events (the outbox relay: never unready)."""
     service = await start_service(config)
     status, body = await readiness(service)
     assert status == 200, body

@@ -29,6 +29,7 @@ async def test_alive_and_ready(config: dict[str, Any], start_service: StartServi
         "consumers": True,
         "relay": True,
         "heartbeat": True,
+        "events": True,
     }
     assert checks["consumers"]["queues"] == {
         "mailer.receipts": True,
