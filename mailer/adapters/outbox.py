@@ -1,0 +1,245 @@
+"""The one writer of the `events` table: the transactional outbox of events back to the
+portal (CONTRACT §7, mailer/core/events.py).
+
+A change that has an event writes it here, with `append`, on the connection and in the
+transaction of the change itself: both commit, or neither. The relay leader (parts/events.py,
+one at a time under an advisory lock) then
+
+1. `sequence`s the rows committed since: gives them `position`, max + 1 onwards in `seq`
+   order, in one transaction per batch. `seq` comes from a sequence and can commit out of
+   order; `position` is handed out only to what is committed, so it grows in commit order
+   and a reader that follows it (`events_after`) never skips a late commit;
+2. publishes `unpublished` rows in position order and `mark_published`es them;
+3. `purge`s rows published longer ago than the retention, a bounded batch at a time.
+
+Reading is open to anyone: `events_after` and `newest_position` (webhooks), `kept` (replay).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeAlias
+from uuid import UUID
+
+import asyncpg
+
+from mailer.core.events import (
+    DEFAULT_ACCOUNT,
+    Event,
+    EventType,
+    StoredEvent,
+    body,
+    event_type,
+)
+
+# The advisory lock the relay leader holds for as long as it relays ('mailer.ev' in hex).
+RELAY_LOCK = 0x6D61696C65722E6576
+
+Connection: TypeAlias = asyncpg.Connection | asyncpg.Pool  # a reader takes either
+
+
+def new_id() -> UUID:
+    return uuid.uuid4()
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _encode(event: Event) -> str:
+    return json.dumps(body(event), separators=(",", ":"), ensure_ascii=False)
+
+
+_APPEND = """
+INSERT INTO events (id, account, type, occurred_at, body)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[]::jsonb[])
+"""
+
+
+async def append(conn: asyncpg.Connection, events: Sequence[Event]) -> int:
+    """Write events in the caller's transaction, in one statement. Returns how many."""
+    if not events:
+        return 0
+    await conn.execute(
+        _APPEND,
+        [e.id for e in events],
+        [e.account for e in events],
+        [e.type for e in events],
+        [e.occurred_at for e in events],
+        [_encode(e) for e in events],
+    )
+    return len(events)
+
+
+def _stored(row: asyncpg.Record) -> StoredEvent:
+    raw = row["body"]
+    return StoredEvent(
+        position=row["position"],
+        id=row["id"],
+        type=event_type(row["type"]),
+        occurred_at=row["occurred_at"],
+        account=row["account"],
+        body=json.loads(raw) if isinstance(raw, str) else dict(raw),
+    )
+
+
+_COLUMNS = "position, id, type, occurred_at, account, body::text AS body"
+
+
+async def events_after(
+    conn: Connection, account: str, position: int, limit: int
+) -> list[StoredEvent]:
+    """An account's sequenced events after `position`, in position order, up to `limit`."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM events WHERE account = $1 AND position > $2"
+        " ORDER BY position LIMIT $3",
+        account,
+        position,
+        limit,
+    )
+    return [_stored(r) for r in rows]
+
+
+async def newest_position(conn: Connection, account: str | None = None) -> int:
+    """The highest position given so far (of `account`'s events, if named); 0 for none."""
+    if account is None:
+        value = await conn.fetchval("SELECT max(position) FROM events")
+    else:
+        value = await conn.fetchval("SELECT max(position) FROM events WHERE account = $1", account)
+    return int(value or 0)
+
+
+# --- the relay leader's writes -------------------------------------------------------------
+
+_SEQUENCE = """
+WITH base AS (SELECT coalesce(max(position), 0) AS top FROM events),
+next AS (
+    SELECT seq, row_number() OVER (ORDER BY seq) AS n
+      FROM (SELECT seq FROM events WHERE position IS NULL ORDER BY seq LIMIT $1) s
+)
+UPDATE events e SET position = base.top + next.n
+  FROM next, base
+ WHERE e.seq = next.seq
+"""
+
+
+async def sequence(conn: asyncpg.Connection, limit: int) -> int:
+    """Give up to `limit` committed rows their position, in one transaction. Only the
+    holder of RELAY_LOCK calls it. Returns how many."""
+    async with conn.transaction():
+        result: str = await conn.execute(_SEQUENCE, limit)
+    return int(result.rsplit(" ", 1)[1])
+
+
+async def unpublished(conn: asyncpg.Connection, limit: int) -> list[StoredEvent]:
+    """Sequenced rows not yet published, in position order."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM events WHERE published_at IS NULL AND position IS NOT NULL"
+        " ORDER BY position LIMIT $1",
+        limit,
+    )
+    return [_stored(r) for r in rows]
+
+
+async def mark_published(conn: asyncpg.Connection, positions: Sequence[int]) -> int:
+    result: str = await conn.execute(
+        "UPDATE events SET published_at = now() WHERE position = ANY($1::bigint[])"
+        " AND published_at IS NULL",
+        list(positions),
+    )
+    return int(result.rsplit(" ", 1)[1])
+
+
+async def purge(conn: asyncpg.Connection, retention: timedelta, limit: int) -> int:
+    """Delete up to `limit` rows published longer than `retention` ago. Returns how many."""
+    result: str = await conn.execute(
+        "DELETE FROM events WHERE seq IN (SELECT seq FROM events"
+        " WHERE published_at < now() - $1::interval ORDER BY published_at LIMIT $2)",
+        retention,
+        limit,
+    )
+    return int(result.rsplit(" ", 1)[1])
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    waiting: int  # not yet published
+    oldest: datetime | None  # the oldest unpublished event's time
+
+
+async def backlog(conn: Connection) -> Backlog:
+    row = await conn.fetchrow(
+        "SELECT count(*) AS waiting, min(occurred_at) AS oldest FROM events"
+        " WHERE published_at IS NULL"
+    )
+    assert row is not None
+    return Backlog(row["waiting"], row["oldest"])
+
+
+async def kept(
+    conn: Connection,
+    *,
+    account: str,
+    since: datetime,
+    until: datetime | None = None,
+    types: Iterable[EventType] = (),
+    after: int = 0,
+    limit: int = 500,
+) -> list[StoredEvent]:
+    """Kept events of an account that happened in [since, until), of `types` if named, in
+    position order after `after` (for paging): what a replay publishes again."""
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM events WHERE account = $1 AND occurred_at >= $2"
+        " AND ($3::timestamptz IS NULL OR occurred_at < $3)"
+        " AND (cardinality($4::text[]) = 0 OR type = ANY($4::text[]))"
+        " AND position > $5 ORDER BY position LIMIT $6",
+        account,
+        since,
+        until,
+        list(types),
+        after,
+        limit,
+    )
+    return [_stored(r) for r in rows]
+
+
+async def erase_recipient(conn: asyncpg.Connection, email: str) -> int:
+    """A person erased: their address leaves every kept event, in the caller's transaction;
+    the events stay, with `recipient` null and `erased` true. Returns how many."""
+    result: str = await conn.execute(
+        'UPDATE events SET body = body || \'{"recipient": null, "erased": true}\'::jsonb'
+        " WHERE lower(body ->> 'recipient') = lower($1) AND body ->> 'recipient' IS NOT NULL",
+        email,
+    )
+    return int(result.rsplit(" ", 1)[1])
+
+
+def event(
+    type_: EventType,
+    *,
+    account: str = DEFAULT_ACCOUNT,
+    job_id: UUID | None = None,
+    kind: str | None = None,
+    list_slug: str | None = None,
+    recipient: str | None = None,
+    message_id: str | None = None,
+    detail: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> Event:
+    """A new event, with a new id, happening now (or `at`)."""
+    return Event(
+        id=new_id(),
+        type=type_,
+        occurred_at=at or now(),
+        account=account,
+        job_id=job_id,
+        kind=kind,
+        list=list_slug,
+        recipient=recipient,
+        message_id=message_id,
+        detail=detail,
+    )
