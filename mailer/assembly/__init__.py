@@ -21,6 +21,7 @@ from mailer.adapters.relay import tls_context
 from mailer.adapters.subscribers import Subscribers
 from mailer.assembly.console import operators_console
 from mailer.assembly.prepared import Prepared, prepare, worker_relay
+from mailer.assembly.webhooks import webhook_delivery
 from mailer.assembly.worker import WorkerAssembly, return_path_keys
 from mailer.config import Settings, SmtpRelay
 from mailer.errors import ConfigError
@@ -65,7 +66,7 @@ class Assembly:
     heartbeat: Heartbeat  # the worker's lease renewals
 
     def parts(self) -> Iterator[Part]:
-        """Database → mailing lists → [capture server] → [broker → worker] → [bounce
+        """Database → mailing lists → [capture server] → [broker → worker → webhooks] → [bounce
         receiver] → [public web → operators' console → sampler], as the selection has them."""
         settings, selection = self.settings, self.selection
         prepared = prepare(settings)  # what the settings alone decide, before any connection
@@ -100,6 +101,9 @@ class Assembly:
             )
             yield worker
             reporting += [connection, worker]
+            yield webhook_delivery(
+                settings, database.pool, worker_id=self.worker_id, metrics=self.metrics
+            )
         if selection.bounces and settings.bounces.domain is not None:
             bounces = BounceReception(self._bounces(prepared, database))
             yield bounces
