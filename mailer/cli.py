@@ -24,6 +24,7 @@ from mailer.commands import (
     serving,
     subscribers,
     suppressions,
+    webhooks,
     workers,
 )
 from mailer.commands.running import Run
@@ -44,6 +45,7 @@ COMMANDS = (
     dkim,
     bounces,
     suppressions,
+    webhooks,
 )
 
 
