@@ -29,6 +29,7 @@ import asyncpg
 
 from mailer.adapters import outbox
 from mailer.adapters.database import unavailable_is_temporary
+from mailer.config import Settings
 from mailer.core.webhooks.sealing import NONCE_BYTES, SealingKeys
 from mailer.core.webhooks.signatures import SECRET_BYTES, secret_bytes, secret_text
 
@@ -61,6 +62,13 @@ class EndpointView:
     created_at: datetime
     backlog: int  # the account's events after the cursor
     measured_at: datetime
+
+    @property
+    def shown_state(self) -> str:
+        """active, failing (retrying after a failure), or disabled (by whom)."""
+        if self.state == "disabled":
+            return f"disabled ({self.disabled_by})"
+        return "failing" if self.failing_since is not None else "active"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +123,13 @@ RETURNING w.id, w.account, w.url, w.secret,
           CASE WHEN w.previous_until > now() THEN w.previous_secret END AS previous_secret,
           w.cursor_position, w.batch_through, w.batch_size, w.replays, w.attempts
 """
+
+
+def sealing_keys(settings: Settings) -> SealingKeys:
+    """What seals the secrets: a key derived from [security] secret_key; those sealed under
+    a retired key open while `retired_secret_keys` names it."""
+    security = settings.security
+    return SealingKeys.from_secrets(security.key(), security.retired())
 
 
 def _bound(endpoint: UUID) -> bytes:

@@ -10,19 +10,13 @@ import asyncpg
 
 from mailer.adapters.relay import tls_context
 from mailer.adapters.webhook_client import WebhookClient
-from mailer.adapters.webhooks import WebhookEndpoints
+from mailer.adapters.webhooks import WebhookEndpoints, sealing_keys
 from mailer.config import Settings
 from mailer.core.webhooks.retries import Backoff
-from mailer.core.webhooks.sealing import SealingKeys
 from mailer.core.webhooks.targets import networks
 from mailer.metrics import Metrics
 from mailer.parts.webhooks import WebhookDelivery
 from mailer.worker.webhooks import WebhookDispatcher
-
-
-def sealing_keys(settings: Settings) -> SealingKeys:
-    security = settings.security
-    return SealingKeys.from_secrets(security.key(), security.retired())
 
 
 def lease_seconds(settings: Settings) -> float:

@@ -17,8 +17,7 @@ from uuid import UUID
 import asyncpg
 
 from mailer.adapters.operators import Operators
-from mailer.adapters.webhooks import EndpointView, WebhookEndpoints
-from mailer.assembly.webhooks import sealing_keys
+from mailer.adapters.webhooks import EndpointView, WebhookEndpoints, sealing_keys
 from mailer.commands.running import Subcommands, on_database
 from mailer.config import Settings
 from mailer.core.events import DEFAULT_ACCOUNT
@@ -132,16 +131,10 @@ async def run(
     return str(endpoint), detail
 
 
-def state_of(one: EndpointView) -> str:
-    if one.state == "disabled":
-        return f"disabled ({one.disabled_by})"
-    return "failing" if one.failing_since is not None else "active"
-
-
 def endpoint_lines(found: list[EndpointView]) -> list[str]:
     lines = []
     for one in found:
-        lines.append(f"{one.id}  {one.account}  {state_of(one)}  {one_line(one.url, 120)}")
+        lines.append(f"{one.id}  {one.account}  {one.shown_state}  {one_line(one.url, 120)}")
         lines.append(
             f"    backlog {one.backlog}, delivered {one.delivered}, batch {one.batch_size};"
             f" last success {when(one.last_success_at)}; next attempt {when(one.next_attempt_at)}"

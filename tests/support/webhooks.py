@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from mailer.adapters import outbox
 from mailer.core.events import EventType
-from tests.support.tls import Pki
+from tests.support.tls import Pki, make_pki
 
 Behaviour = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -113,3 +114,29 @@ async def publish_events(
     finally:
         await conn.close()
     return [str(e.id) for e in events]
+
+
+@pytest.fixture(scope="session")
+def webhook_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A CA and a certificate for 127.0.0.1, for the receivers; `[webhooks] ca_file` trusts it."""
+    return make_pki(tmp_path_factory.mktemp("webhook-pki"))
+
+
+@pytest.fixture
+async def receiver(webhook_pki: Pki) -> AsyncIterator[Receiver]:
+    one = Receiver(webhook_pki)
+    await one.start()
+    yield one
+    await one.stop()
+
+
+def webhooks_section(pki: Pki) -> dict[str, Any]:
+    """[webhooks] for a test: its loopback receivers allowed and trusted, short delays."""
+    return {
+        "allow": ["127.0.0.1/32"],
+        "ca_file": str(pki.ca_file),
+        "first_delay": 0.2,
+        "max_delay": 0.8,
+        "poll_interval": 0.05,
+        "timeout": 5,
+    }

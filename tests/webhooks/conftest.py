@@ -11,19 +11,14 @@ import asyncpg
 import pytest
 
 from mailer.adapters import database
-from mailer.adapters.webhooks import WebhookEndpoints
-from mailer.assembly.webhooks import sealing_keys, webhook_delivery
+from mailer.adapters.webhooks import WebhookEndpoints, sealing_keys
+from mailer.assembly.webhooks import webhook_delivery
 from mailer.config import Settings, build_settings
 from mailer.metrics import Metrics
 from mailer.parts.webhooks import WebhookDelivery
 from tests.conftest import SECRET
-from tests.support.tls import Pki, make_pki
-from tests.support.webhooks import Receiver
-
-
-@pytest.fixture(scope="session")
-def webhook_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("webhook-pki"))
+from tests.support.tls import Pki
+from tests.support.webhooks import receiver, webhook_pki, webhooks_section
 
 
 @pytest.fixture
@@ -32,14 +27,7 @@ def hooks_config(database_url: str, webhook_pki: Pki) -> dict[str, Any]:
     return {
         "database": {"url": database_url},
         "security": {"secret_key": SECRET},
-        "webhooks": {
-            "allow": ["127.0.0.1/32"],
-            "ca_file": str(webhook_pki.ca_file),
-            "first_delay": 0.2,
-            "max_delay": 0.8,
-            "poll_interval": 0.05,
-            "timeout": 5,
-        },
+        "webhooks": webhooks_section(webhook_pki),
     }
 
 
@@ -48,14 +36,6 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     opened = await database.open_pool(database_url, size=6)
     yield opened
     await opened.close()
-
-
-@pytest.fixture
-async def receiver(webhook_pki: Pki) -> AsyncIterator[Receiver]:
-    one = Receiver(webhook_pki)
-    await one.start()
-    yield one
-    await one.stop()
 
 
 StartDispatcher = Callable[[Settings], Awaitable[WebhookDelivery]]
@@ -83,3 +63,6 @@ def settings_of(config: dict[str, Any]) -> Settings:
 
 def endpoints_of(pool: asyncpg.Pool, settings: Settings) -> WebhookEndpoints:
     return WebhookEndpoints(pool, sealing_keys(settings))
+
+
+__all__ = ["receiver", "webhook_pki"]  # fixtures of tests/support/webhooks.py
