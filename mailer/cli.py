@@ -18,6 +18,7 @@ from mailer.commands import (
     dead_letters,
     dkim,
     enqueue,
+    events,
     issues,
     migrate,
     operators,
@@ -45,6 +46,7 @@ COMMANDS = (
     dkim,
     bounces,
     suppressions,
+    events,
     webhooks,
 )
 

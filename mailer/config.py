@@ -496,6 +496,15 @@ class BouncesSettings(_Section):
         return value
 
 
+class EventsSettings(_Section):
+    """Events back to the portal (docs/events.md): the outbox relay in every worker."""
+
+    retention_days: float = Field(7, gt=0, le=3650)  # published events kept for a replay
+    batch: int = Field(500, ge=1, le=10_000)  # events sequenced and published at a time
+    poll_interval: float = Field(0.1, gt=0, le=10)  # the leader looks for new events
+    takeover_interval: float = Field(1.0, gt=0, le=60)  # the others try to take over
+
+
 def listen_address(value: str) -> tuple[str, int]:
     """`host:port` (`[v6]:port`; port 0: any free port) → (host, port); ValueError when it
     is not one."""
@@ -561,6 +570,7 @@ class Settings(_Section):
     newsletter: NewsletterSettings = NewsletterSettings()
     log: LogSettings = LogSettings()
     bounces: BouncesSettings = BouncesSettings()
+    events: EventsSettings = EventsSettings()
     webhooks: WebhooksSettings = WebhooksSettings()
     lists: dict[str, ListSettings] = {}
 

@@ -32,6 +32,7 @@ class Metrics:
         self._add_issues()
         self._add_subscriptions()
         self._add_bounces()
+        self._add_events()
         self._add_webhooks()
 
     def _counter(self, name: str, documentation: str, *labels: str) -> Counter:
@@ -163,7 +164,7 @@ class Metrics:
         self.sampled = self._gauge(
             "mailer_metrics_sampled_timestamp_seconds",
             "When the sampled gauges were last measured, by part (database, queues, parked,"
-            " workers, issues).",
+            " workers, events, issues).",
             "part",
         )
 
@@ -215,4 +216,28 @@ class Metrics:
             " failure), disabled_gone (answered 410), disabled_failing (failed for"
             " [webhooks] disable_after), disabled_operator.",
             "state",
+        )
+
+    def _add_events(self) -> None:
+        """Events back to the portal (mailer/parts/events.py, docs/events.md)."""
+        self.events_published = self._counter(
+            "mailer_events_published_total",
+            "Events this process published on mailer.events and the broker confirmed (a"
+            " repeat after a takeover counts again).",
+        )
+        self.events_delay = Histogram(
+            "mailer_events_publish_delay_seconds",
+            "From an event's change (its commit) to the broker's confirm of it.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+            registry=self.registry,
+        )
+        self.events_leader = self._gauge(
+            "mailer_events_relay_leader", "1 in the worker process that relays the outbox now."
+        )
+        self.events_backlog = self._gauge(
+            "mailer_events_backlog", "Events written and not yet published (sampled)."
+        )
+        self.events_oldest = self._gauge(
+            "mailer_events_oldest_unpublished_age_seconds",
+            "Seconds since the oldest event not yet published happened; 0 with none (sampled).",
         )

@@ -14,8 +14,9 @@ from collections.abc import Callable, Sequence
 import asyncpg
 from prometheus_client import Gauge
 
-from mailer.adapters import database
+from mailer.adapters import database, outbox
 from mailer.adapters.broker import Broker
+from mailer.adapters.database import unavailable_is_temporary
 from mailer.adapters.dead_letters import origin_label
 from mailer.adapters.issues import Issues
 from mailer.adapters.parked import ParkedJobs
@@ -143,6 +144,8 @@ class Sampler:
                 metrics.sampled.labels("parked").set_to_current_time()
                 await self._sample_workers()
                 metrics.sampled.labels("workers").set_to_current_time()
+                await self._sample_events()
+                metrics.sampled.labels("events").set_to_current_time()
                 for state, n in (await endpoint_counts(self._pool)).items():
                     metrics.webhook_endpoints.labels(state).set(n)
                 metrics.sampled.labels("webhooks").set_to_current_time()
@@ -187,6 +190,15 @@ class Sampler:
             counts[process.presence] += 1
         for presence, count in counts.items():
             self._metrics.workers.labels(presence).set(count)
+
+    async def _sample_events(self) -> None:
+        async with unavailable_is_temporary("events backlog"):
+            backlog = await outbox.backlog(self._pool)
+        self._metrics.events_backlog.set(backlog.waiting)
+        age = 0.0
+        if backlog.oldest is not None:
+            age = max(0.0, (backlog.measured_at - backlog.oldest).total_seconds())
+        self._metrics.events_oldest.set(age)
 
     async def _sample_issues(self) -> None:
         for progress in await self._issues.active():

@@ -19,7 +19,7 @@ from datetime import date, datetime
 
 import asyncpg
 
-from mailer.adapters import suppressions
+from mailer.adapters import outbox, suppressions
 from mailer.adapters.database import transaction, unavailable_is_temporary
 from mailer.adapters.deliveries import record_bounce
 from mailer.adapters.subscribers import unsubscribe
@@ -125,6 +125,15 @@ class Classification:
         await suppressions.suppress_soft(
             self._conn, self._recipient(), until, reason, self.pending.id
         )
+
+    async def complained(self, reason: str) -> None:
+        """A complaint about the delivery: its message.complained event."""
+        delivery_id = self.pending.delivery_id
+        assert delivery_id is not None
+        complained = await outbox.delivery_event(
+            self._conn, "message.complained", delivery_id, {"reason": reason}
+        )
+        await outbox.append(self._conn, [complained] if complained is not None else [])
 
     async def unsubscribe_everywhere(self) -> int:
         """A complaint: the person leaves every list at once, as any unsubscribe does.

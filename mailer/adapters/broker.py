@@ -28,6 +28,7 @@ from mailer.adapters.topology import (
     DELAY_HEADER,
     DELIVERIES_HEADER,
     DELIVERY_COUNT_HEADER,
+    EVENTS_EXCHANGE,
     EXCHANGE,
     FAILURES_HEADER,
     ORIGIN_HEADER,
@@ -38,6 +39,7 @@ from mailer.adapters.topology import (
     queue_arguments,
 )
 from mailer.config import BrokerSettings
+from mailer.core.events import StoredEvent, encode, routing_key
 from mailer.errors import ConfigError, TemporaryFailure
 
 log = logging.getLogger(__name__)
@@ -193,8 +195,11 @@ class Broker:
         headers: Mapping[str, Any] | None = None,
         message_id: str | None = None,
         content_type: str | None = "application/json",
+        mandatory: bool = True,
     ) -> None:
-        """Publish persistently and wait for the broker's confirm; TemporaryFailure otherwise."""
+        """Publish persistently and wait for the broker's confirm; TemporaryFailure otherwise.
+        `mandatory`: a message no queue takes is a failure (jobs); an event is not (its
+        exchange has the queues consumers bound, none when nobody listens)."""
         message = aio_pika.Message(
             body,
             headers=dict(headers or {}),
@@ -202,10 +207,17 @@ class Broker:
             message_id=message_id,
             delivery_mode=DeliveryMode.PERSISTENT,
         )
-        await self.publish_message(message, routing_key=routing_key, exchange=exchange)
+        await self.publish_message(
+            message, routing_key=routing_key, exchange=exchange, mandatory=mandatory
+        )
 
     async def publish_message(
-        self, message: aio_pika.Message, *, routing_key: str, exchange: str = EXCHANGE
+        self,
+        message: aio_pika.Message,
+        *,
+        routing_key: str,
+        exchange: str = EXCHANGE,
+        mandatory: bool = True,
     ) -> None:
         """Publish a message made by the caller and wait for the confirm, as `publish`."""
         channel = self._channel()
@@ -216,7 +228,10 @@ class Broker:
                 else await channel.get_exchange(exchange, ensure=False)
             )
             await target.publish(
-                message, routing_key=routing_key, mandatory=True, timeout=self._publish_timeout
+                message,
+                routing_key=routing_key,
+                mandatory=mandatory,
+                timeout=self._publish_timeout,
             )
         except DeliveryError as exc:
             raise TemporaryFailure(
@@ -230,6 +245,19 @@ class Broker:
             ) from None
         except (PublishError, AMQPException, OSError) as exc:
             raise TemporaryFailure(f"publish to {exchange}/{routing_key} failed: {exc!r}") from None
+
+    async def publish_event(self, event: StoredEvent) -> None:
+        """An event on mailer.events under `<account>.<type>`, its id as the message id, and
+        the broker's confirm waited for; TemporaryFailure otherwise. Not mandatory: with no
+        queue bound for it, the broker drops it, and it is published all the same."""
+        await self.publish(
+            encode(event.body),
+            routing_key=routing_key(event.account, event.type),
+            exchange=EVENTS_EXCHANGE,
+            message_id=str(event.id),
+            headers={"x-mailer-event-type": event.type},
+            mandatory=False,
+        )
 
     async def republish(
         self,

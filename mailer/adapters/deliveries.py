@@ -15,7 +15,7 @@ over like a stopped worker's, instead of being renewed for as long as the proces
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
@@ -23,9 +23,11 @@ from uuid import UUID
 
 import asyncpg
 
-from mailer.adapters.database import unavailable_is_temporary
+from mailer.adapters import outbox
+from mailer.adapters.database import transaction, unavailable_is_temporary
 from mailer.core.consent import SubscriptionStatus, SuppressionReason
 from mailer.core.deliveries import DeliveryStatus, Write
+from mailer.core.events import Event, delivery_detail, delivery_event_type
 from mailer.core.jobs import Transactional
 from mailer.core.locales import Locale
 
@@ -102,6 +104,38 @@ class Recorded:
     finished_issues: list[UUID] = field(default_factory=list)
 
 
+def _outcome_events(
+    writes: Sequence[Write], recipients: Mapping[int, str], row: asyncpg.Record
+) -> list[Event]:
+    """The event of each outcome recorded, as the ledger now has it."""
+    by_id = {w.delivery_id: w for w in writes}
+    at = outbox.now()
+    events = []
+    for delivery_id, status_text, job_id, kind, slug in zip(
+        row["recorded"], row["statuses"], row["job_ids"], row["kinds"], row["lists"], strict=True
+    ):
+        write = by_id[delivery_id]
+        status = DeliveryStatus(status_text)
+        type_ = delivery_event_type(status, attempted=write.attempted)
+        if type_ is None:
+            continue
+        events.append(
+            outbox.event(
+                type_,
+                job_id=job_id,
+                kind=kind,
+                list_slug=slug,
+                recipient=recipients.get(delivery_id),
+                message_id=write.message_id,
+                detail=delivery_detail(
+                    status, reply=write.reply, reason=write.detail, retry_at=write.not_before
+                ),
+                at=at,
+            )
+        )
+    return events
+
+
 def _count(result: str) -> int:
     return int(result.rsplit(" ", 1)[1])
 
@@ -165,27 +199,32 @@ class Deliveries:
             for r in rows
         ]
 
-    async def record(self, writes: Sequence[Write]) -> Recorded:
-        """Write outcomes (TemporaryFailure when the database cannot take them now). A value
-        the database refuses fails that write alone: it is written again without its reply
-        text, so one odd reply never holds up the others."""
+    async def record(
+        self, writes: Sequence[Write], recipients: Mapping[int, str] | None = None
+    ) -> Recorded:
+        """Write outcomes (TemporaryFailure when the database cannot take them now), each
+        with its event (`recipients`: the address of each delivery, for the events only; the
+        ledger keeps none), and the events of the issues they finish, in one transaction. A
+        value the database refuses fails that write alone: it is written again without its
+        reply text, so one odd reply never holds up the others."""
         if not writes:
             return Recorded()
+        recipients = recipients or {}
         try:
-            return await self._record(writes)
+            return await self._record(writes, recipients)
         except asyncpg.DataError:
             if len(writes) > 1:
-                parts = [await self.record([write]) for write in writes]
+                parts = [await self.record([write], recipients) for write in writes]
                 return Recorded(
                     {i for part in parts for i in part.ids},
                     [issue for part in parts for issue in part.finished_issues],
                 )
             log.exception("outcome of delivery %d stored without its reply", writes[0].delivery_id)
-            return await self._record([replace(writes[0], reply=UNSTORABLE_REPLY)])
+            return await self._record([replace(writes[0], reply=UNSTORABLE_REPLY)], recipients)
 
-    async def _record(self, writes: Sequence[Write]) -> Recorded:
-        async with unavailable_is_temporary("record"):
-            row = await self._pool.fetchrow(
+    async def _record(self, writes: Sequence[Write], recipients: Mapping[int, str]) -> Recorded:
+        async with transaction(self._pool, "record") as conn:
+            row = await conn.fetchrow(
                 "SELECT * FROM record_deliveries($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 self.worker_id,
                 [w.delivery_id for w in writes],
@@ -197,7 +236,10 @@ class Deliveries:
                 [w.not_before for w in writes],
                 [w.suppress for w in writes],
             )
-        assert row is not None
+            assert row is not None
+            await outbox.append(conn, _outcome_events(writes, recipients, row))
+            if row["finished"]:
+                await outbox.append(conn, await outbox.issues_finished(conn, row["finished"]))
         # Written, or not ours any more (another worker took it over): no longer in hand.
         self.held.difference_update(w.delivery_id for w in writes)
         return Recorded(set(row["recorded"]), list(row["finished"]))
@@ -285,21 +327,41 @@ async def cancel_waiting(conn: asyncpg.Connection, issue_id: UUID) -> int:
 
 
 async def suppress_waiting(
-    conn: asyncpg.Connection, subscriber_id: int, list_ids: Sequence[int]
+    conn: asyncpg.Connection, subscriber_id: int, list_ids: Sequence[int], recipient: str | None
 ) -> int:
     """Someone unsubscribed from these lists: their deliveries of the lists' issues that
-    wait to be sent are suppressed, in the caller's transaction. Returns how many."""
-    return _count(
-        await conn.execute(
-            "UPDATE deliveries d SET status = 'suppressed', detail = 'unsubscribed',"
-            "   updated_at = now()"
-            " FROM issues i"
-            " WHERE d.subscriber_id = $1 AND d.status IN ('pending', 'retrying')"
-            "   AND i.id = d.job_id AND i.list_id = ANY($2::smallint[])",
-            subscriber_id,
-            list(list_ids),
-        )
+    wait to be sent are suppressed, each with its message.suppressed event (to `recipient`),
+    in the caller's transaction. Returns how many."""
+    rows = await conn.fetch(
+        "UPDATE deliveries d SET status = 'suppressed', detail = 'unsubscribed',"
+        "   updated_at = now()"
+        " FROM issues i JOIN lists l ON l.id = i.list_id"
+        " WHERE d.subscriber_id = $1 AND d.status IN ('pending', 'retrying')"
+        "   AND i.id = d.job_id AND i.list_id = ANY($2::smallint[])"
+        " RETURNING d.job_id, l.slug",
+        subscriber_id,
+        list(list_ids),
     )
+    at = outbox.now()
+    detail = delivery_detail(
+        DeliveryStatus.SUPPRESSED, reply=None, reason="unsubscribed", retry_at=None
+    )
+    await outbox.append(
+        conn,
+        [
+            outbox.event(
+                "message.suppressed",
+                job_id=r["job_id"],
+                kind="newsletter",
+                list_slug=r["slug"],
+                recipient=recipient,
+                detail=detail,
+                at=at,
+            )
+            for r in rows
+        ],
+    )
+    return len(rows)
 
 
 async def record_bounce(
@@ -311,10 +373,11 @@ async def record_bounce(
     diagnostic: str | None,
     reason: str,
 ) -> bool:
-    """A delivery that went out bounced later, as a bounce report says; written in the
-    caller's transaction (the report's classification) by `bounce_delivery` (see
-    sql/deliveries.sql), which moves a finished issue's stored counts with it. False when
-    nothing was written: the delivery had bounced already, or never went out."""
+    """A delivery that went out bounced later, as a bounce report says, with its
+    message.bounced event; written in the caller's transaction (the report's
+    classification) by `bounce_delivery` (see sql/deliveries.sql), which moves a finished
+    issue's stored counts with it. False when nothing was written: the delivery had bounced
+    already, or never went out."""
     written: bool = await conn.fetchval(
         "SELECT bounce_delivery($1, $2, $3, $4, $5)",
         delivery_id,
@@ -323,4 +386,8 @@ async def record_bounce(
         diagnostic,
         reason[:1000],
     )
+    if written:
+        detail = {"class": kind, "status": status, "diagnostic": diagnostic}
+        bounced = await outbox.delivery_event(conn, "message.bounced", delivery_id, detail)
+        await outbox.append(conn, [bounced] if bounced is not None else [])
     return written

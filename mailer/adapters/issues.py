@@ -26,6 +26,7 @@ from uuid import UUID
 
 import asyncpg
 
+from mailer.adapters import outbox
 from mailer.adapters.database import transaction, unavailable_is_temporary
 from mailer.adapters.deliveries import cancel_waiting, materialize
 from mailer.adapters.jobs import register
@@ -236,6 +237,9 @@ class Issues:
                 if due is None:
                     return started
                 total = await materialize(conn, due["id"], due["list_id"])
+                started_events = [
+                    await outbox.issue_event(conn, "issue.started", due["id"], {"total": total})
+                ]
                 await conn.execute(
                     "UPDATE issues SET state = CASE WHEN $2 = 0 THEN 'done' ELSE 'sending' END,"
                     " total = $2, started_at = now(),"
@@ -244,6 +248,9 @@ class Issues:
                     due["id"],
                     total,
                 )
+                if total == 0:  # nobody to send to: done as it starts
+                    started_events += await outbox.issues_finished(conn, [due["id"]])
+                await outbox.append(conn, started_events)
                 await conn.execute(
                     "SELECT pg_notify($1, $2)", ISSUES_CHANNEL, f"{due['id']}:sending"
                 )
@@ -266,14 +273,17 @@ class Issues:
         return loaded
 
     async def complete(self, issue_ids: Sequence[UUID]) -> list[UUID]:
-        async with unavailable_is_temporary("complete"):
-            rows = await self._pool.fetch("SELECT issues_done($1) AS id", list(issue_ids))
-        return [r["id"] for r in rows]
+        async with transaction(self._pool, "complete") as conn:
+            rows = await conn.fetch("SELECT issues_done($1) AS id", list(issue_ids))
+            done = [r["id"] for r in rows]
+            await outbox.append(conn, await outbox.issues_finished(conn, done))
+        return done
 
     async def set_state(
-        self, issue_id: UUID, action: IssueAction
+        self, issue_id: UUID, action: IssueAction, reason: str = "paused by an operator"
     ) -> tuple[IssueState | None, IssueState | None]:
-        """(state before, state after); after is None when the action does not apply."""
+        """(state before, state after); after is None when the action does not apply.
+        `reason`: why, for the issue.paused event of a pause."""
         sources, target = TRANSITIONS[action]
         async with transaction(self._pool, action) as conn:
             row = await conn.fetchrow(
@@ -287,11 +297,24 @@ class Issues:
             if action == "resume" and row["started_at"] is None:
                 target = "scheduled"  # paused before it started: wait for send_at again
             await conn.execute("UPDATE issues SET state = $2 WHERE id = $1", issue_id, target)
+            if target == "paused":
+                await outbox.append(
+                    conn,
+                    [await outbox.issue_event(conn, "issue.paused", issue_id, {"reason": reason})],
+                )
             if target == "cancelled":
                 await cancel_waiting(conn, issue_id)
                 await conn.execute("UPDATE issues SET finished_at = now() WHERE id = $1", issue_id)
                 # Its final counts, unless messages in flight are still to be recorded.
                 await conn.execute("SELECT issues_done($1)", [issue_id])
+                await outbox.append(
+                    conn,
+                    [
+                        await outbox.issue_event(
+                            conn, "issue.finished", issue_id, {"state": "cancelled"}
+                        )
+                    ],
+                )
             await conn.execute("SELECT pg_notify($1, $2)", ISSUES_CHANNEL, f"{issue_id}:{target}")
         return before, target
 

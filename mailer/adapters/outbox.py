@@ -37,7 +37,7 @@ from mailer.core.events import (
 )
 
 # The advisory lock the relay leader holds for as long as it relays ('mailer.ev' in hex).
-RELAY_LOCK = 0x6D61696C65722E6576
+RELAY_LOCK = 0x6D61696C2E6576  # 'mail.ev': fits in a bigint
 
 Connection: TypeAlias = asyncpg.Connection | asyncpg.Pool  # a reader takes either
 
@@ -113,6 +113,12 @@ async def newest_position(conn: Connection, account: str | None = None) -> int:
     return int(value or 0)
 
 
+async def lead(conn: asyncpg.Connection) -> bool:
+    """Whether this connection holds the relay's lock now (taken if free). A session lock:
+    it goes with the connection, so another process takes over once this one's is gone."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK))
+
+
 # --- the relay leader's writes -------------------------------------------------------------
 
 _SEQUENCE = """
@@ -169,15 +175,16 @@ async def purge(conn: asyncpg.Connection, retention: timedelta, limit: int) -> i
 class Backlog:
     waiting: int  # not yet published
     oldest: datetime | None  # the oldest unpublished event's time
+    measured_at: datetime  # by the database's clock
 
 
 async def backlog(conn: Connection) -> Backlog:
     row = await conn.fetchrow(
-        "SELECT count(*) AS waiting, min(occurred_at) AS oldest FROM events"
+        "SELECT count(*) AS waiting, min(occurred_at) AS oldest, now() AS at FROM events"
         " WHERE published_at IS NULL"
     )
     assert row is not None
-    return Backlog(row["waiting"], row["oldest"])
+    return Backlog(row["waiting"], row["oldest"], row["at"])
 
 
 async def kept(
@@ -241,5 +248,70 @@ def event(
         list=list_slug,
         recipient=recipient,
         message_id=message_id,
+        detail=detail,
+    )
+
+
+# --- events of an issue's changes (read from the issues, in the change's transaction) ----
+
+
+async def issue_event(
+    conn: asyncpg.Connection,
+    type_: EventType,
+    issue_id: UUID,
+    detail: dict[str, Any] | None = None,
+) -> Event:
+    """An event of one issue, with its list's slug."""
+    slug = await conn.fetchval(
+        "SELECT l.slug FROM issues i JOIN lists l ON l.id = i.list_id WHERE i.id = $1", issue_id
+    )
+    return event(type_, job_id=issue_id, kind="newsletter", list_slug=slug, detail=detail)
+
+
+async def issues_finished(conn: asyncpg.Connection, issue_ids: Sequence[UUID]) -> list[Event]:
+    """issue.finished for each issue that was just done, with its final counts."""
+    rows = await conn.fetch(
+        "SELECT i.id, l.slug, i.state, i.final_counts::text AS counts"
+        " FROM issues i JOIN lists l ON l.id = i.list_id WHERE i.id = ANY($1::uuid[])"
+        " ORDER BY i.id",
+        list(issue_ids),
+    )
+    at = now()
+    return [
+        event(
+            "issue.finished",
+            job_id=r["id"],
+            kind="newsletter",
+            list_slug=r["slug"],
+            detail={"state": r["state"], "counts": json.loads(r["counts"] or "{}")},
+            at=at,
+        )
+        for r in rows
+    ]
+
+
+async def delivery_event(
+    conn: asyncpg.Connection, type_: EventType, delivery_id: int, detail: dict[str, Any]
+) -> Event | None:
+    """An event about one delivery that went out (a bounce, a complaint), as the ledger
+    knows it: its job, kind, list, Message-ID and, of a newsletter, the subscriber's address
+    (the ledger keeps no receipt's: null). None when the delivery is gone."""
+    row = await conn.fetchrow(
+        "SELECT d.job_id, j.kind, l.slug, d.message_id, s.email FROM deliveries d"
+        " LEFT JOIN jobs j ON j.id = d.job_id"
+        " LEFT JOIN issues i ON i.id = d.job_id LEFT JOIN lists l ON l.id = i.list_id"
+        " LEFT JOIN subscribers s ON s.id = d.subscriber_id"
+        " WHERE d.id = $1",
+        delivery_id,
+    )
+    if row is None:
+        return None
+    return event(
+        type_,
+        job_id=row["job_id"],
+        kind=row["kind"],
+        list_slug=row["slug"],
+        recipient=row["email"],
+        message_id=row["message_id"],
         detail=detail,
     )

@@ -10,7 +10,7 @@ channel so that workers drop any of their messages already in hand.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,11 +18,12 @@ from typing import Literal, get_args
 
 import asyncpg
 
-from mailer.adapters import suppressions
+from mailer.adapters import outbox, suppressions
 from mailer.adapters.database import transaction, unavailable_is_temporary
 from mailer.adapters.deliveries import suppress_waiting
 from mailer.core.audience import ImportedPerson
 from mailer.core.consent import SubscriptionStatus
+from mailer.core.events import Event, EventType
 from mailer.core.locales import Locale
 from mailer.metrics import Metrics
 
@@ -84,10 +85,39 @@ async def unsubscribe(
             left,
             source,
         )
-        await suppress_waiting(conn, subscriber_id, left)
+        email: str | None = await conn.fetchval(
+            "SELECT email FROM subscribers WHERE id = $1", subscriber_id
+        )
+        await outbox.append(
+            conn,
+            await _subscription_events(
+                conn, "subscription.unsubscribed", left, email, {"source": source}
+            ),
+        )
+        await suppress_waiting(conn, subscriber_id, left, email)
         lists = "*" if list_id is None else str(list_id)
         await conn.execute("SELECT pg_notify($1, $2)", OPTOUT_CHANNEL, f"{subscriber_id}:{lists}")
     return before
+
+
+async def _subscription_events(
+    conn: asyncpg.Connection,
+    type_: EventType,
+    list_ids: Sequence[int],
+    email: str | None,
+    detail: dict[str, str],
+) -> list[Event]:
+    """An event of a person's subscription to each of these lists."""
+    rows = await conn.fetch(
+        "SELECT slug FROM lists WHERE id = ANY($1::smallint[]) ORDER BY id", list(list_ids)
+    )
+    at = outbox.now()
+    return [
+        outbox.event(
+            type_, kind="subscription", list_slug=r["slug"], recipient=email, detail=detail, at=at
+        )
+        for r in rows
+    ]
 
 
 class Subscribers:
@@ -155,6 +185,13 @@ class Subscribers:
                 status,
                 source,
             )
+            if status == "subscribed" and before != "subscribed":
+                await outbox.append(
+                    conn,
+                    await _subscription_events(
+                        conn, "subscription.confirmed", [list_id], email, {"source": source}
+                    ),
+                )
         return subscriber_id, before
 
     async def unsubscribe(
@@ -189,13 +226,19 @@ class Subscribers:
         if ended and self._metrics is not None:
             self._metrics.unsubscribes.labels(source).inc(ended)
 
-    async def erase(self, address_key: bytes) -> bool:
-        """Forget the person; keep the keyed hash so they are not mailed again unasked."""
+    async def erase(self, address_key: bytes, email: str) -> bool:
+        """Forget the person; keep the keyed hash so they are not mailed again unasked. Their
+        address (`email`, as they gave it now, and as the subscriber row held it) leaves the
+        kept events too."""
         async with transaction(self._pool, "erase") as conn:
-            subscriber_id: int | None = await conn.fetchval(
-                "DELETE FROM subscribers WHERE address_key = $1 RETURNING id", address_key
+            row = await conn.fetchrow(
+                "DELETE FROM subscribers WHERE address_key = $1 RETURNING id, email", address_key
             )
+            subscriber_id: int | None = row["id"] if row is not None else None
             await suppressions.keep_erased(conn, address_key)
+            await outbox.erase_recipient(conn, email)
+            if row is not None and row["email"].lower() != email.lower():
+                await outbox.erase_recipient(conn, row["email"])
             if subscriber_id is not None:
                 await conn.execute("SELECT pg_notify($1, $2)", OPTOUT_CHANNEL, f"{subscriber_id}:*")
         return subscriber_id is not None
@@ -226,8 +269,8 @@ class Subscribers:
         The page hands out an undo only for an unsubscribe that left `subscribed`, so this
         restores exactly that; a later change (a confirm, another unsubscribe) voids it.
         """
-        async with unavailable_is_temporary("undo unsubscribe"):
-            done = await self._pool.fetchval(
+        async with transaction(self._pool, "undo unsubscribe") as conn:
+            done = await conn.fetchval(
                 "UPDATE subscriptions SET status = 'subscribed', source = 'page',"
                 "   changed_at = now()"
                 " WHERE list_id = $1 AND subscriber_id = $2 AND status = 'unsubscribed'"
@@ -237,7 +280,22 @@ class Subscribers:
                 subscriber_id,
                 unsubscribed_at,
             )
+            if done:
+                await self._confirmed(conn, subscriber_id, list_id, "page")
         return bool(done)
+
+    async def _confirmed(
+        self, conn: asyncpg.Connection, subscriber_id: int, list_id: int, source: Source
+    ) -> None:
+        email: str | None = await conn.fetchval(
+            "SELECT email FROM subscribers WHERE id = $1", subscriber_id
+        )
+        await outbox.append(
+            conn,
+            await _subscription_events(
+                conn, "subscription.confirmed", [list_id], email, {"source": source}
+            ),
+        )
 
     async def confirm(self, subscriber_id: int, list_id: int, made_day: int) -> bool:
         """Subscribe someone pending since no later than the day their confirm link was made.
@@ -246,8 +304,8 @@ class Subscribers:
         so does one older than the request for consent now pending. The hour's slack covers
         the worker's clock (which dates the link) running behind the database's.
         """
-        async with unavailable_is_temporary("confirm"):
-            done = await self._pool.fetchval(
+        async with transaction(self._pool, "confirm") as conn:
+            done = await conn.fetchval(
                 "UPDATE subscriptions SET status = 'subscribed', source = 'confirmation',"
                 "   changed_at = now()"
                 " WHERE list_id = $1 AND subscriber_id = $2 AND status = 'pending'"
@@ -257,6 +315,8 @@ class Subscribers:
                 subscriber_id,
                 made_day,
             )
+            if done:
+                await self._confirmed(conn, subscriber_id, list_id, "confirmation")
         if done and self._metrics is not None:
             self._metrics.confirmations.inc()
         return bool(done)

@@ -13,6 +13,8 @@ Declared idempotently by `mailer migrate` and by every worker at start:
         headers exchange ignores `x-` keys under plain `all`, and a binding with only such a
         key would then match every message. (`mailer.delay`, the exchange older versions
         bound that way, is deleted by declare, which takes its bindings with it.)
+    exchange mailer.events (topic): events back to the portal, routing key
+        <account>.<type> (docs/events.md); mailer binds no queue to it, a consumer binds its own.
     mailer.dead: on the way to the parked_jobs table (adapters/dead_letters.py): poison the
         work queues dead-letter, and jobs a worker parked while the database was away,
         with x-mailer-origin-queue and x-mailer-reason headers. A worker moves each into
@@ -31,6 +33,7 @@ from mailer.errors import ConfigError
 
 EXCHANGE = "mailer"
 RETRY_EXCHANGE = "mailer.retry"
+EVENTS_EXCHANGE = "mailer.events"
 LEGACY_DELAY_EXCHANGE = "mailer.delay"  # bound to match every retry in every delay queue
 DEAD_QUEUE = "mailer.dead"
 ROUTES = {
@@ -105,6 +108,7 @@ async def declare(connection: AbstractConnection, delays_ms: Iterable[int]) -> N
     async with connection.channel() as channel:
         try:
             main = await channel.declare_exchange(EXCHANGE, ExchangeType.DIRECT, durable=True)
+            await channel.declare_exchange(EVENTS_EXCHANGE, ExchangeType.TOPIC, durable=True)
             await channel.exchange_delete(LEGACY_DELAY_EXCHANGE)
             delay = await channel.declare_exchange(
                 RETRY_EXCHANGE, ExchangeType.HEADERS, durable=True

@@ -20,6 +20,7 @@ from mailer.adapters.queues import queue_names
 from mailer.adapters.relay import tls_context
 from mailer.adapters.subscribers import Subscribers
 from mailer.assembly.console import operators_console
+from mailer.assembly.events import event_parts
 from mailer.assembly.prepared import Prepared, prepare, worker_relay
 from mailer.assembly.webhooks import webhook_delivery
 from mailer.assembly.worker import WorkerAssembly, return_path_keys
@@ -66,8 +67,9 @@ class Assembly:
     heartbeat: Heartbeat  # the worker's lease renewals
 
     def parts(self) -> Iterator[Part]:
-        """Database → mailing lists → [capture server] → [broker → worker → webhooks] → [bounce
-        receiver] → [public web → operators' console → sampler], as the selection has them."""
+        """Database → mailing lists → [capture server] → [broker → worker → events relay →
+        webhooks] → [bounce receiver] → [public web → operators' console → sampler], as the
+        selection has them."""
         settings, selection = self.settings, self.selection
         prepared = prepare(settings)  # what the settings alone decide, before any connection
         relay = worker_relay(settings) if selection.worker else settings.smtp.relay()
@@ -101,6 +103,9 @@ class Assembly:
             )
             yield worker
             reporting += [connection, worker]
+            for part in event_parts(settings, broker, self.metrics):
+                yield part
+                reporting.append(part)
             yield webhook_delivery(
                 settings, database.pool, worker_id=self.worker_id, metrics=self.metrics
             )

@@ -8,6 +8,7 @@ it twice drops the repeat.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -64,10 +65,34 @@ def event_type(text: str) -> EventType:
     raise ValueError(f"{text!r} is not an event type")
 
 
-def delivery_event_type(status: DeliveryStatus) -> EventType | None:
-    """The event a delivery moving to `status` has; None for one with none (cancelled, or
-    handed back unattempted)."""
+def delivery_event_type(status: DeliveryStatus, *, attempted: bool) -> EventType | None:
+    """The event of a delivery written with `status`; None for one with none: cancelled, or
+    handed back without an attempt (pending, or retrying again without one)."""
+    if status in (DeliveryStatus.PENDING, DeliveryStatus.RETRYING) and not attempted:
+        return None
     return _DELIVERY_EVENTS.get(status)
+
+
+def delivery_detail(
+    status: DeliveryStatus,
+    *,
+    reply: str | None,
+    reason: str | None,
+    retry_at: datetime | None,
+) -> dict[str, Any]:
+    """What a message event's `detail` says: the relay's reply (the address scrubbed from
+    it), why it was not sent or failed, when it is tried again; `captured` for a message the
+    embedded capture server took (it was not delivered)."""
+    detail: dict[str, Any] = {}
+    if reply is not None:
+        detail["reply"] = reply
+    if status == DeliveryStatus.CAPTURED:
+        detail["captured"] = True
+    if reason is not None and status != DeliveryStatus.SENT:
+        detail["reason"] = reason
+    if retry_at is not None and status == DeliveryStatus.RETRYING:
+        detail["retry_at"] = moment(retry_at)
+    return detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,3 +149,23 @@ def body(event: Event) -> dict[str, Any]:
 def routing_key(account: str, type_: EventType) -> str:
     """Where the event goes on `mailer.events`: `<account>.<type>`."""
     return f"{account}.{type_}"
+
+
+def order_key(event_body: Mapping[str, Any]) -> tuple[object, ...]:
+    """What events must reach a consumer in the order they happened share: one message (a
+    receipt is its job; a newsletter message its issue and recipient), one subscription
+    (its list and person), one issue. The relay publishes events with the same key one after
+    another, and those with different keys together."""
+    kind = event_body.get("kind")
+    if kind in ("receipt", "confirmation"):
+        return ("job", event_body.get("job_id"))
+    if kind == "subscription":
+        return ("subscription", event_body.get("list"), event_body.get("recipient"))
+    if str(event_body.get("type", "")).startswith("issue."):
+        return ("job", event_body.get("job_id"))
+    return ("message", event_body.get("job_id"), event_body.get("recipient"))
+
+
+def encode(event_body: Mapping[str, Any]) -> bytes:
+    """The bytes published: the body as JSON, UTF-8."""
+    return json.dumps(event_body, separators=(",", ":"), ensure_ascii=False).encode()

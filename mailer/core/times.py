@@ -5,7 +5,7 @@ keeps ISO 8601 and seconds instead."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 WIDTH = len("2026-12-07 11:51:21 UTC")  # for the columns of a table
 
@@ -33,3 +33,27 @@ def duration(seconds: float) -> str:
     if minutes:
         return f"{minutes} min {rest} s"
     return f"{rest} s"
+
+
+_AGO = {"s": 1, "min": 60, "m": 60, "h": 3600, "d": 86400}
+
+
+def typed_moment(text: str, now: datetime) -> datetime:
+    """A moment an operator typed: ISO 8601 (`2026-12-07`, `2026-12-07T10:15`,
+    `2026-12-07 10:15:00 UTC`, with `Z` or an offset; without one it is UTC, as every time
+    mailer shows is), or a length of time ago (`90s`, `15min`, `2h`, `7d`). ValueError
+    naming what it takes otherwise."""
+    typed = text.strip()
+    for unit in sorted(_AGO, key=len, reverse=True):
+        number = typed.removesuffix(unit).strip()
+        if typed.endswith(unit) and number.replace(".", "", 1).isdigit():
+            return now - timedelta(seconds=float(number) * _AGO[unit])
+    iso = typed.removesuffix(" UTC").replace("Z", "+00:00")
+    try:
+        at = datetime.fromisoformat(iso)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a time: give 2026-12-07, 2026-12-07T10:15 (UTC unless an offset"
+            " follows), or a time ago such as 2h or 7d"
+        ) from None
+    return at if at.utcoffset() is not None else at.replace(tzinfo=UTC)

@@ -225,6 +225,7 @@ class BounceProcessor:
     async def _apply(self, job: Classification, effect: Effect) -> str:
         kind = effect.kind
         if kind is Kind.COMPLAINT:
+            await job.complained(clean_reply(effect.reason))
             left = await job.unsubscribe_everywhere()
             return f"complaint flagged; unsubscribed from {left} list(s)"
         if not effect.bounces:

@@ -114,8 +114,10 @@ class ChunkRunner:
         self._holders.add(holder)
         finished: list[UUID] = []
 
+        addresses = {row.id: row.email for row in chunk if row.email is not None}
+
         async def record(writes: Sequence[Write]) -> set[int]:
-            recorded = await self._deliveries.record(writes)
+            recorded = await self._deliveries.record(writes, addresses)
             finished.extend(recorded.finished_issues)
             self._count(writes, recorded.ids)
             return recorded.ids

@@ -151,7 +151,7 @@ class Dispatcher:
                 mailing_list, prepared = await self._issue(issue)
             except InvalidJob as exc:  # e.g. a template changed since the issue was accepted
                 log.error("issue %s cannot be rendered, pausing it: %s", issue.id, exc.reason)
-                await self._issues.set_state(issue.id, "pause")
+                await self._issues.set_state(issue.id, "pause", f"cannot be rendered: {exc.reason}")
                 continue
             chunk = await self._deliveries.claim_chunk(issue.id, issue.list_id, self._chunk_size)
             if chunk:

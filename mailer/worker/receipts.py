@@ -113,7 +113,7 @@ class ReceiptPipeline:
         decision = decide_receipt(claim.suppression)
         if isinstance(decision, Suppress):
             not_sent = suppressed(claim.delivery_id, decision.reason)
-            await self._record_shielded(not_sent, _Named(kind, job.id, ref))
+            await self._record_shielded(not_sent, _Named(kind, job.id, ref), delivery.to.address)
             return Done()
         draft = Draft(
             sender=self._from,
@@ -156,17 +156,17 @@ class ReceiptPipeline:
             raise
         except ValueError as exc:  # cannot be made into a message: never will be
             write = unsendable(delivery_id, str(exc))
-        return write if await self._record(write, named) else None
+        return write if await self._record(write, named, draft.to.address) else None
 
-    async def _record_shielded(self, write: Write, named: _Named) -> bool:
+    async def _record_shielded(self, write: Write, named: _Named, recipient: str) -> bool:
         """Record even if this handler is cancelled meanwhile (its queue message is then
         redelivered, and finds the outcome recorded)."""
-        task = asyncio.create_task(self._record(write, named))
+        task = asyncio.create_task(self._record(write, named, recipient))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
         return await asyncio.shield(task)
 
-    async def _record(self, write: Write, named: _Named) -> bool:
+    async def _record(self, write: Write, named: _Named, recipient: str) -> bool:
         """Write the outcome, however long the database takes to come back; False when
         another worker took the delivery over (it then holds the queue message and
         settles it)."""
@@ -175,7 +175,7 @@ class ReceiptPipeline:
         self._owed.add(write.delivery_id)
         while True:
             try:
-                recorded = await self._deliveries.record([write])
+                recorded = await self._deliveries.record([write], {write.delivery_id: recipient})
                 break
             except TemporaryFailure as exc:
                 if self._stopping.is_set() and not write.attempted:

@@ -90,7 +90,7 @@ class SubscriptionChanges:
             return Done()
         key = address_key(self._hash_key, job.email)
         if job.action == "erase":
-            await self._subscribers.erase(key)
+            await self._subscribers.erase(key, job.email)
         elif job.action == "unsubscribe":
             assert mailing_list is not None
             await self._subscribers.unsubscribe_address(key, "portal", list_id=mailing_list.id)

@@ -17,8 +17,7 @@ CREATE TABLE events (
 -- What the relay leader sequences next.
 CREATE INDEX events_unsequenced ON events (seq) WHERE position IS NULL;
 -- What it publishes next.
-CREATE INDEX events_unpublished ON events (position) WHERE published_at IS NULL
-                                                        AND position IS NOT NULL;
+CREATE INDEX events_unpublished ON events (position) WHERE published_at IS NULL;
 -- An account's events after a cursor (webhooks), and in a time range (replay, retention).
 CREATE INDEX events_account_position ON events (account, position);
 CREATE INDEX events_account_occurred ON events (account, occurred_at);

@@ -59,10 +59,16 @@ $$;
 -- back (its lease lapsed) and not yet claimed again: the relay's answer wins over a guess.
 -- A hard bounce suppresses the address; what goes back unsent is cancelled instead if its
 -- issue was cancelled meanwhile. Returns the ids recorded and the issues now finished.
-CREATE OR REPLACE FUNCTION record_deliveries(
+-- For each id recorded, in the same order: its status now, its job, the job's kind and the
+-- list slug of a newsletter's issue (for the events mailer/adapters/deliveries.py writes in
+-- the same transaction).
+DROP FUNCTION IF EXISTS record_deliveries(uuid, bigint[], text[], boolean[], text[], text[],
+                                          text[], timestamptz[], boolean[]);
+CREATE FUNCTION record_deliveries(
     p_worker uuid, p_ids bigint[], p_status text[], p_attempted boolean[], p_reply text[],
     p_message_id text[], p_detail text[], p_not_before timestamptz[], p_suppress boolean[])
-RETURNS TABLE (recorded bigint[], finished uuid[])
+RETURNS TABLE (recorded bigint[], finished uuid[], statuses text[], job_ids uuid[],
+               kinds text[], lists text[])
 LANGUAGE plpgsql AS $$
 DECLARE
     v_jobs uuid[];
@@ -96,13 +102,20 @@ BEGIN
          WHERE d.id = r.id
            AND ((d.claimed_by = p_worker AND d.status = 'sending')
                 OR (r.attempted AND d.claimed_by IS NULL AND d.status IN ('pending', 'retrying')))
-        RETURNING d.id, d.job_id, d.recipient_key, r.suppress, r.reply
+        RETURNING d.id, d.job_id, d.status, d.recipient_key, r.suppress, r.reply
     )
-    SELECT coalesce(array_agg(id), '{}'), array_agg(DISTINCT job_id),
-           array_agg(recipient_key) FILTER (WHERE suppress),
-           array_agg(reply) FILTER (WHERE suppress)
-      INTO recorded, v_jobs, v_bounced, v_replies
-      FROM done;
+    SELECT coalesce(array_agg(done.id ORDER BY done.id), '{}'), array_agg(DISTINCT done.job_id),
+           array_agg(done.recipient_key) FILTER (WHERE done.suppress),
+           array_agg(done.reply) FILTER (WHERE done.suppress),
+           coalesce(array_agg(done.status ORDER BY done.id), '{}'),
+           coalesce(array_agg(done.job_id ORDER BY done.id), '{}'),
+           coalesce(array_agg(j.kind ORDER BY done.id), '{}'),
+           coalesce(array_agg(l.slug ORDER BY done.id), '{}')
+      INTO recorded, v_jobs, v_bounced, v_replies, statuses, job_ids, kinds, lists
+      FROM done
+      LEFT JOIN jobs j ON j.id = done.job_id
+      LEFT JOIN issues i ON i.id = done.job_id
+      LEFT JOIN lists l ON l.id = i.list_id;
     IF v_bounced IS NOT NULL THEN
         PERFORM suppress_hard_bounces(v_bounced, v_replies, NULL);
     END IF;
