@@ -23,7 +23,7 @@ from mailer.config import Settings
 from mailer.core.events import DEFAULT_ACCOUNT
 from mailer.core.jobs import SLUG
 from mailer.core.terminal import one_line
-from mailer.core.times import when
+from mailer.core.times import typed_moment, when
 from mailer.core.webhooks.targets import check_url
 from mailer.errors import MailerError
 
@@ -44,11 +44,20 @@ def add_parser(commands: Subcommands) -> None:
     enable = actions.add_parser("enable", help="active again, its failures forgotten")
     remove = actions.add_parser("remove", help="forget the endpoint")
     replay = actions.add_parser("replay", help="deliver again the kept events since a moment")
-    replay.add_argument("--since", required=True, help="ISO 8601, e.g. 2026-12-07T10:00Z")
+    replay.add_argument(
+        "--since", required=True, help="ISO 8601 (UTC unless an offset follows), or a time ago: 2h"
+    )
     for action in (rotate, disable, enable, remove, replay):
         action.add_argument("endpoint", metavar="ID", type=_endpoint_id)
     for action in (add, listing, rotate, disable, enable, remove, replay):
         on_database(action, _run)
+
+
+def _since(text: str) -> datetime:
+    try:
+        return typed_moment(text, datetime.now(UTC))
+    except ValueError as exc:
+        raise MailerError(f"--since: {exc}") from None
 
 
 def _endpoint_id(text: str) -> UUID:
@@ -56,15 +65,6 @@ def _endpoint_id(text: str) -> UUID:
         return UUID(text)
     except ValueError:
         raise argparse.ArgumentTypeError("an endpoint id is a UUID") from None
-
-
-def moment(text: str) -> datetime:
-    """An ISO 8601 moment; UTC when it names no zone."""
-    try:
-        at = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise MailerError(f"{text!r} is not an ISO 8601 moment (2026-12-07T10:00Z)") from None
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 async def _run(args: argparse.Namespace, settings: Settings, pool: asyncpg.Pool) -> int:
@@ -123,7 +123,7 @@ async def run(
             await endpoints.remove(endpoint)
             print(f"endpoint {endpoint} removed", file=out)
         else:
-            position = await endpoints.replay(endpoint, moment(args.since))
+            position = await endpoints.replay(endpoint, _since(args.since))
             print(f"endpoint {endpoint} replays from position {position + 1}", file=out)
             detail = f"since {args.since}: from position {position + 1}"
     except LookupError as exc:

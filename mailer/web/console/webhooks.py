@@ -13,7 +13,7 @@ from uuid import UUID
 from aiohttp import web
 
 from mailer.adapters.webhooks import EndpointView
-from mailer.core.times import when
+from mailer.core.times import typed_moment, when
 from mailer.web.console.auth import SESSION_KEY
 from mailer.web.console.kit import Pages, Route, get, json_response, post
 
@@ -24,10 +24,9 @@ MAX_REASON = 200
 def replay_moment(text: str) -> datetime:
     """A moment typed in the form (`datetime-local`, read as UTC) or in JSON (ISO 8601)."""
     try:
-        at = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise web.HTTPBadRequest(text="since: a moment, e.g. 2026-12-07T10:00") from None
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+        return typed_moment(text, datetime.now(UTC))
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=f"since: {exc}") from None
 
 
 class WebhookPages(Pages):
