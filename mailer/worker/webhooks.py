@@ -25,6 +25,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from uuid import UUID
 
@@ -140,16 +141,23 @@ class WebhookDispatcher:
         events = await outbox.events_after(
             self._pool, claim.account, claim.cursor_position, claim.batch_size
         )
-        if claim.batch_through is not None:
-            events = [event for event in events if event.position <= claim.batch_through]
         if not events:
             await self._endpoints.release(claim.id, self._worker)
             return None
+        kept = events
+        if claim.batch_through is not None:
+            kept = [event for event in events if event.position <= claim.batch_through]
+        if kept:
+            events = kept
+        else:  # the batch tried before is gone (past retention): the next one is new
+            claim = replace(claim, batch_through=None)
         through = events[-1].position
         if claim.batch_through is None and not await self._endpoints.trying(
             claim, self._worker, through
         ):
-            return None  # lost the lease, or an operator changed the endpoint
+            # an operator changed the endpoint (disabled, replayed, removed) meanwhile
+            await self._endpoints.release(claim.id, self._worker)
+            return None
         answer = await self._send(claim, events, through)
         if answer.status is not None and 200 <= answer.status < 300:
             self._metrics.webhook_batches.labels("delivered").inc()
@@ -157,18 +165,11 @@ class WebhookDispatcher:
             if not await self._endpoints.delivered(
                 claim, self._worker, through, len(events), self._lease
             ):
+                # replayed (or removed) while the batch was out: served again from the
+                # cursor the operator set, by whoever claims it next
+                await self._endpoints.release(claim.id, self._worker)
                 return None
-            return Claim(
-                id=claim.id,
-                account=claim.account,
-                url=claim.url,
-                keys=claim.keys,
-                cursor_position=through,
-                batch_through=None,
-                batch_size=claim.batch_size,
-                replays=claim.replays,
-                attempts=0,
-            )
+            return replace(claim, cursor_position=through, batch_through=None, attempts=0)
         if answer.status == 410:
             self._metrics.webhook_batches.labels("gone").inc()
             await self._endpoints.gone(claim.id, self._worker, f"{answer.reason}: disabled")

@@ -224,3 +224,31 @@ async def test_a_rotated_secret_signs_beside_the_old_one_and_a_replay_sends_agai
 async def _state(endpoints: WebhookEndpoints, endpoint: UUID, state: str) -> EndpointView | None:
     shown = await endpoints.get(endpoint)
     return shown if shown.state == state else None
+
+
+async def test_a_batch_whose_events_passed_retention_while_failing_gives_way_to_the_next(
+    hooks_config: dict[str, Any],
+    pool: asyncpg.Pool,
+    receiver: Receiver,
+    database_url: str,
+    db: asyncpg.Connection,
+    start_dispatcher: StartDispatcher,
+) -> None:
+    settings = settings_of(hooks_config)
+    endpoints = endpoints_of(pool, settings)
+    endpoint, secret = await endpoints.register("default", receiver.url, batch_size=10)
+    receiver.secrets = [secret]
+    receiver.answer = 503
+    await publish_events(database_url, 3)
+    await start_dispatcher(settings)
+    await eventually(lambda: _failed_once(endpoints, endpoint), timeout=5)
+    await db.execute("DELETE FROM events")  # as the retention's purge would
+    later = await publish_events(database_url, 2)
+    receiver.answer = 200
+    await eventually(lambda: asyncio.sleep(0, len(receiver.taken()) == 2), timeout=5)
+    assert [event["id"] for event in receiver.taken()] == later
+    assert (await endpoints.get(endpoint)).backlog == 0
+
+
+async def _failed_once(endpoints: WebhookEndpoints, endpoint: UUID) -> bool:
+    return (await endpoints.get(endpoint)).attempts >= 1
