@@ -88,9 +88,10 @@ async def run(
         if not SLUG.fullmatch(args.account):
             raise MailerError("--account: lowercase letters, digits and '-'")
         try:
-            url = check_url(args.url).url
+            checked = check_url(args.url)
         except ValueError as exc:
             raise MailerError(f"URL: {exc}") from None
+        url = checked.url
         size = args.batch_size or hooks.batch_size
         if not 1 <= size <= 1000:
             raise MailerError("--batch-size: from 1 to 1000")
@@ -98,7 +99,8 @@ async def run(
         print(f"endpoint {made} for account {args.account}", file=out)
         print(f"secret   {secret}", file=out)
         print("the secret is shown this once: give it to the receiver now", file=out)
-        return str(made), f"{args.account}: {url}"
+        # the audit names the host: a URL's path or query may hold the receiver's token
+        return str(made), f"{args.account}: https://{checked.host}/…"
     if action == "list":
         for line in endpoint_lines(await endpoints.views(args.account)):
             print(line, file=out)

@@ -10,7 +10,7 @@ import itertools
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
 from aiohttp import web
@@ -252,3 +252,27 @@ async def test_a_batch_whose_events_passed_retention_while_failing_gives_way_to_
 
 async def _failed_once(endpoints: WebhookEndpoints, endpoint: UUID) -> bool:
     return (await endpoints.get(endpoint)).attempts >= 1
+
+
+async def test_an_endpoint_held_by_a_process_that_died_is_taken_over_when_its_lease_ends(
+    hooks_config: dict[str, Any],
+    pool: asyncpg.Pool,
+    receiver: Receiver,
+    database_url: str,
+    start_dispatcher: StartDispatcher,
+) -> None:
+    """A process claimed the endpoint for 1.5 s and died: nothing is sent while its lease
+    lasts, then another process delivers everything (0 lost)."""
+    settings = settings_of(hooks_config)
+    endpoints = endpoints_of(pool, settings)
+    _, secret = await endpoints.register("default", receiver.url, batch_size=100)
+    receiver.secrets = [secret]
+    ids = await publish_events(database_url, 20)
+    held = await endpoints.claim(uuid4(), timedelta(seconds=1.5), 10)  # then it died
+    assert len(held) == 1
+    began = time.monotonic()
+    await start_dispatcher(settings)
+    await eventually(lambda: asyncio.sleep(0, len(receiver.taken()) == 20), timeout=6)
+    took = time.monotonic() - began
+    assert [event["id"] for event in receiver.taken()] == ids
+    assert 1.2 < took < 4, f"taken over after {took:.2f} s"
