@@ -276,3 +276,23 @@ async def test_an_endpoint_held_by_a_process_that_died_is_taken_over_when_its_le
     took = time.monotonic() - began
     assert [event["id"] for event in receiver.taken()] == ids
     assert 1.2 < took < 4, f"taken over after {took:.2f} s"
+
+
+async def test_an_endpoint_at_a_private_address_is_refused_at_each_attempt(
+    hooks_config: dict[str, Any],
+    pool: asyncpg.Pool,
+    database_url: str,
+    start_dispatcher: StartDispatcher,
+) -> None:
+    """Registered (an IP address written the usual way), then refused by the guard at
+    every send: a failure with the reason, retried, never a connection."""
+    settings = settings_of(hooks_config)
+    endpoints = endpoints_of(pool, settings)
+    endpoint, _ = await endpoints.register("default", "https://169.254.169.254/x", batch_size=5)
+    await publish_events(database_url, 2)
+    await start_dispatcher(settings)
+    shown = await eventually(lambda: _failed_once(endpoints, endpoint), timeout=5)
+    assert shown
+    failed = await endpoints.get(endpoint)
+    assert failed.last_failure == "refused: 169.254.169.254 is a link-local address"
+    assert failed.state == "active" and failed.backlog == 2
