@@ -18,6 +18,7 @@ agree on what is due.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from mailer.config import Settings
 from mailer.core.webhooks.sealing import NONCE_BYTES, SealingKeys
 from mailer.core.webhooks.signatures import SECRET_BYTES, secret_bytes, secret_text
 
+log = logging.getLogger(__name__)
 State = Literal["active", "disabled"]
 DisabledBy = Literal["operator", "gone", "failing"]
 MAX_FAILURE_TEXT = 300  # characters of a failure's reason kept
@@ -249,9 +251,13 @@ class WebhookEndpoints:
             rows = await self._pool.fetch(_CLAIM, limit, worker, lease)
         claims = []
         for row in rows:
-            keys = [self._open(row["id"], row["secret"])]
-            if row["previous_secret"] is not None:
-                keys.append(self._open(row["id"], row["previous_secret"]))
+            try:
+                keys = [self._open(row["id"], row["secret"])]
+                if row["previous_secret"] is not None:
+                    keys.append(self._open(row["id"], row["previous_secret"]))
+            except ValueError as exc:  # SealError: [security] secret_key changed
+                log.error("webhooks: endpoint %s cannot sign: %s", row["id"], exc)
+                continue  # its lease runs out; tried again then
             claims.append(
                 Claim(
                     id=row["id"],

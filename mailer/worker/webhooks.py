@@ -90,6 +90,8 @@ class WebhookDispatcher:
                 await self.claim_once()
             except TemporaryFailure as exc:
                 log.warning("webhooks: cannot claim endpoints: %s", exc)
+            except Exception:  # a bug here must not end webhook delivery for the process
+                log.exception("webhooks: claiming endpoints failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), self._poll)
 
