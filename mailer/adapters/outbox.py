@@ -5,11 +5,14 @@ A change that has an event writes it here, with `append`, on the connection and 
 transaction of the change itself: both commit, or neither. The relay leader (parts/events.py,
 one at a time under an advisory lock) then
 
-1. `sequence`s the rows committed since: gives them `position`, max + 1 onwards in `seq`
+1. sequences the rows committed since: gives them `position`, max + 1 onwards in `seq`
    order, in one transaction per batch. `seq` comes from a sequence and can commit out of
    order; `position` is handed out only to what is committed, so it grows in commit order
    and a reader that follows it (`events_after`) never skips a late commit;
-2. publishes `unpublished` rows in position order and `mark_published`es them;
+2. publishes them in position order and marks them published: normally in one statement
+   with 1 (`sequence_as_published`), in a transaction that commits once the broker
+   confirmed; while the broker is away it goes on sequencing alone, and publishes the
+   backlog (`unpublished`, `mark_published`) once it is back;
 3. `purge`s rows published longer ago than the retention, a bounded batch at a time.
 
 Reading is open to anyone: `events_after` and `newest_position` (webhooks), `kept` (replay).
@@ -121,16 +124,21 @@ async def lead(conn: asyncpg.Connection) -> bool:
 
 # --- the relay leader's writes -------------------------------------------------------------
 
-_SEQUENCE = """
+_NEXT = """
 WITH base AS (SELECT coalesce(max(position), 0) AS top FROM events),
 next AS (
     SELECT seq, row_number() OVER (ORDER BY seq) AS n
       FROM (SELECT seq FROM events WHERE position IS NULL ORDER BY seq LIMIT $1) s
 )
-UPDATE events e SET position = base.top + next.n
+UPDATE events e SET position = base.top + next.n{published}
   FROM next, base
  WHERE e.seq = next.seq
 """
+_SEQUENCE = _NEXT.format(published="")
+_SEQUENCE_AS_PUBLISHED = (
+    _NEXT.format(published=", published_at = now()")
+    + " RETURNING e.position, e.id, e.type, e.occurred_at, e.account, e.body::text AS body"
+)
 
 
 async def sequence(conn: asyncpg.Connection, limit: int) -> int:
@@ -139,6 +147,14 @@ async def sequence(conn: asyncpg.Connection, limit: int) -> int:
     async with conn.transaction():
         result: str = await conn.execute(_SEQUENCE, limit)
     return int(result.rsplit(" ", 1)[1])
+
+
+async def sequence_as_published(conn: asyncpg.Connection, limit: int) -> list[StoredEvent]:
+    """In the caller's transaction, which commits only once the broker confirmed them: give
+    up to `limit` committed rows their position and mark them published, in one statement
+    (each row written once more, not twice). Returns them in position order, to publish."""
+    rows = await conn.fetch(_SEQUENCE_AS_PUBLISHED, limit)
+    return sorted((_stored(r) for r in rows), key=lambda e: e.position)
 
 
 async def unpublished(conn: asyncpg.Connection, limit: int) -> list[StoredEvent]:
@@ -161,10 +177,14 @@ async def mark_published(conn: asyncpg.Connection, positions: Sequence[int]) -> 
 
 
 async def purge(conn: asyncpg.Connection, retention: timedelta, limit: int) -> int:
-    """Delete up to `limit` rows published longer than `retention` ago. Returns how many."""
+    """Delete, of the `limit` oldest rows, those published longer than `retention` ago
+    (oldest first: no index on the time is kept up for this). The row with the highest
+    position stays, whatever its age: positions go on from it, never back to 1 (a webhook's
+    cursor would skip what followed). Returns how many."""
     result: str = await conn.execute(
-        "DELETE FROM events WHERE seq IN (SELECT seq FROM events"
-        " WHERE published_at < now() - $1::interval ORDER BY published_at LIMIT $2)",
+        "DELETE FROM events WHERE seq IN (SELECT seq FROM events ORDER BY seq LIMIT $2)"
+        " AND published_at < now() - $1::interval"
+        " AND position < (SELECT max(position) FROM events)",
         retention,
         limit,
     )
@@ -180,8 +200,10 @@ class Backlog:
 
 async def backlog(conn: Connection) -> Backlog:
     row = await conn.fetchrow(
-        "SELECT count(*) AS waiting, min(occurred_at) AS oldest, now() AS at FROM events"
-        " WHERE published_at IS NULL"
+        "SELECT count(*) AS waiting, min(occurred_at) AS oldest, now() AS at FROM ("
+        " SELECT occurred_at FROM events WHERE position IS NULL UNION ALL"
+        " SELECT occurred_at FROM events WHERE published_at IS NULL AND position IS NOT NULL"
+        ") waiting"
     )
     assert row is not None
     return Backlog(row["waiting"], row["oldest"], row["at"])

@@ -6,12 +6,15 @@ lock (a session lock on a connection of the relay's own). The others try to take
 lets the lock go with it and another process leads within that time.
 
 The leader, every `poll_interval` (at once while there is more):
-1. sequences what has committed since (gives it its position), whether or not the broker
-   is up, so the order of commits is kept as they happen;
-2. publishes what is sequenced and not yet published, in position order, waiting for each
-   confirm, and marks it published. Events of one message (of one subscription, one issue:
-   `order_key`) go one after the other, the rest together; after a failure nothing later
-   of the batch is sent, so a message's events never overtake one another;
+1. sequences what has committed since (gives it its position, in commit order) and marks
+   it published, in one transaction that it commits once the broker confirmed each event:
+   each event's row is written once by the relay. Events of one message (of one
+   subscription, one issue: `order_key`) go one after the other, the rest together; after
+   a failure nothing later of the batch is sent, so a message's events never overtake one
+   another, and the transaction rolls back;
+2. while the broker is away, it goes on sequencing alone, so the order of commits is kept
+   as they happen (and webhooks, which follow positions, go on), and once the broker is
+   back publishes that backlog in position order first, marking what was confirmed;
 3. now and then deletes events published longer ago than the retention, a batch at a time.
 
 Every step runs on the lock's connection: a leader that lost it (the database failed over,
@@ -142,17 +145,18 @@ class EventRelay:
         batch = self._settings.batch
         broker_wait = FIRST_WAIT
         while not self._stopping.is_set():
-            sequenced = await outbox.sequence(conn, batch)
-            events = await outbox.unpublished(conn, batch)
-            done, error = await publish_in_order(self._publish, events)
-            if done:
-                await outbox.mark_published(conn, [e.position for e in done])
-                self._count(done)
             await self._purge(conn)
+            error = await self._publish_backlog(conn, batch)
+            more = False
+            if error is None:
+                error, more = await self._publish_next(conn, batch)
             if error is not None:
+                # Keep the order of commits while the broker is away: sequenced now,
+                # published later from the backlog.
+                while await outbox.sequence(conn, batch) == batch:
+                    pass
                 log.warning(
-                    "events relay: %d event(s) wait for the broker, trying again in %.1fs: %s",
-                    len(events) - len(done),
+                    "events relay: events wait for the broker, trying again in %.1fs: %s",
                     broker_wait,
                     error,
                 )
@@ -160,8 +164,37 @@ class EventRelay:
                 broker_wait = min(broker_wait * 2, MAX_WAIT)
                 continue
             broker_wait = FIRST_WAIT
-            if sequenced < batch and len(events) < batch:
+            if not more:
                 await self._pause(self._settings.poll_interval)
+
+    async def _publish_backlog(self, conn: asyncpg.Connection, batch: int) -> Exception | None:
+        """What was sequenced while the broker was away, published and marked."""
+        while events := await outbox.unpublished(conn, batch):
+            done, error = await publish_in_order(self._publish, events)
+            if done:
+                await outbox.mark_published(conn, [e.position for e in done])
+                self._count(done)
+            if error is not None:
+                return error
+        return None
+
+    async def _publish_next(
+        self, conn: asyncpg.Connection, batch: int
+    ) -> tuple[Exception | None, bool]:
+        """The next events committed, sequenced and marked published in one transaction
+        that commits once the broker confirmed every one of them (after a failure it rolls
+        back: those confirmed are published again later). Returns the failure, and whether
+        a whole batch went (there may be more)."""
+        try:
+            async with conn.transaction():
+                events = await outbox.sequence_as_published(conn, batch)
+                done, error = await publish_in_order(self._publish, events)
+                if error is not None:
+                    raise _Unconfirmed(error)
+        except _Unconfirmed as unconfirmed:
+            return unconfirmed.error, False
+        self._count(done)
+        return None, len(events) == batch
 
     def _count(self, done: Sequence[StoredEvent]) -> None:
         self.published += len(done)
@@ -234,6 +267,12 @@ async def publish_in_order(
     if wave and (error := await flush()) is not None:
         return done, _temporary(error)
     return done, None
+
+
+class _Unconfirmed(Exception):
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _temporary(error: Exception) -> Exception:

@@ -119,3 +119,17 @@ async def test_sequencing_in_parallel_transactions_never_gives_one_position_twic
     finally:
         await pool.close()
     assert sorted(positions) == list(range(1, 81))
+
+
+async def test_the_newest_position_is_kept_so_positions_never_start_again(
+    db: asyncpg.Connection,
+) -> None:
+    await outbox.append(db, [outbox.event("message.delivered") for _ in range(3)])
+    await outbox.sequence(db, 100)
+    await outbox.mark_published(db, [1, 2, 3])
+    await db.execute("UPDATE events SET published_at = now() - interval '30 days'")
+    assert await outbox.purge(db, timedelta(days=7), 100) == 2
+    await outbox.append(db, [outbox.event("message.failed")])
+    await outbox.sequence(db, 100)
+    (after,) = await outbox.events_after(db, "default", 3, 10)
+    assert (after.position, after.type) == (4, "message.failed")
