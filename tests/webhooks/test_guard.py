@@ -142,14 +142,14 @@ async def test_a_huge_answer_is_read_only_in_part(webhook_pki: Pki, unsigned: Re
     finally:
         await client.close()
     assert answer.status == 200
-    assert took < 2, f"{took:.2f} s"
+    assert took < 5, f"{took:.2f} s"
     assert sent < 64 * 1024 * 1024, f"the receiver wrote {sent} bytes: read all of it"
     assert MAX_ANSWER_BYTES == 4096
 
 
 async def test_a_slow_answer_is_cut_at_the_timeout(webhook_pki: Pki, unsigned: Receiver) -> None:
     async def slow(request: web.Request) -> web.Response:
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(4)
         return web.Response(status=200)
 
     unsigned.behaviour = slow
@@ -159,4 +159,4 @@ async def test_a_slow_answer_is_cut_at_the_timeout(webhook_pki: Pki, unsigned: R
     finally:
         await client.close()
     assert answer.status is None and answer.reason == "no answer within 0.5 s"
-    assert 0.4 < answer.seconds < 1.5
+    assert 0.4 < answer.seconds < 3
