@@ -25,6 +25,7 @@ from mailer.commands import (
     serving,
     subscribers,
     suppressions,
+    webhooks,
     workers,
 )
 from mailer.commands.running import Run
@@ -46,6 +47,7 @@ COMMANDS = (
     bounces,
     suppressions,
     events,
+    webhooks,
 )
 
 

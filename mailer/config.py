@@ -515,6 +515,47 @@ def listen_address(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+class WebhooksSettings(_Section):
+    """[webhooks]: delivering an account's events to its HTTPS endpoints. `allow` names the
+    networks a webhook may reach although they are not global (loopback, private, …);
+    `disable_after` is how long an endpoint may fail without one success before it is
+    disabled (retries go on that long at least)."""
+
+    allow: list[str] = []
+    batch_size: int = Field(100, ge=1, le=1000)  # events per request, for new endpoints
+    timeout: float = Field(15.0, gt=0, le=120)
+    first_delay: float = Field(5.0, gt=0, le=3600)
+    max_delay: float = Field(3600.0, gt=0, le=86_400)
+    disable_after: float = Field(72 * 3600.0, gt=0)
+    poll_interval: float = Field(0.5, gt=0, le=60)
+    concurrency: int = Field(64, ge=1, le=10_000)  # endpoints one process serves at once
+    rotation_hours: float = Field(24.0, ge=0, le=24 * 30)  # the old secret signs that long
+    ca_file: Path | None = None
+
+    @field_validator("allow", mode="before")
+    @classmethod
+    def _allow_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("allow")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for text in value:
+            try:
+                ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise ValueError(f"{text!r} is not an IP address or CIDR network") from None
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WebhooksSettings:
+        if self.max_delay < self.first_delay:
+            raise ValueError("max_delay must not be below first_delay")
+        return self
+
+
 class Settings(_Section):
     broker: BrokerSettings = BrokerSettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -530,6 +571,7 @@ class Settings(_Section):
     log: LogSettings = LogSettings()
     bounces: BouncesSettings = BouncesSettings()
     events: EventsSettings = EventsSettings()
+    webhooks: WebhooksSettings = WebhooksSettings()
     lists: dict[str, ListSettings] = {}
 
     @field_validator("lists")

@@ -33,6 +33,7 @@ class Metrics:
         self._add_subscriptions()
         self._add_bounces()
         self._add_events()
+        self._add_webhooks()
 
     def _counter(self, name: str, documentation: str, *labels: str) -> Counter:
         return Counter(name, documentation, labels, registry=self.registry)
@@ -189,6 +190,32 @@ class Metrics:
             "mailer_bounce_alerts_total",
             "Alerts raised: policy bounces, an issue's complaint rate over the limit.",
             "alert",
+        )
+
+    def _add_webhooks(self) -> None:
+        """Webhook endpoints (mailer/worker/webhooks.py; the gauge sampled)."""
+        self.webhook_batches = self._counter(
+            "mailer_webhook_batches_total",
+            "Webhook batches this process sent, by result (delivered: a 2xx; gone: a 410,"
+            " which disables the endpoint; failed: anything else, tried again later).",
+            "result",
+        )
+        self.webhook_events = self._counter(
+            "mailer_webhook_events_delivered_total",
+            "Events delivered to webhook endpoints by this process (a 2xx took them).",
+        )
+        self.webhook_seconds = Histogram(
+            "mailer_webhook_request_seconds",
+            "Time of one webhook request, connecting included, whatever its answer.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30),
+            registry=self.registry,
+        )
+        self.webhook_endpoints = self._gauge(
+            "mailer_webhook_endpoints",
+            "Webhook endpoints by state (sampled): active, failing (retrying after a"
+            " failure), disabled_gone (answered 410), disabled_failing (failed for"
+            " [webhooks] disable_after), disabled_operator.",
+            "state",
         )
 
     def _add_events(self) -> None:

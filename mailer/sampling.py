@@ -22,6 +22,7 @@ from mailer.adapters.issues import Issues
 from mailer.adapters.parked import ParkedJobs
 from mailer.adapters.queues import queue_states
 from mailer.adapters.topology import ROUTES
+from mailer.adapters.webhooks import WEBHOOK_STATES, endpoint_counts
 from mailer.adapters.workers import Workers
 from mailer.core.deliveries import READING_ORDER
 from mailer.errors import MailerError, TemporaryFailure
@@ -93,6 +94,8 @@ class Sampler:
         }
         for presence in ("alive", "gone", "stopped"):
             metrics.workers.labels(presence)
+        for state in WEBHOOK_STATES:
+            metrics.webhook_endpoints.labels(state)
 
     async def run(self, stopping: asyncio.Event) -> None:
         try:
@@ -143,6 +146,9 @@ class Sampler:
                 metrics.sampled.labels("workers").set_to_current_time()
                 await self._sample_events()
                 metrics.sampled.labels("events").set_to_current_time()
+                for state, n in (await endpoint_counts(self._pool)).items():
+                    metrics.webhook_endpoints.labels(state).set(n)
+                metrics.sampled.labels("webhooks").set_to_current_time()
                 if time.monotonic() >= self._issues_due:
                     started = time.monotonic()
                     await self._sample_issues()

@@ -22,6 +22,7 @@ from mailer.adapters.subscribers import Subscribers
 from mailer.assembly.console import operators_console
 from mailer.assembly.events import event_parts
 from mailer.assembly.prepared import Prepared, prepare, worker_relay
+from mailer.assembly.webhooks import webhook_delivery
 from mailer.assembly.worker import WorkerAssembly, return_path_keys
 from mailer.config import Settings, SmtpRelay
 from mailer.errors import ConfigError
@@ -66,9 +67,9 @@ class Assembly:
     heartbeat: Heartbeat  # the worker's lease renewals
 
     def parts(self) -> Iterator[Part]:
-        """Database → mailing lists → [capture server] → [broker → worker → events relay] →
-        [bounce receiver] → [public web → operators' console → sampler], as the selection
-        has them."""
+        """Database → mailing lists → [capture server] → [broker → worker → events relay →
+        webhooks] → [bounce receiver] → [public web → operators' console → sampler], as the
+        selection has them."""
         settings, selection = self.settings, self.selection
         prepared = prepare(settings)  # what the settings alone decide, before any connection
         relay = worker_relay(settings) if selection.worker else settings.smtp.relay()
@@ -105,6 +106,9 @@ class Assembly:
             for part in event_parts(settings, broker, self.metrics):
                 yield part
                 reporting.append(part)
+            yield webhook_delivery(
+                settings, database.pool, worker_id=self.worker_id, metrics=self.metrics
+            )
         if selection.bounces and settings.bounces.domain is not None:
             bounces = BounceReception(self._bounces(prepared, database))
             yield bounces

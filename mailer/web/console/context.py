@@ -13,6 +13,7 @@ from mailer.adapters.ledger_views import LedgerViews
 from mailer.adapters.operators import Operators
 from mailer.adapters.parked import ParkedJobs
 from mailer.adapters.suppressions import Suppressions
+from mailer.adapters.webhooks import WebhookEndpoints
 from mailer.adapters.workers import Workers
 from mailer.config import AdminSettings
 from mailer.core.trials import Previewer, TestSend
@@ -36,6 +37,7 @@ class Console:
     parked: ParkedJobs  # the parked jobs, read from the database
     dead_letters: DeadLetters  # their requeue and purge
     readiness: Readiness | None  # the worker's own checks (relay, consumers), when it runs here
+    webhooks: WebhookEndpoints  # the accounts' webhook endpoints
     preview: Previewer | None = None
     test_send: TestSend | None = None  # None: no relay in this process
     fresh: Fresh = field(default_factory=Fresh)

@@ -2,7 +2,8 @@
 autoescaped); a small script of our own refreshes the live parts, and every page works
 without it.
 
-Every action (pause, resume, cancel, requeue, purge, lift or add a suppression, test send)
+Every action (pause, resume, cancel, requeue, purge, lift or add a suppression, test send,
+disable, enable or replay a webhook endpoint)
 needs the operator role and is audited with its result, refusals too; each asks for a
 confirmation first, but a test send, whose form names the few addresses it goes to.
 """
@@ -25,6 +26,7 @@ from mailer.web.console.overview import OverviewPages
 from mailer.web.console.previews import PreviewPages
 from mailer.web.console.receipts import ReceiptPages
 from mailer.web.console.suppressions import SuppressionPages
+from mailer.web.console.webhooks import WebhookPages
 
 STATIC = {"console.css": "text/css", "console.js": "text/javascript"}
 AREAS = (
@@ -35,6 +37,7 @@ AREAS = (
     DeadLetterPages,
     SuppressionPages,
     BouncePages,
+    WebhookPages,
     PreviewPages,
     AuditPages,
 )

@@ -15,6 +15,7 @@ from mailer.adapters.operators import Operators
 from mailer.adapters.parked import ParkedJobs
 from mailer.adapters.queues import queue_names
 from mailer.adapters.suppressions import Suppressions
+from mailer.adapters.webhooks import WebhookEndpoints, sealing_keys
 from mailer.adapters.workers import Workers
 from mailer.config import Settings
 from mailer.core.trials import Previewer, TestSend
@@ -49,6 +50,7 @@ def build_console(
         parked=parked,
         dead_letters=DeadLetters(parked, broker),
         readiness=readiness,
+        webhooks=WebhookEndpoints(pool, sealing_keys(settings)),
         preview=preview,
         test_send=test_send,
     )
