@@ -13,11 +13,13 @@ import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, get_origin
+from typing import Annotated, Any, Literal, get_origin
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -29,6 +31,26 @@ from pydantic import (
 from mailer.core.jobs import SLUG
 from mailer.core.locales import DEFAULT_LOCALE, Locale
 from mailer.errors import ConfigError
+
+
+def _comma_list(value: object) -> object:
+    """A list given as one string, "a, b", as an environment variable gives it."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _networks(value: list[str]) -> list[str]:
+    for text in value:
+        try:
+            ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise ValueError(f"{text!r} is not an IP address or CIDR network") from None
+    return value
+
+
+# IP addresses or CIDR networks, as a list or one comma-separated string
+Networks = Annotated[list[str], BeforeValidator(_comma_list), AfterValidator(_networks)]
 
 DEFAULT_CONFIG_PATH = Path("config/mailer.toml")
 ENV_PREFIX = "MAILER_"
@@ -280,7 +302,7 @@ class HttpSettings(_Section):
     public_url: str = "http://127.0.0.1:8080"
     invalid_token_limit: int = Field(20, ge=1)
     limited_sources: int = Field(100_000, ge=1, le=10_000_000)
-    trusted_proxies: list[str] = []
+    trusted_proxies: Networks = []
     undo_minutes: int = Field(15, ge=1, le=24 * 60)
     read_timeout: float = Field(10.0, gt=0, le=300)
     max_line_size: int = Field(4096, ge=256, le=65536)
@@ -295,23 +317,6 @@ class HttpSettings(_Section):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an absolute http:// or https:// URL")
         return value.rstrip("/")
-
-    @field_validator("trusted_proxies", mode="before")
-    @classmethod
-    def _proxy_list(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        for text in value:
-            try:
-                ipaddress.ip_network(text, strict=False)
-            except ValueError:
-                raise ValueError(f"{text!r} is not an IP address or CIDR network") from None
-        return value
 
     def proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(text, strict=False) for text in self.trusted_proxies]
@@ -521,7 +526,7 @@ class WebhooksSettings(_Section):
     `disable_after` is how long an endpoint may fail without one success before it is
     disabled (retries go on that long at least)."""
 
-    allow: list[str] = []
+    allow: Networks = []
     batch_size: int = Field(100, ge=1, le=1000)  # events per request, for new endpoints
     timeout: float = Field(15.0, gt=0, le=120)
     first_delay: float = Field(5.0, gt=0, le=3600)
@@ -531,23 +536,6 @@ class WebhooksSettings(_Section):
     concurrency: int = Field(64, ge=1, le=10_000)  # endpoints one process serves at once
     rotation_hours: float = Field(24.0, ge=0, le=24 * 30)  # the old secret signs that long
     ca_file: Path | None = None
-
-    @field_validator("allow", mode="before")
-    @classmethod
-    def _allow_list(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator("allow")
-    @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        for text in value:
-            try:
-                ipaddress.ip_network(text, strict=False)
-            except ValueError:
-                raise ValueError(f"{text!r} is not an IP address or CIDR network") from None
-        return value
 
     @model_validator(mode="after")
     def _ordered(self) -> WebhooksSettings:

@@ -148,6 +148,16 @@ class Pages(ABC):
             return json_response(data)
         return self._render(request, template, **page, **data)
 
+    def _result(self, request: web.Request, done: bool, outcome: str, back: str) -> web.Response:
+        """What an action did: {"ok", "result"} under /api/, else the result page (409 when
+        it was refused)."""
+        status = 200 if done else 409
+        if self._api(request):
+            return json_response({"ok": done, "result": outcome}, status=status)
+        return self._render(
+            request, "result.html.j2", http_status=status, ok=done, text=outcome, back=back
+        )
+
     async def _form(self, request: web.Request) -> Mapping[str, Any]:
         if request.content_type == "application/json":
             try:

@@ -137,14 +137,7 @@ class SuppressionPages(Pages):
 
         # the audit names the address by its hash reference, never in clear
         done, outcome = await self._act(request, f"suppression {action}", address_ref(key), run)
-        return self._render(
-            request,
-            "result.html.j2",
-            http_status=200 if done else 409,
-            ok=done,
-            text=outcome,
-            back="/suppressions",
-        )
+        return self._result(request, done, outcome, back="/suppressions")
 
 
 def _shown(one: Suppression) -> dict[str, Any]:

@@ -98,16 +98,7 @@ class WebhookPages(Pages):
             return f"replays from position {position + 1} (events since {when(since)})"
 
         done, outcome = await self._act(request, f"webhook {action}", str(endpoint), run)
-        if api:
-            return json_response({"ok": done, "result": outcome}, status=200 if done else 409)
-        return self._render(
-            request,
-            "result.html.j2",
-            http_status=200 if done else 409,
-            ok=done,
-            text=outcome,
-            back="/webhooks",
-        )
+        return self._result(request, done, outcome, back="/webhooks")
 
 
 def _fields(one: EndpointView) -> dict[str, object]:
