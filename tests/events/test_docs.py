@@ -38,7 +38,10 @@ def test_the_example_body_has_the_fields_an_event_has() -> None:
 
 def test_the_commands_shown_parse() -> None:
     shown = [
-        shlex.split(line) for block in blocks("sh") for line in block.splitlines() if line.strip()
+        shlex.split(line)
+        for block in blocks("sh")
+        for line in block.splitlines()
+        if line.startswith("./scripts/mailer events ")
     ]
     assert len(shown) == 2
     for words in shown:
