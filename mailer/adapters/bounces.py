@@ -20,14 +20,7 @@ from datetime import date, datetime
 import asyncpg
 
 from mailer.adapters import outbox, suppressions
-from mailer.adapters.database import (
-    execute,
-    fetch,
-    fetchrow,
-    fetchval,
-    from_row,
-    transaction,
-)
+from mailer.adapters.database import execute, fetch, fetchrow, fetchval, from_row, transaction
 from mailer.adapters.deliveries import record_bounce
 from mailer.adapters.subscribers import unsubscribe
 

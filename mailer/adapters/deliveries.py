@@ -24,13 +24,7 @@ from uuid import UUID
 import asyncpg
 
 from mailer.adapters import outbox
-from mailer.adapters.database import (
-    execute,
-    fetch,
-    fetchrow,
-    from_row,
-    transaction,
-)
+from mailer.adapters.database import execute, fetch, fetchrow, from_row, transaction
 from mailer.core.consent import SubscriptionStatus, SuppressionReason
 from mailer.core.deliveries import DeliveryStatus, Write
 from mailer.core.events import Event, delivery_detail, delivery_event_type

@@ -27,14 +27,7 @@ from uuid import UUID
 import asyncpg
 
 from mailer.adapters import outbox
-from mailer.adapters.database import (
-    execute,
-    fetch,
-    fetchrow,
-    fetchval,
-    from_row,
-    transaction,
-)
+from mailer.adapters.database import execute, fetch, fetchrow, fetchval, from_row, transaction
 from mailer.adapters.deliveries import cancel_waiting, materialize
 from mailer.adapters.jobs import register
 from mailer.core.deliveries import UNFINISHED

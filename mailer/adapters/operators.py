@@ -15,14 +15,7 @@ from typing import Literal, get_args
 
 import asyncpg
 
-from mailer.adapters.database import (
-    execute,
-    fetch,
-    fetchrow,
-    fetchval,
-    from_row,
-    transaction,
-)
+from mailer.adapters.database import execute, fetch, fetchrow, fetchval, from_row, transaction
 
 Role = Literal["viewer", "operator"]
 ROLES: tuple[Role, ...] = get_args(Role)

@@ -17,13 +17,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import asyncpg
 
-from mailer.adapters.database import (
-    fetch,
-    fetchrow,
-    fetchval,
-    from_row,
-    transaction,
-)
+from mailer.adapters.database import fetch, fetchrow, fetchval, from_row, transaction
 
 # What an operator may add by hand: every reason the schema allows but an erasure, which
 # only a person's erasure request makes, together with forgetting them (and never lifted).

@@ -22,13 +22,7 @@ from uuid import UUID
 
 import asyncpg
 
-from mailer.adapters.database import (
-    execute,
-    fetch,
-    fetchrow,
-    fetchval,
-    from_row,
-)
+from mailer.adapters.database import execute, fetch, fetchrow, fetchval, from_row
 
 Presence = Literal["alive", "gone", "stopped"]
 FORGET_AFTER = timedelta(days=1)  # stopped or gone processes are listed for this long
