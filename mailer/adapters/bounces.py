@@ -274,15 +274,7 @@ class BounceReports:
                 return
             yield Classification(
                 conn,
-                PendingReport(
-                    row["id"],
-                    row["raw"],
-                    row["delivery_id"],
-                    row["recipient_key"],
-                    row["status"],
-                    row["job_id"],
-                    row["subscriber_id"],
-                ),
+                from_row(PendingReport, row, delivery_status=row["status"]),
             )
 
     async def complaint_rate(self, job_id: object) -> tuple[int, int] | None:

@@ -19,7 +19,14 @@ from typing import Literal, get_args
 import asyncpg
 
 from mailer.adapters import outbox, suppressions
-from mailer.adapters.database import execute, fetch, fetchrow, transaction, unavailable_is_temporary
+from mailer.adapters.database import (
+    execute,
+    fetch,
+    fetchrow,
+    from_row,
+    transaction,
+    unavailable_is_temporary,
+)
 from mailer.adapters.deliveries import suppress_waiting
 from mailer.core.audience import ImportedPerson
 from mailer.core.consent import SubscriptionStatus
@@ -259,11 +266,7 @@ class Subscribers:
         )
         if row is None:
             return None
-        return Standing(
-            Subscriber(row["id"], row["email"], row["name"], row["locale"]),
-            row["status"],
-            row["changed_at"],
-        )
+        return from_row(Standing, row, subscriber=from_row(Subscriber, row))
 
     async def undo_unsubscribe(
         self, subscriber_id: int, list_id: int, unsubscribed_at: datetime

@@ -29,7 +29,14 @@ from uuid import UUID
 import asyncpg
 
 from mailer.adapters import outbox
-from mailer.adapters.database import execute, fetch, fetchrow, fetchval, unavailable_is_temporary
+from mailer.adapters.database import (
+    execute,
+    fetch,
+    fetchrow,
+    fetchval,
+    from_row,
+    unavailable_is_temporary,
+)
 from mailer.config import Settings
 from mailer.core.webhooks.sealing import NONCE_BYTES, SealingKeys
 from mailer.core.webhooks.signatures import SECRET_BYTES, secret_bytes, secret_text
@@ -256,19 +263,7 @@ class WebhookEndpoints:
             except ValueError as exc:  # SealError: [security] secret_key changed
                 log.error("webhooks: endpoint %s cannot sign: %s", row["id"], exc)
                 continue  # its lease runs out; tried again then
-            claims.append(
-                Claim(
-                    id=row["id"],
-                    account=row["account"],
-                    url=row["url"],
-                    keys=tuple(keys),
-                    cursor_position=row["cursor_position"],
-                    batch_through=row["batch_through"],
-                    batch_size=row["batch_size"],
-                    replays=row["replays"],
-                    attempts=row["attempts"],
-                )
-            )
+            claims.append(from_row(Claim, row, keys=tuple(keys)))
         return claims
 
     async def trying(self, claim: Claim, worker: UUID, through: int) -> bool:

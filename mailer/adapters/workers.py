@@ -179,8 +179,5 @@ class Workers:
         """Per queue, the deliveries held unacknowledged by the processes alive."""
         row = await fetchrow(self._pool, "count unacked", _UNACKED)
         assert row is not None
-        return Unacked(
-            counts={key: int(n) for key, n in json.loads(row["counts"]).items() if int(n)},
-            as_of=row["as_of"],
-            measured_at=row["measured_at"],
-        )
+        counts = {key: int(n) for key, n in json.loads(row["counts"]).items() if int(n)}
+        return from_row(Unacked, row, counts=counts)
