@@ -12,7 +12,7 @@ from uuid import UUID
 
 import asyncpg
 
-from mailer.adapters.database import fetch, fetchval
+from mailer.adapters.database import fetch, fetchval, from_row
 from mailer.core.deliveries import OUTCOMES, DeliveryStatus
 from mailer.core.jobs import Transactional
 
@@ -154,26 +154,15 @@ class LedgerViews:
         rows = await fetch(
             self._pool,
             "failures",
-            "SELECT d.id, lower(split_part(s.email, '@', 2)) AS domain, d.status,"
-            " d.attempts, d.reply, d.detail, d.updated_at FROM deliveries d"
+            "SELECT d.id AS delivery_id, lower(split_part(s.email, '@', 2)) AS domain, d.status,"
+            " d.attempts, d.reply, d.detail, d.updated_at AS at FROM deliveries d"
             " LEFT JOIN subscribers s ON s.id = d.subscriber_id"
             " WHERE d.job_id = $1 AND d.status IN ('failed', 'retrying')"
             " ORDER BY d.updated_at DESC LIMIT $2",
             job_id,
             limit,
         )
-        return [
-            FailureRow(
-                r["id"],
-                r["domain"],
-                r["status"],
-                r["attempts"],
-                r["reply"],
-                r["detail"],
-                r["updated_at"],
-            )
-            for r in rows
-        ]
+        return [from_row(FailureRow, r) for r in rows]
 
     async def receipts(
         self,
@@ -188,8 +177,8 @@ class LedgerViews:
         rows = await fetch(
             self._pool,
             "receipts",
-            "SELECT d.id, j.kind, d.job_id, d.status, d.attempts, d.reply, d.detail,"
-            " d.created_at, d.updated_at, d.not_before"
+            "SELECT d.id AS delivery_id, j.kind, d.job_id, d.status, d.attempts, d.reply,"
+            " d.detail, d.created_at, d.updated_at, d.not_before AS next_attempt"
             " FROM deliveries d JOIN jobs j ON j.id = d.job_id"
             " WHERE j.kind = ANY($5) AND ($1::text IS NULL OR d.status = $1)"
             " AND ($2::uuid IS NULL OR d.job_id = $2)"
@@ -201,21 +190,7 @@ class LedgerViews:
             limit,
             list(TRANSACTIONAL),
         )
-        return [
-            ReceiptRow(
-                r["id"],
-                r["kind"],
-                r["job_id"],
-                r["status"],
-                r["attempts"],
-                r["reply"],
-                r["detail"],
-                r["created_at"],
-                r["updated_at"],
-                r["not_before"],
-            )
-            for r in rows
-        ]
+        return [from_row(ReceiptRow, r) for r in rows]
 
     async def receipt_counts(self, hours: int = 24) -> dict[str, dict[str, int]]:
         """Receipts and confirmations by status over the last `hours`, per kind."""
@@ -254,12 +229,12 @@ class LedgerViews:
         rows = await fetch(
             self._pool,
             "subscriptions",
-            "SELECT l.slug, sub.status, sub.changed_at, sub.source FROM subscribers s"
+            "SELECT l.slug, sub.status, sub.changed_at AS since, sub.source FROM subscribers s"
             " JOIN subscriptions sub ON sub.subscriber_id = s.id"
             " JOIN lists l ON l.id = sub.list_id WHERE s.address_key = $1 ORDER BY l.slug",
             address_key,
         )
-        return [ListStanding(r["slug"], r["status"], r["changed_at"], r["source"]) for r in rows]
+        return [from_row(ListStanding, r) for r in rows]
 
     async def deliveries_to(self, address_key: bytes, limit: int = 10) -> list[DeliveryRow]:
         """The newest messages of any kind to the person with this address (by its keyed
@@ -269,21 +244,11 @@ class LedgerViews:
         rows = await fetch(
             self._pool,
             "deliveries to",
-            "SELECT d.id, j.kind, d.job_id, d.status, d.attempts, d.updated_at, d.detail"
+            "SELECT d.id AS delivery_id, j.kind, d.job_id, d.status, d.attempts, d.updated_at,"
+            " d.detail"
             " FROM deliveries d JOIN jobs j ON j.id = d.job_id"
             " WHERE d.recipient_key = $1 ORDER BY d.updated_at DESC LIMIT $2",
             address_key,
             limit,
         )
-        return [
-            DeliveryRow(
-                r["id"],
-                r["kind"],
-                r["job_id"],
-                r["status"],
-                r["attempts"],
-                r["updated_at"],
-                r["detail"],
-            )
-            for r in rows
-        ]
+        return [from_row(DeliveryRow, r) for r in rows]
