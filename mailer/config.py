@@ -13,7 +13,7 @@ import stat
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_origin
+from typing import Annotated, Any, Literal, Self, get_origin
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import (
@@ -406,17 +406,25 @@ class SenderSettings(_Section):
     return_path: str | None = None
 
 
-class RetrySettings(_Section):
+class _Backoff(_Section):
+    """A section whose retries wait from `first_delay` up to `max_delay` (each sets its own
+    defaults and bounds)."""
+
+    first_delay: float
+    max_delay: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.max_delay < self.first_delay:
+            raise ValueError("max_delay must not be below first_delay")
+        return self
+
+
+class RetrySettings(_Backoff):
     first_delay: float = Field(30.0, gt=0, le=3600)
     max_delay: float = Field(3600.0, gt=0)
     multiplier: float = Field(4.0, ge=1)
     give_up_after: float = Field(172800.0, gt=0)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> RetrySettings:
-        if self.max_delay < self.first_delay:
-            raise ValueError("max_delay must not be below first_delay")
-        return self
 
 
 class WorkerSettings(_Section):
@@ -520,7 +528,7 @@ def listen_address(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class WebhooksSettings(_Section):
+class WebhooksSettings(_Backoff):
     """[webhooks]: delivering an account's events to its HTTPS endpoints. `allow` names the
     networks a webhook may reach although they are not global (loopback, private, …);
     `disable_after` is how long an endpoint may fail without one success before it is
@@ -536,12 +544,6 @@ class WebhooksSettings(_Section):
     concurrency: int = Field(64, ge=1, le=10_000)  # endpoints one process serves at once
     rotation_hours: float = Field(24.0, ge=0, le=24 * 30)  # the old secret signs that long
     ca_file: Path | None = None
-
-    @model_validator(mode="after")
-    def _ordered(self) -> WebhooksSettings:
-        if self.max_delay < self.first_delay:
-            raise ValueError("max_delay must not be below first_delay")
-        return self
 
 
 class Settings(_Section):

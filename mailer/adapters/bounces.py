@@ -20,7 +20,7 @@ from datetime import date, datetime
 import asyncpg
 
 from mailer.adapters import outbox, suppressions
-from mailer.adapters.database import from_row, transaction, unavailable_is_temporary
+from mailer.adapters.database import execute, fetch, fetchrow, fetchval, from_row, transaction
 from mailer.adapters.deliveries import record_bounce
 from mailer.adapters.subscribers import unsubscribe
 
@@ -179,75 +179,81 @@ class BounceReports:
 
     async def store(self, *, peer: str, delivery_id: int | None, raw: bytes) -> int:
         """Commit a raw report; its id. TemporaryFailure when the database cannot take it."""
-        async with unavailable_is_temporary("store bounce report"):
-            report_id: int = await self._pool.fetchval(
-                "INSERT INTO bounce_reports (peer, delivery_id, size, raw)"
-                " VALUES ($1, $2, $3, $4) RETURNING id",
-                peer[:64],
-                delivery_id,
-                len(raw),
-                raw,
-            )
+        report_id: int = await fetchval(
+            self._pool,
+            "store bounce report",
+            "INSERT INTO bounce_reports (peer, delivery_id, size, raw)"
+            " VALUES ($1, $2, $3, $4) RETURNING id",
+            peer[:64],
+            delivery_id,
+            len(raw),
+            raw,
+        )
         return report_id
 
     async def unclassified(self, limit: int = 100) -> list[int]:
         """Reports not classified and not claimed by a live classification."""
-        async with unavailable_is_temporary("unclassified reports"):
-            rows = await self._pool.fetch(
-                "SELECT id FROM bounce_reports WHERE classified_at IS NULL AND raw IS NOT NULL"
-                "   AND (claimed_until IS NULL OR claimed_until < now()) ORDER BY id LIMIT $1",
-                limit,
-            )
+        rows = await fetch(
+            self._pool,
+            "unclassified reports",
+            "SELECT id FROM bounce_reports WHERE classified_at IS NULL AND raw IS NOT NULL"
+            "   AND (claimed_until IS NULL OR claimed_until < now()) ORDER BY id LIMIT $1",
+            limit,
+        )
         return [row["id"] for row in rows]
 
     async def delivery_status(self, report_id: int) -> str | None:
         """The status of the delivery an unclassified report names ('-' without one); None
         when the report is classified already."""
-        async with unavailable_is_temporary("bounce report's delivery"):
-            row = await self._pool.fetchrow(
-                "SELECT coalesce(d.status, '-') AS status FROM bounce_reports r"
-                " LEFT JOIN deliveries d ON d.id = r.delivery_id"
-                " WHERE r.id = $1 AND r.classified_at IS NULL AND r.raw IS NOT NULL",
-                report_id,
-            )
+        row = await fetchrow(
+            self._pool,
+            "bounce report's delivery",
+            "SELECT coalesce(d.status, '-') AS status FROM bounce_reports r"
+            " LEFT JOIN deliveries d ON d.id = r.delivery_id"
+            " WHERE r.id = $1 AND r.classified_at IS NULL AND r.raw IS NOT NULL",
+            report_id,
+        )
         return None if row is None else str(row["status"])
 
     async def claim(self, report_id: int, *, seconds: float) -> Claim | None:
         """The report taken for `seconds` and counted; None when it is classified already or
         another classification holds it."""
-        async with unavailable_is_temporary("claim bounce report"):
-            row = await self._pool.fetchrow(
-                "UPDATE bounce_reports SET attempts = attempts + 1,"
-                "       claimed_until = now() + make_interval(secs => $2)"
-                " WHERE id = $1 AND classified_at IS NULL AND raw IS NOT NULL"
-                "   AND (claimed_until IS NULL OR claimed_until < now())"
-                " RETURNING raw, attempts",
-                report_id,
-                seconds,
-            )
+        row = await fetchrow(
+            self._pool,
+            "claim bounce report",
+            "UPDATE bounce_reports SET attempts = attempts + 1,"
+            "       claimed_until = now() + make_interval(secs => $2)"
+            " WHERE id = $1 AND classified_at IS NULL AND raw IS NOT NULL"
+            "   AND (claimed_until IS NULL OR claimed_until < now())"
+            " RETURNING raw, attempts",
+            report_id,
+            seconds,
+        )
         return None if row is None else Claim(row["raw"], row["attempts"])
 
     async def release(self, report_id: int, *, attempt_counts: bool = False) -> None:
         """A claim handed back: unused (its delivery was being sent again), or cut off by a
         stop (`attempt_counts`)."""
-        async with unavailable_is_temporary("release bounce report"):
-            await self._pool.execute(
-                "UPDATE bounce_reports SET claimed_until = NULL,"
-                "       attempts = CASE WHEN $2 THEN attempts ELSE greatest(attempts - 1, 0) END"
-                " WHERE id = $1 AND classified_at IS NULL",
-                report_id,
-                attempt_counts,
-            )
+        await execute(
+            self._pool,
+            "release bounce report",
+            "UPDATE bounce_reports SET claimed_until = NULL,"
+            "       attempts = CASE WHEN $2 THEN attempts ELSE greatest(attempts - 1, 0) END"
+            " WHERE id = $1 AND classified_at IS NULL",
+            report_id,
+            attempt_counts,
+        )
 
     async def give_up(self, report_id: int, reason: str) -> None:
-        async with unavailable_is_temporary("give up on a bounce report"):
-            await self._pool.execute(
-                "UPDATE bounce_reports SET kind = 'unparseable', reason = $2,"
-                " outcome = 'nothing', classified_at = now()"
-                " WHERE id = $1 AND classified_at IS NULL",
-                report_id,
-                reason[:1000],
-            )
+        await execute(
+            self._pool,
+            "give up on a bounce report",
+            "UPDATE bounce_reports SET kind = 'unparseable', reason = $2,"
+            " outcome = 'nothing', classified_at = now()"
+            " WHERE id = $1 AND classified_at IS NULL",
+            report_id,
+            reason[:1000],
+        )
 
     @contextlib.asynccontextmanager
     async def classifying(self, report_id: int) -> AsyncIterator[Classification | None]:
@@ -268,28 +274,21 @@ class BounceReports:
                 return
             yield Classification(
                 conn,
-                PendingReport(
-                    row["id"],
-                    row["raw"],
-                    row["delivery_id"],
-                    row["recipient_key"],
-                    row["status"],
-                    row["job_id"],
-                    row["subscriber_id"],
-                ),
+                from_row(PendingReport, row, delivery_status=row["status"]),
             )
 
     async def complaint_rate(self, job_id: object) -> tuple[int, int] | None:
         """(complaints, deliveries) of a newsletter issue; None for a receipt."""
-        async with unavailable_is_temporary("complaint rate"):
-            row = await self._pool.fetchrow(
-                "SELECT i.total,"
-                "  (SELECT count(DISTINCT r.delivery_id) FROM bounce_reports r"
-                "     JOIN deliveries d ON d.id = r.delivery_id"
-                "    WHERE d.job_id = i.id AND r.kind = 'complaint') AS complaints"
-                " FROM issues i WHERE i.id = $1",
-                job_id,
-            )
+        row = await fetchrow(
+            self._pool,
+            "complaint rate",
+            "SELECT i.total,"
+            "  (SELECT count(DISTINCT r.delivery_id) FROM bounce_reports r"
+            "     JOIN deliveries d ON d.id = r.delivery_id"
+            "    WHERE d.job_id = i.id AND r.kind = 'complaint') AS complaints"
+            " FROM issues i WHERE i.id = $1",
+            job_id,
+        )
         if row is None or not row["total"]:
             return None
         return row["complaints"], row["total"]
@@ -311,48 +310,53 @@ class BounceReports:
     async def latest(
         self, *, kind: str | None = None, delivery_id: int | None = None, limit: int = 50
     ) -> list[StoredReport]:
-        async with unavailable_is_temporary("list bounce reports"):
-            rows = await self._pool.fetch(
-                f"SELECT {_REPORT_COLUMNS} FROM bounce_reports"
-                " WHERE ($1::text IS NULL OR kind = $1)"
-                "   AND ($2::bigint IS NULL OR delivery_id = $2)"
-                " ORDER BY id DESC LIMIT $3",
-                kind,
-                delivery_id,
-                limit,
-            )
+        rows = await fetch(
+            self._pool,
+            "list bounce reports",
+            f"SELECT {_REPORT_COLUMNS} FROM bounce_reports"
+            " WHERE ($1::text IS NULL OR kind = $1)"
+            "   AND ($2::bigint IS NULL OR delivery_id = $2)"
+            " ORDER BY id DESC LIMIT $3",
+            kind,
+            delivery_id,
+            limit,
+        )
         return [_report(row) for row in rows]
 
     async def show(self, report_id: int) -> StoredReport | None:
-        async with unavailable_is_temporary("show bounce report"):
-            row = await self._pool.fetchrow(
-                f"SELECT {_REPORT_COLUMNS}, raw FROM bounce_reports WHERE id = $1", report_id
-            )
+        row = await fetchrow(
+            self._pool,
+            "show bounce report",
+            f"SELECT {_REPORT_COLUMNS}, raw FROM bounce_reports WHERE id = $1",
+            report_id,
+        )
         return _report(row, with_raw=True) if row is not None else None
 
     async def counts(self, *, days: int) -> list[tuple[str, str, int]]:
         """(kind, destination domain or '-', reports) over the last `days`."""
-        async with unavailable_is_temporary("bounce counts"):
-            rows = await self._pool.fetch(
-                "SELECT coalesce(kind, 'unclassified') AS kind, coalesce(domain, '-') AS domain,"
-                "       count(*) AS n FROM bounce_reports"
-                " WHERE received_at > now() - make_interval(days => $1)"
-                " GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2",
-                days,
-            )
+        rows = await fetch(
+            self._pool,
+            "bounce counts",
+            "SELECT coalesce(kind, 'unclassified') AS kind, coalesce(domain, '-') AS domain,"
+            "       count(*) AS n FROM bounce_reports"
+            " WHERE received_at > now() - make_interval(days => $1)"
+            " GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2",
+            days,
+        )
         return [(row["kind"], row["domain"], row["n"]) for row in rows]
 
     async def issue_rates(self, *, limit: int = 20) -> list[tuple[object, int, int, int]]:
         """(issue id, deliveries, bounced, complaints) of the latest issues."""
-        async with unavailable_is_temporary("issue bounce rates"):
-            rows = await self._pool.fetch(
-                "SELECT i.id, coalesce(i.total, 0) AS total,"
-                "  (SELECT count(*) FROM deliveries d WHERE d.job_id = i.id"
-                "     AND d.status = 'bounced') AS bounced,"
-                "  (SELECT count(DISTINCT r.delivery_id) FROM bounce_reports r"
-                "     JOIN deliveries d ON d.id = r.delivery_id"
-                "    WHERE d.job_id = i.id AND r.kind = 'complaint') AS complaints"
-                " FROM issues i ORDER BY i.created_at DESC LIMIT $1",
-                limit,
-            )
+        rows = await fetch(
+            self._pool,
+            "issue bounce rates",
+            "SELECT i.id, coalesce(i.total, 0) AS total,"
+            "  (SELECT count(*) FROM deliveries d WHERE d.job_id = i.id"
+            "     AND d.status = 'bounced') AS bounced,"
+            "  (SELECT count(DISTINCT r.delivery_id) FROM bounce_reports r"
+            "     JOIN deliveries d ON d.id = r.delivery_id"
+            "    WHERE d.job_id = i.id AND r.kind = 'complaint') AS complaints"
+            " FROM issues i ORDER BY i.created_at DESC LIMIT $1",
+            limit,
+        )
         return [(row["id"], row["total"], row["bounced"], row["complaints"]) for row in rows]

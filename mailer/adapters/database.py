@@ -124,6 +124,34 @@ async def unavailable_is_temporary(what: str) -> AsyncIterator[None]:
         raise TemporaryFailure(f"database unavailable during {what}: {exc!r}") from exc
 
 
+async def fetch(pool: asyncpg.Pool, what: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    """`pool.fetch`, with "cannot reach the database" as TemporaryFailure naming `what`."""
+    async with unavailable_is_temporary(what):
+        rows: list[asyncpg.Record] = await pool.fetch(sql, *args)
+    return rows
+
+
+async def fetchrow(pool: asyncpg.Pool, what: str, sql: str, *args: Any) -> asyncpg.Record | None:
+    """`pool.fetchrow`, with "cannot reach the database" as TemporaryFailure naming `what`."""
+    async with unavailable_is_temporary(what):
+        row: asyncpg.Record | None = await pool.fetchrow(sql, *args)
+    return row
+
+
+async def fetchval(pool: asyncpg.Pool, what: str, sql: str, *args: Any) -> Any:
+    """`pool.fetchval`, with "cannot reach the database" as TemporaryFailure naming `what`."""
+    async with unavailable_is_temporary(what):
+        return await pool.fetchval(sql, *args)
+
+
+async def execute(pool: asyncpg.Pool, what: str, sql: str, *args: Any) -> str:
+    """`pool.execute` (its status, e.g. "UPDATE 3"), with "cannot reach the database" as
+    TemporaryFailure naming `what`."""
+    async with unavailable_is_temporary(what):
+        status: str = await pool.execute(sql, *args)
+    return status
+
+
 @asynccontextmanager
 async def transaction(pool: asyncpg.Pool, what: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection in a transaction; "cannot reach the database" becomes TemporaryFailure."""

@@ -24,7 +24,7 @@ from uuid import UUID
 import asyncpg
 
 from mailer.adapters import outbox
-from mailer.adapters.database import from_row, transaction, unavailable_is_temporary
+from mailer.adapters.database import execute, fetch, fetchrow, from_row, transaction
 from mailer.core.consent import SubscriptionStatus, SuppressionReason
 from mailer.core.deliveries import DeliveryStatus, Write
 from mailer.core.events import Event, delivery_detail, delivery_event_type
@@ -154,16 +154,17 @@ class Deliveries:
         recipient_key: bytes,
         kind: Transactional = "receipt",
     ) -> ReceiptClaim:
-        async with unavailable_is_temporary("claim"):
-            row = await self._pool.fetchrow(
-                "SELECT * FROM claim_receipt($1, $2, $3, $4, $5, $6)",
-                job_id,
-                digest,
-                recipient_key,
-                self.worker_id,
-                self._lease,
-                kind,
-            )
+        row = await fetchrow(
+            self._pool,
+            "claim",
+            "SELECT * FROM claim_receipt($1, $2, $3, $4, $5, $6)",
+            job_id,
+            digest,
+            recipient_key,
+            self.worker_id,
+            self._lease,
+            kind,
+        )
         assert row is not None
         if row["verdict"] == "claimed":
             self.held.add(row["delivery_id"])
@@ -176,10 +177,16 @@ class Deliveries:
 
     async def claim_chunk(self, issue_id: UUID, list_id: int, size: int) -> list[ClaimedDelivery]:
         """Claim up to `size` deliveries of an issue and read their recipients' consent."""
-        async with unavailable_is_temporary("claim chunk"):
-            rows = await self._pool.fetch(
-                _CLAIM_CHUNK, issue_id, self.worker_id, size, self._lease, list_id
-            )
+        rows = await fetch(
+            self._pool,
+            "claim chunk",
+            _CLAIM_CHUNK,
+            issue_id,
+            self.worker_id,
+            size,
+            self._lease,
+            list_id,
+        )
         self.held.update(r["id"] for r in rows)
         return [from_row(ClaimedDelivery, r, issue_id=issue_id) for r in rows]
 
@@ -230,25 +237,27 @@ class Deliveries:
 
     async def renew_leases(self) -> int:
         """Extend this worker's claims; returns how many it holds."""
-        async with unavailable_is_temporary("renew leases"):
-            result: str = await self._pool.execute(
-                "UPDATE deliveries SET claimed_until = now() + $2"
-                " WHERE claimed_by = $1 AND status = 'sending' AND id = ANY($3)",
-                self.worker_id,
-                self._lease,
-                list(self.held),
-            )
+        result: str = await execute(
+            self._pool,
+            "renew leases",
+            "UPDATE deliveries SET claimed_until = now() + $2"
+            " WHERE claimed_by = $1 AND status = 'sending' AND id = ANY($3)",
+            self.worker_id,
+            self._lease,
+            list(self.held),
+        )
         return _count(result)
 
     async def hand_back(self, delivery_ids: Sequence[int]) -> int:
         """Give back claimed deliveries untouched: they were not attempted."""
-        async with unavailable_is_temporary("hand back"):
-            result: str = await self._pool.execute(
-                f"UPDATE deliveries d SET {_HAND_BACK}"
-                " WHERE id = ANY($1) AND claimed_by = $2 AND status = 'sending'",
-                list(delivery_ids),
-                self.worker_id,
-            )
+        result: str = await execute(
+            self._pool,
+            "hand back",
+            f"UPDATE deliveries d SET {_HAND_BACK}"
+            " WHERE id = ANY($1) AND claimed_by = $2 AND status = 'sending'",
+            list(delivery_ids),
+            self.worker_id,
+        )
         self.held.difference_update(delivery_ids)
         return _count(result)
 
@@ -256,13 +265,14 @@ class Deliveries:
         """On shutdown: hand back what this worker claimed and never tried, except `keep`
         (outcomes it knows but could not write yet: their claims stay, so nobody sends
         them again before they are written)."""
-        async with unavailable_is_temporary("release claims"):
-            result: str = await self._pool.execute(
-                f"UPDATE deliveries d SET {_HAND_BACK}"
-                " WHERE claimed_by = $1 AND status = 'sending' AND NOT id = ANY($2)",
-                self.worker_id,
-                list(keep),
-            )
+        result: str = await execute(
+            self._pool,
+            "release claims",
+            f"UPDATE deliveries d SET {_HAND_BACK}"
+            " WHERE claimed_by = $1 AND status = 'sending' AND NOT id = ANY($2)",
+            self.worker_id,
+            list(keep),
+        )
         self.held.intersection_update(keep)
         return _count(result)
 
@@ -270,15 +280,16 @@ class Deliveries:
         """Give the rows whose lease lapsed back to the pool: other workers' that stopped, and
         this worker's own that it does not have in hand (a claim whose reply was lost). Rows
         in hand are always recorded by this worker itself, however late."""
-        async with unavailable_is_temporary("reclaim"):
-            result: str = await self._pool.execute(
-                f"UPDATE deliveries d SET {_HAND_BACK}"
-                " WHERE job_id = ANY($1) AND status = 'sending' AND claimed_until < now()"
-                " AND (claimed_by <> $2 OR NOT id = ANY($3))",
-                list(issue_ids),
-                self.worker_id,
-                list(self.held),
-            )
+        result: str = await execute(
+            self._pool,
+            "reclaim",
+            f"UPDATE deliveries d SET {_HAND_BACK}"
+            " WHERE job_id = ANY($1) AND status = 'sending' AND claimed_until < now()"
+            " AND (claimed_by <> $2 OR NOT id = ANY($3))",
+            list(issue_ids),
+            self.worker_id,
+            list(self.held),
+        )
         return _count(result)
 
 

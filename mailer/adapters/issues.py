@@ -27,7 +27,7 @@ from uuid import UUID
 import asyncpg
 
 from mailer.adapters import outbox
-from mailer.adapters.database import from_row, transaction, unavailable_is_temporary
+from mailer.adapters.database import execute, fetch, fetchrow, fetchval, from_row, transaction
 from mailer.adapters.deliveries import cancel_waiting, materialize
 from mailer.adapters.jobs import register
 from mailer.core.deliveries import UNFINISHED
@@ -217,18 +217,18 @@ class Issues:
             started.append((due["id"], total))
 
     async def sending(self) -> list[ActiveIssue]:
-        async with unavailable_is_temporary("active issues"):
-            rows = await self._pool.fetch(
-                "SELECT id, list_id FROM issues WHERE state = 'sending' ORDER BY created_at"
-            )
+        rows = await fetch(
+            self._pool,
+            "active issues",
+            "SELECT id, list_id FROM issues WHERE state = 'sending' ORDER BY created_at",
+        )
         return [ActiveIssue(r["id"], r["list_id"]) for r in rows]
 
     async def payload(self, issue_id: UUID) -> dict[str, Any]:
         """The job an issue was made from, as accepted."""
-        async with unavailable_is_temporary("issue payload"):
-            text: str = await self._pool.fetchval(
-                "SELECT payload FROM issues WHERE id = $1", issue_id
-            )
+        text: str = await fetchval(
+            self._pool, "issue payload", "SELECT payload FROM issues WHERE id = $1", issue_id
+        )
         loaded: dict[str, Any] = json.loads(text)
         return loaded
 
@@ -293,13 +293,12 @@ class Issues:
         )
 
     async def _summaries(self, query: str, *args: object) -> list[IssueSummary]:
-        async with unavailable_is_temporary("issues"):
-            rows = await self._pool.fetch(query, *args)
-            # Cancelled with messages in flight that were later handed back rather than
-            # recorded (their worker stopped): counted this once, stored for the next time.
-            unstored = [r["id"] for r in rows if r["state"] == "cancelled" and not r["final"]]
-            if unstored:
-                await self._pool.execute("SELECT issues_done($1)", unstored)
+        rows = await fetch(self._pool, "issues", query, *args)
+        # Cancelled with messages in flight that were later handed back rather than
+        # recorded (their worker stopped): counted this once, stored for the next time.
+        unstored = [r["id"] for r in rows if r["state"] == "cancelled" and not r["final"]]
+        if unstored:
+            await execute(self._pool, "issues", "SELECT issues_done($1)", unstored)
         return [self._summary(row) for row in rows]
 
     async def newest(
@@ -339,8 +338,7 @@ class Issues:
             and counts.get("pending", 0) == 0
             and counts.get("sending", 0) == 0
         )
-        async with unavailable_is_temporary("issue rate"):
-            row = await self._pool.fetchrow(_FACTS, issue.id, RATE_WINDOW, only_retries)
+        row = await fetchrow(self._pool, "issue rate", _FACTS, issue.id, RATE_WINDOW, only_retries)
         assert row is not None
         return LedgerFacts(
             state=issue.state,

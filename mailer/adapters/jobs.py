@@ -13,7 +13,7 @@ from uuid import UUID
 
 import asyncpg
 
-from mailer.adapters.database import unavailable_is_temporary
+from mailer.adapters.database import execute, fetchrow
 
 Seen = Literal["new", "done", "conflict"]
 
@@ -34,12 +34,14 @@ class Jobs:
 
     async def seen(self, job_id: UUID, kind: str, digest: bytes) -> Seen:
         """Whether a job id was handled before, and with the same payload."""
-        async with unavailable_is_temporary("seen job"):
-            row = await self._pool.fetchrow("SELECT kind, digest FROM jobs WHERE id = $1", job_id)
+        row = await fetchrow(
+            self._pool, "seen job", "SELECT kind, digest FROM jobs WHERE id = $1", job_id
+        )
         if row is None:
             return "new"
         return "done" if (row["kind"], row["digest"]) == (kind, digest) else "conflict"
 
     async def mark_done(self, job_id: UUID, kind: str, digest: bytes) -> None:
-        async with unavailable_is_temporary("mark job"):
-            await self._pool.execute("SELECT register_job($1, $2, $3)", job_id, kind, digest)
+        await execute(
+            self._pool, "mark job", "SELECT register_job($1, $2, $3)", job_id, kind, digest
+        )

@@ -15,7 +15,7 @@ from typing import Literal, get_args
 
 import asyncpg
 
-from mailer.adapters.database import from_row, transaction, unavailable_is_temporary
+from mailer.adapters.database import execute, fetch, fetchrow, fetchval, from_row, transaction
 
 Role = Literal["viewer", "operator"]
 ROLES: tuple[Role, ...] = get_args(Role)
@@ -64,14 +64,15 @@ class Operators:
 
     async def add(self, name: str, role: Role, password_hash: str) -> bool:
         """False when the name is taken."""
-        async with unavailable_is_temporary("add operator"):
-            added = await self._pool.fetchval(
-                "INSERT INTO operators (name, role, password_hash) VALUES ($1, $2, $3)"
-                " ON CONFLICT (name) DO NOTHING RETURNING true",
-                name,
-                role,
-                password_hash,
-            )
+        added = await fetchval(
+            self._pool,
+            "add operator",
+            "INSERT INTO operators (name, role, password_hash) VALUES ($1, $2, $3)"
+            " ON CONFLICT (name) DO NOTHING RETURNING true",
+            name,
+            role,
+            password_hash,
+        )
         return bool(added)
 
     async def set_password(self, name: str, password_hash: str) -> bool:
@@ -89,15 +90,18 @@ class Operators:
         return True
 
     async def remove(self, name: str) -> bool:
-        async with unavailable_is_temporary("remove operator"):
-            removed = await self._pool.fetchval(
-                "DELETE FROM operators WHERE name = $1 RETURNING true", name
-            )
+        removed = await fetchval(
+            self._pool,
+            "remove operator",
+            "DELETE FROM operators WHERE name = $1 RETURNING true",
+            name,
+        )
         return bool(removed)
 
     async def find(self, name: str) -> Operator | None:
-        async with unavailable_is_temporary("find operator"):
-            row = await self._pool.fetchrow("SELECT * FROM operators WHERE name = $1", name)
+        row = await fetchrow(
+            self._pool, "find operator", "SELECT * FROM operators WHERE name = $1", name
+        )
         return _operator(row) if row is not None else None
 
     # Sessions -------------------------------------------------------------------------
@@ -107,36 +111,42 @@ class Operators:
     ) -> str:
         """A new session; returns the cookie's token (never stored as such)."""
         token = secrets.token_urlsafe(32)
-        async with unavailable_is_temporary("open session"):
-            await self._pool.execute(
-                "INSERT INTO console_sessions (token_hash, operator_id, csrf_token, source,"
-                " expires_at) VALUES ($1, $2, $3, $4, now() + $5)",
-                _token_hash(token),
-                operator.id,
-                secrets.token_urlsafe(32),
-                source,
-                lifetime,
-            )
-            await self._pool.execute("DELETE FROM console_sessions WHERE expires_at < now()")
+        await execute(
+            self._pool,
+            "open session",
+            "INSERT INTO console_sessions (token_hash, operator_id, csrf_token, source,"
+            " expires_at) VALUES ($1, $2, $3, $4, now() + $5)",
+            _token_hash(token),
+            operator.id,
+            secrets.token_urlsafe(32),
+            source,
+            lifetime,
+        )
+        await execute(
+            self._pool, "open session", "DELETE FROM console_sessions WHERE expires_at < now()"
+        )
         return token
 
     async def session(self, token: str) -> Session | None:
-        async with unavailable_is_temporary("session"):
-            row = await self._pool.fetchrow(
-                "SELECT o.*, s.csrf_token, s.expires_at FROM console_sessions s"
-                " JOIN operators o ON o.id = s.operator_id"
-                " WHERE s.token_hash = $1 AND s.expires_at > now()",
-                _token_hash(token),
-            )
+        row = await fetchrow(
+            self._pool,
+            "session",
+            "SELECT o.*, s.csrf_token, s.expires_at FROM console_sessions s"
+            " JOIN operators o ON o.id = s.operator_id"
+            " WHERE s.token_hash = $1 AND s.expires_at > now()",
+            _token_hash(token),
+        )
         if row is None:
             return None
         return Session(_operator(row), row["csrf_token"], row["expires_at"])
 
     async def close_session(self, token: str) -> None:
-        async with unavailable_is_temporary("close session"):
-            await self._pool.execute(
-                "DELETE FROM console_sessions WHERE token_hash = $1", _token_hash(token)
-            )
+        await execute(
+            self._pool,
+            "close session",
+            "DELETE FROM console_sessions WHERE token_hash = $1",
+            _token_hash(token),
+        )
 
     # Audit ----------------------------------------------------------------------------
 
@@ -150,25 +160,27 @@ class Operators:
         detail: str | None = None,
         source: str | None = None,
     ) -> None:
-        async with unavailable_is_temporary("audit"):
-            await self._pool.execute(
-                "INSERT INTO console_audit (operator, action, target, result, detail, source)"
-                " VALUES ($1, $2, $3, $4, $5, $6)",
-                operator[:64],
-                action,
-                target,
-                result,
-                detail,
-                source,
-            )
+        await execute(
+            self._pool,
+            "audit",
+            "INSERT INTO console_audit (operator, action, target, result, detail, source)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            operator[:64],
+            action,
+            target,
+            result,
+            detail,
+            source,
+        )
 
     async def recent_audit(self, limit: int = 200) -> list[AuditEntry]:
-        async with unavailable_is_temporary("audit log"):
-            rows = await self._pool.fetch(
-                "SELECT at, operator, action, target, result, detail, source FROM console_audit"
-                " ORDER BY id DESC LIMIT $1",
-                limit,
-            )
+        rows = await fetch(
+            self._pool,
+            "audit log",
+            "SELECT at, operator, action, target, result, detail, source FROM console_audit"
+            " ORDER BY id DESC LIMIT $1",
+            limit,
+        )
         return [from_row(AuditEntry, row) for row in rows]
 
     # Login slots -----------------------------------------------------------------------
@@ -203,12 +215,16 @@ class Operators:
     async def settle_login_slot(self, slot: int, *, failed: bool) -> None:
         """The password was checked: a failure keeps the slot for the window, a success
         gives it back."""
-        async with unavailable_is_temporary("login slot"):
-            await self._pool.execute(
-                "UPDATE console_login_attempts SET failed = $2 WHERE id = $1", slot, failed
-            )
+        await execute(
+            self._pool,
+            "login slot",
+            "UPDATE console_login_attempts SET failed = $2 WHERE id = $1",
+            slot,
+            failed,
+        )
 
     async def give_back_login_slot(self, slot: int) -> None:
         """The password was not checked after all (the process was too busy to)."""
-        async with unavailable_is_temporary("login slot"):
-            await self._pool.execute("DELETE FROM console_login_attempts WHERE id = $1", slot)
+        await execute(
+            self._pool, "login slot", "DELETE FROM console_login_attempts WHERE id = $1", slot
+        )

@@ -23,7 +23,14 @@ import asyncpg
 import pamqp.decode
 import pamqp.encode
 
-from mailer.adapters.database import UNAVAILABLE, from_row, unavailable_is_temporary
+from mailer.adapters.database import (
+    UNAVAILABLE,
+    fetch,
+    fetchrow,
+    fetchval,
+    from_row,
+    unavailable_is_temporary,
+)
 
 REASON_CHARS = 1000
 JOB_ID_CHARS = 200
@@ -144,66 +151,70 @@ class ParkedJobs:
     async def record(self, job: ParkedJob) -> bool:
         """Store a parked job; False when the same body was parked already (kept as it was).
         TemporaryFailure when the database cannot be reached."""
-        async with unavailable_is_temporary("parking a job"):
-            row_id = await self._pool.fetchval(
-                "INSERT INTO parked_jobs (digest, body, origin, reason, parked_at, job_id,"
-                " deliveries, properties) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-                " ON CONFLICT (digest) DO NOTHING RETURNING id",
-                hashlib.sha256(job.body).digest(),
-                job.body,
-                _text(job.origin, ORIGIN_CHARS),
-                _text(job.reason, REASON_CHARS) or "unknown",
-                job.parked_at,
-                _text(job.job_id, JOB_ID_CHARS),
-                job.deliveries,
-                encode_properties(job.properties),
-            )
+        row_id = await fetchval(
+            self._pool,
+            "parking a job",
+            "INSERT INTO parked_jobs (digest, body, origin, reason, parked_at, job_id,"
+            " deliveries, properties) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            " ON CONFLICT (digest) DO NOTHING RETURNING id",
+            hashlib.sha256(job.body).digest(),
+            job.body,
+            _text(job.origin, ORIGIN_CHARS),
+            _text(job.reason, REASON_CHARS) or "unknown",
+            job.parked_at,
+            _text(job.job_id, JOB_ID_CHARS),
+            job.deliveries,
+            encode_properties(job.properties),
+        )
         return row_id is not None
 
     async def first(self, limit: int) -> list[ParkedRow]:
         """The oldest `limit` parked jobs, oldest first."""
-        async with unavailable_is_temporary("listing parked jobs"):
-            rows = await self._pool.fetch(
-                f"SELECT {_COLUMNS}, length(body) AS size FROM parked_jobs"
-                " ORDER BY parked_at, id LIMIT $1",
-                limit,
-            )
+        rows = await fetch(
+            self._pool,
+            "listing parked jobs",
+            f"SELECT {_COLUMNS}, length(body) AS size FROM parked_jobs"
+            " ORDER BY parked_at, id LIMIT $1",
+            limit,
+        )
         return [_row(r) for r in rows]
 
     async def one(self, ref: str) -> ParkedJob | None:
         """The parked job a ref or a job id names (the oldest, if a job id names several)."""
-        async with unavailable_is_temporary("reading a parked job"):
-            found = await self._pool.fetchrow(
-                "SELECT * FROM parked_jobs WHERE ref = $1 OR job_id = $1"
-                " ORDER BY parked_at, id LIMIT 1",
-                ref,
-            )
+        found = await fetchrow(
+            self._pool,
+            "reading a parked job",
+            "SELECT * FROM parked_jobs WHERE ref = $1 OR job_id = $1"
+            " ORDER BY parked_at, id LIMIT 1",
+            ref,
+        )
         return _job(found) if found is not None else None
 
     async def counts(self) -> dict[str | None, int]:
         """How many jobs are parked, by the queue they came from (None: not known)."""
-        async with unavailable_is_temporary("counting parked jobs"):
-            rows = await self._pool.fetch(
-                "SELECT origin, count(*) AS n FROM parked_jobs GROUP BY origin"
-            )
+        rows = await fetch(
+            self._pool,
+            "counting parked jobs",
+            "SELECT origin, count(*) AS n FROM parked_jobs GROUP BY origin",
+        )
         return {r["origin"]: r["n"] for r in rows}
 
     async def oldest_parked_at(self) -> datetime | None:
-        async with unavailable_is_temporary("counting parked jobs"):
-            found: datetime | None = await self._pool.fetchval(
-                "SELECT min(parked_at) FROM parked_jobs"
-            )
+        found: datetime | None = await fetchval(
+            self._pool, "counting parked jobs", "SELECT min(parked_at) FROM parked_jobs"
+        )
         return found
 
     async def selected(self, refs: Iterable[str] | None) -> list[ParkedRow]:
         """The jobs named by refs or job ids (None: every one), in the order they were
         recorded, as they are now: what is parked later is not part of the selection."""
-        async with unavailable_is_temporary("selecting parked jobs"):
-            rows = await self._pool.fetch(
-                f"SELECT {_COLUMNS}, length(body) AS size FROM parked_jobs"
-                " WHERE $1::text[] IS NULL OR ref = ANY($1) OR job_id = ANY($1) ORDER BY id",
-                None if refs is None else sorted(set(refs)),
-            )
+        rows = await fetch(
+            self._pool,
+            "selecting parked jobs",
+            f"SELECT {_COLUMNS}, length(body) AS size FROM parked_jobs"
+            " WHERE $1::text[] IS NULL OR ref = ANY($1) OR job_id = ANY($1) ORDER BY id",
+            None if refs is None else sorted(set(refs)),
+        )
         return [_row(r) for r in rows]
 
     @asynccontextmanager

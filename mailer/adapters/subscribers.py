@@ -19,7 +19,14 @@ from typing import Literal, get_args
 import asyncpg
 
 from mailer.adapters import outbox, suppressions
-from mailer.adapters.database import transaction, unavailable_is_temporary
+from mailer.adapters.database import (
+    execute,
+    fetch,
+    fetchrow,
+    from_row,
+    transaction,
+    unavailable_is_temporary,
+)
 from mailer.adapters.deliveries import suppress_waiting
 from mailer.core.audience import ImportedPerson
 from mailer.core.consent import SubscriptionStatus
@@ -132,12 +139,15 @@ class Subscribers:
     async def list_ids(self, slugs: Iterable[str]) -> dict[str, int]:
         """The numeric id of every list (they go into tokens), made on first use."""
         wanted = sorted(set(slugs))
-        async with unavailable_is_temporary("lists"):
-            await self._pool.execute(
-                "INSERT INTO lists (slug) SELECT unnest($1::text[]) ON CONFLICT (slug) DO NOTHING",
-                wanted,
-            )
-            rows = await self._pool.fetch("SELECT id, slug FROM lists WHERE slug = ANY($1)", wanted)
+        await execute(
+            self._pool,
+            "lists",
+            "INSERT INTO lists (slug) SELECT unnest($1::text[]) ON CONFLICT (slug) DO NOTHING",
+            wanted,
+        )
+        rows = await fetch(
+            self._pool, "lists", "SELECT id, slug FROM lists WHERE slug = ANY($1)", wanted
+        )
         return {row["slug"]: row["id"] for row in rows}
 
     async def subscribe(
@@ -244,22 +254,19 @@ class Subscribers:
         return subscriber_id is not None
 
     async def standing(self, subscriber_id: int, list_id: int) -> Standing | None:
-        async with unavailable_is_temporary("standing"):
-            row = await self._pool.fetchrow(
-                "SELECT s.id, s.email, s.name, s.locale, sub.status, sub.changed_at"
-                " FROM subscribers s"
-                " JOIN subscriptions sub ON sub.subscriber_id = s.id AND sub.list_id = $2"
-                " WHERE s.id = $1",
-                subscriber_id,
-                list_id,
-            )
+        row = await fetchrow(
+            self._pool,
+            "standing",
+            "SELECT s.id, s.email, s.name, s.locale, sub.status, sub.changed_at"
+            " FROM subscribers s"
+            " JOIN subscriptions sub ON sub.subscriber_id = s.id AND sub.list_id = $2"
+            " WHERE s.id = $1",
+            subscriber_id,
+            list_id,
+        )
         if row is None:
             return None
-        return Standing(
-            Subscriber(row["id"], row["email"], row["name"], row["locale"]),
-            row["status"],
-            row["changed_at"],
-        )
+        return from_row(Standing, row, subscriber=from_row(Subscriber, row))
 
     async def undo_unsubscribe(
         self, subscriber_id: int, list_id: int, unsubscribed_at: datetime

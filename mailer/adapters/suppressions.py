@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import asyncpg
 
-from mailer.adapters.database import from_row, transaction, unavailable_is_temporary
+from mailer.adapters.database import fetch, fetchrow, fetchval, from_row, transaction
 
 # What an operator may add by hand: every reason the schema allows but an erasure, which
 # only a person's erasure request makes, together with forgetting them (and never lifted).
@@ -122,32 +122,35 @@ class Suppressions:
         self._pool = pool
 
     async def active(self, *, reason: str | None = None, limit: int = 100) -> list[Suppression]:
-        async with unavailable_is_temporary("list suppressions"):
-            rows = await self._pool.fetch(
-                "SELECT * FROM suppressions WHERE ($1::text IS NULL OR reason = $1)"
-                "   AND (expires_at IS NULL OR expires_at > now())"
-                " ORDER BY created_at DESC LIMIT $2",
-                reason,
-                limit,
-            )
+        rows = await fetch(
+            self._pool,
+            "list suppressions",
+            "SELECT * FROM suppressions WHERE ($1::text IS NULL OR reason = $1)"
+            "   AND (expires_at IS NULL OR expires_at > now())"
+            " ORDER BY created_at DESC LIMIT $2",
+            reason,
+            limit,
+        )
         return [_suppression(row) for row in rows]
 
     async def show(self, address_key: bytes) -> Suppression | None:
-        async with unavailable_is_temporary("show suppression"):
-            row = await self._pool.fetchrow(
-                "SELECT * FROM suppressions WHERE address_key = $1", address_key
-            )
+        row = await fetchrow(
+            self._pool,
+            "show suppression",
+            "SELECT * FROM suppressions WHERE address_key = $1",
+            address_key,
+        )
         return _suppression(row) if row is not None else None
 
     async def find(self, prefix: bytes) -> Sequence[Suppression]:
         """By the first bytes of the keyed hash, as logs and lists show it (`#1a2b3c4d`)."""
-        async with unavailable_is_temporary("find suppression"):
-            rows = await self._pool.fetch(
-                "SELECT * FROM suppressions WHERE substring(address_key FROM 1 FOR $2) = $1"
-                " LIMIT 2",
-                prefix,
-                len(prefix),
-            )
+        rows = await fetch(
+            self._pool,
+            "find suppression",
+            "SELECT * FROM suppressions WHERE substring(address_key FROM 1 FOR $2) = $1 LIMIT 2",
+            prefix,
+            len(prefix),
+        )
         return [_suppression(row) for row in rows]
 
     async def lift(self, address_key: bytes) -> str | None:
@@ -174,14 +177,15 @@ class Suppressions:
         it expires); False when one is there already."""
         if reason not in OPERATOR_REASONS:
             raise ValueError(f"reason: one of {', '.join(OPERATOR_REASONS)}")
-        async with unavailable_is_temporary("add suppression"):
-            added: int | None = await self._pool.fetchval(
-                "INSERT INTO suppressions (address_key, reason, detail, expires_at)"
-                " VALUES ($1, $2, $3, $4)"
-                " ON CONFLICT (address_key) DO NOTHING RETURNING 1",
-                address_key,
-                reason,
-                detail[:1000],
-                expires_at,
-            )
+        added: int | None = await fetchval(
+            self._pool,
+            "add suppression",
+            "INSERT INTO suppressions (address_key, reason, detail, expires_at)"
+            " VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (address_key) DO NOTHING RETURNING 1",
+            address_key,
+            reason,
+            detail[:1000],
+            expires_at,
+        )
         return added is not None

@@ -11,7 +11,7 @@ from uuid import UUID
 
 import asyncpg
 
-from mailer.adapters.database import transaction, unavailable_is_temporary
+from mailer.adapters.database import execute, fetch, transaction
 from mailer.config import DomainLimit
 from mailer.errors import TemporaryFailure
 
@@ -53,26 +53,27 @@ class Throttle:
         (one round trip)."""
         if not wanted:
             return {}
-        async with unavailable_is_temporary("throttle"):
-            rows = await self._pool.fetch(
-                "SELECT domain, granted, lanes FROM take_throttle($1, $2, $3, $4)",
-                holder,
-                list(wanted),
-                list(wanted.values()),
-                self._lease,
-            )
+        rows = await fetch(
+            self._pool,
+            "throttle",
+            "SELECT domain, granted, lanes FROM take_throttle($1, $2, $3, $4)",
+            holder,
+            list(wanted),
+            list(wanted.values()),
+            self._lease,
+        )
         return {row["domain"]: Grant(row["granted"], row["lanes"]) for row in rows}
 
     async def renew(self, holders: Sequence[UUID]) -> None:
         if not holders:
             return
-        async with unavailable_is_temporary("throttle"):
-            await self._pool.execute(
-                "UPDATE throttle_slots SET expires_at = clock_timestamp() + $2"
-                " WHERE holder = ANY($1)",
-                list(holders),
-                self._lease,
-            )
+        await execute(
+            self._pool,
+            "throttle",
+            "UPDATE throttle_slots SET expires_at = clock_timestamp() + $2 WHERE holder = ANY($1)",
+            list(holders),
+            self._lease,
+        )
 
     async def release(
         self,
@@ -84,13 +85,14 @@ class Throttle:
         """At the end of a chunk: give back its slots and report how domains answered.
         A failure is only logged: unreleased slots lapse with their lease."""
         try:
-            async with unavailable_is_temporary("throttle"):
-                await self._pool.execute(
-                    "SELECT throttle_release($1, $2, $3, $4)",
-                    holder,
-                    list(deferred),
-                    list(accepted),
-                    default_rate,
-                )
+            await execute(
+                self._pool,
+                "throttle",
+                "SELECT throttle_release($1, $2, $3, $4)",
+                holder,
+                list(deferred),
+                list(accepted),
+                default_rate,
+            )
         except TemporaryFailure as exc:
             log.warning("throttle slots left to lapse: %s", exc)

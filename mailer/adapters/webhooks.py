@@ -29,7 +29,14 @@ from uuid import UUID
 import asyncpg
 
 from mailer.adapters import outbox
-from mailer.adapters.database import unavailable_is_temporary
+from mailer.adapters.database import (
+    execute,
+    fetch,
+    fetchrow,
+    fetchval,
+    from_row,
+    unavailable_is_temporary,
+)
 from mailer.config import Settings
 from mailer.core.webhooks.sealing import NONCE_BYTES, SealingKeys
 from mailer.core.webhooks.signatures import SECRET_BYTES, secret_bytes, secret_text
@@ -171,24 +178,22 @@ class WebhookEndpoints:
         return endpoint, secret
 
     async def views(self, account: str | None = None) -> list[EndpointView]:
-        async with unavailable_is_temporary("webhook listing"):
-            rows = await self._pool.fetch(
-                _VIEW
-                + " WHERE $1::text IS NULL OR w.account = $1 ORDER BY w.account, w.created_at",
-                account,
-            )
+        rows = await fetch(
+            self._pool,
+            "webhook listing",
+            _VIEW + " WHERE $1::text IS NULL OR w.account = $1 ORDER BY w.account, w.created_at",
+            account,
+        )
         return [EndpointView(**dict(row)) for row in rows]
 
     async def get(self, endpoint: UUID) -> EndpointView:
-        async with unavailable_is_temporary("webhook reading"):
-            row = await self._pool.fetchrow(_VIEW + " WHERE w.id = $1", endpoint)
+        row = await fetchrow(self._pool, "webhook reading", _VIEW + " WHERE w.id = $1", endpoint)
         if row is None:
             raise NoSuchEndpoint(endpoint)
         return EndpointView(**dict(row))
 
     async def _change(self, endpoint: UUID, sql: str, *args: object) -> None:
-        async with unavailable_is_temporary("webhook change"):
-            result: str = await self._pool.execute(sql, endpoint, *args)
+        result: str = await execute(self._pool, "webhook change", sql, endpoint, *args)
         if result.endswith(" 0"):
             raise NoSuchEndpoint(endpoint)
 
@@ -229,17 +234,18 @@ class WebhookEndpoints:
         """Deliver again the account's kept events from `since` on: the cursor goes back to
         the position before the first event at or after `since` (never forward), and the
         batches get new ids. Returns the new cursor."""
-        async with unavailable_is_temporary("webhook replay"):
-            position = await self._pool.fetchval(
-                "UPDATE webhook_endpoints w SET cursor_position = least(w.cursor_position,"
-                " coalesce((SELECT min(e.position) - 1 FROM events e WHERE e.account ="
-                " w.account AND e.occurred_at >= $2 AND e.position IS NOT NULL),"
-                " w.cursor_position)), batch_through = NULL, replays = replays + 1,"
-                " next_attempt_at = least(next_attempt_at, now()) WHERE id = $1"
-                " RETURNING cursor_position",
-                endpoint,
-                since,
-            )
+        position = await fetchval(
+            self._pool,
+            "webhook replay",
+            "UPDATE webhook_endpoints w SET cursor_position = least(w.cursor_position,"
+            " coalesce((SELECT min(e.position) - 1 FROM events e WHERE e.account ="
+            " w.account AND e.occurred_at >= $2 AND e.position IS NOT NULL),"
+            " w.cursor_position)), batch_through = NULL, replays = replays + 1,"
+            " next_attempt_at = least(next_attempt_at, now()) WHERE id = $1"
+            " RETURNING cursor_position",
+            endpoint,
+            since,
+        )
         if position is None:
             raise NoSuchEndpoint(endpoint)
         return int(position)
@@ -247,8 +253,7 @@ class WebhookEndpoints:
     # --- what the dispatcher does --------------------------------------------------------
 
     async def claim(self, worker: UUID, lease: timedelta, limit: int) -> list[Claim]:
-        async with unavailable_is_temporary("webhook claim"):
-            rows = await self._pool.fetch(_CLAIM, limit, worker, lease)
+        rows = await fetch(self._pool, "webhook claim", _CLAIM, limit, worker, lease)
         claims = []
         for row in rows:
             try:
@@ -258,33 +263,22 @@ class WebhookEndpoints:
             except ValueError as exc:  # SealError: [security] secret_key changed
                 log.error("webhooks: endpoint %s cannot sign: %s", row["id"], exc)
                 continue  # its lease runs out; tried again then
-            claims.append(
-                Claim(
-                    id=row["id"],
-                    account=row["account"],
-                    url=row["url"],
-                    keys=tuple(keys),
-                    cursor_position=row["cursor_position"],
-                    batch_through=row["batch_through"],
-                    batch_size=row["batch_size"],
-                    replays=row["replays"],
-                    attempts=row["attempts"],
-                )
-            )
+            claims.append(from_row(Claim, row, keys=tuple(keys)))
         return claims
 
     async def trying(self, claim: Claim, worker: UUID, through: int) -> bool:
         """The batch being tried ends at `through` until it is taken. False: the lease is
         lost (or the endpoint changed: disabled, replayed, removed)."""
-        async with unavailable_is_temporary("webhook batch"):
-            result: str = await self._pool.execute(
-                "UPDATE webhook_endpoints SET batch_through = $3 WHERE id = $1"
-                " AND leased_by = $2 AND state = 'active' AND cursor_position = $4",
-                claim.id,
-                worker,
-                through,
-                claim.cursor_position,
-            )
+        result: str = await execute(
+            self._pool,
+            "webhook batch",
+            "UPDATE webhook_endpoints SET batch_through = $3 WHERE id = $1"
+            " AND leased_by = $2 AND state = 'active' AND cursor_position = $4",
+            claim.id,
+            worker,
+            through,
+            claim.cursor_position,
+        )
         return result.endswith(" 1")
 
     async def delivered(
@@ -292,20 +286,21 @@ class WebhookEndpoints:
     ) -> bool:
         """The batch through `through` was taken: the cursor moves, the failures are
         forgotten, the lease goes on for the next batch. False: the lease was lost."""
-        async with unavailable_is_temporary("webhook delivered"):
-            result: str = await self._pool.execute(
-                "UPDATE webhook_endpoints SET cursor_position = $3, batch_through = NULL,"
-                " attempts = 0, failing_since = NULL, last_success_at = now(),"
-                " delivered = delivered + $4, next_attempt_at = now(),"
-                " lease_until = now() + $5::interval"
-                " WHERE id = $1 AND leased_by = $2 AND cursor_position = $6",
-                claim.id,
-                worker,
-                through,
-                count,
-                lease,
-                claim.cursor_position,
-            )
+        result: str = await execute(
+            self._pool,
+            "webhook delivered",
+            "UPDATE webhook_endpoints SET cursor_position = $3, batch_through = NULL,"
+            " attempts = 0, failing_since = NULL, last_success_at = now(),"
+            " delivered = delivered + $4, next_attempt_at = now(),"
+            " lease_until = now() + $5::interval"
+            " WHERE id = $1 AND leased_by = $2 AND cursor_position = $6",
+            claim.id,
+            worker,
+            through,
+            count,
+            lease,
+            claim.cursor_position,
+        )
         return result.endswith(" 1")
 
     async def failed(
@@ -314,63 +309,66 @@ class WebhookEndpoints:
         """A batch not taken: tried again after `delay` seconds, or disabled when the
         endpoint has failed for `disable_after` seconds without a success. Returns whether
         it was disabled; the lease is given up."""
-        async with unavailable_is_temporary("webhook failure"):
-            disabled = await self._pool.fetchval(
-                """
-                UPDATE webhook_endpoints SET
-                       attempts = attempts + 1,
-                       failing_since = coalesce(failing_since, now()),
-                       last_failure_at = now(), last_failure = $3,
-                       next_attempt_at = now() + make_interval(secs => $4),
-                       leased_by = NULL, lease_until = NULL,
-                       state = CASE WHEN now() - coalesce(failing_since, now())
-                                         >= make_interval(secs => $5)
-                                    THEN 'disabled' ELSE state END,
-                       disabled_by = CASE WHEN now() - coalesce(failing_since, now())
+        disabled = await fetchval(
+            self._pool,
+            "webhook failure",
+            """
+            UPDATE webhook_endpoints SET
+                   attempts = attempts + 1,
+                   failing_since = coalesce(failing_since, now()),
+                   last_failure_at = now(), last_failure = $3,
+                   next_attempt_at = now() + make_interval(secs => $4),
+                   leased_by = NULL, lease_until = NULL,
+                   state = CASE WHEN now() - coalesce(failing_since, now())
+                                     >= make_interval(secs => $5)
+                                THEN 'disabled' ELSE state END,
+                   disabled_by = CASE WHEN now() - coalesce(failing_since, now())
+                                           >= make_interval(secs => $5)
+                                      THEN 'failing' ELSE disabled_by END,
+                   disabled_reason = CASE WHEN now() - coalesce(failing_since, now())
                                                >= make_interval(secs => $5)
-                                          THEN 'failing' ELSE disabled_by END,
-                       disabled_reason = CASE WHEN now() - coalesce(failing_since, now())
-                                                   >= make_interval(secs => $5)
-                                              THEN 'failing since ' || to_char(
-                                                   failing_since AT TIME ZONE 'UTC',
-                                                   'YYYY-MM-DD HH24:MI:SS') || ' UTC: ' || $3
-                                              ELSE disabled_reason END,
-                       disabled_at = CASE WHEN now() - coalesce(failing_since, now())
-                                               >= make_interval(secs => $5)
-                                          THEN now() ELSE disabled_at END
-                 WHERE id = $1 AND leased_by = $2
-                RETURNING state = 'disabled'
-                """,
-                endpoint,
-                worker,
-                reason[:MAX_FAILURE_TEXT],
-                delay,
-                disable_after,
-            )
+                                          THEN 'failing since ' || to_char(
+                                               failing_since AT TIME ZONE 'UTC',
+                                               'YYYY-MM-DD HH24:MI:SS') || ' UTC: ' || $3
+                                          ELSE disabled_reason END,
+                   disabled_at = CASE WHEN now() - coalesce(failing_since, now())
+                                           >= make_interval(secs => $5)
+                                      THEN now() ELSE disabled_at END
+             WHERE id = $1 AND leased_by = $2
+            RETURNING state = 'disabled'
+            """,
+            endpoint,
+            worker,
+            reason[:MAX_FAILURE_TEXT],
+            delay,
+            disable_after,
+        )
         return bool(disabled)
 
     async def gone(self, endpoint: UUID, worker: UUID, reason: str) -> None:
         """The endpoint answered 410 Gone: disabled until an operator enables it."""
-        async with unavailable_is_temporary("webhook gone"):
-            await self._pool.execute(
-                "UPDATE webhook_endpoints SET state = 'disabled', disabled_by = 'gone',"
-                " disabled_reason = $3, disabled_at = now(), last_failure_at = now(),"
-                " last_failure = $3, leased_by = NULL, lease_until = NULL"
-                " WHERE id = $1 AND leased_by = $2",
-                endpoint,
-                worker,
-                reason[:MAX_FAILURE_TEXT],
-            )
+        await execute(
+            self._pool,
+            "webhook gone",
+            "UPDATE webhook_endpoints SET state = 'disabled', disabled_by = 'gone',"
+            " disabled_reason = $3, disabled_at = now(), last_failure_at = now(),"
+            " last_failure = $3, leased_by = NULL, lease_until = NULL"
+            " WHERE id = $1 AND leased_by = $2",
+            endpoint,
+            worker,
+            reason[:MAX_FAILURE_TEXT],
+        )
 
     async def release(self, endpoint: UUID, worker: UUID) -> None:
         """Nothing more to send now: the lease is given up."""
-        async with unavailable_is_temporary("webhook release"):
-            await self._pool.execute(
-                "UPDATE webhook_endpoints SET leased_by = NULL, lease_until = NULL"
-                " WHERE id = $1 AND leased_by = $2",
-                endpoint,
-                worker,
-            )
+        await execute(
+            self._pool,
+            "webhook release",
+            "UPDATE webhook_endpoints SET leased_by = NULL, lease_until = NULL"
+            " WHERE id = $1 AND leased_by = $2",
+            endpoint,
+            worker,
+        )
 
 
 WEBHOOK_STATES = ("active", "failing", "disabled_gone", "disabled_failing", "disabled_operator")
@@ -378,12 +376,13 @@ WEBHOOK_STATES = ("active", "failing", "disabled_gone", "disabled_failing", "dis
 
 async def endpoint_counts(pool: asyncpg.Pool) -> dict[str, int]:
     """Endpoints by what operators watch (WEBHOOK_STATES), each state named, 0 for none."""
-    async with unavailable_is_temporary("webhook counts"):
-        rows = await pool.fetch(
-            "SELECT CASE WHEN state = 'disabled' THEN 'disabled_' || disabled_by"
-            " WHEN failing_since IS NOT NULL THEN 'failing' ELSE 'active' END AS state,"
-            " count(*) AS n FROM webhook_endpoints GROUP BY 1"
-        )
+    rows = await fetch(
+        pool,
+        "webhook counts",
+        "SELECT CASE WHEN state = 'disabled' THEN 'disabled_' || disabled_by"
+        " WHEN failing_since IS NOT NULL THEN 'failing' ELSE 'active' END AS state,"
+        " count(*) AS n FROM webhook_endpoints GROUP BY 1",
+    )
     counts = dict.fromkeys(WEBHOOK_STATES, 0)
     counts.update({row["state"]: row["n"] for row in rows})
     return counts

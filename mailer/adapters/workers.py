@@ -22,7 +22,7 @@ from uuid import UUID
 
 import asyncpg
 
-from mailer.adapters.database import from_row, unavailable_is_temporary
+from mailer.adapters.database import execute, fetch, fetchrow, fetchval, from_row
 
 Presence = Literal["alive", "gone", "stopped"]
 FORGET_AFTER = timedelta(days=1)  # stopped or gone processes are listed for this long
@@ -107,23 +107,25 @@ class Workers:
         runs: Sequence[str],
         gone_after: float,
     ) -> None:
-        async with unavailable_is_temporary("register worker"):
-            await self._pool.execute(
-                "INSERT INTO workers (id, host, pid, version, runs, gone_after)"
-                " VALUES ($1, $2, $3, $4, $5, make_interval(secs => $6))"
-                " ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), stopped_at = NULL",
-                worker_id,
-                host,
-                pid,
-                version,
-                list(runs),
-                gone_after,
-            )
-            await self._pool.execute(
-                "DELETE FROM workers"
-                " WHERE coalesce(stopped_at, heartbeat_at) < now() - $1::interval",
-                FORGET_AFTER,
-            )
+        await execute(
+            self._pool,
+            "register worker",
+            "INSERT INTO workers (id, host, pid, version, runs, gone_after)"
+            " VALUES ($1, $2, $3, $4, $5, make_interval(secs => $6))"
+            " ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), stopped_at = NULL",
+            worker_id,
+            host,
+            pid,
+            version,
+            list(runs),
+            gone_after,
+        )
+        await execute(
+            self._pool,
+            "register worker",
+            "DELETE FROM workers WHERE coalesce(stopped_at, heartbeat_at) < now() - $1::interval",
+            FORGET_AFTER,
+        )
 
     async def report(
         self,
@@ -136,33 +138,32 @@ class Workers:
         """What this process holds unacknowledged, and what its relay did (a None is left as
         it was), with its heartbeat when `heartbeat`. False when the row is missing (deleted
         by hand): the caller registers again."""
-        async with unavailable_is_temporary(
-            "worker heartbeat" if heartbeat else "report worker state"
-        ):
-            found = await self._pool.fetchval(
-                "UPDATE workers SET"
-                + (" heartbeat_at = now()," if heartbeat else "")
-                + _STATE
-                + " WHERE id = $1 RETURNING true",
-                worker_id,
-                _json(unacked),
-                _json(relay),
-            )
+        found = await fetchval(
+            self._pool,
+            "worker heartbeat" if heartbeat else "report worker state",
+            "UPDATE workers SET"
+            + (" heartbeat_at = now()," if heartbeat else "")
+            + _STATE
+            + " WHERE id = $1 RETURNING true",
+            worker_id,
+            _json(unacked),
+            _json(relay),
+        )
         return bool(found)
 
     async def deregister(self, worker_id: UUID) -> None:
-        async with unavailable_is_temporary("deregister worker"):
-            await self._pool.execute(
-                "UPDATE workers SET stopped_at = now(), unacked = '{}', unacked_at = now()"
-                " WHERE id = $1",
-                worker_id,
-            )
+        await execute(
+            self._pool,
+            "deregister worker",
+            "UPDATE workers SET stopped_at = now(), unacked = '{}', unacked_at = now()"
+            " WHERE id = $1",
+            worker_id,
+        )
 
     async def list(self, *, within: timedelta = FORGET_AFTER) -> list[WorkerProcess]:
         """Alive first, then gone, then stopped; those silent or stopped for longer than
         `within` are left out."""
-        async with unavailable_is_temporary("list workers"):
-            rows = await self._pool.fetch(_LIST, within)
+        rows = await fetch(self._pool, "list workers", _LIST, within)
         return [
             from_row(
                 WorkerProcess,
@@ -176,11 +177,7 @@ class Workers:
 
     async def unacked(self) -> Unacked:
         """Per queue, the deliveries held unacknowledged by the processes alive."""
-        async with unavailable_is_temporary("count unacked"):
-            row = await self._pool.fetchrow(_UNACKED)
+        row = await fetchrow(self._pool, "count unacked", _UNACKED)
         assert row is not None
-        return Unacked(
-            counts={key: int(n) for key, n in json.loads(row["counts"]).items() if int(n)},
-            as_of=row["as_of"],
-            measured_at=row["measured_at"],
-        )
+        counts = {key: int(n) for key, n in json.loads(row["counts"]).items() if int(n)}
+        return from_row(Unacked, row, counts=counts)

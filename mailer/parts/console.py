@@ -11,9 +11,8 @@ from typing import Protocol
 
 from mailer.adapters.broker import Broker
 from mailer.config import AdminSettings
-from mailer.listening import listening
-from mailer.parts import Checks
 from mailer.parts.database import Database
+from mailer.parts.listener import ListenerPart
 from mailer.web.console.app import AdminServer
 
 
@@ -44,8 +43,9 @@ class BrokerOfItsOwn:
         self._made.clear()
 
 
-class OperatorsConsole:
+class OperatorsConsole(ListenerPart[AdminServer]):
     name = "operators' console"
+    section = "admin"
 
     def __init__(
         self,
@@ -57,25 +57,16 @@ class OperatorsConsole:
     ) -> None:
         """`database`: the console's own pool, which `server` reads through; `closing`:
         what else it alone uses, closed after the listener in this order."""
-        self.server = server
-        self._settings = settings
+        super().__init__(server, settings)
         self._database = database
         self._closing = closing
 
-    @property
-    def port(self) -> int | None:
-        return self.server.port
-
     async def start(self) -> None:
         await self._database.start()
-        with listening("admin", self._settings.host, self._settings.port):
-            await self.server.start()
+        await super().start()
 
     async def stop(self) -> None:
-        await self.server.stop()
+        await super().stop()
         for thing in self._closing:
             await thing.close()
         await self._database.stop()
-
-    async def readiness(self) -> Checks:
-        return {}

@@ -2,29 +2,10 @@
 
 from __future__ import annotations
 
-from mailer.config import HttpSettings
-from mailer.listening import listening
-from mailer.parts import Checks
+from mailer.parts.listener import ListenerPart
 from mailer.web.public.app import WebServer
 
 
-class PublicWeb:
+class PublicWeb(ListenerPart[WebServer]):
     name = "public web"
-
-    def __init__(self, server: WebServer, settings: HttpSettings) -> None:
-        self.server = server
-        self._settings = settings
-
-    @property
-    def port(self) -> int | None:
-        return self.server.port
-
-    async def start(self) -> None:
-        with listening("http", self._settings.host, self._settings.port):
-            await self.server.start()
-
-    async def stop(self) -> None:
-        await self.server.stop()
-
-    async def readiness(self) -> Checks:
-        return {}
+    section = "http"
