@@ -36,7 +36,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from bench.newsletter import AMQP, ROOT, SECRET, free_port, prepare, rabbitmqctl, start_sink
+from bench.newsletter import AMQP, ROOT, SECRET, free_port, fresh_vhost, prepare, start_sink
 from bench.table import print_table
 from mailer.adapters.broker import Broker
 from mailer.adapters.operators import Operators
@@ -211,9 +211,7 @@ async def main() -> None:
         print(f"preparing {args.recipients:,} subscribers…", file=sys.stderr)
         await prepare(dsn, args.recipients)
         await add_operator(dsn)
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
-        rabbitmqctl("add_vhost", vhost)
-        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        fresh_vhost(vhost)
         subprocess.run(
             [sys.executable, "-m", "mailer", "migrate"],
             env=env,

@@ -43,23 +43,15 @@ from pathlib import Path
 import aio_pika
 import asyncpg
 
+from bench.newsletter import ADMIN_DSN, AMQP, ROOT, SECRET, free_port, fresh_vhost, prepare
 from bench.table import print_table
-from mailer.adapters import database, outbox
+from mailer.adapters import outbox
 from mailer.adapters.broker import Broker
-from mailer.adapters.subscribers import Subscribers
 from mailer.config import EventsSettings
-from mailer.core.audience import imported_person
 from mailer.core.signing import generate_key
-from mailer.core.tokens import derive_key
 from mailer.metrics import Metrics
 from mailer.parts.events import EventRelay
 
-ROOT = Path(__file__).resolve().parent.parent
-ADMIN_DSN = os.environ.get(
-    "MAILER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
-AMQP = "amqp://guest:guest@127.0.0.1:5672/"
-SECRET = "bench-secret-key-that-is-long-enough-0123456789"
 TICK = os.sysconf("SC_CLK_TCK")
 
 _SINK = """
@@ -101,13 +93,6 @@ MODES = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def start_sink(port: int) -> subprocess.Popen[bytes]:
     process = subprocess.Popen([sys.executable, "-c", _SINK, str(port)], cwd=ROOT)
     for _ in range(100):
@@ -136,32 +121,6 @@ async def backends(conn: asyncpg.Connection, name: str) -> set[int]:
         name,
     )
     return {r["pid"] for r in rows}
-
-
-async def prepare(dsn: str, recipients: int) -> None:
-    admin = await asyncpg.connect(ADMIN_DSN)
-    name = dsn.rsplit("/", 1)[1]
-    await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    await admin.close()
-    await database.migrate(dsn)
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
-    subscribers = Subscribers(pool)
-    list_id = (await subscribers.list_ids(["lucid-news"]))["lucid-news"]
-    hash_key = derive_key(SECRET.encode(), "address")
-    for start in range(0, recipients, 10_000):
-        batch = [
-            imported_person(
-                [f"person{n}@example{n % 50}.pl", f"Osoba {n}", "en" if n % 3 == 0 else "pl"],
-                hash_key=hash_key,
-            )
-            for n in range(start, min(start + 10_000, recipients))
-        ]
-        await subscribers.import_rows(list_id, batch)
-    await pool.close()
-
-
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True)
 
 
 async def portal_queue(amqp: str) -> aio_pika.abc.AbstractRobustConnection:
@@ -352,9 +311,7 @@ async def main() -> None:
     try:
         print(f"preparing {args.recipients:,} subscribers…", file=sys.stderr)
         await prepare(dsn, args.recipients)
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
-        rabbitmqctl("add_vhost", vhost)
-        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        fresh_vhost(vhost)
         subprocess.run(
             [sys.executable, "-m", "mailer", "migrate"],
             env=env,

@@ -36,7 +36,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from bench.newsletter import ADMIN_DSN, AMQP, ROOT, SECRET, free_port, rabbitmqctl
+from bench.newsletter import ADMIN_DSN, AMQP, ROOT, SECRET, free_port, fresh_vhost
 from bench.table import print_table
 from mailer.core.addresses import address_key
 from mailer.core.bounces.reports import classify_report
@@ -283,9 +283,7 @@ async def service_runs(before: str | None, seconds: float) -> None:
         "MAILER_LOG_LEVEL": "ERROR",
         "MAILER_BOUNCES_DOMAIN": DOMAIN,
     }
-    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, check=False)
-    rabbitmqctl("add_vhost", vhost)
-    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    fresh_vhost(vhost)
     runs = []
     try:
         if before is not None:

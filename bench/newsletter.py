@@ -128,6 +128,13 @@ def rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True)
 
 
+def fresh_vhost(vhost: str) -> None:
+    """`vhost` made anew (whatever an earlier run left in it is gone), open to guest."""
+    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
+    rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+
+
 async def send_issue(dsn: str, amqp: str, env: dict[str, str], workers: int) -> tuple[float, int]:
     """Seconds from the issue's start to its end, and the messages it sent."""
     processes = []
@@ -208,9 +215,7 @@ async def main() -> None:
     try:
         print(f"preparing {args.recipients:,} subscribers…", file=sys.stderr)
         await prepare(dsn, args.recipients)
-        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True)
-        rabbitmqctl("add_vhost", vhost)
-        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        fresh_vhost(vhost)
         subprocess.run(
             [sys.executable, "-m", "mailer", "migrate"],
             env=env,
