@@ -3,20 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 T = TypeVar("T")
 
 
+@overload
 async def eventually(
-    probe: Callable[[], Awaitable[T | None]], *, timeout: float = 15.0, interval: float = 0.05
-) -> T:
-    """Call `probe` until it returns something truthy; fail with its last value on timeout."""
+    probe: Callable[[], Awaitable[T | None]], *, timeout: float = ..., interval: float = ...
+) -> T: ...
+
+
+@overload
+async def eventually(
+    probe: Callable[[], T | None], *, timeout: float = ..., interval: float = ...
+) -> T: ...
+
+
+async def eventually(
+    probe: Callable[[], Any], *, timeout: float = 15.0, interval: float = 0.05
+) -> Any:
+    """Call `probe` (a coroutine function, or a plain one for what is in memory) until it
+    returns something truthy; fail with its last value on timeout."""
     deadline = time.monotonic() + timeout
     while True:
-        value = await probe()
+        value = probe()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if time.monotonic() > deadline:

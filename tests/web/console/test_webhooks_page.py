@@ -5,7 +5,6 @@ Screenshots: artifacts/screenshots/webhooks-*.png."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -63,7 +62,7 @@ async def test_an_operator_watches_disables_enables_and_replays_an_endpoint(
     receiver.answer = 200
     await row.locator("button:has-text('Enable…')").click()
     await page.click("button:has-text('Yes, enable')")
-    await eventually(lambda: asyncio.sleep(0, len(receiver.taken()) == 5), timeout=10)
+    await eventually(lambda: len(receiver.taken()) == 5, timeout=10)
     await page.goto(console.url + "/webhooks")
     await expect(row.locator(".state")).to_have_text("active")
     await expect(row.locator(".backlog")).to_have_text("0")
@@ -74,7 +73,7 @@ async def test_an_operator_watches_disables_enables_and_replays_an_endpoint(
     await expect(page.locator(".question")).to_contain_text("Deliver again every kept event")
     await page.click("button:has-text('Yes, replay')")
     await expect(page.locator("[role=status]")).to_contain_text("replays from position 1")
-    await eventually(lambda: asyncio.sleep(0, len(receiver.taken()) == 10), timeout=10)
+    await eventually(lambda: len(receiver.taken()) == 10, timeout=10)
     assert [event["id"] for event in receiver.taken()] == ids + ids
 
     await browser.clear_cookies()  # alice's session ends; victor logs in
