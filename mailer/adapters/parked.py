@@ -219,9 +219,13 @@ class ParkedJobs:
 
     @asynccontextmanager
     async def taking(self, row_id: int) -> AsyncIterator[Taking]:
-        """Hold one parked job while it is acted on: its row is locked (another operator's
-        action passes it over), and deleted when the block ends, unless the block raised or
-        called `keep()`. `job` is None when it is gone or held by someone else."""
+        """Hold one parked job while it is acted on: its row is taken (another operator's
+        action passes it over) and is gone when the block ends, unless the block raised or
+        called `keep()`. `job` is None when it is gone or held by someone else.
+
+        The row is deleted before the block runs, in a transaction committed after it: a
+        requeued job that the worker parks again at once waits for that commit and is then
+        recorded anew, instead of meeting the old row and being dropped as a repeat."""
         async with unavailable_is_temporary("taking a parked job"):
             conn = await self._pool.acquire()
         try:
@@ -229,7 +233,9 @@ class ParkedJobs:
             async with unavailable_is_temporary("taking a parked job"):
                 await transaction.start()
                 found = await conn.fetchrow(
-                    "SELECT * FROM parked_jobs WHERE id = $1 FOR UPDATE SKIP LOCKED", row_id
+                    "DELETE FROM parked_jobs WHERE id = $1 AND id IN (SELECT id FROM parked_jobs"
+                    " WHERE id = $1 FOR UPDATE SKIP LOCKED) RETURNING *",
+                    row_id,
                 )
             taking = Taking(_job(found) if found is not None else None)
             try:
@@ -239,8 +245,9 @@ class ParkedJobs:
                     await transaction.rollback()
                 raise
             async with unavailable_is_temporary("deleting a parked job"):
-                if taking.job is not None and not taking.kept:
-                    await conn.execute("DELETE FROM parked_jobs WHERE id = $1", row_id)
-                await transaction.commit()
+                if taking.kept:
+                    await transaction.rollback()
+                else:
+                    await transaction.commit()
         finally:
             await self._pool.release(conn)

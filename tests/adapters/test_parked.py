@@ -16,7 +16,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from mailer.adapters.broker import Broker
 from mailer.adapters.consuming import QueueMessage
-from mailer.adapters.dead_letters import DeadLetters, parked_from_dead_queue
+from mailer.adapters.dead_letters import DeadLetters, parked_from_dead_queue, requeued_message
 from mailer.adapters.parked import ParkedJobs
 from mailer.errors import TemporaryFailure
 from mailer.worker.parking import Parking
@@ -148,6 +148,35 @@ async def test_two_operators_requeueing_one_job_at_once_send_it_once(
     assert sorted(map(len, results)) == [0] * 7 + [1], results
     assert await depth(broker, "mailer.receipts") == 1
     assert await parked_rows(db) == []
+
+
+async def test_a_requeued_job_parked_again_before_the_requeue_ends_is_kept(
+    broker: Broker, pool: asyncpg.Pool, db: asyncpg.Connection
+) -> None:
+    """Fault: the worker takes a requeued (still invalid) job and parks it again while the
+    requeue that sent it has not finished. Figures: rows after 1 of 1 (before: 0, the job
+    lost: the second park met the old row and was dropped as a repeat, then the old row
+    was deleted)."""
+    await broker.publish(b'{"n": 3}', routing_key="receipt")
+    parked = ParkedJobs(pool)
+    parking = Parking(parked, broker, clock=lambda: NOW)
+    await parking.park(
+        QueueMessage(await take(broker, "mailer.receipts")), origin="mailer.receipts", reason="r"
+    )
+    (row,) = await parked_rows(db)
+    async with parked.taking(row.id) as taking:
+        assert taking.job is not None
+        await broker.publish_message(
+            requeued_message(taking.job), routing_key="mailer.receipts", exchange=""
+        )
+        again = QueueMessage(await take(broker, "mailer.receipts"))
+        parked_again = asyncio.create_task(
+            parking.park(again, origin="mailer.receipts", reason="still invalid")
+        )
+        await asyncio.sleep(0.3)  # the requeue not yet ended
+    await asyncio.wait_for(parked_again, 10)
+    rows = await parked_rows(db)
+    assert [(r.body, r.reason) for r in rows] == [(b'{"n": 3}', "still invalid")]
 
 
 async def test_a_requeue_the_broker_refuses_keeps_the_job(
