@@ -163,8 +163,8 @@ async def test_a_requeued_job_parked_again_before_the_requeue_ends_is_kept(
     await parking.park(
         QueueMessage(await take(broker, "mailer.receipts")), origin="mailer.receipts", reason="r"
     )
-    (row,) = await parked_rows(db)
-    async with parked.taking(row.id) as taking:
+    ((row_id,),) = await db.fetch("SELECT id FROM parked_jobs")
+    async with parked.taking(row_id) as taking:
         assert taking.job is not None
         await broker.publish_message(
             requeued_message(taking.job), routing_key="mailer.receipts", exchange=""
